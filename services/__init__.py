@@ -1,0 +1,1 @@
+"""Coffer's services: gateway, secrets, pki, lease, webhooks."""

@@ -1,0 +1,142 @@
+"""The gateway's HTTP handlers for system and auth (api.md §2–3).
+
+Thin: parse a model, call the domain / repository / bus, answer a dict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway import domain
+from services.gateway.domain import ClientCredentials, InitRequest
+from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model
+from services.gateway.repository import GatewayRepository
+from shared.bus import Bus
+from shared.errors import (
+    AuthenticationRequired,
+    CofferError,
+    NameConflict,
+    ServiceUnavailable,
+    TokenInvalid,
+)
+
+BACKEND_SERVICES = ("secrets", "pki", "lease", "webhooks")
+
+REPO = web.AppKey("repo", GatewayRepository)
+BUS = web.AppKey("bus", Bus)
+HEALTH_TIMEOUT = web.AppKey("health_timeout", float)
+
+
+async def _cpu(fn: Any, *args: Any) -> Any:
+    """CPU-heavy work (scrypt) off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Ping every service over the bus; 200 when all answer, else 503 naming the failing ones."""
+    bus, timeout = request.app[BUS], request.app[HEALTH_TIMEOUT]
+    ctx = context(request)
+
+    async def ping(service: str) -> str:
+        try:
+            await bus.call(service, "ping", {}, ctx, timeout=timeout)
+            return "ok"
+        except CofferError:
+            return "unavailable"
+
+    async def own() -> str:
+        try:
+            async with asyncio.timeout(timeout):
+                await request.app[REPO].ping()
+            return "ok"
+        except Exception:  # noqa: BLE001 - health reports, it does not raise
+            return "unavailable"
+
+    states = await asyncio.gather(own(), *(ping(s) for s in BACKEND_SERVICES))
+    services = dict(zip(("gateway", *BACKEND_SERVICES), states))
+    down = sorted(name for name, state in services.items() if state != "ok")
+    body: dict[str, Any] = {"status": "degraded" if down else "ok", "services": services}
+    if not down:
+        return json_response(body)
+    # Still the error envelope (with the health body beside it) so every failure reads alike.
+    error = ServiceUnavailable("some services are unavailable", details={"unavailable": down})
+    body["error"] = {**error.to_wire(), "request_id": ctx.request_id}
+    return json_response(body, status=error.status)
+
+
+async def init(request: web.Request) -> web.Response:
+    """Once, on an empty system: root tenant, admin identity, allow-all policy, a token."""
+    body = await read_model(request, InitRequest)
+    secret = domain.new_client_secret()
+    secret_hash = await _cpu(domain.hash_secret, secret)
+    tenant = {"id": domain.new_id("ten"), "name": body.tenant_name, "kind": "partner"}
+    identity = {
+        "id": domain.new_id("idn"), "name": body.admin_name, "kind": "service",
+        "allowed_scopes": domain.ALL_SCOPES, "partner_admin": True,
+        "client_id": domain.new_id("cli"), "secret_hash": secret_hash,
+    }
+    policy = {
+        "id": domain.new_id("pol"), "name": "root-admin",
+        "description": "Allows everything; bound to the admin created by sys/init.",
+        "rules": domain.ROOT_POLICY_RULES,
+    }
+    created = await request.app[REPO].initialise(
+        tenant=tenant, identity=identity, policy=policy, binding_id=domain.new_id("bnd")
+    )
+    if not created:
+        raise NameConflict("Coffer is already initialised")
+    token, _ = request.app[SIGNER].issue(identity["id"], tenant["id"], domain.ALL_SCOPES)
+    return json_response(
+        {"tenant_id": tenant["id"], "client_id": identity["client_id"], "client_secret": secret,
+         "token": token},
+        status=201,
+    )
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """Client credentials → an access token (JSON or OAuth2 form body)."""
+    creds = await read_model(request, ClientCredentials, allow_form=True)
+    row = await request.app[REPO].identity_by_client_id(creds.client_id)
+    stored = row["secret_hash"] if row is not None and row["secret_hash"] else domain.dummy_hash()
+    valid = await _cpu(domain.verify_secret, creds.client_secret, stored)
+    if row is None or not valid:
+        raise AuthenticationRequired("invalid client credentials")
+    scopes = domain.grant_scopes(row["allowed_scopes"], creds.scopes)
+    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes)
+    return json_response(
+        {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
+         "scope": " ".join(scopes), "tenant_id": row["tenant_id"]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return json_response(request.app[SIGNER].jwks())
+
+
+async def whoami(request: web.Request) -> web.Response:
+    who = principal(request)
+    row = await request.app[REPO].whoami(who.identity_id, who.tenant_id)
+    if row is None:
+        raise TokenInvalid("the token's identity no longer exists")
+    return json_response(
+        {
+            "identity": {"id": row["id"], "name": row["name"], "kind": row["kind"],
+                         "partner_admin": row["partner_admin"]},
+            "tenant": {"id": row["tenant_id"], "name": row["tenant_name"], "kind": row["tenant_kind"]},
+            "scopes": sorted(who.scopes),
+            "expires_at": who.expires_at.isoformat().replace("+00:00", "Z"),
+        }
+    )
+
+
+ROUTE_TABLE: tuple[Route, ...] = (
+    Route("GET", "/v1/sys/health", health, public=True),
+    Route("POST", "/v1/sys/init", init, public=True),
+    Route("POST", "/v1/auth/token", issue_token, public=True),
+    Route("GET", "/v1/auth/jwks", jwks, public=True),
+    Route("GET", "/v1/auth/whoami", whoami),
+)

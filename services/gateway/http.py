@@ -1,0 +1,205 @@
+"""HTTP plumbing of the gateway: the route table, the edge and auth middlewares, body parsing.
+
+Every failure, from any layer, leaves through ``edge_middleware`` as the one
+envelope with its code's status and the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import parse_qsl
+
+import orjson
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError as PydanticValidationError
+
+from services.gateway.domain import Principal
+from services.gateway.signing import TokenSigner
+from shared.context import RequestContext, sane_request_id
+from shared.errors import (
+    AuthenticationRequired,
+    CofferError,
+    InsufficientScope,
+    InternalError,
+    InvalidRequest,
+    ValidationError,
+    envelope,
+)
+
+log = structlog.get_logger("coffer.gateway")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: ``public`` ones need no token; ``scope`` is what a token must hold."""
+
+    method: str
+    path: str
+    handler: Handler
+    public: bool = False
+    scope: str | None = None
+
+
+ROUTES = web.AppKey("routes", dict)  # handler -> Route
+SIGNER = web.AppKey("signer", TokenSigner)
+MAX_BODY = web.AppKey("max_body", int)
+
+
+async def hide_server_version(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: don't advertise the Python and aiohttp versions."""
+    response.headers["Server"] = "coffer"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(error: CofferError, request_id: str) -> web.Response:
+    return json_response(envelope(error, request_id), status=error.status, headers=error.headers)
+
+
+def context(request: web.Request) -> RequestContext:
+    """The bus context of this request (request id + caller)."""
+    ctx: RequestContext = request["ctx"]
+    return ctx
+
+
+def principal(request: web.Request) -> Principal:
+    p: Principal = request["principal"]
+    return p
+
+
+def _translate(exc: web.HTTPException, request: web.Request) -> CofferError:
+    if isinstance(exc, web.HTTPNotFound):
+        return InvalidRequest(f"no route for {request.method} {request.path[:200]}")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return InvalidRequest(
+            f"method {request.method} not allowed here",
+            details={"allowed_methods": sorted(exc.allowed_methods)},
+        )
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return InvalidRequest(
+            "request body too large", details={"max_bytes": request.app[MAX_BODY]}
+        )
+    return InvalidRequest(exc.reason)
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in and out, one access log line, every failure → the envelope."""
+    request_id = sane_request_id(request.headers.get("X-Request-ID"))
+    ctx = RequestContext(request_id=request_id)
+    ctx.bind()
+    request["ctx"] = ctx
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except CofferError as exc:
+        response = error_response(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(_translate(exc, request), request_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request_crashed", method=request.method, route=_route_name(request))
+        response = error_response(InternalError("unexpected error"), request_id)
+    response.headers["X-Request-ID"] = request_id
+    error_code = None
+    if response.status >= 400 and isinstance(response, web.Response) and response.body:
+        error_code = _code_of(response)
+    log.info(
+        "http_request", method=request.method, route=_route_name(request), status=response.status,
+        code=error_code, duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def _code_of(response: web.Response) -> str | None:
+    try:
+        body = orjson.loads(response.body)  # type: ignore[arg-type]
+        return str(body["error"]["code"])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _route_name(request: web.Request) -> str:
+    """The route template (never the raw path, which may hold secret paths)."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "<unmatched>"
+
+
+def route_of(request: web.Request) -> Route | None:
+    return request.app[ROUTES].get(request.match_info.handler)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer token → principal, then the route's scope; public routes pass."""
+    route = route_of(request)
+    if route is None or route.public:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationRequired("missing bearer token")
+    who = await request.app[SIGNER].verify(token.strip())
+    request["principal"] = who
+    ctx = context(request).model_copy(
+        update={"tenant_id": who.tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
+    )
+    request["ctx"] = ctx
+    ctx.bind()
+    if route.scope and route.scope not in who.scopes:
+        raise InsufficientScope(
+            f"this call needs the '{route.scope}' scope", details={"required_scope": route.scope}
+        )
+    return await handler(request)
+
+
+def _fields(exc: PydanticValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def read_model(request: web.Request, model: type[M], *, allow_form: bool = False) -> M:
+    """Parse the body into ``model``: ``invalid_request`` if it is not a JSON object,
+    ``validation_error`` (``details.fields``) if a field is wrong. Input values are never echoed."""
+    raw = await request.read()
+    ctype = request.content_type
+    data: Any
+    # curl -d sends JSON as a form unless told otherwise: accept a JSON object either way.
+    if allow_form and ctype == "application/x-www-form-urlencoded" and not raw.lstrip().startswith(b"{"):
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("form body is malformed") from None
+        data = dict(pairs)
+        if "scope" in data:
+            data["scopes"] = data.pop("scope").split()
+    else:
+        if not raw:
+            data = {}
+        else:
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except PydanticValidationError as exc:
+        raise ValidationError("request validation failed", details={"fields": _fields(exc)}) from None

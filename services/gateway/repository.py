@@ -1,0 +1,95 @@
+"""The gateway's SQL: tenants, identities, policies, bindings, signing keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from shared.crypto import Sealed
+
+_INIT_LOCK = 0x5157_1417  # serialises POST /v1/sys/init across replicas
+
+
+class GatewayRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    # -- bootstrap -----------------------------------------------------------
+
+    async def initialise(
+        self,
+        *,
+        tenant: dict[str, Any],
+        identity: dict[str, Any],
+        policy: dict[str, Any],
+        binding_id: str,
+    ) -> bool:
+        """Create the root tenant, admin identity, policy and binding; ``False`` if not empty."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _INIT_LOCK)
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM tenants)"):
+                return False
+            await conn.execute(
+                "INSERT INTO tenants (id, name, kind) VALUES ($1, $2, $3)",
+                tenant["id"], tenant["name"], tenant["kind"],
+            )
+            await conn.execute(
+                "INSERT INTO identities (id, tenant_id, name, kind, allowed_scopes, partner_admin,"
+                " client_id, secret_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                identity["id"], tenant["id"], identity["name"], identity["kind"],
+                list(identity["allowed_scopes"]), identity["partner_admin"],
+                identity["client_id"], identity["secret_hash"],
+            )
+            await conn.execute(
+                "INSERT INTO policies (id, tenant_id, name, description, rules)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                policy["id"], tenant["id"], policy["name"], policy["description"], policy["rules"],
+            )
+            await conn.execute(
+                "INSERT INTO bindings (id, tenant_id, policy_id, identity_id) VALUES ($1, $2, $3, $4)",
+                binding_id, tenant["id"], policy["id"], identity["id"],
+            )
+        return True
+
+    # -- identities ------------------------------------------------------------
+
+    async def identity_by_client_id(self, client_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT id, tenant_id, allowed_scopes, secret_hash FROM identities WHERE client_id = $1",
+            client_id,
+        )
+
+    async def whoami(self, identity_id: str, tenant_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT i.id, i.name, i.kind, i.partner_admin, i.allowed_scopes,"
+            " t.id AS tenant_id, t.name AS tenant_name, t.kind AS tenant_kind"
+            " FROM identities i JOIN tenants t ON t.id = i.tenant_id"
+            " WHERE i.id = $1 AND i.tenant_id = $2",
+            identity_id, tenant_id,
+        )
+
+    # -- signing keys ----------------------------------------------------------
+
+    async def signing_keys(self) -> list[asyncpg.Record]:
+        """Every unretired key, newest first."""
+        return await self.pool.fetch(
+            "SELECT kid, public_key, kek_id, wrapped_key, nonce, ciphertext, created_at"
+            " FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC"
+        )
+
+    async def insert_signing_key_if_none(self, kid: str, public_key: bytes, sealed: Sealed) -> bool:
+        """Store a first signing key unless a replica already did; ``True`` if ours won."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer.signing_keys'))")
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)"):
+                return False
+            await conn.execute(
+                "INSERT INTO signing_keys (kid, public_key, kek_id, wrapped_key, nonce, ciphertext)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                kid, public_key, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext,
+            )
+        return True

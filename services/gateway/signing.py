@@ -1,0 +1,126 @@
+"""Token signing keys: Ed25519 JWTs (``alg: EdDSA``, ``kid``), shared by all replicas.
+
+The first gateway to start generates the key and stores it sealed by the KMS
+(associated data ``gateway/signing-key/<kid>``); every replica loads it from
+the database. Verification accepts exactly one algorithm, EdDSA, and any
+unretired key by ``kid``; an unknown ``kid`` reloads the keys (at most once a
+second), so a key rotated on another replica is picked up.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from typing import Any
+
+import jwt
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from services.gateway.domain import Principal, principal_from_claims, token_claims
+from services.gateway.repository import GatewayRepository
+from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.errors import ServiceUnavailable, TokenExpired, TokenInvalid
+
+log = structlog.get_logger("coffer.gateway.signing")
+
+ALGORITHM = "EdDSA"
+_REQUIRED = ["sub", "tid", "scope", "exp", "iat", "jti"]
+
+
+def _aad(kid: str) -> bytes:
+    return f"gateway/signing-key/{kid}".encode()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenSigner:
+    """Issues and verifies the gateway's access tokens."""
+
+    def __init__(self, repo: GatewayRepository, kms: KmsProvider, ttl: int) -> None:
+        self.repo = repo
+        self.kms = kms
+        self.ttl = ttl
+        self._public: dict[str, Ed25519PublicKey] = {}
+        self._signing: tuple[str, Ed25519PrivateKey] | None = None
+        self._last_reload = 0.0
+
+    async def ensure_key(self) -> None:
+        """Generate the first signing key if there is none, then load the keys."""
+        if not await self.repo.signing_keys():
+            private = Ed25519PrivateKey.generate()
+            kid = "key_" + secrets.token_hex(8)
+            raw = private.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            public = private.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            if await self.repo.insert_signing_key_if_none(kid, public, seal(self.kms, raw, _aad(kid))):
+                log.info("signing_key_created", kid=kid)
+        await self.reload()
+
+    async def reload(self) -> None:
+        rows = await self.repo.signing_keys()
+        if not rows:
+            raise ServiceUnavailable("no token signing key")
+        self._public = {r["kid"]: Ed25519PublicKey.from_public_bytes(r["public_key"]) for r in rows}
+        newest = rows[0]
+        if self._signing is None or self._signing[0] != newest["kid"]:
+            raw = unseal(
+                self.kms,
+                Sealed(newest["kek_id"], newest["wrapped_key"], newest["nonce"], newest["ciphertext"]),
+                _aad(newest["kid"]),
+            )
+            self._signing = (newest["kid"], Ed25519PrivateKey.from_private_bytes(raw))
+        self._last_reload = time.monotonic()
+
+    def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...]) -> tuple[str, int]:
+        """A signed access token and its lifetime in seconds."""
+        assert self._signing is not None, "ensure_key() first"
+        kid, key = self._signing
+        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl)
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), self.ttl
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid token; ``token_invalid`` / ``token_expired`` otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenInvalid("malformed token") from None
+        if header.get("alg") != ALGORITHM:
+            raise TokenInvalid("token algorithm not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise TokenInvalid("token has no key id")
+        key = self._public.get(kid)
+        if key is None and time.monotonic() - self._last_reload > 1.0:
+            await self.reload()
+            key = self._public.get(kid)
+        if key is None:
+            raise TokenInvalid("token signed by an unknown key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key, algorithms=[ALGORITHM], options={"require": _REQUIRED}, leeway=5
+            )
+            return principal_from_claims(claims)
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token expired") from None
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            raise TokenInvalid("token signature or claims invalid") from None
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys, as a JWK set (RFC 8037 OKP)."""
+        return {
+            "keys": [
+                {
+                    "kty": "OKP", "crv": "Ed25519", "alg": ALGORITHM, "use": "sig", "kid": kid,
+                    "x": _b64url(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)),
+                }
+                for kid, key in self._public.items()
+            ]
+        }

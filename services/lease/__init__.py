@@ -1,0 +1,1 @@
+"""The ``lease`` service: dynamic-credential engines and leases."""

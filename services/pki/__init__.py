@@ -1,0 +1,1 @@
+"""The ``pki`` service: CAs, roles, certificates, CSRs, ACME."""

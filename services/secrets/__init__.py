@@ -1,0 +1,1 @@
+"""The ``secrets`` service: versioned secrets with envelope encryption."""

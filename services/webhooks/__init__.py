@@ -1,0 +1,1 @@
+"""The ``webhooks`` service: the webhook dispatcher: subscriptions and signed deliveries."""

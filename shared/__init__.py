@@ -1,0 +1,1 @@
+"""Coffer's shared package: errors, bus, db, crypto, config, logging, contracts."""

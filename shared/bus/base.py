@@ -1,0 +1,172 @@
+"""The bus interface both implementations keep, and the logic they share.
+
+RPC: ``call(service, method, payload, ctx)`` → the handler's JSON result, or a
+``CofferError`` of the vocabulary. No answer in time, nobody consuming, or no
+broker → ``ServiceUnavailable`` within the timeout, never a hang.
+
+Events: ``publish(event)`` returns once the broker has confirmed it;
+``subscribe(consumer, patterns, handler)`` gives each consumer its own durable
+queue. A handler that raises is retried; past the delivery limit (or on a
+non-retryable ``CofferError``) the event is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import abc
+from functools import lru_cache
+from typing import Any, Awaitable, Callable, Mapping, Sequence
+
+import orjson
+import structlog
+
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.errors import CofferError, InternalError, ServiceUnavailable, from_wire
+
+RPC_EXCHANGE = "coffer.rpc"
+EVENTS_EXCHANGE = "coffer.events"
+DEAD_LETTER_EXCHANGE = "coffer.dlx"
+
+RpcHandler = Callable[[dict[str, Any], RequestContext], Awaitable[Any]]
+EventHandler = Callable[[Event, RequestContext], Awaitable[None]]
+
+log = structlog.get_logger("coffer.bus")
+
+
+def encode(obj: Any) -> bytes:
+    """JSON only, never pickle; raises ``TypeError`` on anything else."""
+    return orjson.dumps(obj)
+
+
+def decode(body: bytes) -> Any:
+    return orjson.loads(body)
+
+
+async def handle_request(
+    handlers: Mapping[str, RpcHandler], method: str, body: bytes, ctx: RequestContext
+) -> bytes | None:
+    """Run one RPC request; the reply body, or ``None`` when the deadline had passed.
+
+    Shared by both buses so that they answer alike: a handler's ``CofferError``
+    becomes an error reply with its code, anything unexpected ``internal_error``
+    (logged here with its traceback, never sent).
+    """
+    if ctx.expired():
+        log.warning("rpc_dropped_expired", method=method)
+        return None
+    handler = handlers.get(method)
+    try:
+        if handler is None:
+            raise ServiceUnavailable(f"method {method!r} is not served")
+        try:
+            payload = decode(body)
+        except orjson.JSONDecodeError:
+            raise InternalError("request body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise InternalError("request body is not a JSON object")
+        result = await handler(payload, ctx)
+        reply: dict[str, Any] = {"ok": True, "result": result}
+    except CofferError as exc:
+        log.info("rpc_error", method=method, code=exc.code)
+        reply = {"ok": False, "error": exc.to_wire()}
+    except Exception:
+        log.exception("rpc_handler_crashed", method=method)
+        reply = {"ok": False, "error": InternalError().to_wire()}
+    log.debug("rpc_handled", method=method, ok=reply["ok"])
+    try:
+        return encode(reply)
+    except TypeError:
+        log.error("rpc_result_not_json", method=method)
+        return encode({"ok": False, "error": InternalError().to_wire()})
+
+
+def unpack_reply(body: bytes) -> Any:
+    """The result of a reply body, or raise its error (unknown codes → ``internal_error``)."""
+    try:
+        reply = decode(body)
+    except orjson.JSONDecodeError:
+        raise InternalError("malformed reply from service") from None
+    if isinstance(reply, dict) and reply.get("ok") is True:
+        return reply.get("result")
+    raise from_wire(reply.get("error") if isinstance(reply, dict) else None)
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` zero or more words."""
+    return _match(tuple(pattern.split(".")), tuple(routing_key.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head == "*" or head == words[0]) and _match(rest, words[1:])
+
+
+class Bus(abc.ABC):
+    """RPC + events; implemented by ``InProcessBus`` and ``RabbitBus``."""
+
+    def __init__(self, *, rpc_timeout: float = 5.0) -> None:
+        self.rpc_timeout = rpc_timeout
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and declare the topology."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop consuming, fail pending calls, disconnect."""
+
+    @abc.abstractmethod
+    async def call(
+        self,
+        service: str,
+        method: str,
+        payload: Mapping[str, Any],
+        ctx: RequestContext,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Ask ``<service>.<method>`` and wait for the answer (at most ``timeout``)."""
+
+    @abc.abstractmethod
+    async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
+        """Answer ``<service>.<method>`` for each method in ``handlers``."""
+
+    @abc.abstractmethod
+    async def publish(self, event: Event) -> None:
+        """Publish and wait for the broker's confirm; ``ServiceUnavailable`` if it can't."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, consumer: str, patterns: Sequence[str], handler: EventHandler
+    ) -> None:
+        """Deliver events whose type matches one of ``patterns`` to ``handler``."""
+
+    @abc.abstractmethod
+    async def dead_letter_count(self, consumer: str) -> int:
+        """How many of ``consumer``'s events were dead-lettered (and not yet drained)."""
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.rpc_timeout if timeout is None else timeout
+
+
+def event_context(event: Event, headers: Mapping[str, Any] | None = None) -> RequestContext:
+    """The context an event handler runs in: headers first, the envelope as fallback."""
+    ctx = RequestContext.from_headers(headers)
+    if headers is None or "x-request-id" not in headers:
+        ctx = ctx.model_copy(update={"request_id": event.request_id or ctx.request_id})
+    if ctx.tenant_id is None and event.tenant_id:
+        ctx = ctx.model_copy(update={"tenant_id": event.tenant_id})
+    return ctx
+
+
+def event_headers(event: Event) -> dict[str, Any]:
+    return RequestContext(
+        request_id=event.request_id or "req_none", tenant_id=event.tenant_id
+    ).to_headers()

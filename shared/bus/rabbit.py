@@ -1,0 +1,397 @@
+"""The RabbitMQ bus (aio-pika), with its own reconnect supervisor.
+
+Topology (declared anew on every connection, so a broker restart loses
+nothing but in-flight replies):
+
+- ``coffer.rpc`` (direct): ``<service>.<method>`` → durable queue
+  ``coffer.rpc.<service>``; requests carry ``reply_to`` = direct reply-to,
+  ``correlation_id``, context headers and an expiration equal to the call's
+  timeout; published ``mandatory`` on a confirm channel, so a method nobody
+  serves fails at once.
+- ``coffer.events`` (topic): one durable quorum queue ``coffer.events.<consumer>``
+  per consumer, dead-lettering through ``coffer.dlx`` into
+  ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
+
+We do not use ``connect_robust`` nor ``patterns.RPC``: the robust channel
+does not restore direct reply-to consumers reliably (aio-pika #231, #679) and
+``patterns.RPC`` pickles and has no call timeout. Instead ``_supervise``
+reconnects with backoff and re-declares everything; calls in flight when the
+connection drops fail at once with ``service_unavailable`` (their reply is
+gone: direct reply-to is at-most-once), calls made while disconnected wait
+for the connection up to their own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from functools import partial
+from typing import Any, Mapping, Sequence
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+from aio_pika.exceptions import DeliveryError
+
+from shared.bus.base import (
+    DEAD_LETTER_EXCHANGE,
+    EVENTS_EXCHANGE,
+    RPC_EXCHANGE,
+    Bus,
+    EventHandler,
+    RpcHandler,
+    decode,
+    encode,
+    event_context,
+    event_headers,
+    handle_request,
+    unpack_reply,
+)
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.errors import CofferError, ServiceUnavailable
+
+log = structlog.get_logger("coffer.bus.rabbit")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+JSON = "application/json"
+
+
+class RabbitBus(Bus):
+    """RPC and events over RabbitMQ."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str = "coffer",
+        rpc_timeout: float = 5.0,
+        publish_timeout: float = 5.0,
+        connect_timeout: float = 30.0,
+        prefetch: int = 64,
+        delivery_limit: int = 20,
+        retry_delay: float = 0.2,
+        heartbeat: int = 10,
+    ) -> None:
+        super().__init__(rpc_timeout=rpc_timeout)
+        self._url = url
+        self.name = name
+        self.publish_timeout = publish_timeout
+        self.connect_timeout = connect_timeout
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self.retry_delay = retry_delay
+        self.heartbeat = heartbeat
+        self.reconnects = 0
+        self._services: dict[str, dict[str, RpcHandler]] = {}
+        self._consumers: dict[str, tuple[tuple[str, ...], EventHandler]] = {}
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._connected = asyncio.Event()
+        self._declare_lock = asyncio.Lock()
+        self._conn: AbstractConnection | None = None
+        self._rpc_exchange: AbstractExchange | None = None
+        self._events_exchange: AbstractExchange | None = None
+        self._consuming: set[str] = set()
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.name}-amqp")
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            raise ServiceUnavailable("RabbitMQ is not reachable") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._supervisor
+        self._connected.clear()
+        self._fail_pending("the bus is closed")
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+    async def _supervise(self) -> None:
+        delay = 0.2
+        while not self._closing:
+            try:
+                conn = await aio_pika.connect(
+                    self._url,
+                    timeout=10,
+                    heartbeat=self.heartbeat,
+                    client_properties={"connection_name": self.name},
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure: wait and retry
+                log.warning("amqp_connect_failed", error=type(exc).__name__, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+                continue
+            lost = asyncio.Event()
+            conn.close_callbacks.add(lambda *_: lost.set())
+            try:
+                async with self._declare_lock:
+                    self._consuming = set()
+                    await self._declare(conn, lost)
+                    self._conn = conn
+                    self._connected.set()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("amqp_setup_failed", error=type(exc).__name__, retry_in=delay)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+                continue
+            delay = 0.2
+            log.info("amqp_connected", reconnects=self.reconnects)
+            await lost.wait()
+            self._connected.clear()
+            self._fail_pending("connection to RabbitMQ lost")
+            with contextlib.suppress(Exception):
+                await conn.close()
+            if self._closing:
+                return
+            self.reconnects += 1
+            log.warning("amqp_connection_lost", reconnects=self.reconnects)
+            await asyncio.sleep(delay)
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ServiceUnavailable(why))
+
+    async def _channel(
+        self, conn: AbstractConnection, lost: asyncio.Event, **kwargs: Any
+    ) -> AbstractChannel:
+        # A channel error (not only a dropped connection) restarts the whole
+        # connection, so everything is declared again from one place.
+        channel = await conn.channel(**kwargs)
+        channel.close_callbacks.add(lambda *_: lost.set())
+        return channel
+
+    async def _declare(self, conn: AbstractConnection, lost: asyncio.Event) -> None:
+        rpc = await self._channel(conn, lost, publisher_confirms=True, on_return_raises=True)
+        self._rpc_exchange = await rpc.declare_exchange(
+            RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        replies = await rpc.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await replies.consume(self._on_reply, no_ack=True)
+
+        events = await self._channel(conn, lost, publisher_confirms=True)
+        self._events_exchange = await events.declare_exchange(
+            EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await events.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        self._lost = lost
+        for service in self._services:
+            await self._declare_service(conn, service)
+        for consumer in self._consumers:
+            await self._declare_consumer(conn, consumer)
+
+    async def _declare_service(self, conn: AbstractConnection, service: str) -> None:
+        channel = await self._channel(conn, self._lost, publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await channel.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        queue = await channel.declare_queue(f"coffer.rpc.{service}", durable=True)
+        for method in self._services[service]:
+            await queue.bind(exchange, f"{service}.{method}")
+        await queue.consume(partial(self._on_request, service, channel))
+        self._consuming.add(f"rpc:{service}")
+
+    async def _declare_consumer(self, conn: AbstractConnection, consumer: str) -> None:
+        patterns, handler = self._consumers[consumer]
+        channel = await self._channel(conn, self._lost, publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        dead = await channel.declare_queue(
+            f"coffer.dead.{consumer}", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(dlx, consumer)
+        queue = await channel.declare_queue(
+            f"coffer.events.{consumer}",
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+                "x-dead-letter-routing-key": consumer,
+                "x-delivery-limit": self.delivery_limit,
+            },
+        )
+        for pattern in patterns:
+            await queue.bind(exchange, pattern)
+        await queue.consume(partial(self._on_event, consumer, handler))
+        self._consuming.add(f"events:{consumer}")
+
+    # -- RPC ---------------------------------------------------------------
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        payload: Mapping[str, Any],
+        ctx: RequestContext,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        timeout = self._timeout(timeout)
+        ctx = ctx.with_deadline(timeout)
+        body = encode(dict(payload))
+        correlation_id = secrets.token_hex(16)
+        details = {"service": service}
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+                assert self._rpc_exchange is not None
+                future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                self._pending[correlation_id] = future
+                message = aio_pika.Message(
+                    body,
+                    content_type=JSON,
+                    correlation_id=correlation_id,
+                    reply_to=DIRECT_REPLY_TO,
+                    headers=ctx.to_headers(),
+                    expiration=timeout,
+                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                )
+                try:
+                    await self._rpc_exchange.publish(
+                        message, routing_key=f"{service}.{method}", mandatory=True
+                    )
+                except DeliveryError:
+                    raise ServiceUnavailable(
+                        f"no {service!r} service is consuming", details=details
+                    ) from None
+                except CofferError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - channel closed under us
+                    log.warning("rpc_publish_failed", service=service, error=type(exc).__name__)
+                    raise ServiceUnavailable(
+                        f"service {service!r} is not reachable", details=details
+                    ) from None
+                reply = await future
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"service {service!r} did not answer in time", details=details
+            ) from None
+        finally:
+            self._pending.pop(correlation_id, None)
+        return unpack_reply(reply)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
+        self._services.setdefault(service, {}).update(handlers)
+        async with self._declare_lock:
+            if self._conn is not None and self.connected and f"rpc:{service}" not in self._consuming:
+                await self._declare_service(self._conn, service)
+
+    async def _on_request(
+        self, service: str, channel: AbstractChannel, message: AbstractIncomingMessage
+    ) -> None:
+        ctx = RequestContext.from_headers(message.headers)
+        ctx.bind()
+        method = (message.routing_key or "").removeprefix(f"{service}.")
+        reply = await handle_request(self._services.get(service, {}), method, message.body, ctx)
+        if reply is not None and message.reply_to:
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(reply, content_type=JSON, correlation_id=message.correlation_id),
+                    routing_key=message.reply_to,
+                    # RabbitMQ 3.10 returns mandatory replies to direct reply-to
+                    # even when it delivered them; a lost reply is the
+                    # caller's timeout either way.
+                    mandatory=False,
+                    timeout=self.publish_timeout,
+                )
+            except Exception as exc:  # noqa: BLE001 - the caller's timeout answers for us
+                log.warning("rpc_reply_failed", method=method, error=type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await message.ack()
+
+    # -- events ------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        message = aio_pika.Message(
+            encode(event.model_dump(mode="json")),
+            content_type=JSON,
+            message_id=event.id,
+            type=event.type,
+            headers=event_headers(event),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                await self._connected.wait()
+                assert self._events_exchange is not None
+                await self._events_exchange.publish(message, routing_key=event.type)
+        except TimeoutError:
+            raise ServiceUnavailable("event not confirmed by RabbitMQ in time") from None
+        except Exception as exc:  # noqa: BLE001 - nack, closed channel, ...
+            raise ServiceUnavailable(f"event not published ({type(exc).__name__})") from None
+
+    async def subscribe(
+        self, consumer: str, patterns: Sequence[str], handler: EventHandler
+    ) -> None:
+        self._consumers[consumer] = (tuple(patterns), handler)
+        async with self._declare_lock:
+            if self._conn is not None and self.connected and f"events:{consumer}" not in self._consuming:
+                await self._declare_consumer(self._conn, consumer)
+
+    async def _on_event(
+        self, consumer: str, handler: EventHandler, message: AbstractIncomingMessage
+    ) -> None:
+        try:
+            event = Event.model_validate(decode(message.body))
+        except Exception:  # noqa: BLE001 - poison message: straight to the dead letters
+            log.error("event_malformed", consumer=consumer)
+            await message.reject(requeue=False)
+            return
+        ctx = event_context(event, message.headers)
+        ctx.bind()
+        retry = True
+        try:
+            await handler(event, ctx)
+            await message.ack()
+            return
+        except CofferError as exc:
+            retry = exc.retryable
+            log.warning("event_handler_failed", consumer=consumer, event_type=event.type, code=exc.code)
+        except Exception:  # noqa: BLE001
+            log.exception("event_handler_crashed", consumer=consumer, event_type=event.type)
+        attempt = int((message.headers or {}).get("x-delivery-count") or 0) + 1
+        with contextlib.suppress(Exception):
+            if retry:
+                await asyncio.sleep(min(self.retry_delay * 2 ** (attempt - 1), 5.0))
+                await message.nack(requeue=True)
+            else:
+                await message.nack(requeue=False)
+
+    async def dead_letter_count(self, consumer: str) -> int:
+        if self._conn is None:
+            raise ServiceUnavailable("not connected to RabbitMQ")
+        async with self._conn.channel() as channel:
+            queue = await channel.declare_queue(f"coffer.dead.{consumer}", passive=True)
+            return int(queue.declaration_result.message_count or 0)

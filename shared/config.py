@@ -1,0 +1,66 @@
+"""Process settings: one pydantic-settings class, read once, prefix ``COFFER_``.
+
+No other module reads ``os.environ``. Build it with ``Settings()`` in a
+composition root (``app.py`` / ``__main__``) and pass it down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
+
+
+class Settings(BaseSettings):
+    """Everything a Coffer process can be configured with (see README, Configuration)."""
+
+    model_config = SettingsConfigDict(env_prefix="COFFER_", extra="ignore", frozen=True)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8700, ge=0, le=65535)
+    #: PostgreSQL DSN; unset in embedded mode → an embedded server under ``data_dir``.
+    database_url: SecretStr | None = None
+    #: RabbitMQ URL; unset in embedded mode → the in-process bus.
+    amqp_url: SecretStr | None = None
+    data_dir: Path = Path(".coffer")
+    #: the local KMS key file (created 0600 on first start); default ``<data_dir>/kms.key``.
+    kms_key_file: Path | None = None
+    #: prefix of the PostgreSQL schemas (tests run several platforms in one database).
+    schema_prefix: str = Field("", pattern=r"^[a-z0-9_]{0,20}$")
+
+    rpc_timeout: float = Field(5.0, gt=0, le=120)
+    health_timeout: float = Field(2.0, gt=0, le=60)
+    token_ttl: int = Field(3600, ge=60, le=86400 * 7)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    log_level: str = "info"
+    log_format: str = Field("json", pattern="^(json|console)$")
+    public_url: str | None = None
+    disabled_features: frozenset[str] = frozenset()
+    outbox_poll_interval: float = Field(1.0, gt=0)
+
+    @field_validator("disabled_features", mode="before")
+    @classmethod
+    def _split_features(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = {v.strip() for v in value.split(",") if v.strip()}
+        return value
+
+    @field_validator("disabled_features")
+    @classmethod
+    def _known_features(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = value - FEATURES
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        return value
+
+    @property
+    def key_file(self) -> Path:
+        """Where the local KMS keeps its key-encryption keys."""
+        return self.kms_key_file or self.data_dir / "kms.key"
+
+    def schema(self, service: str) -> str:
+        """The PostgreSQL schema a service owns."""
+        return f"{self.schema_prefix}{service}"

@@ -1,0 +1,190 @@
+"""Envelope encryption and the KMS provider interface.
+
+A value is sealed with a fresh 256-bit data key (AES-256-GCM, random 96-bit
+nonce, caller-supplied associated data); the data key is wrapped by the KMS's
+active key-encryption key (KEK), bound to the same associated data. Nothing
+here ever falls back to plaintext: every failure is ``EncryptionError``, whose
+message names no key material.
+
+Provider ``local``: a JSON key file (mode 0600) holding several KEKs by id, one
+of them active. Rotation adds a KEK and makes it active; old ones stay until
+nothing is wrapped by them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.errors import EncryptionError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed value as stored: which KEK, the wrapped data key, nonce, ciphertext."""
+
+    kek_id: str
+    wrapped_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+
+class KmsProvider(Protocol):
+    """Wraps and unwraps data keys; never sees the values they encrypt."""
+
+    @property
+    def active_key_id(self) -> str: ...
+
+    def wrap(self, data_key: bytes, aad: bytes) -> tuple[str, bytes]: ...
+
+    def unwrap(self, kek_id: str, wrapped: bytes, aad: bytes) -> bytes: ...
+
+    def rotate(self) -> str: ...
+
+
+def _aesgcm_seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def _aesgcm_open(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+
+
+class LocalKms:
+    """KEKs in a local key file: ``{"active": id, "keys": {id: base64}}``."""
+
+    def __init__(self, path: Path, keys: dict[str, bytes], active: str) -> None:
+        self.path = path
+        self._keys = keys
+        self._active = active
+
+    @classmethod
+    def load(cls, path: Path, *, create: bool = False) -> "LocalKms":
+        """Read the key file; with ``create``, make it (0600, atomically) if missing."""
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise EncryptionError("KMS key file not found", details={"path": str(path)})
+            kek_id = "kek_" + secrets.token_hex(8)
+            cls._write_new(path, {kek_id: secrets.token_bytes(KEY_BYTES)}, kek_id)
+        try:
+            doc = json.loads(path.read_text())
+            keys = {kid: base64.b64decode(k) for kid, k in doc["keys"].items()}
+            active = doc["active"]
+            if active not in keys or any(len(k) != KEY_BYTES for k in keys.values()):
+                raise ValueError("inconsistent key file")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise EncryptionError(
+                "KMS key file unreadable", details={"path": str(path), "reason": type(exc).__name__}
+            ) from None
+        return cls(path, keys, active)
+
+    @staticmethod
+    def _doc(keys: dict[str, bytes], active: str) -> bytes:
+        return json.dumps(
+            {"active": active, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}},
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def _write_new(cls, path: Path, keys: dict[str, bytes], active: str) -> None:
+        # Several processes may start at once: write a private temp file and
+        # link it into place; whoever loses the race reads the winner's file.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, cls._doc(keys, active))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def wrap(self, data_key: bytes, aad: bytes) -> tuple[str, bytes]:
+        kek_id = self._active
+        try:
+            return kek_id, _aesgcm_seal(self._keys[kek_id], data_key, kek_id.encode() + b"|" + aad)
+        except Exception:  # noqa: BLE001
+            raise EncryptionError("data key could not be wrapped") from None
+
+    def unwrap(self, kek_id: str, wrapped: bytes, aad: bytes) -> bytes:
+        key = self._keys.get(kek_id)
+        if key is None:
+            # Another process may have rotated the file: read it once more.
+            fresh = LocalKms.load(self.path)
+            self._keys, self._active = fresh._keys, fresh._active
+            key = self._keys.get(kek_id)
+        if key is None:
+            raise EncryptionError("data key is wrapped by an unknown KEK", details={"kek_id": kek_id})
+        try:
+            return _aesgcm_open(key, wrapped, kek_id.encode() + b"|" + aad)
+        except (InvalidTag, ValueError):
+            raise EncryptionError("data key could not be unwrapped") from None
+
+    def rotate(self) -> str:
+        """Add a KEK, make it active, rewrite the key file atomically (0600)."""
+        kek_id = "kek_" + secrets.token_hex(8)
+        keys = {**self._keys, kek_id: secrets.token_bytes(KEY_BYTES)}
+        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, self._doc(keys, kek_id))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self._keys, self._active = keys, kek_id
+        return kek_id
+
+
+def seal(kms: KmsProvider, plaintext: bytes, aad: bytes) -> Sealed:
+    """Encrypt ``plaintext`` under a fresh data key bound to ``aad``."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    try:
+        ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, aad)
+    except Exception:  # noqa: BLE001
+        raise EncryptionError("value could not be encrypted") from None
+    kek_id, wrapped = kms.wrap(data_key, aad)
+    return Sealed(kek_id=kek_id, wrapped_key=wrapped, nonce=nonce, ciphertext=ciphertext)
+
+
+def unseal(kms: KmsProvider, sealed: Sealed, aad: bytes) -> bytes:
+    """Decrypt; ``EncryptionError`` if the key, the data or ``aad`` don't match."""
+    data_key = kms.unwrap(sealed.kek_id, sealed.wrapped_key, aad)
+    try:
+        return AESGCM(data_key).decrypt(sealed.nonce, sealed.ciphertext, aad)
+    except (InvalidTag, ValueError):
+        raise EncryptionError("value could not be decrypted") from None
+
+
+def rewrap(kms: KmsProvider, sealed: Sealed, aad: bytes) -> Sealed:
+    """The same ciphertext with its data key wrapped by the active KEK."""
+    data_key = kms.unwrap(sealed.kek_id, sealed.wrapped_key, aad)
+    kek_id, wrapped = kms.wrap(data_key, aad)
+    return Sealed(kek_id=kek_id, wrapped_key=wrapped, nonce=sealed.nonce, ciphertext=sealed.ciphertext)

@@ -1,0 +1,56 @@
+"""Ordered SQL migrations per service schema, applied at start-up.
+
+The shared migrations (outbox, inbox) run first in every schema, then the
+service's own files in name order. All of it happens under one
+``pg_advisory_lock`` so replicas starting together don't race; each file runs
+in its own transaction and is recorded in ``<schema>.schema_migrations``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("coffer.db.migrations")
+
+SHARED_MIGRATIONS = Path(__file__).parent / "migrations"
+_LOCK_KEY = 0x0C0FFE2  # one key for every schema: migrations are rare and short
+
+
+def _files(directory: Path, namespace: str) -> list[tuple[str, Path]]:
+    return [(f"{namespace}/{p.name}", p) for p in sorted(directory.glob("*.sql"))]
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, service_dir: Path | None) -> list[str]:
+    """Bring ``schema`` up to date; returns the migrations applied now."""
+    files = _files(SHARED_MIGRATIONS, "shared")
+    if service_dir is not None and service_dir.is_dir():
+        files += _files(service_dir, "service")
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
+            "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            r["version"]
+            for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')
+        }
+        for version, path in files:
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    f'INSERT INTO "{schema}".schema_migrations (version) VALUES ($1)', version
+                )
+            applied_now.append(version)
+            log.info("migration_applied", schema=schema, version=version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+    return applied_now

@@ -1,0 +1,154 @@
+"""Running a service: pool + migrations + RPC handlers + outbox relay.
+
+Each service declares a ``ServiceSpec`` in its ``app.py`` (the composition
+root); ``ServiceRuntime`` wires it to a bus and a database, the same way in
+embedded mode (five runtimes in one process) and distributed mode (one per
+process, ``python -m services.<name>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping
+
+import asyncpg
+import structlog
+
+from shared.bus import Bus, RpcHandler, create_bus
+from shared.config import Settings
+from shared.context import RequestContext
+from shared.contracts.system import PingResult
+from shared.crypto import LocalKms
+from shared.db import OutboxRelay, create_pool, migrate
+from shared.errors import ServiceUnavailable
+from shared.logging import configure
+
+log = structlog.get_logger("coffer.runtime")
+
+SERVICES = ("gateway", "secrets", "pki", "lease", "webhooks")
+
+
+@dataclass
+class ServiceDeps:
+    """What a service's handlers are built from (passed down, never global)."""
+
+    name: str
+    settings: Settings
+    bus: Bus
+    pool: asyncpg.Pool
+    kms: LocalKms
+    schema: str
+    relay: OutboxRelay
+
+
+HandlerFactory = Callable[[ServiceDeps], Awaitable[Mapping[str, RpcHandler]]]
+
+
+@dataclass
+class ServiceSpec:
+    """A service: its name, its migrations, and how to build its RPC handlers."""
+
+    name: str
+    migrations: Path
+    build: HandlerFactory | None = None
+    #: the RPC name the service answers on, when it differs from ``name`` (gateway → ``iam``).
+    rpc_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ServiceRuntime:
+    """One running service."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms, dsn: str) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.bus = bus
+        self.kms = kms
+        self.dsn = dsn
+        self.schema = settings.schema(spec.name)
+        self.pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.deps: ServiceDeps | None = None
+
+    async def start(self) -> ServiceDeps:
+        self.pool = await create_pool(self.dsn, self.schema)
+        async with self.pool.acquire() as conn:
+            await migrate(conn, self.schema, self.spec.migrations)
+        self.relay = OutboxRelay(
+            self.pool, self.bus, self.schema, poll_interval=self.settings.outbox_poll_interval
+        )
+        self.deps = ServiceDeps(
+            name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
+            kms=self.kms, schema=self.schema, relay=self.relay,
+        )
+        handlers: dict[str, RpcHandler] = {"ping": self._ping}
+        if self.spec.build is not None:
+            handlers.update(await self.spec.build(self.deps))
+        await self.bus.serve(self.spec.rpc_name or self.spec.name, handlers)
+        await self.relay.start()
+        log.info("service_started", service=self.spec.name, schema=self.schema)
+        return self.deps
+
+    async def _ping(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        assert self.pool is not None
+        try:
+            await self.pool.fetchval("SELECT 1")
+        except Exception:  # noqa: BLE001 - the caller only needs to know it is not ok
+            raise ServiceUnavailable(f"{self.spec.name} storage is unavailable") from None
+        return PingResult(service=self.spec.name).model_dump()
+
+    async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.close()
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 5)
+
+
+def install_uvloop() -> None:
+    """Use uvloop when it is installed (it is on Linux)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def distributed_settings() -> Settings:
+    """Settings of a distributed-mode process: RabbitMQ and PostgreSQL are required."""
+    settings = Settings()
+    missing = [n for n, v in (("COFFER_AMQP_URL", settings.amqp_url),
+                              ("COFFER_DATABASE_URL", settings.database_url)) if v is None]
+    if missing:
+        raise SystemExit(f"distributed mode needs {' and '.join(missing)} (see README, Configuration)")
+    return settings
+
+
+async def run_service(spec: ServiceSpec) -> None:
+    """``python -m services.<name>``: one service in its own process until a signal."""
+    settings = distributed_settings()
+    configure(settings.log_level, settings.log_format)
+    assert settings.database_url is not None
+    bus = create_bus(settings, name=f"coffer-{spec.name}")
+    kms = LocalKms.load(settings.key_file, create=True)
+    await bus.start()
+    runtime = ServiceRuntime(spec, settings, bus, kms, settings.database_url.get_secret_value())
+    try:
+        await runtime.start()
+        print(f"coffer {spec.name}: serving RPC '{spec.rpc_name or spec.name}.*' (Ctrl-C to stop)", flush=True)
+        await wait_for_signal()
+    finally:
+        await runtime.close()
+        await bus.close()
