@@ -14,6 +14,7 @@ from typing import Sequence
 from aiohttp import web
 
 from services.gateway.app import create_app
+from services.gateway.server import GatewayRunner
 from services.gateway.app import SPEC as GATEWAY
 from services.lease.app import SPEC as LEASE
 from services.pki.app import SPEC as PKI
@@ -49,7 +50,7 @@ class Platform:
         self._own_bus = bus is None
         self.kms = LocalKms.load(settings.key_file, create=True)
         self.runtimes: dict[str, ServiceRuntime] = {}
-        self._runner: web.AppRunner | None = None
+        self._runner: GatewayRunner | None = None
         self.url: str | None = None
         self.app: web.Application | None = None
 
@@ -63,7 +64,7 @@ class Platform:
             if name == "gateway":
                 self.app = await create_app(deps)
         if self.app is not None:
-            self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            self._runner = GatewayRunner(self.app, access_log=None, handle_signals=False)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
             await site.start()

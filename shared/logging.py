@@ -83,6 +83,10 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     )
     # Libraries (aiormq, asyncpg, aiohttp) log through stdlib: keep them quiet and redacted.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    # The bus logs its own connection state (amqp_connect_failed, ...); aiormq's
+    # tracebacks for the same events are noise.
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def get_logger(name: str) -> Any:

@@ -48,6 +48,8 @@ class Route:
 
 
 ROUTES = web.AppKey("routes", dict)  # handler -> Route
+CONTEXT = web.RequestKey("ctx", RequestContext)
+PRINCIPAL = web.RequestKey("principal", Principal)
 SIGNER = web.AppKey("signer", TokenSigner)
 MAX_BODY = web.AppKey("max_body", int)
 
@@ -69,13 +71,11 @@ def error_response(error: CofferError, request_id: str) -> web.Response:
 
 def context(request: web.Request) -> RequestContext:
     """The bus context of this request (request id + caller)."""
-    ctx: RequestContext = request["ctx"]
-    return ctx
+    return request[CONTEXT]
 
 
 def principal(request: web.Request) -> Principal:
-    p: Principal = request["principal"]
-    return p
+    return request[PRINCIPAL]
 
 
 def _translate(exc: web.HTTPException, request: web.Request) -> CofferError:
@@ -99,7 +99,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request_id = sane_request_id(request.headers.get("X-Request-ID"))
     ctx = RequestContext(request_id=request_id)
     ctx.bind()
-    request["ctx"] = ctx
+    request[CONTEXT] = ctx
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -154,11 +154,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationRequired("missing bearer token")
     who = await request.app[SIGNER].verify(token.strip())
-    request["principal"] = who
+    request[PRINCIPAL] = who
     ctx = context(request).model_copy(
         update={"tenant_id": who.tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
     )
-    request["ctx"] = ctx
+    request[CONTEXT] = ctx
     ctx.bind()
     if route.scope and route.scope not in who.scopes:
         raise InsufficientScope(

@@ -115,17 +115,20 @@ class OutboxRelay:
             return
         conn = await self.pool.acquire()
         try:
-            await conn.add_listener(_channel(self.schema), lambda *_: self._wake.set())
+            await conn.add_listener(_channel(self.schema), self._on_notify)
         except Exception:
             await self.pool.release(conn)
             raise
         self._listener = conn
 
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None
         if conn is not None:
             with contextlib.suppress(Exception):
-                await conn.remove_listener(_channel(self.schema), lambda *_: None)
+                await conn.remove_listener(_channel(self.schema), self._on_notify)
             with contextlib.suppress(Exception):
                 await self.pool.release(conn)
 

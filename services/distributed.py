@@ -1,0 +1,99 @@
+"""``python -m services.distributed`` (``make run-distributed``): each service its own process.
+
+Starts ``python -m services.<name>`` for the five services against
+``COFFER_AMQP_URL`` and ``COFFER_DATABASE_URL``, prints what it started and
+where the gateway listens, waits until the gateway's health is ok, and stops
+them all on Ctrl-C (or when one dies). Replicas: ``--replicas secrets=2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from shared.runtime import SERVICES, distributed_settings
+
+
+def _health(url: str) -> dict[str, object] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/sys/health", timeout=3) as resp:
+            return dict(json.load(resp))
+    except urllib.error.HTTPError as exc:
+        return dict(json.load(exc))
+    except (OSError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
+                        help="run N processes of SERVICE (default 1 each)")
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for health ok")
+    args = parser.parse_args(argv)
+    settings = distributed_settings()
+    replicas = {name: 1 for name in SERVICES}
+    for spec in args.replicas:
+        name, _, count = spec.partition("=")
+        if name not in replicas or not count.isdigit():
+            parser.error(f"bad --replicas {spec!r}")
+        replicas[name] = int(count)
+    if replicas["gateway"] > 1:
+        parser.error("several gateways need several ports: start extra ones with COFFER_HTTP_PORT set")
+
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name, count in replicas.items():
+        for i in range(count):
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=os.environ.copy())
+            procs.append((f"{name}#{i + 1}", proc))
+            print(f"coffer: started {name} (pid {proc.pid})", flush=True)
+
+    url = f"http://{settings.http_host}:{settings.http_port}"
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    deadline = time.monotonic() + args.wait
+    ready = False
+    while not stop:
+        dead = [(n, p.returncode) for n, p in procs if p.poll() is not None]
+        if dead:
+            print(f"coffer: {dead[0][0]} exited with {dead[0][1]}; stopping the others", flush=True)
+            break
+        if not ready:
+            health = _health(url)
+            if health and health.get("status") == "ok":
+                ready = True
+                print(f"coffer: all services ok — gateway at {url}/v1 "
+                      f"(first time: curl -X POST {url}/v1/sys/init). Ctrl-C to stop.", flush=True)
+            elif time.monotonic() > deadline:
+                print(f"coffer: not healthy after {args.wait:.0f}s: {health}", flush=True)
+                deadline = float("inf")
+            elif int(time.monotonic()) % 5 == 0:
+                print(f"coffer: waiting for services ... {health.get('services') if health else 'gateway not up yet'}",
+                      flush=True)
+        time.sleep(1.0)
+    for _, proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for name, proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print(f"coffer: stopped {name}", flush=True)
+    return 0 if ready else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Fixtures: a fresh PostgreSQL database and a fresh RabbitMQ vhost per test run.
+
+Both are real servers on 127.0.0.1 (``.ci/run`` starts them). Nothing here
+mocks the broker or the database.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+
+from services.platform import Platform
+from shared.bus import Bus, InProcessBus, RabbitBus
+from shared.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("COFFER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_BASE = os.environ.get("COFFER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+RUN_ID = secrets.token_hex(4)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return subprocess.run(
+        ["rabbitmqctl", *args], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn() -> AsyncIterator[str]:
+    """A database created for this run and dropped after it."""
+    name = f"coffer_test_{RUN_ID}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ vhost created for this run (durable queues of old runs can't interfere)."""
+    vhost = f"coffer_test_{RUN_ID}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"{AMQP_BASE}/{vhost}"
+    try:
+        rabbitmqctl("delete_vhost", vhost)
+    except subprocess.CalledProcessError:
+        pass
+
+
+@pytest.fixture
+def private_amqp() -> Iterator[str]:
+    """A vhost for one test, when the run's shared vhost has other tests' consumers on it."""
+    vhost = f"coffer_test_{RUN_ID}_{secrets.token_hex(3)}"
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    yield f"{AMQP_BASE}/{vhost}"
+    try:
+        rabbitmqctl("delete_vhost", vhost)
+    except subprocess.CalledProcessError:
+        pass
+
+
+def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> Settings:
+    values: dict[str, Any] = {
+        "http_port": 0,
+        "data_dir": tmp,
+        "schema_prefix": "t" + secrets.token_hex(3) + "_",
+        "database_url": pg_dsn,
+        "amqp_url": amqp_url,
+        "rpc_timeout": 3.0,
+        "health_timeout": 1.5,
+        "outbox_poll_interval": 0.2,
+    }
+    values.update(over)
+    return Settings(**values)
+
+
+@pytest.fixture(params=["memory", "rabbit"])
+async def bus(request: pytest.FixtureRequest, amqp_url: str) -> AsyncIterator[Bus]:
+    """Each bus contract test runs on both implementations."""
+    b: Bus
+    if request.param == "memory":
+        b = InProcessBus(rpc_timeout=2.0, retry_delay=0.01, delivery_limit=3)
+    else:
+        b = RabbitBus(amqp_url, rpc_timeout=2.0, retry_delay=0.01, delivery_limit=3,
+                      name=f"test-{secrets.token_hex(3)}")
+    await b.start()
+    yield b
+    await b.close()
+
+
+class Api:
+    """An HTTP client of one running gateway."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.session = session
+        self.token: str | None = None
+
+    async def request(self, method: str, path: str, *, token: str | None = "default",
+                      **kwargs: Any) -> tuple[int, Any, Any]:
+        headers = dict(kwargs.pop("headers", {}) or {})
+        use = self.token if token == "default" else token
+        if use:
+            headers.setdefault("Authorization", f"Bearer {use}")
+        async with self.session.request(method, self.url + path, headers=headers, **kwargs) as resp:
+            raw = await resp.read()
+            try:
+                body = await resp.json(content_type=None) if raw else None
+            except ValueError:
+                body = raw
+            return resp.status, body, resp.headers
+
+
+async def start_platform(
+    tmp: Path, amqp_url: str | None, pg_dsn: str, *, services: tuple[str, ...] | None = None,
+    bus: Bus | None = None, **over: Any
+) -> Platform:
+    settings = make_settings(tmp, amqp_url, pg_dsn, **over)
+    kwargs: dict[str, Any] = {"bus": bus}
+    if services is not None:
+        kwargs["services"] = services
+    platform = Platform(settings, pg_dsn, name=f"test-{secrets.token_hex(3)}", **kwargs)
+    await platform.start()
+    return platform
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+async def platform(
+    tmp_path_factory: pytest.TempPathFactory, amqp_url: str, pg_dsn: str
+) -> AsyncIterator[Platform]:
+    """The whole platform on RabbitMQ + PostgreSQL, initialised once for the run."""
+    p = await start_platform(tmp_path_factory.mktemp("platform"), amqp_url, pg_dsn)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+async def admin(platform: Platform, http: aiohttp.ClientSession) -> AsyncIterator[dict[str, Any]]:
+    """``sys/init`` done once: its answer, plus an ``api`` client holding the admin token."""
+    assert platform.url
+    api = Api(platform.url, http)
+    status, body, _ = await api.request("POST", "/v1/sys/init", token=None)
+    assert status == 201, body
+    api.token = body["token"]
+    yield {**body, "api": api}
+
+
+@pytest.fixture
+async def api(admin: dict[str, Any]) -> Api:
+    api: Api = admin["api"]
+    return api

@@ -1,0 +1,224 @@
+"""Every failure kind leaves the gateway as the envelope, with its code's status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from services.gateway.handlers import REPO
+from services.gateway.http import (
+    MAX_BODY,
+    ROUTES,
+    SIGNER,
+    Route,
+    auth_middleware,
+    context,
+    edge_middleware,
+    json_response,
+)
+from services.platform import Platform
+from shared.bus import RabbitBus
+from shared.context import RequestContext
+from shared.errors import REGISTRY, SecretNotFound
+from shared.logging import PROCESSORS
+from tests.conftest import Api, start_platform
+
+
+def assert_envelope(status: int, body: Any, headers: Any, code: str) -> dict[str, Any]:
+    assert status == REGISTRY[code].status, (status, body)
+    assert set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"code", "message", "details", "request_id"}
+    assert err["code"] == code and isinstance(err["message"], str) and isinstance(err["details"], dict)
+    assert err["request_id"] == headers["X-Request-ID"]
+    return dict(err)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/nope"), ("GET", "/"), ("GET", "/v1/secrets/../../etc/passwd"),
+     ("GET", "/v1/%2e%2e/%00"), ("POST", "/v1/ключ/🔑"), ("GET", "/v1/" + "a" * 5000)],
+)
+async def test_unknown_route_is_invalid_request(api: Api, method: str, path: str) -> None:
+    status, body, headers = await api.request(method, path)
+    err = assert_envelope(status, body, headers, "invalid_request")
+    assert len(err["message"]) < 300
+
+
+async def test_wrong_method_is_invalid_request_naming_the_allowed_ones(api: Api) -> None:
+    status, body, headers = await api.request("DELETE", "/v1/sys/health")
+    err = assert_envelope(status, body, headers, "invalid_request")
+    assert "GET" in err["details"]["allowed_methods"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "ctype"),
+    [(b"{not json", "application/json"), (b"[1,2]", "application/json"), (b'"str"', "application/json"),
+     (b"\xff\xfe", "application/json"), (b"null", "application/json")],
+)
+async def test_non_json_or_non_object_body_is_invalid_request(api: Api, raw: bytes, ctype: str) -> None:
+    status, body, headers = await api.request(
+        "POST", "/v1/auth/token", data=raw, headers={"Content-Type": ctype}, token=None)
+    assert_envelope(status, body, headers, "invalid_request")
+
+
+async def test_body_over_one_mib_is_invalid_request(api: Api, platform: Platform) -> None:
+    assert platform.app is not None
+    big = b'{"client_id": "' + b"a" * (platform.app[MAX_BODY] + 1) + b'"}'
+    status, body, headers = await api.request(
+        "POST", "/v1/auth/token", data=big, headers={"Content-Type": "application/json"}, token=None)
+    err = assert_envelope(status, body, headers, "invalid_request")
+    assert err["details"]["max_bytes"] == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [({"client_id": 5, "client_secret": "x"}, "client_id"),
+     ({"client_secret": "x"}, "client_id"),
+     ({"client_id": "a", "client_secret": "x", "scopes": "admin"}, "scopes"),
+     ({"client_id": "a", "client_secret": "x", "scopes": ["root"]}, "scopes"),
+     ({"client_id": "a", "client_secret": "x", "extra": 1}, "extra"),
+     ({"client_id": "", "client_secret": "x"}, "client_id")],
+)
+async def test_wrong_fields_are_validation_error_with_fields(api: Api, payload: Any, field: str) -> None:
+    status, body, headers = await api.request("POST", "/v1/auth/token", json=payload, token=None)
+    err = assert_envelope(status, body, headers, "validation_error")
+    assert field in {f["field"] for f in err["details"]["fields"]}
+    assert all(set(f) == {"field", "message"} for f in err["details"]["fields"])
+
+
+async def test_unexpected_exception_is_internal_error_without_details(
+    api: Api, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert platform.app is not None
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("SELECT secret FROM t -- password=hunter2")
+
+    monkeypatch.setattr(platform.app[REPO], "whoami", broken)
+    with capture_logs(processors=PROCESSORS[:1]) as logs:
+        status, body, headers = await api.request("GET", "/v1/auth/whoami")
+    err = assert_envelope(status, body, headers, "internal_error")
+    assert "hunter2" not in str(body) and "SELECT" not in str(body) and "Traceback" not in str(body)
+    crash = next(e for e in logs if e["event"] == "request_crashed")
+    assert crash["request_id"] == err["request_id"]
+
+
+async def test_request_id_is_kept_when_sane_and_replaced_when_not(api: Api) -> None:
+    _, body, headers = await api.request("GET", "/v1/nope", headers={"X-Request-ID": "req_mine-1"})
+    assert headers["X-Request-ID"] == "req_mine-1" == body["error"]["request_id"]
+    status, _, headers = await api.request("GET", "/v1/sys/health", headers={"X-Request-ID": "bad id\t<x>"})
+    assert status == 200 and headers["X-Request-ID"].startswith("req_")
+    assert headers["Server"] == "coffer"
+
+
+async def test_request_id_reaches_the_services_log_line(api: Api) -> None:
+    with capture_logs(processors=PROCESSORS[:1]) as logs:
+        status, _, _ = await api.request("GET", "/v1/sys/health", headers={"X-Request-ID": "req_trace42"})
+        await asyncio.sleep(0.1)
+    assert status == 200
+    handled = [e for e in logs if e["event"] == "rpc_handled" and e.get("method") == "ping"]
+    assert len(handled) >= 4 and all(e["request_id"] == "req_trace42" for e in handled)
+
+
+async def test_error_reply_from_a_service_keeps_its_code_and_unknown_codes_become_internal(
+    amqp_url: str, http: aiohttp.ClientSession
+) -> None:
+    """A gateway route that forwards to a service over RabbitMQ, whatever the service answers."""
+    service_bus = RabbitBus(amqp_url, name="svc")
+    gateway_bus = RabbitBus(amqp_url, name="gw")
+    await service_bus.start()
+    await gateway_bus.start()
+
+    async def missing(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        raise SecretNotFound("Secret 'a/b' not found", details={"path": "a/b"})
+
+    async def alien(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        from shared.errors import CofferError
+
+        err = CofferError("made up")
+        err.code = "teapot_overflow"  # type: ignore[misc]
+        raise err
+
+    await service_bus.serve("fwd", {"missing": missing, "alien": alien})
+
+    async def forward(request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        return json_response(await gateway_bus.call("fwd", method, {}, context(request)))
+
+    app = web.Application(middlewares=[edge_middleware, auth_middleware])
+    app[ROUTES] = {}
+    app[MAX_BODY] = 1024
+    route = Route("GET", "/v1/fwd/{method}", forward, public=True)
+    app.router.add_route(route.method, route.path, route.handler)
+    app[ROUTES][forward] = route
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+    try:
+        api = Api(url, http)
+        status, body, headers = await api.request("GET", "/v1/fwd/missing")
+        err = assert_envelope(status, body, headers, "secret_not_found")
+        assert err["details"] == {"path": "a/b"}
+        status, body, headers = await api.request("GET", "/v1/fwd/alien")
+        assert_envelope(status, body, headers, "internal_error")
+        status, body, headers = await api.request("GET", "/v1/fwd/unserved")
+        assert_envelope(status, body, headers, "service_unavailable")
+    finally:
+        await runner.cleanup()
+        await gateway_bus.close()
+        await service_bus.close()
+
+
+async def test_health_all_ok(api: Api) -> None:
+    status, body, _ = await api.request("GET", "/v1/sys/health", token=None)
+    assert status == 200
+    assert body == {"status": "ok", "services": dict.fromkeys(
+        ("gateway", "secrets", "pki", "lease", "webhooks"), "ok")}
+
+
+async def test_health_names_a_service_that_is_not_running_within_the_timeout(
+    tmp_path: Any, amqp_url: str, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    # the in-process bus: no other test's pki can answer
+    platform = await start_platform(
+        tmp_path, None, pg_dsn, services=("gateway", "secrets", "lease", "webhooks"))
+    try:
+        assert platform.url
+        started = time.monotonic()
+        status, body, headers = await Api(platform.url, http).request("GET", "/v1/sys/health")
+        took = time.monotonic() - started
+        assert status == 503 and took <= platform.settings.health_timeout + 0.5
+        assert body["status"] == "degraded" and body["services"]["pki"] == "unavailable"
+        assert body["services"]["secrets"] == "ok"
+        assert body["error"]["code"] == "service_unavailable"
+        assert body["error"]["details"] == {"unavailable": ["pki"]}
+        assert body["error"]["request_id"] == headers["X-Request-ID"]
+    finally:
+        await platform.close()
+
+
+async def test_services_gone_on_rabbitmq_are_503_within_the_timeout(
+    tmp_path: Any, private_amqp: str, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """Their queues exist (durable) but nobody consumes them: calls time out, never hang."""
+    everything = await start_platform(tmp_path, private_amqp, pg_dsn)
+    await everything.close()
+    gateway = await start_platform(tmp_path, private_amqp, pg_dsn, services=("gateway",))
+    try:
+        assert gateway.url
+        started = time.monotonic()
+        status, body, _ = await Api(gateway.url, http).request("GET", "/v1/sys/health")
+        assert status == 503 and time.monotonic() - started <= gateway.settings.health_timeout + 0.5
+        assert body["error"]["details"]["unavailable"] == ["lease", "pki", "secrets", "webhooks"]
+        assert body["services"]["gateway"] == "ok"
+    finally:
+        await gateway.close()

@@ -1,0 +1,137 @@
+"""RabbitMQ restarted under load: calls resume, none hangs, the outbox catches up.
+
+These stop and start the local broker's application (``rabbitmqctl
+stop_app`` / ``start_app``), which closes every connection with
+CONNECTION_FORCED, as a broker restart does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from shared.bus import RabbitBus
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.db import OutboxRelay, create_pool, migrate, outbox
+from shared.errors import ServiceUnavailable
+from tests.conftest import rabbitmqctl
+from tests.integration.test_bus_contract import wait_until, wait_until_async
+
+pytestmark = pytest.mark.broker_restart
+
+
+async def ctl(*args: str) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, lambda: rabbitmqctl(*args))
+
+
+@pytest.fixture
+async def broker_guard() -> AsyncIterator[None]:
+    """Whatever happens in the test, the broker is running again afterwards."""
+    yield
+    await ctl("start_app")
+    await ctl("await_startup")
+
+
+async def test_rpc_and_events_resume_after_broker_restart(amqp_url: str, broker_guard: None) -> None:
+    server = RabbitBus(amqp_url, name="restart-server", rpc_timeout=2.0)
+    client = RabbitBus(amqp_url, name="restart-client", rpc_timeout=2.0)
+    await server.start()
+    await client.start()
+    service, prefix = "r" + secrets.token_hex(3), "rs" + secrets.token_hex(3)
+    events: list[str] = []
+
+    async def echo(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        return payload["n"]
+
+    async def on_event(event: Event, ctx: RequestContext) -> None:
+        events.append(event.id)
+
+    await server.serve(service, {"echo": echo})
+    await server.subscribe("restart-consumer" + prefix, [f"{prefix}.*"], on_event)
+
+    outcomes: list[tuple[float, float, str]] = []  # (started, took, outcome)
+    stop = asyncio.Event()
+
+    async def traffic(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                assert await client.call(service, "echo", {"n": n}, RequestContext()) == n
+                outcome = "ok"
+            except ServiceUnavailable:
+                outcome = "unavailable"
+            outcomes.append((started, time.monotonic() - started, outcome))
+            await asyncio.sleep(0.01 if outcome == "ok" else 0.1)
+
+    workers = [asyncio.create_task(traffic(i)) for i in range(8)]
+    try:
+        await asyncio.sleep(1.0)
+        await ctl("stop_app")
+        await asyncio.sleep(1.5)
+        await ctl("start_app")
+        back_at = time.monotonic()
+        await wait_until(lambda: any(s > back_at and o == "ok" for s, _, o in outcomes), timeout=10)
+        resumed_after = min(s for s, _, o in outcomes if s > back_at and o == "ok") - back_at
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    try:
+        assert resumed_after < 10
+        assert max(took for _, took, _ in outcomes) < 2.0 + 0.5, "a call outlived its timeout"
+        assert {o for _, _, o in outcomes} == {"ok", "unavailable"}
+        assert outcomes[-1][2] == "ok"
+        assert server.reconnects >= 1 and client.reconnects >= 1
+        assert not client._pending, "a reply future was left behind"
+        # the event consumer was declared again on the new connection
+        event = Event(type=f"{prefix}.after")
+        await client.publish(event)
+        await wait_until(lambda: event.id in events, timeout=10)
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_event_written_while_broker_is_down_is_published_when_it_returns(
+    amqp_url: str, pg_dsn: str, broker_guard: None, tmp_path: Path
+) -> None:
+    schema = "down_" + secrets.token_hex(3)
+    pool = await create_pool(pg_dsn, schema)
+    async with pool.acquire() as conn:
+        await migrate(conn, schema, None)
+    bus = RabbitBus(amqp_url, name="outbox-writer", publish_timeout=1.0)
+    consumer_bus = RabbitBus(amqp_url, name="outbox-reader")
+    await bus.start()
+    await consumer_bus.start()
+    got: list[str] = []
+
+    async def on(event: Event, ctx: RequestContext) -> None:
+        got.append(event.id)
+
+    prefix = "dn" + secrets.token_hex(3)
+    await consumer_bus.subscribe("down-consumer" + prefix, [f"{prefix}.#"], on)
+    relay = OutboxRelay(pool, bus, schema, poll_interval=0.2)
+    await relay.start()
+    try:
+        await ctl("stop_app")
+        event = Event(type=f"{prefix}.written", data={"path": "a"})
+        async with pool.acquire() as conn, conn.transaction():  # the state change commits
+            await outbox.add(conn, event, schema=schema)
+        await asyncio.sleep(2.0)
+        assert got == [] and await relay.backlog() == 1  # nothing lost, nothing sent yet
+        await ctl("start_app")
+        await wait_until(lambda: event.id in got, timeout=20)
+        await wait_until_async(relay.backlog, 0)  # marked sent once confirmed
+    finally:
+        await relay.close()
+        await bus.close()
+        await consumer_bus.close()
+        await pool.close()
