@@ -1,0 +1,46 @@
+# Coffer — the commands the README names. Everything installs into .venv.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: run run-distributed test test-unit docs lint bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	@test -x $(PY) || { echo "creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
+	@echo "installing Coffer and its dependencies into $(VENV) ..."
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[embedded,test]'
+	@touch $(STAMP)
+
+## make run: the whole platform in one process (embedded PostgreSQL unless COFFER_DATABASE_URL is set)
+run: $(STAMP)
+	$(PY) -m services.embedded
+
+## make run-distributed: one process per service on RabbitMQ + PostgreSQL
+run-distributed: $(STAMP)
+	COFFER_AMQP_URL=$${COFFER_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/} \
+	COFFER_DATABASE_URL=$${COFFER_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/coffer} \
+	$(PY) -m services.distributed
+
+## make test: unit + integration + e2e against the real RabbitMQ and PostgreSQL on 127.0.0.1
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+## make docs: regenerate docs/error-codes.md from shared/errors
+docs: $(STAMP)
+	$(PY) -m shared.errors > docs/error-codes.md
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff mypy
+	$(VENV)/bin/ruff check shared services tests
+	$(VENV)/bin/mypy shared
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,141 @@
+"""The run modes as a user starts them: real processes, real ports.
+
+- embedded (``make run``): one process, the in-process bus, an embedded
+  PostgreSQL under the data dir (no external service at all); data survives
+  a restart.
+- distributed (``make run-distributed``): one process per service on
+  RabbitMQ + PostgreSQL, replicas allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+import aiohttp
+
+from tests.conftest import ROOT, Api, free_port
+
+
+class Proc:
+    """A child process whose output is collected line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    async def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        await asyncio.wait_for(self._reader, 5)
+        return code
+
+
+async def spawn(module: str, env: dict[str, str], *args: str) -> Proc:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), "COFFER_LOG_LEVEL": "warning", **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    return Proc(proc)
+
+
+async def wait_healthy(api: Api, proc: Proc, timeout: float = 60) -> float:
+    started = time.monotonic()
+    while True:
+        assert proc.proc.returncode is None, f"exited early:\n{proc.output}"
+        try:
+            status, body, _ = await api.request("GET", "/v1/sys/health", token=None)
+            if status == 200 and body["status"] == "ok":
+                return time.monotonic() - started
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() - started < timeout, f"not healthy in {timeout}s:\n{proc.output}"
+        await asyncio.sleep(0.2)
+
+
+async def test_embedded_mode_needs_no_external_service_and_keeps_data(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    env = {"COFFER_DATA_DIR": str(tmp_path / "data"), "COFFER_HTTP_PORT": str(port)}
+    api = Api(f"http://127.0.0.1:{port}", http)
+
+    first = await spawn("services.embedded", env)
+    try:
+        cold = await wait_healthy(api, first)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201
+    finally:
+        assert await first.stop() == 0
+    assert f"http://127.0.0.1:{port}/v1" in first.output and "sys/init" in first.output
+    assert init["client_secret"] not in first.output and init["token"] not in first.output
+    print(f"embedded cold start to healthy: {cold:.1f}s")
+    assert (tmp_path / "data" / "kms.key").stat().st_mode & 0o077 == 0
+
+    second = await spawn("services.embedded", env)
+    try:
+        await wait_healthy(api, second)
+        status, body, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 409 and body["error"]["code"] == "name_conflict"
+        status, body, _ = await api.request("GET", "/v1/auth/whoami", token=init["token"])
+        assert status == 200 and body["tenant"]["id"] == init["tenant_id"]
+    finally:
+        assert await second.stop() == 0
+
+
+async def test_distributed_mode_runs_each_service_as_its_own_process(
+    tmp_path: Path, private_amqp: str, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    port = free_port()
+    env = {
+        "COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn,
+        "COFFER_HTTP_PORT": str(port), "COFFER_DATA_DIR": str(tmp_path),
+        "COFFER_SCHEMA_PREFIX": "dist_", "COFFER_HEALTH_TIMEOUT": "1.5",
+    }
+    api = Api(f"http://127.0.0.1:{port}", http)
+    launcher = await spawn("services.distributed", env, "--replicas", "secrets=2")
+    try:
+        await wait_healthy(api, launcher)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201
+        started = [line for line in launcher.lines if line.startswith("coffer: started ")]
+        assert len(started) == 6  # gateway, 2 x secrets, pki, lease, webhooks
+        assert len({line.split("pid ")[1] for line in started}) == 6
+        pki_pid = int(next(line for line in started if " pki " in line).split("pid ")[1].rstrip(")"))
+        os.kill(pki_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while "exited" not in launcher.output:
+            assert time.monotonic() < deadline, launcher.output
+            await asyncio.sleep(0.2)
+    finally:
+        await launcher.stop()
+    assert "pki#1 exited" in launcher.output
+    assert launcher.output.count("coffer: stopped ") == 6
+
+
+async def test_distributed_process_refuses_to_start_without_its_urls(tmp_path: Path) -> None:
+    proc = await spawn("services.secrets", {"COFFER_DATA_DIR": str(tmp_path)})
+    code = await asyncio.wait_for(proc.proc.wait(), 30)
+    await proc.stop()
+    assert code != 0 and "COFFER_AMQP_URL" in proc.output and "COFFER_DATABASE_URL" in proc.output
+
