@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     public_url: str | None = None
     disabled_features: frozenset[str] = frozenset()
     outbox_poll_interval: float = Field(1.0, gt=0)
+    #: how long a soft-deleted secret stays restorable (a duration string).
+    secret_retention: str = Field("30d", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
+    #: seconds between runs of the lifecycle jobs (expiry events, retention purge).
+    lifecycle_interval: float = Field(30.0, gt=0)
 
     @field_validator("disabled_features", mode="before")
     @classmethod

@@ -69,6 +69,21 @@ class LocalKms:
         self.path = path
         self._keys = keys
         self._active = active
+        self._stamp = self._file_stamp()
+
+    def _file_stamp(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _follow_file(self) -> None:
+        """Pick up a rotation done by another process sharing the key file (one stat)."""
+        stamp = self._file_stamp()
+        if stamp != self._stamp and stamp != (0, 0):
+            fresh = LocalKms.load(self.path)
+            self._keys, self._active, self._stamp = fresh._keys, fresh._active, stamp
 
     @classmethod
     def load(cls, path: Path, *, create: bool = False) -> "LocalKms":
@@ -119,6 +134,7 @@ class LocalKms:
 
     @property
     def active_key_id(self) -> str:
+        self._follow_file()
         return self._active
 
     @property
@@ -126,6 +142,7 @@ class LocalKms:
         return tuple(self._keys)
 
     def wrap(self, data_key: bytes, aad: bytes) -> tuple[str, bytes]:
+        self._follow_file()
         kek_id = self._active
         try:
             return kek_id, _aesgcm_seal(self._keys[kek_id], data_key, kek_id.encode() + b"|" + aad)
@@ -135,9 +152,7 @@ class LocalKms:
     def unwrap(self, kek_id: str, wrapped: bytes, aad: bytes) -> bytes:
         key = self._keys.get(kek_id)
         if key is None:
-            # Another process may have rotated the file: read it once more.
-            fresh = LocalKms.load(self.path)
-            self._keys, self._active = fresh._keys, fresh._active
+            self._follow_file()  # another process may have rotated the file
             key = self._keys.get(kek_id)
         if key is None:
             raise EncryptionError("data key is wrapped by an unknown KEK", details={"kek_id": kek_id})
@@ -147,7 +162,12 @@ class LocalKms:
             raise EncryptionError("data key could not be unwrapped") from None
 
     def rotate(self) -> str:
-        """Add a KEK, make it active, rewrite the key file atomically (0600)."""
+        """Add a KEK, make it active, rewrite the key file atomically (0600).
+
+        Callers serialise rotations across processes (an advisory lock): the
+        file is re-read first so no other process's key is ever dropped.
+        """
+        self._follow_file()
         kek_id = "kek_" + secrets.token_hex(8)
         keys = {**self._keys, kek_id: secrets.token_bytes(KEY_BYTES)}
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
@@ -158,7 +178,7 @@ class LocalKms:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        self._keys, self._active = keys, kek_id
+        self._keys, self._active, self._stamp = keys, kek_id, self._file_stamp()
         return kek_id
 
 

@@ -13,7 +13,7 @@ import contextlib
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Coroutine, Mapping
 
 import asyncpg
 import structlog
@@ -23,7 +23,7 @@ from shared.config import Settings
 from shared.context import RequestContext
 from shared.contracts.system import PingResult
 from shared.crypto import LocalKms
-from shared.db import OutboxRelay, create_pool, migrate
+from shared.db import OutboxRelay, create_pool, migrate, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
 
@@ -43,6 +43,11 @@ class ServiceDeps:
     kms: LocalKms
     schema: str
     relay: OutboxRelay
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background job for the life of the service (cancelled on close)."""
+        self.tasks.append(asyncio.create_task(coro, name=name))
 
 
 HandlerFactory = Callable[[ServiceDeps], Awaitable[Mapping[str, RpcHandler]]]
@@ -85,7 +90,7 @@ class ServiceRuntime:
             name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
             kms=self.kms, schema=self.schema, relay=self.relay,
         )
-        handlers: dict[str, RpcHandler] = {"ping": self._ping}
+        handlers: dict[str, RpcHandler] = {"ping": self._ping, "rewrap": self._rewrap}
         if self.spec.build is not None:
             handlers.update(await self.spec.build(self.deps))
         await self.bus.serve(self.spec.rpc_name or self.spec.name, handlers)
@@ -101,7 +106,18 @@ class ServiceRuntime:
             raise ServiceUnavailable(f"{self.spec.name} storage is unavailable") from None
         return PingResult(service=self.spec.name).model_dump()
 
+    async def _rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """Re-wrap this service's sealed keys under the active KEK (services with more override it)."""
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            moved = await sealed_keys.rewrap_all(conn, self.kms, self.schema)
+        return {"kek_id": self.kms.active_key_id, "rewrapped": moved}
+
     async def close(self) -> None:
+        if self.deps is not None:
+            for task in self.deps.tasks:
+                task.cancel()
+            await asyncio.gather(*self.deps.tasks, return_exceptions=True)
         if self.relay is not None:
             await self.relay.close()
         if self.pool is not None:

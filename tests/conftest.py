@@ -17,14 +17,47 @@ import aiohttp
 import asyncpg
 import pytest
 
+import structlog
+
 from services.platform import Platform
 from shared.bus import Bus, InProcessBus, RabbitBus
 from shared.config import Settings
+from shared.logging import PROCESSORS, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_BASE = os.environ.get("COFFER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672")
 RUN_ID = secrets.token_hex(4)
+
+
+#: every log line of the run, rendered; and every secret value a test wrote.
+LOG_LINES: list[str] = []
+SECRET_VALUES: set[str] = set()
+
+
+def _collect(_: Any, __: str, event_dict: Any) -> Any:
+    LOG_LINES.append(repr(event_dict))  # before redaction: the code itself must not log secrets
+    return event_dict
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Collect every structlog line of the run; at the end, no secret value may be in one."""
+    redact_at = PROCESSORS.index(redact)
+    structlog.configure(
+        processors=[*PROCESSORS[:redact_at], _collect, *PROCESSORS[redact_at:],
+                    structlog.processors.JSONRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
+    yield
+    assert LOG_LINES, "no log line was collected: the check would prove nothing"
+    leaked = sorted(v for v in SECRET_VALUES if any(v in line for line in LOG_LINES))
+    assert not leaked, f"{len(leaked)} secret values reached a log line"
+
+
+def remember_secret(value: str) -> str:
+    """Register a value a test writes as a secret: it must never be logged."""
+    SECRET_VALUES.add(value)
+    return value
 
 
 def rabbitmqctl(*args: str) -> str:

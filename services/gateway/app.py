@@ -7,10 +7,11 @@ signing keys) and answers ``iam.*`` RPC; it is the only HTTP entry point.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from aiohttp import web
 
-from services.gateway import handlers
+from services.gateway import handlers, secrets_routes
 from services.gateway.http import (
     MAX_BODY,
     ROUTES,
@@ -20,10 +21,26 @@ from services.gateway.http import (
     hide_server_version,
 )
 from services.gateway.repository import GatewayRepository
-from services.gateway.signing import TokenSigner
+from services.gateway.signing import TokenSigner, signing_key_aad
+from shared.bus import RpcHandler
+from shared.context import RequestContext
 from shared.runtime import ServiceDeps, ServiceSpec
 
-SPEC = ServiceSpec(name="gateway", rpc_name="iam", migrations=Path(__file__).parent / "migrations")
+
+
+async def build_rpc(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
+    """``iam.*``: what other services may ask the gateway."""
+    repo = GatewayRepository(deps.pool)
+
+    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        moved = await repo.rewrap_keys(deps.kms, deps.schema, signing_key_aad)
+        return {"kek_id": deps.kms.active_key_id, "rewrapped": moved}
+
+    return {"rewrap": rewrap}
+
+
+SPEC = ServiceSpec(name="gateway", rpc_name="iam", migrations=Path(__file__).parent / "migrations",
+                   build=build_rpc)
 
 
 async def create_app(deps: ServiceDeps) -> web.Application:
@@ -39,11 +56,12 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     app[handlers.REPO] = repo
     app[handlers.BUS] = deps.bus
     app[handlers.HEALTH_TIMEOUT] = settings.health_timeout
+    app[handlers.KMS] = deps.kms
     app.on_response_prepare.append(hide_server_version)
     app[SIGNER] = signer
     app[MAX_BODY] = settings.max_body_bytes
     app[ROUTES] = {}
-    for route in handlers.ROUTE_TABLE:
+    for route in (*handlers.ROUTE_TABLE, *secrets_routes.ROUTES):
         app.router.add_route(route.method, route.path, route.handler)
         app[ROUTES][route.handler] = route
     return app

@@ -15,6 +15,7 @@ from services.gateway.domain import ClientCredentials, InitRequest
 from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model
 from services.gateway.repository import GatewayRepository
 from shared.bus import Bus
+from shared.crypto import LocalKms
 from shared.errors import (
     AuthenticationRequired,
     CofferError,
@@ -28,6 +29,8 @@ BACKEND_SERVICES = ("secrets", "pki", "lease", "webhooks")
 REPO = web.AppKey("repo", GatewayRepository)
 BUS = web.AppKey("bus", Bus)
 HEALTH_TIMEOUT = web.AppKey("health_timeout", float)
+KMS = web.AppKey("kms", LocalKms)
+REWRAP_TIMEOUT = 300.0
 
 
 async def _cpu(fn: Any, *args: Any) -> Any:
@@ -133,10 +136,21 @@ async def whoami(request: web.Request) -> web.Response:
     )
 
 
+async def rotate_kek(request: web.Request) -> web.Response:
+    """A new key-encryption key; every service re-wraps its data keys under it (no value re-encrypted)."""
+    kek_id = await request.app[REPO].rotate_kek(request.app[KMS])
+    rewrapped: dict[str, int] = {}
+    for service in ("iam", *BACKEND_SERVICES):
+        result = await request.app[BUS].call(service, "rewrap", {}, context(request), timeout=REWRAP_TIMEOUT)
+        rewrapped["gateway" if service == "iam" else service] = int(result["rewrapped"])
+    return json_response({"kek_id": kek_id, "rewrapped": rewrapped})
+
+
 ROUTE_TABLE: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True),
     Route("POST", "/v1/sys/init", init, public=True),
     Route("POST", "/v1/auth/token", issue_token, public=True),
     Route("GET", "/v1/auth/jwks", jwks, public=True),
     Route("GET", "/v1/auth/whoami", whoami),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin"),
 )

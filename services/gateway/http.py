@@ -15,18 +15,18 @@ from urllib.parse import parse_qsl
 import orjson
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ValidationError as PydanticValidationError
+from pydantic import BaseModel
 
 from services.gateway.domain import Principal
 from services.gateway.signing import TokenSigner
 from shared.context import RequestContext, sane_request_id
+from shared.contracts import parse
 from shared.errors import (
     AuthenticationRequired,
     CofferError,
     InsufficientScope,
     InternalError,
     InvalidRequest,
-    ValidationError,
     envelope,
 )
 
@@ -167,13 +167,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def _fields(exc: PydanticValidationError) -> list[dict[str, str]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-
-
 async def read_model(request: web.Request, model: type[M], *, allow_form: bool = False) -> M:
     """Parse the body into ``model``: ``invalid_request`` if it is not a JSON object,
     ``validation_error`` (``details.fields``) if a field is wrong. Input values are never echoed."""
@@ -199,7 +192,4 @@ async def read_model(request: web.Request, model: type[M], *, allow_form: bool =
                 raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except PydanticValidationError as exc:
-        raise ValidationError("request validation failed", details={"fields": _fields(exc)}) from None
+    return parse(model, data)

@@ -30,7 +30,7 @@ ALGORITHM = "EdDSA"
 _REQUIRED = ["sub", "tid", "scope", "exp", "iat", "jti"]
 
 
-def _aad(kid: str) -> bytes:
+def signing_key_aad(kid: str) -> bytes:
     return f"gateway/signing-key/{kid}".encode()
 
 
@@ -60,7 +60,7 @@ class TokenSigner:
             public = private.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            if await self.repo.insert_signing_key_if_none(kid, public, seal(self.kms, raw, _aad(kid))):
+            if await self.repo.insert_signing_key_if_none(kid, public, seal(self.kms, raw, signing_key_aad(kid))):
                 log.info("signing_key_created", kid=kid)
         await self.reload()
 
@@ -74,7 +74,7 @@ class TokenSigner:
             raw = unseal(
                 self.kms,
                 Sealed(newest["kek_id"], newest["wrapped_key"], newest["nonce"], newest["ciphertext"]),
-                _aad(newest["kid"]),
+                signing_key_aad(newest["kid"]),
             )
             self._signing = (newest["kid"], Ed25519PrivateKey.from_private_bytes(raw))
         self._last_reload = time.monotonic()

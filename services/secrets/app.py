@@ -1,13 +1,27 @@
-"""Composition root of the ``secrets`` service.
-
-It answers ``secrets.ping`` (bus + storage health) today; its API lands with its
-own issue. The schema ``secrets`` gets the shared outbox and inbox tables.
-"""
+"""Composition root of the ``secrets`` service: versioned, envelope-encrypted secrets."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
-from shared.runtime import ServiceSpec
+from services.secrets.handlers import SecretsHandlers
+from services.secrets.jobs import run_lifecycle
+from services.secrets.repository import SecretsRepository
+from shared.bus import RpcHandler
+from shared.cursors import CursorCodec
+from shared.db import sealed_keys
+from shared.durations import parse_duration
+from shared.runtime import ServiceDeps, ServiceSpec
 
-SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations")
+
+async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
+    repo = SecretsRepository(deps.pool, deps.kms, deps.schema)
+    cursor_key = await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor")
+    retention = parse_duration(deps.settings.secret_retention, field="COFFER_SECRET_RETENTION")
+    handlers = SecretsHandlers(repo, CursorCodec(cursor_key), retention)
+    deps.spawn(run_lifecycle(repo, deps.settings.lifecycle_interval), "secrets-lifecycle")
+    return handlers.table()
+
+
+SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", build=build)

@@ -1,0 +1,124 @@
+"""Rules of secrets, without I/O: paths, types, values, metadata, expiry."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from shared.contracts.secrets import SECRET_TYPES, PutSecretBody
+from shared.durations import parse_duration
+from shared.errors import InvalidPath, InvalidSecretType, ValidationError
+
+MAX_PATH = 512
+MAX_SEGMENTS = 16
+MAX_VALUE_BYTES = 64 * 1024
+MAX_METADATA_KEYS = 64
+MAX_METADATA_KEY = 128
+MAX_METADATA_VALUE = 1024
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _bad_path(path: str, why: str) -> InvalidPath:
+    return InvalidPath(f"invalid secret path: {why}", details={"path": path[:MAX_PATH + 8]})
+
+
+def validate_path(path: str) -> str:
+    """``path`` if it is 1–16 segments of ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``, ≤ 512 chars."""
+    if not path:
+        raise _bad_path(path, "empty")
+    if len(path) > MAX_PATH:
+        raise _bad_path(path, f"longer than {MAX_PATH} characters")
+    segments = path.split("/")
+    if len(segments) > MAX_SEGMENTS:
+        raise _bad_path(path, f"more than {MAX_SEGMENTS} segments")
+    if not all(_SEGMENT.fullmatch(s) for s in segments):
+        raise _bad_path(path, "each segment must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+    return path
+
+
+def validate_prefix(prefix: str) -> str:
+    """A list prefix: empty, or the start of a path (it may end in ``/`` or mid-segment)."""
+    if prefix:
+        try:
+            validate_path(prefix.removesuffix("/"))
+        except InvalidPath:
+            raise _bad_path(prefix, "not a path prefix") from None
+    return prefix
+
+
+def _field_error(field: str, message: str) -> ValidationError:
+    return ValidationError("request validation failed",
+                           details={"fields": [{"field": field, "message": message}]})
+
+
+@dataclass(frozen=True)
+class ValidWrite:
+    """A write that passed every rule: the plaintext to seal and the version's metadata."""
+
+    plaintext: bytes
+    secret_type: str
+    metadata: dict[str, str]
+    expires_at: datetime | None
+
+
+def _check_value(secret_type: str, value: object) -> bytes:
+    if secret_type == "json":
+        if not isinstance(value, dict):
+            raise _field_error("value", "a 'json' secret takes a JSON object")
+        size_of = orjson.dumps(value)
+    else:
+        if not isinstance(value, str):
+            raise _field_error("value", f"a '{secret_type}' secret takes a string")
+        size_of = value.encode("utf-8", "surrogatepass")
+    if len(size_of) > MAX_VALUE_BYTES:
+        raise _field_error("value", f"value is larger than {MAX_VALUE_BYTES} bytes")
+    if secret_type == "certificate":
+        try:
+            x509.load_pem_x509_certificate(size_of)
+        except ValueError:
+            raise _field_error("value", "not a PEM X.509 certificate") from None
+    elif secret_type == "private_key":
+        try:
+            serialization.load_pem_private_key(size_of, password=None)
+        except TypeError:
+            pass  # an encrypted PEM key: it is a key, we can't (and needn't) open it
+        except (ValueError, Exception):  # noqa: BLE001 - unsupported algorithms raise others
+            raise _field_error("value", "not a PEM private key") from None
+    return orjson.dumps(value)
+
+
+def validate_write(body: PutSecretBody, now: datetime) -> ValidWrite:
+    """Apply every rule of a secret write (api.md §5)."""
+    if body.secret_type not in SECRET_TYPES:
+        raise InvalidSecretType(
+            "unknown secret_type", details={"secret_type": body.secret_type[:64], "allowed": list(SECRET_TYPES)})
+    if len(body.metadata) > MAX_METADATA_KEYS:
+        raise _field_error("metadata", f"at most {MAX_METADATA_KEYS} keys")
+    for key, val in body.metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY or len(val) > MAX_METADATA_VALUE:
+            raise _field_error(
+                "metadata", f"keys 1–{MAX_METADATA_KEY} characters, values at most {MAX_METADATA_VALUE}")
+    plaintext = _check_value(body.secret_type, body.value)
+    if body.ttl is not None and body.expires_at is not None:
+        raise _field_error("ttl", "give either ttl or expires_at, not both")
+    expires_at = body.expires_at
+    if body.ttl is not None:
+        expires_at = now + timedelta(seconds=parse_duration(body.ttl, field="ttl"))
+    if expires_at is not None and expires_at <= now:
+        raise _field_error("expires_at", "must be in the future")
+    return ValidWrite(plaintext, body.secret_type, dict(body.metadata), expires_at)
+
+
+def value_of(plaintext: bytes) -> object:
+    return orjson.loads(plaintext)
+
+
+def associated_data(tenant_id: str, path: str, version: int) -> bytes:
+    """What a version's ciphertext and data key are bound to: moved anywhere else, it won't open."""
+    return b"\x00".join((b"coffer-secret-v1", tenant_id.encode(), path.encode(), str(version).encode()))
+

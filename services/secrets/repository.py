@@ -1,0 +1,222 @@
+"""The secrets service's SQL. Values are sealed before they reach a statement.
+
+Writes are compare-and-set: the secret's row is locked (``FOR UPDATE``), its
+``current_version`` compared with the caller's expectation, and the new
+version inserted under the unique ``(tenant, path, version)`` key, with the
+event in the same transaction (outbox). A lost race is ``version_conflict``,
+never a duplicate version.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.secrets.domain import ValidWrite, associated_data
+from shared.contracts.events import Event
+from shared.contracts.secrets import SecretMeta
+from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
+from shared.db import outbox, sealed_keys
+from shared.errors import SecretExists, SecretNotFound, VersionConflict, VersionNotFound
+
+_META = (
+    "s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at, s.created_by,"
+    " s.updated_at, s.deleted_at, s.purge_after"
+)
+_JOIN_CURRENT = (
+    "FROM secrets s JOIN secret_versions v"
+    " ON v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = s.current_version"
+)
+
+
+def _meta(row: asyncpg.Record) -> SecretMeta:
+    return SecretMeta(**{k: row[k] for k in SecretMeta.model_fields})
+
+
+class SecretsRepository:
+    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, schema: str) -> None:
+        self.pool = pool
+        self.kms = kms
+        self.schema = schema
+
+    async def _event(self, conn: asyncpg.Connection, kind: str, tenant_id: str, request_id: str,
+                     path: str, version: int, secret_type: str) -> None:
+        await outbox.add(conn, Event(
+            type=f"secret.{kind}", tenant_id=tenant_id, request_id=request_id,
+            data={"path": path, "version": version, "secret_type": secret_type},
+        ), schema=self.schema)
+
+    # -- writes ----------------------------------------------------------------
+
+    async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str,
+                  write: ValidWrite, expected: int | None) -> tuple[bool, SecretMeta]:
+        """Write a new version; ``(created, metadata)``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT current_version, deleted_at, purge_after FROM secrets"
+                " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
+            if row is None:
+                inserted = await conn.fetchval(
+                    "INSERT INTO secrets (tenant_id, path, current_version, created_by)"
+                    " VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                    tenant_id, path, identity_id)
+                if inserted is None:  # a concurrent writer created it first; take its lock
+                    row = await conn.fetchrow(
+                        "SELECT current_version, deleted_at, purge_after FROM secrets"
+                        " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
+            if row is not None and row["deleted_at"] is not None:
+                raise SecretExists(
+                    "a deleted secret is kept at this path until it is purged",
+                    details={"path": path, "purge_after": row["purge_after"].isoformat()})
+            current = 0 if row is None else row["current_version"]
+            if expected is not None and expected != current:
+                raise VersionConflict(
+                    "the secret changed since the expected version",
+                    details={"path": path, "expected_version": expected, "current_version": current})
+            version = current + 1
+            sealed = seal(self.kms, write.plaintext, associated_data(tenant_id, path, version))
+            await conn.execute(
+                "INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
+                " expires_at, created_by, kek_id, wrapped_key, nonce, ciphertext)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                tenant_id, path, version, write.secret_type, write.metadata, write.expires_at,
+                identity_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+            meta = await conn.fetchrow(
+                "UPDATE secrets s SET current_version = $3, updated_at = now()"
+                " FROM secret_versions v WHERE s.tenant_id = $1 AND s.path = $2"
+                " AND v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = $3"
+                f" RETURNING {_META}", tenant_id, path, version)
+            await self._event(conn, "created" if version == 1 else "updated", tenant_id, request_id,
+                              path, version, write.secret_type)
+            return version == 1, _meta(meta)
+
+    async def soft_delete(self, tenant_id: str, request_id: str, path: str, retention: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE secrets s SET deleted_at = now(), purge_after = now() + make_interval(secs => $3)"
+                f" FROM secret_versions v WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
+                f" AND v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = s.current_version"
+                f" RETURNING v.version, v.secret_type", tenant_id, path, float(retention))
+            if row is None:
+                raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+            await self._event(conn, "deleted", tenant_id, request_id, path, row["version"], row["secret_type"])
+
+    async def restore(self, tenant_id: str, request_id: str, path: str) -> SecretMeta:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_META} {_JOIN_CURRENT} WHERE s.tenant_id = $1 AND s.path = $2 FOR UPDATE OF s",
+                tenant_id, path)
+            if row is None:
+                raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+            if row["deleted_at"] is None:
+                return _meta(row)  # nothing to undo: restoring is idempotent
+            await conn.execute(
+                "UPDATE secrets SET deleted_at = NULL, purge_after = NULL, updated_at = now()"
+                " WHERE tenant_id = $1 AND path = $2", tenant_id, path)
+            await self._event(conn, "restored", tenant_id, request_id, path, row["version"], row["secret_type"])
+            restored = await conn.fetchrow(
+                f"SELECT {_META} {_JOIN_CURRENT} WHERE s.tenant_id = $1 AND s.path = $2", tenant_id, path)
+            return _meta(restored)
+
+    async def purge(self, tenant_id: str, request_id: str, path: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._purge(conn, tenant_id, request_id, path)
+
+    async def _purge(self, conn: asyncpg.Connection, tenant_id: str, request_id: str, path: str) -> None:
+        row = await conn.fetchrow(
+            f"SELECT v.version, v.secret_type {_JOIN_CURRENT} WHERE s.tenant_id = $1 AND s.path = $2",
+            tenant_id, path)
+        if row is None:
+            raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+        await conn.execute("DELETE FROM secrets WHERE tenant_id = $1 AND path = $2", tenant_id, path)
+        await self._event(conn, "purged", tenant_id, request_id, path, row["version"], row["secret_type"])
+
+    # -- reads -----------------------------------------------------------------
+
+    async def get(self, tenant_id: str, path: str, version: int | None) -> tuple[SecretMeta, bytes]:
+        """Metadata and plaintext of the current (or a given) version of a live secret."""
+        row = await self.pool.fetchrow(
+            "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at,"
+            " s.created_by, s.updated_at, s.deleted_at, s.purge_after, s.current_version,"
+            " v.kek_id, v.wrapped_key, v.nonce, v.ciphertext"
+            " FROM secrets s LEFT JOIN secret_versions v ON v.tenant_id = s.tenant_id"
+            " AND v.path = s.path AND v.version = coalesce($3, s.current_version)"
+            " WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL",
+            tenant_id, path, version)
+        if row is None:
+            raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+        if row["version"] is None:
+            raise VersionNotFound(f"Secret '{path}' has no version {version}",
+                                  details={"path": path, "version": version})
+        sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
+        return _meta(row), unseal(self.kms, sealed, associated_data(tenant_id, path, row["version"]))
+
+    async def versions(self, tenant_id: str, path: str, before: int | None, limit: int) -> list[SecretMeta]:
+        """Versions newest first, those below ``before`` when continuing a page."""
+        rows = await self.pool.fetch(
+            "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at,"
+            " v.created_at, v.created_by, v.created_at AS updated_at, s.deleted_at, s.purge_after"
+            " FROM secrets s JOIN secret_versions v ON v.tenant_id = s.tenant_id AND v.path = s.path"
+            " WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
+            " AND ($3::int IS NULL OR v.version < $3) ORDER BY v.version DESC LIMIT $4",
+            tenant_id, path, before, limit)
+        if not rows and before is None:
+            raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+        return [_meta(r) for r in rows]
+
+    async def list(self, tenant_id: str, prefix: str, after: str | None, limit: int) -> list[SecretMeta]:
+        """Live secrets whose path starts with ``prefix``, in path order, after ``after``."""
+        rows = await self.pool.fetch(
+            f"SELECT {_META} {_JOIN_CURRENT} WHERE s.tenant_id = $1 AND s.deleted_at IS NULL"
+            " AND s.path >= $2 AND starts_with(s.path, $2) AND ($3::text IS NULL OR s.path > $3)"
+            " ORDER BY s.path LIMIT $4", tenant_id, prefix, after, limit)
+        return [_meta(r) for r in rows]
+
+    # -- lifecycle jobs (claimed once across replicas) -------------------------
+
+    async def publish_expired(self, batch: int = 100) -> int:
+        """``secret.expired`` once per version whose ``expires_at`` passed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT tenant_id, path, version, secret_type FROM secret_versions"
+                " WHERE expires_at <= now() AND expired_event_at IS NULL"
+                " ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
+            for r in rows:
+                await conn.execute(
+                    "UPDATE secret_versions SET expired_event_at = now()"
+                    " WHERE tenant_id = $1 AND path = $2 AND version = $3", r["tenant_id"], r["path"], r["version"])
+                await self._event(conn, "expired", r["tenant_id"], "req_sweeper", r["path"], r["version"],
+                                  r["secret_type"])
+            return len(rows)
+
+    async def purge_due(self, batch: int = 100) -> int:
+        """Destroy soft-deleted secrets whose retention ended."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT tenant_id, path FROM secrets WHERE deleted_at IS NOT NULL AND purge_after <= now()"
+                " ORDER BY purge_after LIMIT $1 FOR UPDATE SKIP LOCKED", batch)
+            for r in rows:
+                await self._purge(conn, r["tenant_id"], "req_retention", r["path"])
+            return len(rows)
+
+    # -- key-encryption-key rotation ------------------------------------------
+
+    async def rewrap(self, batch: int = 500) -> int:
+        """Re-wrap every data key not under the active KEK (values untouched); how many moved."""
+        moved = 0
+        while True:
+            kek_id = self.kms.active_key_id
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT tenant_id, path, version, kek_id, wrapped_key, nonce, ciphertext"
+                    " FROM secret_versions WHERE kek_id <> $1 LIMIT $2 FOR UPDATE", kek_id, batch)
+                for r in rows:
+                    new = rewrap(self.kms, Sealed(r["kek_id"], r["wrapped_key"], r["nonce"], r["ciphertext"]),
+                                 associated_data(r["tenant_id"], r["path"], r["version"]))
+                    await conn.execute(
+                        "UPDATE secret_versions SET kek_id = $4, wrapped_key = $5"
+                        " WHERE tenant_id = $1 AND path = $2 AND version = $3",
+                        r["tenant_id"], r["path"], r["version"], new.kek_id, new.wrapped_key)
+                if not rows:
+                    moved += await sealed_keys.rewrap_all(conn, self.kms, self.schema)
+                    return moved
+            moved += len(rows)
