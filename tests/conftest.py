@@ -121,6 +121,7 @@ def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> 
         "rpc_timeout": 3.0,
         "health_timeout": 1.5,
         "outbox_poll_interval": 0.2,
+        "lifecycle_interval": 0.3,
     }
     values.update(over)
     return Settings(**values)

@@ -140,10 +140,16 @@ async def rotate_kek(request: web.Request) -> web.Response:
     """A new key-encryption key; every service re-wraps its data keys under it (no value re-encrypted)."""
     kek_id = await request.app[REPO].rotate_kek(request.app[KMS])
     rewrapped: dict[str, int] = {}
+    unreadable: dict[str, int] = {}
     for service in ("iam", *BACKEND_SERVICES):
         result = await request.app[BUS].call(service, "rewrap", {}, context(request), timeout=REWRAP_TIMEOUT)
-        rewrapped["gateway" if service == "iam" else service] = int(result["rewrapped"])
-    return json_response({"kek_id": kek_id, "rewrapped": rewrapped})
+        name = "gateway" if service == "iam" else service
+        rewrapped[name] = int(result["rewrapped"])
+        if result.get("unreadable"):
+            unreadable[name] = int(result["unreadable"])
+    # Unreadable data keys stay under their old KEK (which is kept): the
+    # rotation goes on, and the operator learns where to look from the logs.
+    return json_response({"kek_id": kek_id, "rewrapped": rewrapped, "unreadable": unreadable})
 
 
 ROUTE_TABLE: tuple[Route, ...] = (

@@ -92,4 +92,5 @@ class SecretsHandlers:
         await self.repo.purge(_tenant(ctx), ctx.request_id, validate_path(req.path))
 
     async def rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        return {"kek_id": self.repo.kms.active_key_id, "rewrapped": await self.repo.rewrap()}
+        moved, unreadable = await self.repo.rewrap()
+        return {"kek_id": self.repo.kms.active_key_id, "rewrapped": moved, "unreadable": unreadable}

@@ -25,7 +25,8 @@ class _Model(BaseModel):
 class PutSecretBody(_Model):
     """The JSON body of ``PUT /v1/secrets/{path}``."""
 
-    value: StrictStr | dict[str, Any] = Field(repr=False)
+    #: a string, or an object for ``json`` secrets (checked with the type by the service)
+    value: Any = Field(repr=False)
     secret_type: StrictStr = "generic"
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=64)
     expires_at: AwareDatetime | None = None

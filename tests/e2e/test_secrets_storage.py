@@ -1,0 +1,192 @@
+"""What the database holds: ciphertext only, bound to its place, re-wrappable, purged on time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from services.platform import Platform
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from tests.conftest import Api, remember_secret, start_platform
+from tests.e2e.test_gateway_envelope import assert_envelope
+from tests.e2e.test_secrets import put, unique
+from tests.integration.test_bus_contract import wait_until
+
+
+async def _columns(conn: asyncpg.Connection, prefix: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema LIKE $1 || '%'", prefix)
+
+
+async def test_the_database_holds_no_plaintext(api: Api, platform: Platform, pg_dsn: str) -> None:
+    value = remember_secret("plaintext-probe-" + secrets.token_hex(12))
+    json_inner = remember_secret("json-probe-" + secrets.token_hex(12))
+    base = unique()
+    await put(api, f"{base}/a", value)
+    await put(api, f"{base}/b", {"nested": json_inner}, secret_type="json")
+    needles = [value, json_inner]
+    needles += [base64.b64encode(n.encode()).decode() for n in needles]
+    needles += [base64.urlsafe_b64encode(n.encode()).decode().rstrip("=") for n in needles[:2]]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        columns = await _columns(conn, platform.settings.schema_prefix)
+        assert len(columns) > 30
+        for col in columns:
+            table = f'"{col["table_schema"]}"."{col["table_name"]}"'
+            name = f'"{col["column_name"]}"'
+            for needle in needles:
+                if col["data_type"] == "bytea":
+                    hits = await conn.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE position($1::bytea in {name}) > 0", needle.encode())
+                else:
+                    hits = await conn.fetchval(
+                        f"SELECT count(*) FROM {table} WHERE {name}::text LIKE '%' || $1 || '%'", needle)
+                assert hits == 0, f"{needle[:12]}… found in {table}.{name}"
+    finally:
+        await conn.close()
+
+
+async def test_a_ciphertext_moved_to_another_path_does_not_open(api: Api, platform: Platform) -> None:
+    base = unique()
+    value = remember_secret("moved-" + secrets.token_hex(8))
+    await put(api, f"{base}/source", value)
+    await put(api, f"{base}/target")
+    pool = platform.runtimes["secrets"].pool
+    assert pool is not None
+    await pool.execute(
+        f'UPDATE "{platform.settings.schema("secrets")}".secret_versions t'
+        " SET kek_id = s.kek_id, wrapped_key = s.wrapped_key, nonce = s.nonce, ciphertext = s.ciphertext"
+        f' FROM "{platform.settings.schema("secrets")}".secret_versions s'
+        " WHERE s.path = $1 AND t.path = $2", f"{base}/source", f"{base}/target")
+    status, body, headers = await api.request("GET", f"/v1/secrets/{base}/target")
+    assert_envelope(status, body, headers, "encryption_error")
+    assert value not in str(body)
+    assert (await api.request("GET", f"/v1/secrets/{base}/source"))[1]["value"] == value
+    # one corrupted row does not block a KEK rotation: it is counted and left alone
+    status, rotated, _ = await api.request("POST", "/v1/sys/kms:rotate")
+    assert status == 200 and rotated["unreadable"]["secrets"] >= 1
+    assert (await api.request("GET", f"/v1/secrets/{base}/source"))[1]["value"] == value
+
+
+async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
+    api: Api, platform: Platform, admin: dict[str, Any]
+) -> None:
+    base = unique()
+    values = {f"{base}/k{i}": remember_secret(f"rot-{i}-" + secrets.token_hex(6)) for i in range(5)}
+    for path, value in values.items():
+        await put(api, path, value)
+    pool = platform.runtimes["secrets"].pool
+    gateway_pool = platform.runtimes["gateway"].pool
+    assert pool is not None and gateway_pool is not None
+    schema = platform.settings.schema("secrets")
+    before = await pool.fetch(f'SELECT path, version, kek_id, ciphertext, nonce FROM "{schema}".secret_versions')
+    old_keks = {r["kek_id"] for r in before}
+
+    status, body, _ = await api.request("POST", "/v1/sys/kms:rotate")
+    assert status == 200, body
+    new_kek = body["kek_id"]
+    assert new_kek not in old_keks and body["rewrapped"]["secrets"] >= len(values)
+    assert body["rewrapped"]["gateway"] >= 1  # the token signing key
+
+    after = {(r["path"], r["version"]): r for r in await pool.fetch(
+        f'SELECT path, version, kek_id, ciphertext, nonce FROM "{schema}".secret_versions')}
+    # every data key moved, but those of rows other tests corrupted on purpose
+    unreadable = body["unreadable"].get("secrets", 0)
+    assert sum(r["kek_id"] != new_kek for r in after.values()) == unreadable
+    assert all(r["kek_id"] == new_kek for (p, _), r in after.items() if p.startswith(base))
+    for r in before:  # values were not re-encrypted: only their keys moved
+        assert after[(r["path"], r["version"])]["ciphertext"] == r["ciphertext"]
+    assert await gateway_pool.fetchval(
+        f'SELECT count(*) FROM "{platform.settings.schema("gateway")}".signing_keys WHERE kek_id <> $1', new_kek) == 0
+    for path, value in values.items():
+        status, got, _ = await api.request("GET", f"/v1/secrets/{path}")
+        assert status == 200 and got["value"] == value
+    assert (await api.request("GET", "/v1/auth/whoami"))[0] == 200  # old token still verifies
+    status, _, _ = await put(api, f"{base}/after")
+    assert status == 201
+    assert await pool.fetchval(
+        f'SELECT kek_id FROM "{schema}".secret_versions WHERE path = $1', f"{base}/after") == new_kek
+
+
+async def test_kms_rotate_needs_admin_scope(api: Api, admin: dict[str, Any]) -> None:
+    _, tok, _ = await api.request("POST", "/v1/auth/token", token=None, json={
+        "client_id": admin["client_id"], "client_secret": admin["client_secret"], "scopes": ["secrets:write"]})
+    status, body, headers = await api.request("POST", "/v1/sys/kms:rotate", token=tok["access_token"])
+    assert_envelope(status, body, headers, "insufficient_scope")
+
+
+async def test_a_missing_kek_is_encryption_error_never_plaintext(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    platform = await start_platform(tmp_path, None, pg_dsn)
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        value = remember_secret("kekless-" + secrets.token_hex(6))
+        await put(api, "a/b", value)
+        kms = platform.runtimes["secrets"].kms
+        kms._keys.clear()  # noqa: SLF001 - simulate a KMS that lost its key
+        kms._stamp = kms._file_stamp()  # noqa: SLF001 - and don't let it re-read the file
+        kms.path = tmp_path / "gone.key"
+        status, body, headers = await api.request("GET", "/v1/secrets/a/b")
+        assert_envelope(status, body, headers, "encryption_error")
+        assert value not in str(body)
+        status, body, headers = await put(api, "a/c")
+        assert_envelope(status, body, headers, "encryption_error")
+        pool = platform.runtimes["secrets"].pool
+        assert pool is not None
+        assert await pool.fetchval(
+            f'SELECT count(*) FROM "{platform.settings.schema("secrets")}".secrets WHERE path = $1', "a/c") == 0
+    finally:
+        await platform.close()
+
+
+async def test_retention_purges_once_across_two_replicas_and_expiry_fires_once(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """Two secrets replicas on one database and one bus: each job's work is done exactly once."""
+    from shared.bus import InProcessBus
+
+    bus = InProcessBus()
+    await bus.start()
+    first = await start_platform(tmp_path, None, pg_dsn, bus=bus, secret_retention="1s",
+                                 lifecycle_interval=0.1)
+    second = Platform(first.settings, pg_dsn, services=("secrets",), bus=bus)
+    await second.start()
+    got: list[Event] = []
+
+    async def on(event: Event, ctx: RequestContext) -> None:
+        got.append(event)
+
+    await bus.subscribe("retention-test", ["secret.purged", "secret.expired"], on)
+    try:
+        assert first.url
+        api = Api(first.url, http)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        for i in range(10):
+            await put(api, f"gone/{i}")
+            await api.request("DELETE", f"/v1/secrets/gone/{i}")
+            await put(api, f"short/{i}", ttl="1s")
+        await wait_until(lambda: len(got) >= 20, timeout=20)
+        await asyncio.sleep(0.8)
+        purged = sorted(e.data["path"] for e in got if e.type == "secret.purged")
+        expired = sorted(e.data["path"] for e in got if e.type == "secret.expired")
+        assert purged == sorted(f"gone/{i}" for i in range(10))
+        assert expired == sorted(f"short/{i}" for i in range(10))
+        status, body, headers = await api.request("POST", "/v1/secrets/gone/0:restore")
+        assert_envelope(status, body, headers, "secret_not_found")
+    finally:
+        await second.close()
+        await first.close()
+        await bus.close()
