@@ -44,3 +44,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+## make bench: secrets read/write/list throughput and latency, embedded and distributed (see bench/run.py)
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)

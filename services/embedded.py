@@ -33,7 +33,10 @@ def embedded_database(settings: Settings) -> str:
 
 def banner(url: str, settings: Settings, started: float) -> str:
     bus = "RabbitMQ" if settings.amqp_url else "in-process bus"
-    storage = "PostgreSQL at COFFER_DATABASE_URL" if settings.database_url else f"embedded PostgreSQL in {settings.data_dir}/pg"
+    storage = (
+        "PostgreSQL at COFFER_DATABASE_URL" if settings.database_url
+        else f"embedded PostgreSQL in {settings.data_dir}/pg"
+    )
     return f"""
 coffer: ready in {time.monotonic() - started:.1f}s — all five services in one process ({bus}, {storage})
 

@@ -9,13 +9,13 @@ runs the gateway alone; the tests run whichever they need.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from aiohttp import web
 
+from services.gateway.app import SPEC as GATEWAY
 from services.gateway.app import create_app
 from services.gateway.server import GatewayRunner
-from services.gateway.app import SPEC as GATEWAY
 from services.lease.app import SPEC as LEASE
 from services.pki.app import SPEC as PKI
 from services.secrets.app import SPEC as SECRETS

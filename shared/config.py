@@ -65,6 +65,6 @@ class Settings(BaseSettings):
         """Where the local KMS keeps its key-encryption keys."""
         return self.kms_key_file or self.data_dir / "kms.key"
 
-    def schema(self, service: str) -> str:
+    def schema_for(self, service: str) -> str:
         """The PostgreSQL schema a service owns."""
         return f"{self.schema_prefix}{service}"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +42,7 @@ class RequestContext(BaseModel):
     #: absolute deadline, seconds since the epoch; ``None`` = no deadline.
     deadline: float | None = None
 
-    def with_deadline(self, timeout: float) -> "RequestContext":
+    def with_deadline(self, timeout: float) -> RequestContext:
         """This context with a deadline ``timeout`` seconds from now (the earlier one wins)."""
         deadline = time.time() + timeout
         if self.deadline is not None:
@@ -65,7 +66,7 @@ class RequestContext(BaseModel):
         return headers
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, Any] | None) -> "RequestContext":
+    def from_headers(cls, headers: Mapping[str, Any] | None) -> RequestContext:
         """Rebuild from AMQP headers; junk values are dropped, not trusted."""
         h = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (headers or {}).items()}
         deadline: float | None

@@ -86,14 +86,14 @@ class LocalKms:
             self._keys, self._active, self._stamp = fresh._keys, fresh._active, stamp
 
     @classmethod
-    def load(cls, path: Path, *, create: bool = False) -> "LocalKms":
+    def load(cls, path: Path, *, create: bool = False) -> LocalKms:
         """Read the key file; with ``create``, make it (0600, atomically) if missing."""
         path = Path(path)
         if not path.exists():
             if not create:
                 raise EncryptionError("KMS key file not found", details={"path": str(path)})
             kek_id = "kek_" + secrets.token_hex(8)
-            cls._write_new(path, {kek_id: secrets.token_bytes(KEY_BYTES)}, kek_id)
+            cls._write(path, {kek_id: secrets.token_bytes(KEY_BYTES)}, kek_id, replace=False)
         try:
             doc = json.loads(path.read_text())
             keys = {kid: base64.b64decode(k) for kid, k in doc["keys"].items()}
@@ -114,9 +114,12 @@ class LocalKms:
         ).encode()
 
     @classmethod
-    def _write_new(cls, path: Path, keys: dict[str, bytes], active: str) -> None:
-        # Several processes may start at once: write a private temp file and
-        # link it into place; whoever loses the race reads the winner's file.
+    def _write(cls, path: Path, keys: dict[str, bytes], active: str, *, replace: bool) -> None:
+        """Write a private (0600) temp file, then move it into place atomically.
+
+        ``replace=False`` (first start): link, so that when several processes
+        start at once the first file wins and the others read it.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -125,6 +128,9 @@ class LocalKms:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+            return
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -170,14 +176,7 @@ class LocalKms:
         self._follow_file()
         kek_id = "kek_" + secrets.token_hex(8)
         keys = {**self._keys, kek_id: secrets.token_bytes(KEY_BYTES)}
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, self._doc(keys, kek_id))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        self._write(self.path, keys, kek_id, replace=True)
         self._keys, self._active, self._stamp = keys, kek_id, self._file_stamp()
         return kek_id
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 import asyncpg
 import structlog
@@ -74,7 +75,7 @@ class ServiceRuntime:
         self.bus = bus
         self.kms = kms
         self.dsn = dsn
-        self.schema = settings.schema(spec.name)
+        self.schema = settings.schema_for(spec.name)
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.deps: ServiceDeps | None = None

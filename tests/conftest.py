@@ -10,13 +10,13 @@ import os
 import secrets
 import socket
 import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-
 import structlog
 
 from services.platform import Platform
@@ -85,30 +85,26 @@ async def pg_dsn() -> AsyncIterator[str]:
     await admin.close()
 
 
+def _vhost(name: str) -> Iterator[str]:
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield f"{AMQP_BASE}/{name}"
+    try:
+        rabbitmqctl("delete_vhost", name)
+    except subprocess.CalledProcessError:
+        pass
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """A RabbitMQ vhost created for this run (durable queues of old runs can't interfere)."""
-    vhost = f"coffer_test_{RUN_ID}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"{AMQP_BASE}/{vhost}"
-    try:
-        rabbitmqctl("delete_vhost", vhost)
-    except subprocess.CalledProcessError:
-        pass
+    yield from _vhost(f"coffer_test_{RUN_ID}")
 
 
 @pytest.fixture
 def private_amqp() -> Iterator[str]:
     """A vhost for one test, when the run's shared vhost has other tests' consumers on it."""
-    vhost = f"coffer_test_{RUN_ID}_{secrets.token_hex(3)}"
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield f"{AMQP_BASE}/{vhost}"
-    try:
-        rabbitmqctl("delete_vhost", vhost)
-    except subprocess.CalledProcessError:
-        pass
+    yield from _vhost(f"coffer_test_{RUN_ID}_{secrets.token_hex(3)}")
 
 
 def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> Settings:

@@ -6,8 +6,9 @@ signing keys) and answers ``iam.*`` RPC; it is the only HTTP entry point.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -25,7 +26,6 @@ from services.gateway.signing import TokenSigner, signing_key_aad
 from shared.bus import RpcHandler
 from shared.context import RequestContext
 from shared.runtime import ServiceDeps, ServiceSpec
-
 
 
 async def build_rpc(deps: ServiceDeps) -> Mapping[str, RpcHandler]:

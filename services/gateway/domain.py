@@ -11,7 +11,7 @@ import functools
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -143,7 +143,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         identity_id=str(claims["sub"]),
         tenant_id=str(claims["tid"]),
         scopes=frozenset(str(claims.get("scope", "")).split()),
-        expires_at=datetime.fromtimestamp(int(claims["exp"]), timezone.utc),
+        expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         token_id=str(claims["jti"]),
-        mfa_at=datetime.fromtimestamp(int(mfa_at), timezone.utc) if mfa_at else None,
+        mfa_at=datetime.fromtimestamp(int(mfa_at), UTC) if mfa_at else None,
     )

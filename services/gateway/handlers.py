@@ -59,7 +59,7 @@ async def health(request: web.Request) -> web.Response:
             return "unavailable"
 
     states = await asyncio.gather(own(), *(ping(s) for s in BACKEND_SERVICES))
-    services = dict(zip(("gateway", *BACKEND_SERVICES), states))
+    services = dict(zip(("gateway", *BACKEND_SERVICES), states, strict=True))
     down = sorted(name for name, state in services.items() if state != "ok")
     body: dict[str, Any] = {"status": "degraded" if down else "ok", "services": services}
     if not down:

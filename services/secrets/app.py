@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from services.secrets.handlers import SecretsHandlers
 from services.secrets.jobs import run_lifecycle

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from services.secrets.domain import validate_path, validate_prefix, validate_write, value_of
@@ -14,6 +15,7 @@ from shared.contracts.secrets import (
     ListSecrets,
     ListVersions,
     PutSecret,
+    SecretMeta,
     SecretPage,
     SecretRef,
     WriteResult,
@@ -42,7 +44,7 @@ class SecretsHandlers:
     async def put(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         req = parse(PutSecret, payload)
         path = validate_path(req.path)
-        write = validate_write(req, datetime.now(timezone.utc))
+        write = validate_write(req, datetime.now(UTC))
         created, meta = await self.repo.put(
             _tenant(ctx), ctx.identity_id, ctx.request_id, path, write, req.expected_version)
         return WriteResult(created=created, secret=meta).model_dump(mode="json")
@@ -51,7 +53,7 @@ class SecretsHandlers:
         req = parse(SecretRef, payload)
         path = validate_path(req.path)
         meta, plaintext = await self.repo.get(_tenant(ctx), path, req.version)
-        if meta.expires_at is not None and meta.expires_at <= datetime.now(timezone.utc):
+        if meta.expires_at is not None and meta.expires_at <= datetime.now(UTC):
             raise SecretExpired(f"Secret '{path}' expired",
                                 details={"path": path, "expires_at": meta.expires_at.isoformat()})
         return {**meta.model_dump(mode="json"), "value": value_of(plaintext)}
@@ -62,10 +64,7 @@ class SecretsHandlers:
         query = {"kind": "versions", "path": path, "limit": req.limit}
         before = self.cursors.decode(req.cursor, tenant, query) if req.cursor else None
         rows = await self.repo.versions(tenant, path, before, req.limit + 1)
-        more = len(rows) > req.limit
-        items = rows[: req.limit]
-        cursor = self.cursors.encode(tenant, query, items[-1].version) if more else None
-        return SecretPage(items=items, next_cursor=cursor).model_dump(mode="json")
+        return self._page(rows, req.limit, tenant, query, lambda last: last.version)
 
     async def list(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         req = parse(ListSecrets, payload)
@@ -73,9 +72,13 @@ class SecretsHandlers:
         query = {"kind": "secrets", "prefix": prefix, "limit": req.limit}
         after = self.cursors.decode(req.cursor, tenant, query) if req.cursor else None
         rows = await self.repo.list(tenant, prefix, after, req.limit + 1)
-        more = len(rows) > req.limit
-        items = rows[: req.limit]
-        cursor = self.cursors.encode(tenant, query, items[-1].path) if more else None
+        return self._page(rows, req.limit, tenant, query, lambda last: last.path)
+
+    def _page(self, rows: list[SecretMeta], limit: int, tenant: str, query: dict[str, Any],
+              resume_after: Callable[[SecretMeta], Any]) -> dict[str, Any]:
+        """One page of ``limit`` rows (``rows`` holds one more when there is a next page)."""
+        items = rows[:limit]
+        cursor = self.cursors.encode(tenant, query, resume_after(items[-1])) if len(rows) > limit else None
         return SecretPage(items=items, next_cursor=cursor).model_dump(mode="json")
 
     async def delete(self, payload: dict[str, Any], ctx: RequestContext) -> None:

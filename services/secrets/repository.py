@@ -95,10 +95,10 @@ class SecretsRepository:
     async def soft_delete(self, tenant_id: str, request_id: str, path: str, retention: int) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"UPDATE secrets s SET deleted_at = now(), purge_after = now() + make_interval(secs => $3)"
-                f" FROM secret_versions v WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
-                f" AND v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = s.current_version"
-                f" RETURNING v.version, v.secret_type", tenant_id, path, float(retention))
+                "UPDATE secrets s SET deleted_at = now(), purge_after = now() + make_interval(secs => $3)"
+                " FROM secret_versions v WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
+                " AND v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = s.current_version"
+                " RETURNING v.version, v.secret_type", tenant_id, path, float(retention))
             if row is None:
                 raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
             await self._event(conn, "deleted", tenant_id, request_id, path, row["version"], row["secret_type"])

@@ -13,8 +13,9 @@ non-retryable ``CofferError``) the event is dead-lettered.
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import orjson
 import structlog

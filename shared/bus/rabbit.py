@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import aio_pika
 import structlog
@@ -146,7 +147,7 @@ class RabbitBus(Bus):
                 delay = min(delay * 2, 3.0)
                 continue
             lost = asyncio.Event()
-            conn.close_callbacks.add(lambda *_: lost.set())
+            conn.close_callbacks.add(lambda *_, ev=lost: ev.set())  # bind this connection's event
             try:
                 async with self._declare_lock:
                     self._consuming = set()
@@ -381,7 +382,8 @@ class RabbitBus(Bus):
             log.warning("event_handler_failed", consumer=consumer, event_type=event.type, code=exc.code)
         except Exception:  # noqa: BLE001
             log.exception("event_handler_crashed", consumer=consumer, event_type=event.type)
-        attempt = int((message.headers or {}).get("x-delivery-count") or 0) + 1
+        count = (message.headers or {}).get("x-delivery-count")
+        attempt = (count if isinstance(count, int) else 0) + 1
         with contextlib.suppress(Exception):
             if retry:
                 await asyncio.sleep(min(self.retry_delay * 2 ** (attempt - 1), 5.0))

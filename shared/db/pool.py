@@ -26,4 +26,4 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
         server_settings={"search_path": f"{schema},public", "application_name": f"coffer-{schema}"},
         command_timeout=30,
     )
-    return pool  # type: ignore[no-any-return]
+    return pool

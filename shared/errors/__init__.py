@@ -5,7 +5,11 @@ with ``err.status``. See ``_base`` for the hierarchy.
 """
 
 from . import _vocabulary
-from ._base import REGISTRY, CofferError, envelope, from_wire, lookup
+from ._base import REGISTRY as REGISTRY
+from ._base import CofferError as CofferError
+from ._base import envelope as envelope
+from ._base import from_wire as from_wire
+from ._base import lookup as lookup
 from ._vocabulary import *  # noqa: F403 - the vocabulary is this package's API
 
 __all__ = ["REGISTRY", "CofferError", "envelope", "from_wire", "lookup"] + sorted(

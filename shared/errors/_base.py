@@ -20,12 +20,13 @@ humans and must never carry a secret value, key, password or token.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 __all__ = ["CofferError", "REGISTRY", "envelope", "from_wire", "lookup"]
 
 #: code -> exception class; filled by ``CofferError.__init_subclass__``.
-REGISTRY: dict[str, type["CofferError"]] = {}
+REGISTRY: dict[str, type[CofferError]] = {}
 
 
 class CofferError(Exception):

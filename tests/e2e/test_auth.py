@@ -172,7 +172,7 @@ async def test_secrets_are_stored_hashed_and_sealed(
 ) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        schema = platform.settings.schema("gateway")
+        schema = platform.settings.schema_for("gateway")
         row = await conn.fetchrow(f'SELECT secret_hash FROM "{schema}".identities WHERE client_id = $1',
                                   admin["client_id"])
         assert row["secret_hash"].startswith("scrypt$") and admin["client_secret"] not in row["secret_hash"]

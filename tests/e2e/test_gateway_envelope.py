@@ -15,7 +15,6 @@ from services.gateway.handlers import REPO
 from services.gateway.http import (
     MAX_BODY,
     ROUTES,
-    SIGNER,
     Route,
     auth_middleware,
     context,
@@ -162,7 +161,7 @@ async def test_error_reply_from_a_service_keeps_its_code_and_unknown_codes_becom
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         api = Api(url, http)
         status, body, headers = await api.request("GET", "/v1/fwd/missing")

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+
 import aiohttp
 
 from tests.conftest import ROOT, Api, free_port

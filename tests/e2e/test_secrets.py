@@ -131,7 +131,7 @@ async def test_twenty_concurrent_writers_one_wins(api: Api, platform: Platform, 
     statuses = sorted(r[0] for r in results)
     assert statuses == [200] + [409] * 19
     assert all(r[1]["error"]["code"] == "version_conflict" for r in results if r[0] == 409)
-    schema = platform.settings.schema("secrets")
+    schema = platform.settings.schema_for("secrets")
     pool = platform.runtimes["secrets"].pool
     assert pool is not None
     rows = await pool.fetch(f'SELECT version FROM "{schema}".secret_versions WHERE path = $1', path)
@@ -186,7 +186,7 @@ async def _count_versions(platform: Platform) -> int:
     pool = platform.runtimes["secrets"].pool
     assert pool is not None
     return int(await pool.fetchval(
-        f'SELECT count(*) FROM "{platform.settings.schema("secrets")}".secret_versions'))
+        f'SELECT count(*) FROM "{platform.settings.schema_for("secrets")}".secret_versions'))
 
 
 CERT = """-----BEGIN CERTIFICATE-----
@@ -253,15 +253,16 @@ async def test_value_of_exactly_64_kib_is_accepted(api: Api) -> None:
 
 
 async def test_valid_certificate_and_private_key_types(api: Api) -> None:
+    import datetime as dt
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import datetime as dt
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
             .sign(key, hashes.SHA256()))

@@ -62,9 +62,9 @@ async def test_a_ciphertext_moved_to_another_path_does_not_open(api: Api, platfo
     pool = platform.runtimes["secrets"].pool
     assert pool is not None
     await pool.execute(
-        f'UPDATE "{platform.settings.schema("secrets")}".secret_versions t'
+        f'UPDATE "{platform.settings.schema_for("secrets")}".secret_versions t'
         " SET kek_id = s.kek_id, wrapped_key = s.wrapped_key, nonce = s.nonce, ciphertext = s.ciphertext"
-        f' FROM "{platform.settings.schema("secrets")}".secret_versions s'
+        f' FROM "{platform.settings.schema_for("secrets")}".secret_versions s'
         " WHERE s.path = $1 AND t.path = $2", f"{base}/source", f"{base}/target")
     status, body, headers = await api.request("GET", f"/v1/secrets/{base}/target")
     assert_envelope(status, body, headers, "encryption_error")
@@ -86,7 +86,7 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
     pool = platform.runtimes["secrets"].pool
     gateway_pool = platform.runtimes["gateway"].pool
     assert pool is not None and gateway_pool is not None
-    schema = platform.settings.schema("secrets")
+    schema = platform.settings.schema_for("secrets")
     before = await pool.fetch(f'SELECT path, version, kek_id, ciphertext, nonce FROM "{schema}".secret_versions')
     old_keks = {r["kek_id"] for r in before}
 
@@ -104,8 +104,9 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
     assert all(r["kek_id"] == new_kek for (p, _), r in after.items() if p.startswith(base))
     for r in before:  # values were not re-encrypted: only their keys moved
         assert after[(r["path"], r["version"])]["ciphertext"] == r["ciphertext"]
+    gateway = platform.settings.schema_for("gateway")
     assert await gateway_pool.fetchval(
-        f'SELECT count(*) FROM "{platform.settings.schema("gateway")}".signing_keys WHERE kek_id <> $1', new_kek) == 0
+        f'SELECT count(*) FROM "{gateway}".signing_keys WHERE kek_id <> $1', new_kek) == 0
     for path, value in values.items():
         status, got, _ = await api.request("GET", f"/v1/secrets/{path}")
         assert status == 200 and got["value"] == value
@@ -146,7 +147,7 @@ async def test_a_missing_kek_is_encryption_error_never_plaintext(
         pool = platform.runtimes["secrets"].pool
         assert pool is not None
         assert await pool.fetchval(
-            f'SELECT count(*) FROM "{platform.settings.schema("secrets")}".secrets WHERE path = $1', "a/c") == 0
+            f'SELECT count(*) FROM "{platform.settings.schema_for("secrets")}".secrets WHERE path = $1', "a/c") == 0
     finally:
         await platform.close()
 

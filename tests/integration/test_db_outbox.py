@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,7 +15,6 @@ from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.db import OutboxRelay, create_pool, inbox, migrate, outbox
 from tests.integration.test_bus_contract import wait_until
-
 
 
 @pytest.fixture

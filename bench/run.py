@@ -1,0 +1,222 @@
+"""``make bench``: throughput and latency of Coffer through the gateway.
+
+Starts the stack as separate processes (the load generator is this process):
+embedded mode (one process, in-process bus) and distributed mode (five
+processes on RabbitMQ), each on a fresh PostgreSQL database. For each, it
+seeds secrets, warms up, and runs each scenario with N concurrent clients for
+a fixed time. Prints a Markdown table and writes JSON to ``bench/results/``.
+
+    python -m bench.run [--duration 10] [--clients 64] [--modes embedded,distributed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform as pyplatform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP = os.environ.get("COFFER_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
+SERVICES = ("gateway", "secrets", "pki", "lease", "webhooks")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_peak_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class Stack:
+    """The processes of one run mode."""
+
+    def __init__(self, mode: str, dsn: str, amqp: str | None, data: Path) -> None:
+        self.mode, self.port = mode, free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+        env.update({"PYTHONPATH": str(ROOT), "COFFER_HTTP_PORT": str(self.port), "COFFER_LOG_LEVEL": "warning",
+                    "COFFER_DATABASE_URL": dsn, "COFFER_DATA_DIR": str(data)})
+        if amqp:
+            env["COFFER_AMQP_URL"] = amqp
+        modules = ["services.embedded"] if mode == "embedded" else [f"services.{s}" for s in SERVICES]
+        self.procs = {m.split(".")[1]: subprocess.Popen([sys.executable, "-m", m], env=env, cwd=ROOT,
+                                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for m in modules}
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def wait_healthy(self, session: aiohttp.ClientSession, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"{self.url}/v1/sys/health") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+        raise SystemExit(f"{self.mode}: not healthy after {timeout}s")
+
+    def rss(self) -> dict[str, float | None]:
+        return {name: rss_peak_mb(p.pid) for name, p in self.procs.items()}
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.send_signal(signal.SIGINT)
+        for p in self.procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+async def load(name: str, clients: int, duration: float, call: Callable[[int], Awaitable[int]]) -> dict[str, Any]:
+    """``clients`` loops calling ``call`` for ``duration`` seconds; latency percentiles in ms."""
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + duration
+
+    async def client(i: int) -> None:
+        nonlocal errors
+        n = 0
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            status = await call(i * 1_000_000 + n)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status >= 400:
+                errors += 1
+            n += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    elapsed = time.monotonic() - started
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"scenario": name, "requests": len(latencies), "errors": errors,
+            "rps": round(len(latencies) / elapsed, 1), "p50_ms": round(q[49], 2),
+            "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
+
+
+async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+    tag = secrets.token_hex(3)
+    db = f"coffer_bench_{tag}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    vhost = f"coffer_bench_{tag}"
+    amqp = None
+    if mode == "distributed":
+        subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+        subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True)
+        amqp = f"{AMQP}/{vhost}"
+    data = ROOT / "bench" / "results" / f"data-{tag}"
+    stack = Stack(mode, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", amqp, data)
+    print(f"bench: {mode}: starting {len(stack.procs)} process(es) ...", flush=True)
+    try:
+        await stack.wait_healthy(session)
+        async with session.post(f"{stack.url}/v1/sys/init") as resp:
+            token = (await resp.json())["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        paths = [f"bench/app{i % 10}/key{i}" for i in range(args.seed)]
+        print(f"bench: {mode}: seeding {len(paths)} secrets ...", flush=True)
+        sem = asyncio.Semaphore(32)
+
+        async def seed(p: str) -> None:
+            async with sem, session.put(f"{stack.url}/v1/secrets/{p}", json={"value": secrets.token_hex(16)},
+                                        headers=auth) as r:
+                assert r.status in (200, 201), await r.text()
+
+        await asyncio.gather(*(seed(p) for p in paths))
+
+        async def read(n: int) -> int:
+            async with session.get(f"{stack.url}/v1/secrets/{paths[n % len(paths)]}", headers=auth) as r:
+                await r.read()
+                return r.status
+
+        async def write(n: int) -> int:
+            async with session.put(f"{stack.url}/v1/secrets/bench/w/{n % 5000}",
+                                   json={"value": secrets.token_hex(16)}, headers=auth) as r:
+                await r.read()
+                return r.status
+
+        async def list100(n: int) -> int:
+            async with session.get(f"{stack.url}/v1/secrets?prefix=bench/app{n % 10}/&limit=100",
+                                   headers=auth) as r:
+                await r.read()
+                return r.status
+
+        results = []
+        for name, call in (("secret read", read), ("secret write", write), ("list of 100", list100)):
+            print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
+                  f"at {args.clients} clients ...", flush=True)
+            await load(name, args.clients, args.warmup, call)
+            res = await load(name, args.clients, args.duration, call)
+            results.append({"mode": mode, **res})
+        rss = stack.rss()
+        for r in results:
+            r["peak_rss_mb"] = {k: round(v, 1) if v else None for k, v in rss.items()}
+        return results
+    finally:
+        stack.stop()
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+        if amqp:
+            subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
+        subprocess.run(["rm", "-rf", str(data)])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description="Coffer benchmark")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--modes", default="embedded,distributed")
+    args = parser.parse_args()
+    connector = aiohttp.TCPConnector(limit=args.clients * 2)
+    results: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for mode in args.modes.split(","):
+            results += await run_mode(mode.strip(), args, session)
+    print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "
+          f"Python {pyplatform.python_version()}\n")
+    print("| mode | scenario | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        rss = ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items())
+        print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
+              f"{r['p99_ms']} | {r['errors']} | {rss} |")
+    out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cores": os.cpu_count(), "python": pyplatform.python_version(),
+                               "clients": args.clients, "duration": args.duration, "results": results},
+                              indent=1))
+    print(f"\nbench: wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
