@@ -49,7 +49,8 @@ def no_secret_in_any_log_line() -> Iterator[None]:
                     structlog.processors.JSONRenderer()],
         logger_factory=structlog.ReturnLoggerFactory(), cache_logger_on_first_use=False)
     yield
-    assert LOG_LINES, "no log line was collected: the check would prove nothing"
+    if SECRET_VALUES:
+        assert LOG_LINES, "no log line was collected: the check would prove nothing"
     leaked = sorted(v for v in SECRET_VALUES if any(v in line for line in LOG_LINES))
     assert not leaked, f"{len(leaked)} secret values reached a log line"
 
