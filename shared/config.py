@@ -6,10 +6,12 @@ composition root (``app.py`` / ``__main__``) and pass it down.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
 
@@ -38,18 +40,27 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: str = Field("json", pattern="^(json|console)$")
     public_url: str | None = None
-    disabled_features: frozenset[str] = frozenset()
+    disabled_features: Annotated[frozenset[str], NoDecode] = frozenset()
+    #: proxies whose X-Forwarded-For is believed (comma-separated CIDRs)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     outbox_poll_interval: float = Field(1.0, gt=0)
     #: how long a soft-deleted secret stays restorable (a duration string).
     secret_retention: str = Field("30d", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
     #: seconds between runs of the lifecycle jobs (expiry events, retention purge).
     lifecycle_interval: float = Field(30.0, gt=0)
 
-    @field_validator("disabled_features", mode="before")
+    @field_validator("disabled_features", "trusted_proxies", mode="before")
     @classmethod
     def _split_features(cls, value: object) -> object:
         if isinstance(value, str):
-            value = {v.strip() for v in value.split(",") if v.strip()}
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
         return value
 
     @field_validator("disabled_features")

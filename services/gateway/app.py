@@ -12,8 +12,10 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway import handlers, secrets_routes
+from services.gateway import handlers, iam_routes, secrets_routes
+from services.gateway.authz import Guard
 from services.gateway.http import (
+    GUARD,
     MAX_BODY,
     ROUTES,
     SIGNER,
@@ -21,10 +23,13 @@ from services.gateway.http import (
     edge_middleware,
     hide_server_version,
 )
+from services.gateway.iam_repository import IamRepository
 from services.gateway.repository import GatewayRepository
 from services.gateway.signing import TokenSigner, signing_key_aad
 from shared.bus import RpcHandler
 from shared.context import RequestContext
+from shared.cursors import CursorCodec
+from shared.db import sealed_keys
 from shared.runtime import ServiceDeps, ServiceSpec
 
 
@@ -57,11 +62,22 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     app[handlers.BUS] = deps.bus
     app[handlers.HEALTH_TIMEOUT] = settings.health_timeout
     app[handlers.KMS] = deps.kms
+    iam = IamRepository(deps.pool, deps.schema)
+    app[handlers.IAM_REPO] = iam
+    guard = Guard(iam, settings.trusted_proxies)
+    await guard.start(deps.bus)
+    app[GUARD] = guard
+    app[iam_routes.CURSORS] = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
+
+    async def close_guard(_: web.Application) -> None:
+        await guard.close()
+
+    app.on_cleanup.append(close_guard)
     app.on_response_prepare.append(hide_server_version)
     app[SIGNER] = signer
     app[MAX_BODY] = settings.max_body_bytes
     app[ROUTES] = {}
-    for route in (*handlers.ROUTE_TABLE, *secrets_routes.ROUTES):
+    for route in (*handlers.ROUTE_TABLE, *iam_routes.ROUTES, *secrets_routes.ROUTES):
         app.router.add_route(route.method, route.path, route.handler)
         app[ROUTES][route.handler] = route
     return app

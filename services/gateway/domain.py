@@ -125,9 +125,9 @@ class Principal:
 
 
 def token_claims(
-    identity_id: str, tenant_id: str, scopes: tuple[str, ...], now: int, ttl: int
+    identity_id: str, tenant_id: str, scopes: tuple[str, ...], now: int, ttl: int, mfa_at: int | None = None
 ) -> dict[str, Any]:
-    return {
+    claims: dict[str, Any] = {
         "sub": identity_id,
         "tid": tenant_id,
         "scope": " ".join(scopes),
@@ -135,6 +135,9 @@ def token_claims(
         "exp": now + ttl,
         "jti": "tok_" + secrets.token_hex(12),
     }
+    if mfa_at is not None:
+        claims["mfa_at"] = mfa_at
+    return claims
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -6,15 +6,20 @@ Thin: parse a model, call the domain / repository / bus, answer a dict.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
 
 from services.gateway import domain
 from services.gateway.domain import ClientCredentials, InitRequest
-from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model
+from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model, read_object
+from services.gateway.iam_domain import UserCredentials
+from services.gateway.iam_repository import IamRepository
 from services.gateway.repository import GatewayRepository
+from services.gateway.totp import check_totp
 from shared.bus import Bus
+from shared.contracts import parse
 from shared.crypto import LocalKms
 from shared.errors import (
     AuthenticationRequired,
@@ -27,6 +32,7 @@ from shared.errors import (
 BACKEND_SERVICES = ("secrets", "pki", "lease", "webhooks")
 
 REPO = web.AppKey("repo", GatewayRepository)
+IAM_REPO = web.AppKey("iam_repo", IamRepository)
 BUS = web.AppKey("bus", Bus)
 HEALTH_TIMEOUT = web.AppKey("health_timeout", float)
 KMS = web.AppKey("kms", LocalKms)
@@ -100,15 +106,35 @@ async def init(request: web.Request) -> web.Response:
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    """Client credentials → an access token (JSON or OAuth2 form body)."""
-    creds = await read_model(request, ClientCredentials, allow_form=True)
-    row = await request.app[REPO].identity_by_client_id(creds.client_id)
-    stored = row["secret_hash"] if row is not None and row["secret_hash"] else domain.dummy_hash()
-    valid = await _cpu(domain.verify_secret, creds.client_secret, stored)
-    if row is None or not valid:
-        raise AuthenticationRequired("invalid client credentials")
-    scopes = domain.grant_scopes(row["allowed_scopes"], creds.scopes)
-    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes)
+    """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form).
+
+    Unknown client / user and a wrong secret cost the same slow hash and get
+    the same answer.
+    """
+    data = await read_object(request, allow_form=True)
+    mfa_at = None
+    if "username" in data:
+        user = parse(UserCredentials, data)
+        row = await request.app[IAM_REPO].user_by_name(user.username)
+        stored = row["password_hash"] if row is not None and row["password_hash"] else domain.dummy_hash()
+        valid = await _cpu(domain.verify_secret, user.password, stored)
+        if row is None or not valid:
+            raise AuthenticationRequired("invalid credentials")
+        if user.totp_code is not None:
+            if not await check_totp(request.app[IAM_REPO], request.app[KMS], row["id"], user.totp_code):
+                raise AuthenticationRequired("invalid credentials")
+            mfa_at = int(time.time())
+        requested = user.scopes
+    else:
+        creds = parse(ClientCredentials, data)
+        row = await request.app[REPO].identity_by_client_id(creds.client_id)
+        stored = row["secret_hash"] if row is not None and row["secret_hash"] else domain.dummy_hash()
+        valid = await _cpu(domain.verify_secret, creds.client_secret, stored)
+        if row is None or not valid:
+            raise AuthenticationRequired("invalid client credentials")
+        requested = creds.scopes
+    scopes = domain.grant_scopes(row["allowed_scopes"], requested)
+    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at)
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
          "scope": " ".join(scopes), "tenant_id": row["tenant_id"]},
@@ -158,5 +184,5 @@ ROUTE_TABLE: tuple[Route, ...] = (
     Route("POST", "/v1/auth/token", issue_token, public=True),
     Route("GET", "/v1/auth/jwks", jwks, public=True),
     Route("GET", "/v1/auth/whoami", whoami),
-    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin"),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", target=lambda r: ("sys/kms", "rotate")),
 )

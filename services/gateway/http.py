@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
+from services.gateway.authz import Guard
 from services.gateway.domain import Principal
 from services.gateway.signing import TokenSigner
 from shared.context import RequestContext, sane_request_id
@@ -39,19 +40,27 @@ M = TypeVar("M", bound=BaseModel)
 
 @dataclass(frozen=True)
 class Route:
-    """One endpoint: ``public`` ones need no token; ``scope`` is what a token must hold."""
+    """One endpoint.
+
+    ``public`` ones need no token; ``scope`` is what a token must hold;
+    ``target`` gives the (resource path, capability) a policy must allow, when
+    the URL alone says (handlers whose resource is in the body, and lists,
+    call ``Guard.authorize`` / ``Guard.may`` themselves).
+    """
 
     method: str
     path: str
     handler: Handler
     public: bool = False
     scope: str | None = None
+    target: Callable[[web.Request], tuple[str, str]] | None = None
 
 
 ROUTES = web.AppKey("routes", dict)  # handler -> Route
 CONTEXT = web.RequestKey("ctx", RequestContext)
 PRINCIPAL = web.RequestKey("principal", Principal)
 SIGNER = web.AppKey("signer", TokenSigner)
+GUARD = web.AppKey("guard", Guard)
 MAX_BODY = web.AppKey("max_body", int)
 
 
@@ -155,9 +164,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationRequired("missing bearer token")
     who = await request.app[SIGNER].verify(token.strip())
+    guard = request.app[GUARD]
+    guard.check_revoked(who)
     request[PRINCIPAL] = who
+    tenant_id = await guard.resolve_tenant(request, who)
     ctx = context(request).model_copy(
-        update={"tenant_id": who.tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
+        update={"tenant_id": tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
     )
     request[CONTEXT] = ctx
     ctx.bind()
@@ -165,12 +177,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise InsufficientScope(
             f"this call needs the '{route.scope}' scope", details={"required_scope": route.scope}
         )
+    if route.target is not None:
+        resource, capability = route.target(request)
+        await guard.authorize(request, who, resource, capability)
     return await handler(request)
 
 
 async def read_model(request: web.Request, model: type[M], *, allow_form: bool = False) -> M:
     """Parse the body into ``model``: ``invalid_request`` if it is not a JSON object,
     ``validation_error`` (``details.fields``) if a field is wrong. Input values are never echoed."""
+    return parse(model, await read_object(request, allow_form=allow_form))
+
+
+async def read_object(request: web.Request, *, allow_form: bool = False) -> dict[str, Any]:
+    """The body as a JSON object (or an OAuth2-style form), else ``invalid_request``."""
     raw = await request.read()
     ctype = request.content_type
     data: Any
@@ -193,4 +213,4 @@ async def read_model(request: web.Request, model: type[M], *, allow_form: bool =
                 raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
-    return parse(model, data)
+    return data

@@ -96,6 +96,12 @@ class GatewayRepository:
             )
         return True
 
+    async def insert_signing_key(self, kid: str, public_key: bytes, sealed: Sealed) -> None:
+        await self.pool.execute(
+            "INSERT INTO signing_keys (kid, public_key, kek_id, wrapped_key, nonce, ciphertext)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            kid, public_key, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+
     async def rewrap_keys(self, kms: KmsProvider, schema: str, aad_of: Any) -> int:
         """Re-wrap signing keys (and sealed keys) not under the active KEK."""
         async with self.pool.acquire() as conn, conn.transaction():

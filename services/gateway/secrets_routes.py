@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.handlers import BUS
-from services.gateway.http import Route, context, json_response, read_model
-from shared.contracts.secrets import PutSecretBody
+from services.gateway.http import GUARD, Route, context, json_response, principal, read_model
+from shared.contracts.secrets import PutSecretBody, validate_path
 from shared.errors import InvalidPath, InvalidRequest, ValidationError
 
 PREFIX = "/v1/secrets/"
@@ -35,7 +35,7 @@ def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str
     if "%" in path:
         raise InvalidPath("invalid secret path: escaped characters are not allowed",
                           details={"path": path[:520]})
-    return path, action or None
+    return validate_path(path), action or None
 
 
 def _int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -86,9 +86,13 @@ async def get_secret(request: web.Request) -> web.Response:
 
 
 async def list_secrets(request: web.Request) -> web.Response:
+    """A page of the secrets under ``prefix``, keeping those the caller may ``list``."""
     limit = _int_query(request, "limit", 100, 1, 1000)
     page = await _call(request, "list", {"prefix": request.query.get("prefix", ""), "limit": limit,
                                          "cursor": request.query.get("cursor")})
+    guard, who = request.app[GUARD], principal(request)
+    page["items"] = [item for item in page["items"]
+                     if await guard.may(request, who, f"secrets/{item['path']}", "list")]
     return json_response(page)
 
 
@@ -109,10 +113,21 @@ async def secret_action(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+def _policy_target(capability: str | None, actions: tuple[str, ...] = ()) -> Any:
+    """(resource, capability) of a secret route: ``secrets/<path>`` and the action's capability."""
+    def target(request: web.Request) -> tuple[str, str]:
+        path, action = _target(request, actions)
+        return f"secrets/{path}", capability or action or "read"
+    return target
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/secrets", list_secrets, scope="secrets:read"),
-    Route("GET", "/v1/secrets/{tail:.+}", get_secret, scope="secrets:read"),
-    Route("PUT", "/v1/secrets/{tail:.+}", put_secret, scope="secrets:write"),
-    Route("DELETE", "/v1/secrets/{tail:.+}", delete_secret, scope="secrets:write"),
-    Route("POST", "/v1/secrets/{tail:.+}", secret_action, scope="secrets:write"),
+    Route("GET", "/v1/secrets/{tail:.+}", get_secret, scope="secrets:read",
+          target=_policy_target("read", ("versions",))),
+    Route("PUT", "/v1/secrets/{tail:.+}", put_secret, scope="secrets:write", target=_policy_target("write")),
+    Route("DELETE", "/v1/secrets/{tail:.+}", delete_secret, scope="secrets:write",
+          target=_policy_target("delete")),
+    Route("POST", "/v1/secrets/{tail:.+}", secret_action, scope="secrets:write",
+          target=_policy_target(None, ("restore", "purge"))),
 )

@@ -49,20 +49,46 @@ class TokenSigner:
         self._signing: tuple[str, Ed25519PrivateKey] | None = None
         self._last_reload = 0.0
 
+    def _new_key(self) -> tuple[str, bytes, Sealed]:
+        private = Ed25519PrivateKey.generate()
+        kid = "key_" + secrets.token_hex(8)
+        raw = private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return kid, public, seal(self.kms, raw, signing_key_aad(kid))
+
     async def ensure_key(self) -> None:
         """Generate the first signing key if there is none, then load the keys."""
         if not await self.repo.signing_keys():
-            private = Ed25519PrivateKey.generate()
-            kid = "key_" + secrets.token_hex(8)
-            raw = private.private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-            )
-            public = private.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
-            if await self.repo.insert_signing_key_if_none(kid, public, seal(self.kms, raw, signing_key_aad(kid))):
+            kid, public, sealed = self._new_key()
+            if await self.repo.insert_signing_key_if_none(kid, public, sealed):
                 log.info("signing_key_created", kid=kid)
         await self.reload()
+
+    async def rotate(self) -> str:
+        """A new signing key signs from now on; tokens of the older ones stay valid until they expire.
+
+        Other replicas pick it up when they first see its ``kid`` (or on their next reload).
+        """
+        kid, public, sealed = self._new_key()
+        await self.repo.insert_signing_key(kid, public, sealed)
+        await self.reload()
+        log.info("signing_key_rotated", kid=kid)
+        return kid
+
+    async def decode_own(self, token: str) -> dict[str, Any]:
+        """The claims of a token we signed, even an expired one (for revocation)."""
+        principal = None
+        try:
+            principal = await self.verify(token)
+        except TokenExpired:
+            pass
+        if principal is None:
+            claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+            return claims
+        return {"jti": principal.token_id, "sub": principal.identity_id, "tid": principal.tenant_id,
+                "exp": int(principal.expires_at.timestamp())}
 
     async def reload(self) -> None:
         rows = await self.repo.signing_keys()
@@ -79,11 +105,12 @@ class TokenSigner:
             self._signing = (newest["kid"], Ed25519PrivateKey.from_private_bytes(raw))
         self._last_reload = time.monotonic()
 
-    def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...]) -> tuple[str, int]:
+    def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...],
+              mfa_at: int | None = None) -> tuple[str, int]:
         """A signed access token and its lifetime in seconds."""
         assert self._signing is not None, "ensure_key() first"
         kid, key = self._signing
-        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl)
+        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl, mfa_at)
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), self.ttl
 
     async def verify(self, token: str) -> Principal:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,43 +11,12 @@ from cryptography.hazmat.primitives import serialization
 
 from shared.contracts.secrets import SECRET_TYPES, PutSecretBody
 from shared.durations import parse_duration
-from shared.errors import InvalidPath, InvalidSecretType, ValidationError
+from shared.errors import InvalidSecretType, ValidationError
 
-MAX_PATH = 512
-MAX_SEGMENTS = 16
 MAX_VALUE_BYTES = 64 * 1024
 MAX_METADATA_KEYS = 64
 MAX_METADATA_KEY = 128
 MAX_METADATA_VALUE = 1024
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def _bad_path(path: str, why: str) -> InvalidPath:
-    return InvalidPath(f"invalid secret path: {why}", details={"path": path[:MAX_PATH + 8]})
-
-
-def validate_path(path: str) -> str:
-    """``path`` if it is 1–16 segments of ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``, ≤ 512 chars."""
-    if not path:
-        raise _bad_path(path, "empty")
-    if len(path) > MAX_PATH:
-        raise _bad_path(path, f"longer than {MAX_PATH} characters")
-    segments = path.split("/")
-    if len(segments) > MAX_SEGMENTS:
-        raise _bad_path(path, f"more than {MAX_SEGMENTS} segments")
-    if not all(_SEGMENT.fullmatch(s) for s in segments):
-        raise _bad_path(path, "each segment must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-    return path
-
-
-def validate_prefix(prefix: str) -> str:
-    """A list prefix: empty, or the start of a path (it may end in ``/`` or mid-segment)."""
-    if prefix:
-        try:
-            validate_path(prefix.removesuffix("/"))
-        except InvalidPath:
-            raise _bad_path(prefix, "not a path prefix") from None
-    return prefix
 
 
 def _field_error(field: str, message: str) -> ValidationError:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from services.secrets.domain import validate_path, validate_prefix, validate_write, value_of
+from services.secrets.domain import validate_write, value_of
 from services.secrets.repository import SecretsRepository
 from shared.bus import RpcHandler
 from shared.context import RequestContext
@@ -19,6 +19,8 @@ from shared.contracts.secrets import (
     SecretPage,
     SecretRef,
     WriteResult,
+    validate_path,
+    validate_prefix,
 )
 from shared.cursors import CursorCodec
 from shared.errors import Forbidden, SecretExpired

@@ -145,9 +145,15 @@ class Bus(abc.ABC):
 
     @abc.abstractmethod
     async def subscribe(
-        self, consumer: str, patterns: Sequence[str], handler: EventHandler
+        self, consumer: str, patterns: Sequence[str], handler: EventHandler, *, broadcast: bool = False
     ) -> None:
-        """Deliver events whose type matches one of ``patterns`` to ``handler``."""
+        """Deliver events whose type matches one of ``patterns`` to ``handler``.
+
+        Replicas of one ``consumer`` share its durable queue (each event to one
+        of them); with ``broadcast`` every process gets every event on a queue
+        of its own that lives as long as its connection (cache invalidation,
+        revocations: state the process can also reload from the database).
+        """
 
     @abc.abstractmethod
     async def dead_letter_count(self, consumer: str) -> int:

@@ -109,8 +109,9 @@ class InProcessBus(Bus):
                 task.add_done_callback(self._tasks.discard)
 
     async def subscribe(
-        self, consumer: str, patterns: Sequence[str], handler: EventHandler
+        self, consumer: str, patterns: Sequence[str], handler: EventHandler, *, broadcast: bool = False
     ) -> None:
+        # one process: a broadcast consumer is an ordinary one
         self._consumers[consumer] = (tuple(patterns), handler)
 
     async def dead_letter_count(self, consumer: str) -> int:

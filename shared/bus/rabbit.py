@@ -91,7 +91,7 @@ class RabbitBus(Bus):
         self.heartbeat = heartbeat
         self.reconnects = 0
         self._services: dict[str, dict[str, RpcHandler]] = {}
-        self._consumers: dict[str, tuple[tuple[str, ...], EventHandler]] = {}
+        self._consumers: dict[str, tuple[tuple[str, ...], EventHandler, bool]] = {}
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._connected = asyncio.Event()
         self._declare_lock = asyncio.Lock()
@@ -219,10 +219,20 @@ class RabbitBus(Bus):
         self._consuming.add(f"rpc:{service}")
 
     async def _declare_consumer(self, conn: AbstractConnection, consumer: str) -> None:
-        patterns, handler = self._consumers[consumer]
+        patterns, handler, broadcast = self._consumers[consumer]
         channel = await self._channel(conn, self._lost, publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        if broadcast:
+            # A fresh name per connection: an exclusive queue of the lost
+            # connection may linger for a moment (RESOURCE_LOCKED otherwise).
+            own = await channel.declare_queue(
+                f"coffer.bcast.{consumer}.{secrets.token_hex(4)}", exclusive=True, auto_delete=True)
+            for pattern in patterns:
+                await own.bind(exchange, pattern)
+            await own.consume(partial(self._on_broadcast, consumer, handler))
+            self._consuming.add(f"events:{consumer}")
+            return
         dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
         dead = await channel.declare_queue(
             f"coffer.dead.{consumer}", durable=True, arguments={"x-queue-type": "quorum"}
@@ -354,9 +364,9 @@ class RabbitBus(Bus):
             raise ServiceUnavailable(f"event not published ({type(exc).__name__})") from None
 
     async def subscribe(
-        self, consumer: str, patterns: Sequence[str], handler: EventHandler
+        self, consumer: str, patterns: Sequence[str], handler: EventHandler, *, broadcast: bool = False
     ) -> None:
-        self._consumers[consumer] = (tuple(patterns), handler)
+        self._consumers[consumer] = (tuple(patterns), handler, broadcast)
         async with self._declare_lock:
             if self._conn is not None and self.connected and f"events:{consumer}" not in self._consuming:
                 await self._declare_consumer(self._conn, consumer)
@@ -390,6 +400,20 @@ class RabbitBus(Bus):
                 await message.nack(requeue=True)
             else:
                 await message.nack(requeue=False)
+
+    async def _on_broadcast(
+        self, consumer: str, handler: EventHandler, message: AbstractIncomingMessage
+    ) -> None:
+        """No retries: the state a broadcast updates is also reloaded from its store."""
+        try:
+            event = Event.model_validate(decode(message.body))
+            ctx = event_context(event, message.headers)
+            ctx.bind()
+            await handler(event, ctx)
+        except Exception:  # noqa: BLE001
+            log.exception("broadcast_handler_failed", consumer=consumer)
+        with contextlib.suppress(Exception):
+            await message.ack()
 
     async def dead_letter_count(self, consumer: str) -> int:
         if self._conn is None:

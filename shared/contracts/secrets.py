@@ -7,15 +7,50 @@ applies the rules that need no types (path syntax, secret types, sizes).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from shared.errors import InvalidPath
+
+MAX_PATH = 512
+MAX_SEGMENTS = 16
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
 SECRET_TYPES = (
     "generic", "password", "api_key", "token", "certificate", "private_key", "ssh_key",
     "connection_string", "json",
 )
+
+
+def _bad_path(path: str, why: str) -> InvalidPath:
+    return InvalidPath(f"invalid secret path: {why}", details={"path": path[:MAX_PATH + 8]})
+
+
+def validate_path(path: str) -> str:
+    """``path`` if it is 1–16 segments of ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``, ≤ 512 chars."""
+    if not path:
+        raise _bad_path(path, "empty")
+    if len(path) > MAX_PATH:
+        raise _bad_path(path, f"longer than {MAX_PATH} characters")
+    segments = path.split("/")
+    if len(segments) > MAX_SEGMENTS:
+        raise _bad_path(path, f"more than {MAX_SEGMENTS} segments")
+    if not all(_SEGMENT.fullmatch(s) for s in segments):
+        raise _bad_path(path, "each segment must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+    return path
+
+
+def validate_prefix(prefix: str) -> str:
+    """A list prefix: empty, or the start of a path (it may end in ``/`` or mid-segment)."""
+    if prefix:
+        try:
+            validate_path(prefix.removesuffix("/"))
+        except InvalidPath:
+            raise _bad_path(prefix, "not a path prefix") from None
+    return prefix
 
 
 class _Model(BaseModel):

@@ -1,0 +1,135 @@
+"""Authorisation state of one gateway replica: revocations, policy rules, tenants, client IP.
+
+Revocations and policy rules live in PostgreSQL; each replica keeps them in
+memory, loads them at start, applies ``token.revoked`` / ``policy.*`` events
+as they come (a broadcast queue per replica, so a change reaches every
+replica within a second), and reloads everything every ``refresh`` seconds in
+case it missed an event while disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+
+import structlog
+from aiohttp import web
+
+from services.gateway.domain import Principal
+from services.gateway.iam_repository import IamRepository
+from services.gateway.policy import IpAddress, IpNetwork, Rule, client_address, decide, parse_rules
+from shared.bus import Bus
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.errors import CofferError, TenantAccessDenied, TenantNotFound, TokenRevoked
+
+log = structlog.get_logger("coffer.gateway.authz")
+
+
+class Guard:
+    def __init__(self, repo: IamRepository, trusted_proxies: tuple[str, ...], *, refresh: float = 30.0) -> None:
+        self.repo = repo
+        self.trusted: tuple[IpNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
+        self.refresh = refresh
+        self.revoked_tokens: set[str] = set()
+        self.revoked_identities: set[str] = set()
+        self._rules: dict[str, tuple[float, tuple[Rule, ...]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, bus: Bus) -> None:
+        await self.reload()
+        await bus.subscribe("gateway-authz", ["policy.*", "token.revoked"], self.on_event, broadcast=True)
+        self._task = asyncio.create_task(self._refresher(), name="gateway-authz-refresh")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def reload(self) -> None:
+        self.revoked_tokens, self.revoked_identities = await self.repo.revocations()
+        self._rules.clear()
+
+    async def _refresher(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            try:
+                await self.reload()
+            except Exception as exc:  # noqa: BLE001 - keep what we have, try again later
+                log.warning("authz_reload_failed", error=type(exc).__name__)
+
+    async def on_event(self, event: Event, ctx: RequestContext) -> None:
+        if event.type == "token.revoked":
+            if jti := event.data.get("jti"):
+                self.revoked_tokens.add(str(jti))
+            if identity := event.data.get("identity_id"):
+                self.revoked_identities.add(str(identity))
+                self._rules.pop(str(identity), None)
+        else:  # policy.created / updated / deleted, bindings included
+            self._rules.clear()
+
+    # -- checks, in the order of api.md §1 ---------------------------------------
+
+    def check_revoked(self, who: Principal) -> None:
+        if who.token_id in self.revoked_tokens or who.identity_id in self.revoked_identities:
+            raise TokenRevoked("token has been revoked")
+
+    async def resolve_tenant(self, request: web.Request, who: Principal) -> str:
+        """The tenant the request acts in: the caller's, or a descendant named by a partner admin."""
+        target = request.headers.get("X-Tenant-ID")
+        if not target or target == who.tenant_id:
+            return who.tenant_id
+        denied = TenantAccessDenied("you may not act in that tenant")
+        me = await self.repo.identity_any_tenant(who.identity_id)
+        home = await self.repo.tenant(who.tenant_id)
+        if me is None or not me["partner_admin"] or home is None or home["kind"] != "partner":
+            raise denied  # the same answer whether the tenant exists or not
+        if len(target) > 64 or await self.repo.tenant(target) is None:
+            raise TenantNotFound(details={"tenant_id": target[:64]})
+        if not await self.repo.in_subtree(who.tenant_id, target):
+            raise denied
+        return target
+
+    async def rules(self, identity_id: str) -> tuple[Rule, ...]:
+        cached = self._rules.get(identity_id)
+        if cached and time.monotonic() - cached[0] < self.refresh:
+            return cached[1]
+        raw = await self.repo.rules_for(identity_id)
+        try:
+            rules = parse_rules(raw) if raw else ()
+        except CofferError:  # a stored policy that no longer parses grants nothing
+            log.error("stored_policy_invalid", identity_id=identity_id)
+            rules = ()
+        self._rules[identity_id] = (time.monotonic(), rules)
+        return rules
+
+    def client_ip(self, request: web.Request) -> IpAddress | None:
+        """The socket peer; ``X-Forwarded-For`` only when that peer is a trusted proxy."""
+        peer = client_address(request.remote)
+        xff = request.headers.get("X-Forwarded-For")
+        if peer is None or not xff or not self._trusted(peer):
+            return peer
+        hops = [client_address(h.strip()) for h in xff.split(",")][-20:]
+        for hop in reversed(hops):  # the nearest address that is not one of our proxies
+            if hop is None:
+                return peer
+            if not self._trusted(hop):
+                return hop
+        return hops[0] if hops else peer
+
+    def _trusted(self, ip: IpAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.trusted)
+
+    async def authorize(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
+        """``access_denied`` (or the failed condition) unless a bound policy allows it."""
+        decide(await self.rules(who.identity_id), resource, capability,
+               ip=self.client_ip(request), mfa_at=who.mfa_at)
+
+    async def may(self, request: web.Request, who: Principal, resource: str, capability: str) -> bool:
+        try:
+            await self.authorize(request, who, resource, capability)
+        except CofferError:
+            return False
+        return True
+

@@ -1,0 +1,144 @@
+"""Identity, tenant, policy and binding requests: their shapes and rules, without I/O."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+
+from services.gateway.domain import ALL_SCOPES
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$"
+POLICY_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+TOTP_DIGITS, TOTP_STEP = 6, 30
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _scopes(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    unknown = sorted(set(value) - set(ALL_SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes {unknown}; known: {list(ALL_SCOPES)}")
+    return [s for s in ALL_SCOPES if s in value]
+
+
+class IdentityCreate(_Body):
+    name: StrictStr = Field(pattern=NAME)
+    kind: Literal["service", "user"]
+    allowed_scopes: list[StrictStr] = Field(max_length=len(ALL_SCOPES) * 2)
+    password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
+    partner_admin: StrictBool = False
+
+    _check_scopes = field_validator("allowed_scopes")(_scopes)
+
+    @model_validator(mode="after")
+    def _password_for_users_only(self) -> IdentityCreate:
+        if self.kind == "user" and self.password is None:
+            raise ValueError("a user identity needs a password (at least 12 characters)")
+        if self.kind == "service" and self.password is not None:
+            raise ValueError("service identities authenticate with a client secret, not a password")
+        return self
+
+
+class IdentityPatch(_Body):
+    allowed_scopes: list[StrictStr] | None = None
+    password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
+    partner_admin: StrictBool | None = None
+    rotate_client_secret: StrictBool = False
+
+    _check_scopes = field_validator("allowed_scopes")(_scopes)
+
+
+class Quotas(_Body):
+    max_secrets: StrictInt | None = Field(None, ge=0)
+    max_leases: StrictInt | None = Field(None, ge=0)
+    max_certificates: StrictInt | None = Field(None, ge=0)
+    max_webhooks: StrictInt | None = Field(None, ge=0)
+    requests_per_minute: StrictInt | None = Field(None, ge=0)
+
+
+class TenantCreate(_Body):
+    name: StrictStr = Field(pattern=NAME)
+    parent_id: StrictStr | None = None
+    kind: Literal["standard", "partner"] = "standard"
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class TenantPatch(_Body):
+    name: StrictStr | None = Field(None, pattern=NAME)
+    quotas: Quotas | None = None
+
+
+class PolicyBody(_Body):
+    """``POST /v1/policies`` (with ``name``) and ``PUT /v1/policies/{name}`` (without)."""
+
+    name: StrictStr | None = Field(None, pattern=POLICY_NAME)
+    description: StrictStr | None = Field(None, max_length=1000)
+    rules: Any = None  # checked by policy.parse_rules → invalid_policy / invalid_glob
+
+
+class BindingCreate(_Body):
+    policy: StrictStr = Field(pattern=POLICY_NAME)
+    identity_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class RevokeRequest(_Body):
+    token: StrictStr | None = Field(None, max_length=8192, repr=False)
+    jti: StrictStr | None = Field(None, max_length=64)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> RevokeRequest:
+        if (self.token is None) == (self.jti is None):
+            raise ValueError("give either token or jti")
+        return self
+
+
+class TotpCode(_Body):
+    totp_code: StrictStr = Field(pattern=r"^[0-9]{6}$", repr=False)
+
+
+class UserCredentials(_Body):
+    """``POST /v1/auth/token`` for users."""
+
+    grant_type: StrictStr | None = Field(None, pattern="^password$")
+    username: StrictStr = Field(min_length=1, max_length=200)
+    password: StrictStr = Field(min_length=1, max_length=1024, repr=False)
+    totp_code: StrictStr | None = Field(None, pattern=r"^[0-9]{6}$", repr=False)
+    scopes: list[StrictStr] | None = None
+
+    _check_scopes = field_validator("scopes")(_scopes)
+
+
+def new_totp_secret() -> bytes:
+    return secrets.token_bytes(20)
+
+
+def identity_view(row: Any) -> dict[str, Any]:
+    """An identity as the API shows it (never a hash or a secret)."""
+    return {
+        "id": row["id"], "tenant_id": row["tenant_id"], "name": row["name"], "kind": row["kind"],
+        "allowed_scopes": list(row["allowed_scopes"]), "partner_admin": row["partner_admin"],
+        "client_id": row["client_id"], "mfa_enrolled": row["mfa_kek_id"] is not None,
+        "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+def tenant_view(row: Any) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "kind": row["kind"], "parent_id": row["parent_id"],
+            "quotas": row["quotas"], "created_at": row["created_at"].isoformat(),
+            "updated_at": row["updated_at"].isoformat()}
+
+
+def policy_view(row: Any) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "description": row["description"], "rules": row["rules"],
+            "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()}
+
+
+def binding_view(row: Any) -> dict[str, Any]:
+    return {"id": row["id"], "policy": row["policy"], "identity_id": row["identity_id"],
+            "created_at": row["created_at"].isoformat()}

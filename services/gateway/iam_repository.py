@@ -1,0 +1,283 @@
+"""SQL of identities, tenants, policies, bindings and revocations (the gateway's schema).
+
+Every query names its tenant; changes that others must learn of (policies,
+bindings, revocations) write their event to the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from shared.contracts.events import Event
+from shared.crypto import Sealed
+from shared.db import outbox
+from shared.errors import (
+    BindingConflict,
+    BindingNotFound,
+    Forbidden,
+    IdentityNotFound,
+    NameConflict,
+    PolicyInUse,
+    PolicyNotFound,
+    TenantNotFound,
+)
+
+_IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id,"
+             " created_at, updated_at")
+_SUBTREE = ("WITH RECURSIVE sub AS (SELECT id FROM tenants WHERE id = $1"
+            " UNION SELECT t.id FROM tenants t JOIN sub ON t.parent_id = sub.id)")
+
+
+class IamRepository:
+    def __init__(self, pool: asyncpg.Pool, schema: str) -> None:
+        self.pool = pool
+        self.schema = schema
+
+    async def _event(self, conn: asyncpg.Connection, kind: str, tenant_id: str | None, request_id: str,
+                     data: dict[str, Any]) -> None:
+        await outbox.add(conn, Event(type=kind, tenant_id=tenant_id, request_id=request_id, data=data),
+                         schema=self.schema)
+
+    # -- tenants -----------------------------------------------------------------
+
+    async def tenant(self, tenant_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
+
+    async def in_subtree(self, root_id: str, tenant_id: str) -> bool:
+        """Is ``tenant_id`` ``root_id`` or one of its descendants?"""
+        return bool(await self.pool.fetchval(f"{_SUBTREE} SELECT EXISTS (SELECT 1 FROM sub WHERE id = $2)",
+                                             root_id, tenant_id))
+
+    async def create_tenant(self, row: dict[str, Any]) -> asyncpg.Record:
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO tenants (id, name, kind, parent_id, quotas) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"])
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
+
+    async def list_tenants(self, root_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"{_SUBTREE} SELECT t.* FROM tenants t JOIN sub ON sub.id = t.id"
+            " WHERE ($2::text IS NULL OR t.id > $2) ORDER BY t.id LIMIT $3", root_id, after, limit)
+
+    async def update_tenant(self, tenant_id: str, name: str | None, quotas: dict[str, Any] | None) -> asyncpg.Record:
+        try:
+            row = await self.pool.fetchrow(
+                "UPDATE tenants SET name = coalesce($2, name), quotas = coalesce($3, quotas), updated_at = now()"
+                " WHERE id = $1 RETURNING *", tenant_id, name, quotas)
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("a tenant with this name exists", details={"name": name}) from None
+        if row is None:
+            raise TenantNotFound(details={"tenant_id": tenant_id})
+        return row
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT id FROM tenants WHERE id = $1 FOR UPDATE", tenant_id) is None:
+                raise TenantNotFound(details={"tenant_id": tenant_id})
+            busy = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)"
+                " OR EXISTS (SELECT 1 FROM identities WHERE tenant_id = $1)", tenant_id)
+            if busy:
+                raise Forbidden("a tenant with child tenants or identities can't be deleted",
+                                details={"tenant_id": tenant_id})
+            await conn.execute("DELETE FROM bindings WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM policies WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
+
+    # -- identities --------------------------------------------------------------
+
+    async def create_identity(self, row: dict[str, Any]) -> asyncpg.Record:
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO identities (id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id,"
+                f" secret_hash, password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_IDENTITY}",
+                row["id"], row["tenant_id"], row["name"], row["kind"], row["allowed_scopes"], row["partner_admin"],
+                row.get("client_id"), row.get("secret_hash"), row.get("password_hash"))
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("an identity with this name exists", details={"name": row["name"]}) from None
+
+    async def identity(self, tenant_id: str, identity_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(f"SELECT {_IDENTITY} FROM identities WHERE id = $1 AND tenant_id = $2",
+                                       identity_id, tenant_id)
+        if row is None:
+            raise IdentityNotFound(details={"identity_id": identity_id})
+        return row
+
+    async def identity_any_tenant(self, identity_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"SELECT {_IDENTITY} FROM identities WHERE id = $1", identity_id)
+
+    async def list_identities(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"SELECT {_IDENTITY} FROM identities WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
+            " ORDER BY id LIMIT $3", tenant_id, after, limit)
+
+    async def update_identity(self, tenant_id: str, identity_id: str, changes: dict[str, Any]) -> asyncpg.Record:
+        allowed = {"allowed_scopes", "partner_admin", "password_hash", "secret_hash"}
+        fields = {k: v for k, v in changes.items() if k in allowed and v is not None}
+        sets = ", ".join(f"{k} = ${i + 3}" for i, k in enumerate(fields))
+        row = await self.pool.fetchrow(
+            f"UPDATE identities SET {sets + ', ' if sets else ''}updated_at = now()"
+            f" WHERE id = $1 AND tenant_id = $2 RETURNING {_IDENTITY}", identity_id, tenant_id, *fields.values())
+        if row is None:
+            raise IdentityNotFound(details={"identity_id": identity_id})
+        return row
+
+    async def delete_identity(self, tenant_id: str, identity_id: str, request_id: str) -> None:
+        """Delete it, its bindings, and void every token it holds."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT id FROM identities WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
+                                   identity_id, tenant_id) is None:
+                raise IdentityNotFound(details={"identity_id": identity_id})
+            await conn.execute("DELETE FROM bindings WHERE identity_id = $1", identity_id)
+            await conn.execute("DELETE FROM identities WHERE id = $1", identity_id)
+            await conn.execute("INSERT INTO revoked_identities (identity_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                               identity_id)
+            await self._event(conn, "token.revoked", tenant_id, request_id, {"identity_id": identity_id})
+
+    async def user_by_name(self, username: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT id, tenant_id, allowed_scopes, password_hash, mfa_kek_id, mfa_wrapped_key, mfa_nonce,"
+            " mfa_ciphertext FROM identities WHERE kind = 'user' AND name = $1", username)
+
+    async def set_totp(self, tenant_id: str, identity_id: str, sealed: Sealed) -> None:
+        status = await self.pool.execute(
+            "UPDATE identities SET mfa_kek_id = $3, mfa_wrapped_key = $4, mfa_nonce = $5, mfa_ciphertext = $6,"
+            " mfa_last_step = 0, updated_at = now() WHERE id = $1 AND tenant_id = $2",
+            identity_id, tenant_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+        if status.endswith(" 0"):
+            raise IdentityNotFound(details={"identity_id": identity_id})
+
+    async def totp(self, identity_id: str) -> Sealed | None:
+        row = await self.pool.fetchrow(
+            "SELECT mfa_kek_id, mfa_wrapped_key, mfa_nonce, mfa_ciphertext FROM identities WHERE id = $1",
+            identity_id)
+        if row is None or row["mfa_kek_id"] is None:
+            return None
+        return Sealed(*row)
+
+    async def claim_totp_step(self, identity_id: str, step: int) -> bool:
+        """Record ``step`` as used; ``False`` if it (or a later one) was used already (replay)."""
+        status = await self.pool.execute(
+            "UPDATE identities SET mfa_last_step = $2 WHERE id = $1 AND mfa_last_step < $2", identity_id, step)
+        return bool(status.endswith(" 1"))
+
+    # -- policies and bindings ---------------------------------------------------
+
+    async def create_policy(self, tenant_id: str, row: dict[str, Any], request_id: str) -> asyncpg.Record:
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                created = await conn.fetchrow(
+                    "INSERT INTO policies (id, tenant_id, name, description, rules) VALUES ($1, $2, $3, $4, $5)"
+                    " RETURNING *", row["id"], tenant_id, row["name"], row["description"], row["rules"])
+            except asyncpg.UniqueViolationError:
+                raise NameConflict("a policy with this name exists", details={"name": row["name"]}) from None
+            await self._event(conn, "policy.created", tenant_id, request_id, {"id": row["id"], "name": row["name"]})
+            return created
+
+    async def policy(self, tenant_id: str, name: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow("SELECT * FROM policies WHERE tenant_id = $1 AND name = $2", tenant_id, name)
+        if row is None:
+            raise PolicyNotFound(details={"name": name})
+        return row
+
+    async def list_policies(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM policies WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2) ORDER BY name LIMIT $3",
+            tenant_id, after, limit)
+
+    async def replace_policy(self, tenant_id: str, name: str, description: str | None, rules: Any,
+                             request_id: str) -> asyncpg.Record:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE policies SET description = $3, rules = $4, updated_at = now()"
+                " WHERE tenant_id = $1 AND name = $2 RETURNING *", tenant_id, name, description, rules)
+            if row is None:
+                raise PolicyNotFound(details={"name": name})
+            await self._event(conn, "policy.updated", tenant_id, request_id, {"id": row["id"], "name": name})
+            return row
+
+    async def delete_policy(self, tenant_id: str, name: str, request_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT id FROM policies WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
+                                      tenant_id, name)
+            if row is None:
+                raise PolicyNotFound(details={"name": name})
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM bindings WHERE policy_id = $1)", row["id"]):
+                raise PolicyInUse("the policy is bound to identities", details={"name": name})
+            await conn.execute("DELETE FROM policies WHERE id = $1", row["id"])
+            await self._event(conn, "policy.deleted", tenant_id, request_id, {"id": row["id"], "name": name})
+
+    async def rules_for(self, identity_id: str) -> list[Any]:
+        """The rules of every policy bound to ``identity_id``."""
+        rows = await self.pool.fetch(
+            "SELECT p.rules FROM bindings b JOIN policies p ON p.id = b.policy_id WHERE b.identity_id = $1",
+            identity_id)
+        return [rule for r in rows for rule in r["rules"]]
+
+    async def create_binding(self, tenant_id: str, binding_id: str, policy: str, identity_id: str,
+                             request_id: str) -> asyncpg.Record:
+        async with self.pool.acquire() as conn, conn.transaction():
+            policy_id = await conn.fetchval("SELECT id FROM policies WHERE tenant_id = $1 AND name = $2",
+                                            tenant_id, policy)
+            if policy_id is None:
+                raise PolicyNotFound(details={"name": policy})
+            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identities WHERE id = $1 AND tenant_id = $2)",
+                                       identity_id, tenant_id):
+                raise IdentityNotFound(details={"identity_id": identity_id})
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO bindings (id, tenant_id, policy_id, identity_id) VALUES ($1, $2, $3, $4)"
+                    " RETURNING id, identity_id, created_at, $5::text AS policy",
+                    binding_id, tenant_id, policy_id, identity_id, policy)
+            except asyncpg.UniqueViolationError:
+                raise BindingConflict("the identity is already bound to this policy",
+                                      details={"policy": policy, "identity_id": identity_id}) from None
+            # who a policy applies to changed: replicas drop their cached decisions
+            await self._event(conn, "policy.updated", tenant_id, request_id,
+                              {"id": policy_id, "name": policy, "binding_id": binding_id})
+            return row
+
+    _BINDING = ("SELECT b.id, b.identity_id, b.created_at, p.name AS policy FROM bindings b"
+                " JOIN policies p ON p.id = b.policy_id")
+
+    async def binding(self, tenant_id: str, binding_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(f"{self._BINDING} WHERE b.tenant_id = $1 AND b.id = $2", tenant_id, binding_id)
+        if row is None:
+            raise BindingNotFound(details={"binding_id": binding_id})
+        return row
+
+    async def list_bindings(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"{self._BINDING} WHERE b.tenant_id = $1 AND ($2::text IS NULL OR b.id > $2) ORDER BY b.id LIMIT $3",
+            tenant_id, after, limit)
+
+    async def delete_binding(self, tenant_id: str, binding_id: str, request_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "DELETE FROM bindings b USING policies p WHERE b.tenant_id = $1 AND b.id = $2 AND p.id = b.policy_id"
+                " RETURNING p.id, p.name", tenant_id, binding_id)
+            if row is None:
+                raise BindingNotFound(details={"binding_id": binding_id})
+            await self._event(conn, "policy.updated", tenant_id, request_id,
+                              {"id": row["id"], "name": row["name"], "binding_id": binding_id})
+
+    # -- revocations -------------------------------------------------------------
+
+    async def revoke_token(self, tenant_id: str, jti: str, expires_at: datetime, request_id: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO revoked_tokens (jti, tenant_id, expires_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (jti) DO NOTHING", jti, tenant_id, expires_at)
+            await self._event(conn, "token.revoked", tenant_id, request_id,
+                              {"jti": jti, "expires_at": expires_at.isoformat()})
+
+    async def revocations(self) -> tuple[set[str], set[str]]:
+        """Unexpired revoked token ids, and identities whose tokens are all void."""
+        jtis = await self.pool.fetch("SELECT jti FROM revoked_tokens WHERE expires_at > now()")
+        idents = await self.pool.fetch("SELECT identity_id FROM revoked_identities")
+        return {r["jti"] for r in jtis}, {r["identity_id"] for r in idents}

@@ -1,0 +1,374 @@
+"""``/v1/identities``, ``/v1/tenants``, ``/v1/policies``, ``/v1/bindings`` and the token calls
+of api.md §3–4. The gateway owns these: no bus hop, the repository directly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from services.gateway import domain
+from services.gateway.handlers import IAM_REPO, KMS
+from services.gateway.http import GUARD, SIGNER, Route, context, json_response, principal, read_model
+from services.gateway.iam_domain import (
+    BindingCreate,
+    IdentityCreate,
+    IdentityPatch,
+    PolicyBody,
+    RevokeRequest,
+    TenantCreate,
+    TenantPatch,
+    TotpCode,
+    binding_view,
+    identity_view,
+    new_totp_secret,
+    policy_view,
+    tenant_view,
+)
+from services.gateway.policy import parse_rules
+from services.gateway.totp import check_totp, totp, totp_aad
+from shared.crypto import seal
+from shared.cursors import CursorCodec
+from shared.errors import (
+    AccessDenied,
+    Forbidden,
+    InsufficientScope,
+    MfaRequired,
+    TenantAccessDenied,
+    TenantNotFound,
+    ValidationError,
+)
+
+CURSORS = web.AppKey("iam_cursors", CursorCodec)
+
+
+def _cpu(fn: Callable[..., Any], *args: Any) -> Any:
+    return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _tenant(request: web.Request) -> str:
+    tenant = context(request).tenant_id
+    assert tenant is not None
+    return tenant
+
+
+async def _page(request: web.Request, kind: str, fetch: Callable[[str | None, int], Any],
+                key: Callable[[Any], str], view: Callable[[Any], dict[str, Any]],
+                visible: Callable[[Any], Any] | None = None) -> web.Response:
+    """A paginated list, keeping only what the caller may ``list``."""
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ValidationError("request validation failed",
+                              details={"fields": [{"field": "limit", "message": "must be 1 to 1000"}]})
+    limit, tenant = int(text), _tenant(request)
+    query = {"kind": kind, "limit": limit}
+    cursor = request.query.get("cursor")
+    after = request.app[CURSORS].decode(cursor, tenant, query) if cursor else None
+    rows = await fetch(after, limit + 1)
+    next_cursor = request.app[CURSORS].encode(tenant, query, key(rows[limit - 1])) if len(rows) > limit else None
+    items = [view(r) for r in rows[:limit] if visible is None or await visible(r)]
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def _may_list(request: web.Request, prefix: str, key: Callable[[Any], str]) -> Callable[[Any], Any]:
+    async def visible(row: Any) -> bool:
+        return await request.app[GUARD].may(request, principal(request), f"{prefix}/{key(row)}", "list")
+    return visible
+
+
+def _no_escalation(request: web.Request, scopes: list[str] | None) -> None:
+    extra = sorted(set(scopes or ()) - principal(request).scopes)
+    if extra:
+        raise InsufficientScope("you can't grant scopes your token doesn't hold", details={"scopes": extra})
+
+
+async def _authorize(request: web.Request, resource: str, capability: str) -> None:
+    await request.app[GUARD].authorize(request, principal(request), resource, capability)
+
+
+# -- identities ----------------------------------------------------------------
+
+async def create_identity(request: web.Request) -> web.Response:
+    body = await read_model(request, IdentityCreate)
+    await _authorize(request, "identities", "write")
+    _no_escalation(request, body.allowed_scopes)
+    tenant = _tenant(request)
+    if body.partner_admin:
+        await _partner_admin_grant(request, tenant)
+    row: dict[str, Any] = {"id": domain.new_id("idn"), "tenant_id": tenant, "name": body.name, "kind": body.kind,
+                           "allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin}
+    secret = None
+    if body.kind == "service":
+        secret = domain.new_client_secret()
+        row.update(client_id=domain.new_id("cli"), secret_hash=await _cpu(domain.hash_secret, secret))
+    else:
+        row["password_hash"] = await _cpu(domain.hash_secret, body.password)
+    created = identity_view(await request.app[IAM_REPO].create_identity(row))
+    if secret:
+        created["client_secret"] = secret  # shown once
+    return json_response(created, status=201)
+
+
+async def _partner_admin_grant(request: web.Request, tenant: str) -> None:
+    me = await request.app[IAM_REPO].identity_any_tenant(principal(request).identity_id)
+    target = await request.app[IAM_REPO].tenant(tenant)
+    if me is None or not me["partner_admin"]:
+        raise Forbidden("only a partner admin can make partner admins")
+    if target is None or target["kind"] != "partner":
+        raise Forbidden("partner admins live in partner tenants")
+
+
+async def get_identity(request: web.Request) -> web.Response:
+    row = await request.app[IAM_REPO].identity(_tenant(request), request.match_info["id"])
+    return json_response(identity_view(row))
+
+
+async def list_identities(request: web.Request) -> web.Response:
+    repo, tenant = request.app[IAM_REPO], _tenant(request)
+    return await _page(request, "identities", lambda after, n: repo.list_identities(tenant, after, n),
+                       lambda r: r["id"], identity_view, _may_list(request, "identities", lambda r: r["id"]))
+
+
+async def patch_identity(request: web.Request) -> web.Response:
+    body = await read_model(request, IdentityPatch)
+    repo, tenant, identity_id = request.app[IAM_REPO], _tenant(request), request.match_info["id"]
+    current = await repo.identity(tenant, identity_id)
+    _no_escalation(request, body.allowed_scopes)
+    if body.partner_admin:
+        await _partner_admin_grant(request, tenant)
+    changes: dict[str, Any] = {"allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin}
+    if body.password is not None:
+        if current["kind"] != "user":
+            raise ValidationError("request validation failed", details={
+                "fields": [{"field": "password", "message": "only user identities have a password"}]})
+        changes["password_hash"] = await _cpu(domain.hash_secret, body.password)
+    secret = None
+    if body.rotate_client_secret:
+        if current["kind"] != "service":
+            raise ValidationError("request validation failed", details={
+                "fields": [{"field": "rotate_client_secret", "message": "only service identities have one"}]})
+        secret = domain.new_client_secret()
+        changes["secret_hash"] = await _cpu(domain.hash_secret, secret)
+    updated = identity_view(await repo.update_identity(tenant, identity_id, changes))
+    if secret:
+        updated["client_secret"] = secret
+    return json_response(updated)
+
+
+async def delete_identity(request: web.Request) -> web.Response:
+    await request.app[IAM_REPO].delete_identity(_tenant(request), request.match_info["id"], context(request).request_id)
+    return web.Response(status=204)
+
+
+async def enrol_totp(request: web.Request) -> web.Response:
+    """TOTP enrolment: the identity itself, or whoever may ``manage`` it. The URI is shown once."""
+    identity_id, who = request.match_info["id"], principal(request)
+    if identity_id != who.identity_id:
+        if "admin" not in who.scopes:
+            raise InsufficientScope("enrolling another identity needs the 'admin' scope")
+        await _authorize(request, f"identities/{identity_id}", "manage")
+    row = await request.app[IAM_REPO].identity(_tenant(request), identity_id)
+    secret = new_totp_secret()
+    sealed = seal(request.app[KMS], secret, totp_aad(identity_id))
+    await request.app[IAM_REPO].set_totp(_tenant(request), identity_id, sealed)
+    uri = totp(secret).get_provisioning_uri(row["name"], "Coffer")
+    return json_response({"identity_id": identity_id, "otpauth_uri": uri}, status=201,
+                         headers={"Cache-Control": "no-store"})
+
+
+# -- tokens ----------------------------------------------------------------------
+
+async def step_up(request: web.Request) -> web.Response:
+    body = await read_model(request, TotpCode)
+    who = principal(request)
+    if not await check_totp(request.app[IAM_REPO], request.app[KMS], who.identity_id, body.totp_code):
+        raise MfaRequired("TOTP code is not valid (or was already used)")
+    token, ttl = request.app[SIGNER].issue(who.identity_id, who.tenant_id, tuple(sorted(who.scopes)),
+                                           mfa_at=int(time.time()))
+    return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
+                          "scope": " ".join(s for s in domain.ALL_SCOPES if s in who.scopes),
+                          "tenant_id": who.tenant_id}, headers={"Cache-Control": "no-store"})
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """Your own token by ``token``; any token of your tenant by ``token`` or ``jti`` as an admin."""
+    body = await read_model(request, RevokeRequest)
+    who, signer = principal(request), request.app[SIGNER]
+    if body.token is not None:
+        claims = await signer.decode_own(body.token)
+        jti, owner, tenant = str(claims["jti"]), str(claims["sub"]), str(claims["tid"])
+        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+    else:
+        assert body.jti is not None
+        jti, owner, tenant = body.jti, "", who.tenant_id
+        expires = datetime.now(UTC) + timedelta(seconds=signer.ttl)
+    if owner != who.identity_id:
+        if "admin" not in who.scopes:
+            raise InsufficientScope("revoking others' tokens needs the 'admin' scope")
+        if tenant != _tenant(request):
+            raise TenantAccessDenied("that token belongs to another tenant")
+        await _authorize(request, "sys/tokens", "revoke")
+    await request.app[IAM_REPO].revoke_token(tenant, jti, expires, context(request).request_id)
+    return web.Response(status=204)
+
+
+async def rotate_signing_key(request: web.Request) -> web.Response:
+    return json_response({"kid": await request.app[SIGNER].rotate()})
+
+
+# -- tenants -----------------------------------------------------------------------
+
+async def _reachable(request: web.Request, tenant_id: str) -> Any:
+    """A tenant in the caller's reach (its own, or below it for partner admins)."""
+    row = await request.app[IAM_REPO].tenant(tenant_id) if len(tenant_id) <= 64 else None
+    if row is None:
+        raise TenantNotFound(details={"tenant_id": tenant_id[:64]})
+    if not await request.app[IAM_REPO].in_subtree(_tenant(request), tenant_id):
+        raise TenantAccessDenied("that tenant is outside your reach")
+    return row
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    body = await read_model(request, TenantCreate)
+    await _authorize(request, "tenants", "write")
+    await _partner_admin_grant(request, principal(request).tenant_id)
+    parent = body.parent_id or _tenant(request)
+    await _reachable(request, parent)
+    row = await request.app[IAM_REPO].create_tenant({
+        "id": domain.new_id("ten"), "name": body.name, "kind": body.kind, "parent_id": parent,
+        "quotas": body.quotas.model_dump(exclude_none=True)})
+    return json_response(tenant_view(row), status=201)
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    return json_response(tenant_view(await _reachable(request, request.match_info["id"])))
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    repo, root = request.app[IAM_REPO], _tenant(request)
+    return await _page(request, "tenants", lambda after, n: repo.list_tenants(root, after, n),
+                       lambda r: r["id"], tenant_view, _may_list(request, "tenants", lambda r: r["id"]))
+
+
+async def patch_tenant(request: web.Request) -> web.Response:
+    body = await read_model(request, TenantPatch)
+    await _reachable(request, request.match_info["id"])
+    quotas = body.quotas.model_dump(exclude_none=True) if body.quotas is not None else None
+    row = await request.app[IAM_REPO].update_tenant(request.match_info["id"], body.name, quotas)
+    return json_response(tenant_view(row))
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    tenant_id = request.match_info["id"]
+    await _reachable(request, tenant_id)
+    if tenant_id == principal(request).tenant_id:
+        raise Forbidden("you can't delete your own tenant")
+    await request.app[IAM_REPO].delete_tenant(tenant_id)
+    return web.Response(status=204)
+
+
+# -- policies and bindings ---------------------------------------------------------
+
+async def create_policy(request: web.Request) -> web.Response:
+    body = await read_model(request, PolicyBody)
+    if body.name is None:
+        raise ValidationError("request validation failed",
+                              details={"fields": [{"field": "name", "message": "Field required"}]})
+    parse_rules(body.rules)
+    await _authorize(request, f"policies/{body.name}", "write")
+    row = await request.app[IAM_REPO].create_policy(_tenant(request), {
+        "id": domain.new_id("pol"), "name": body.name, "description": body.description, "rules": body.rules},
+        context(request).request_id)
+    return json_response(policy_view(row), status=201)
+
+
+async def get_policy(request: web.Request) -> web.Response:
+    return json_response(policy_view(await request.app[IAM_REPO].policy(_tenant(request), request.match_info["name"])))
+
+
+async def list_policies(request: web.Request) -> web.Response:
+    repo, tenant = request.app[IAM_REPO], _tenant(request)
+    return await _page(request, "policies", lambda after, n: repo.list_policies(tenant, after, n),
+                       lambda r: r["name"], policy_view, _may_list(request, "policies", lambda r: r["name"]))
+
+
+async def put_policy(request: web.Request) -> web.Response:
+    body = await read_model(request, PolicyBody)
+    name = request.match_info["name"]
+    if body.name is not None and body.name != name:
+        raise ValidationError("request validation failed",
+                              details={"fields": [{"field": "name", "message": "differs from the URL"}]})
+    parse_rules(body.rules)
+    row = await request.app[IAM_REPO].replace_policy(_tenant(request), name, body.description, body.rules,
+                                                context(request).request_id)
+    return json_response(policy_view(row))
+
+
+async def delete_policy(request: web.Request) -> web.Response:
+    await request.app[IAM_REPO].delete_policy(_tenant(request), request.match_info["name"], context(request).request_id)
+    return web.Response(status=204)
+
+
+async def create_binding(request: web.Request) -> web.Response:
+    body = await read_model(request, BindingCreate)
+    await _authorize(request, f"policies/{body.policy}", "manage")
+    row = await request.app[IAM_REPO].create_binding(_tenant(request), domain.new_id("bnd"), body.policy,
+                                                body.identity_id, context(request).request_id)
+    return json_response(binding_view(row), status=201)
+
+
+async def get_binding(request: web.Request) -> web.Response:
+    row = await request.app[IAM_REPO].binding(_tenant(request), request.match_info["id"])
+    if not await request.app[GUARD].may(request, principal(request), f"policies/{row['policy']}", "read"):
+        raise AccessDenied("no policy allows this")
+    return json_response(binding_view(row))
+
+
+async def list_bindings(request: web.Request) -> web.Response:
+    repo, tenant = request.app[IAM_REPO], _tenant(request)
+    return await _page(request, "bindings", lambda after, n: repo.list_bindings(tenant, after, n),
+                       lambda r: r["id"], binding_view, _may_list(request, "policies", lambda r: r["policy"]))
+
+
+async def delete_binding(request: web.Request) -> web.Response:
+    repo, tenant = request.app[IAM_REPO], _tenant(request)
+    row = await repo.binding(tenant, request.match_info["id"])
+    await _authorize(request, f"policies/{row['policy']}", "manage")
+    await repo.delete_binding(tenant, row["id"], context(request).request_id)
+    return web.Response(status=204)
+
+
+def _at(kind: str, key: str, capability: str) -> Callable[[web.Request], tuple[str, str]]:
+    return lambda request: (f"{kind}/{request.match_info[key]}", capability)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/identities", create_identity, scope="admin"),
+    Route("GET", "/v1/identities", list_identities, scope="admin"),
+    Route("GET", "/v1/identities/{id}", get_identity, scope="admin", target=_at("identities", "id", "read")),
+    Route("PATCH", "/v1/identities/{id}", patch_identity, scope="admin", target=_at("identities", "id", "write")),
+    Route("DELETE", "/v1/identities/{id}", delete_identity, scope="admin",
+          target=_at("identities", "id", "delete")),
+    Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp),
+    Route("POST", "/v1/auth/mfa", step_up),
+    Route("POST", "/v1/auth/revoke", revoke),
+    Route("POST", "/v1/auth/keys:rotate", rotate_signing_key, scope="admin", target=lambda r: ("sys/keys", "rotate")),
+    Route("POST", "/v1/tenants", create_tenant, scope="admin"),
+    Route("GET", "/v1/tenants", list_tenants, scope="admin"),
+    Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=_at("tenants", "id", "read")),
+    Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=_at("tenants", "id", "write")),
+    Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=_at("tenants", "id", "delete")),
+    Route("POST", "/v1/policies", create_policy, scope="admin"),
+    Route("GET", "/v1/policies", list_policies, scope="admin"),
+    Route("GET", "/v1/policies/{name}", get_policy, scope="admin", target=_at("policies", "name", "read")),
+    Route("PUT", "/v1/policies/{name}", put_policy, scope="admin", target=_at("policies", "name", "write")),
+    Route("DELETE", "/v1/policies/{name}", delete_policy, scope="admin", target=_at("policies", "name", "delete")),
+    Route("POST", "/v1/bindings", create_binding, scope="admin"),
+    Route("GET", "/v1/bindings", list_bindings, scope="admin"),
+    Route("GET", "/v1/bindings/{id}", get_binding, scope="admin"),
+    Route("DELETE", "/v1/bindings/{id}", delete_binding, scope="admin"),
+)

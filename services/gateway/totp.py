@@ -1,0 +1,42 @@
+"""TOTP (RFC 6238) for step-up MFA: secrets sealed at rest, each code usable once."""
+
+from __future__ import annotations
+
+import time
+
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor import InvalidToken
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+from services.gateway.iam_domain import TOTP_DIGITS, TOTP_STEP
+from services.gateway.iam_repository import IamRepository
+from shared.crypto import KmsProvider, unseal
+
+
+def totp_aad(identity_id: str) -> bytes:
+    return f"gateway/totp/{identity_id}".encode()
+
+
+def totp(secret: bytes) -> TOTP:
+    return TOTP(secret, TOTP_DIGITS, SHA1(), TOTP_STEP, enforce_key_length=False)
+
+
+def totp_step(secret: bytes, code: str, now: float) -> int | None:
+    """The time step ``code`` is valid for (±1 step of clock drift), or ``None``."""
+    for drift in (0, -1, 1):
+        at = int(now + drift * TOTP_STEP)
+        try:
+            totp(secret).verify(code.encode(), at)
+        except InvalidToken:
+            continue
+        return at // TOTP_STEP
+    return None
+
+
+async def check_totp(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> bool:
+    """Verify a code of ``identity_id``; a code whose step was already used is refused (replay)."""
+    sealed = await repo.totp(identity_id)
+    if sealed is None:
+        return False
+    step = totp_step(unseal(kms, sealed, totp_aad(identity_id)), code, time.time())
+    return step is not None and await repo.claim_totp_step(identity_id, step)
