@@ -56,7 +56,8 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     await signer.ensure_key()
 
     app = web.Application(
-        middlewares=[edge_middleware, auth_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[edge_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes
     )
     app[handlers.REPO] = repo
     app[handlers.BUS] = deps.bus

@@ -67,7 +67,10 @@ class Guard:
                 self.revoked_identities.add(str(identity))
                 self._rules.pop(str(identity), None)
         else:  # policy.created / updated / deleted, bindings included
-            self._rules.clear()
+            self.forget_rules()
+
+    def forget_rules(self) -> None:
+        self._rules.clear()
 
     # -- checks, in the order of api.md §1 ---------------------------------------
 

@@ -160,7 +160,9 @@ async def patch_identity(request: web.Request) -> web.Response:
 
 
 async def delete_identity(request: web.Request) -> web.Response:
-    await request.app[IAM_REPO].delete_identity(_tenant(request), request.match_info["id"], context(request).request_id)
+    identity_id = request.match_info["id"]
+    await request.app[IAM_REPO].delete_identity(_tenant(request), identity_id, context(request).request_id)
+    request.app[GUARD].revoked_identities.add(identity_id)
     return web.Response(status=204)
 
 
@@ -213,6 +215,7 @@ async def revoke(request: web.Request) -> web.Response:
             raise TenantAccessDenied("that token belongs to another tenant")
         await _authorize(request, "sys/tokens", "revoke")
     await request.app[IAM_REPO].revoke_token(tenant, jti, expires, context(request).request_id)
+    request.app[GUARD].revoked_tokens.add(jti)  # here at once; other replicas through the event
     return web.Response(status=204)
 
 
@@ -283,6 +286,7 @@ async def create_policy(request: web.Request) -> web.Response:
     row = await request.app[IAM_REPO].create_policy(_tenant(request), {
         "id": domain.new_id("pol"), "name": body.name, "description": body.description, "rules": body.rules},
         context(request).request_id)
+    request.app[GUARD].forget_rules()  # here at once; other replicas on the policy.* event
     return json_response(policy_view(row), status=201)
 
 
@@ -305,11 +309,13 @@ async def put_policy(request: web.Request) -> web.Response:
     parse_rules(body.rules)
     row = await request.app[IAM_REPO].replace_policy(_tenant(request), name, body.description, body.rules,
                                                 context(request).request_id)
+    request.app[GUARD].forget_rules()
     return json_response(policy_view(row))
 
 
 async def delete_policy(request: web.Request) -> web.Response:
     await request.app[IAM_REPO].delete_policy(_tenant(request), request.match_info["name"], context(request).request_id)
+    request.app[GUARD].forget_rules()
     return web.Response(status=204)
 
 
@@ -318,6 +324,7 @@ async def create_binding(request: web.Request) -> web.Response:
     await _authorize(request, f"policies/{body.policy}", "manage")
     row = await request.app[IAM_REPO].create_binding(_tenant(request), domain.new_id("bnd"), body.policy,
                                                 body.identity_id, context(request).request_id)
+    request.app[GUARD].forget_rules()
     return json_response(binding_view(row), status=201)
 
 
@@ -339,6 +346,7 @@ async def delete_binding(request: web.Request) -> web.Response:
     row = await repo.binding(tenant, request.match_info["id"])
     await _authorize(request, f"policies/{row['policy']}", "manage")
     await repo.delete_binding(tenant, row["id"], context(request).request_id)
+    request.app[GUARD].forget_rules()
     return web.Response(status=204)
 
 

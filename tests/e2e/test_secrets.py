@@ -108,9 +108,8 @@ async def test_version_codes(api: Api) -> None:
     status, body, headers = await put(api, path, expected_version=0)  # create-only, exists
     err = assert_envelope(status, body, headers, "version_conflict")
     assert err["details"]["current_version"] == 1
-    assert (await api.request("PUT", f"/v1/secrets/{path}", json={"value": "x2"},
+    assert (await api.request("PUT", f"/v1/secrets/{path}", json={"value": remember_secret(f"x2-{path}")},
                               headers={"If-Match": '"1"'}))[0] == 200
-    remember_secret("x2")
     status, body, headers = await api.request("PUT", f"/v1/secrets/{path}", json={"value": "x3"},
                                               headers={"If-Match": '"1"'})
     assert_envelope(status, body, headers, "version_conflict")
