@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     #: proxies whose X-Forwarded-For is believed (comma-separated CIDRs)
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     outbox_poll_interval: float = Field(1.0, gt=0)
+    #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
+    rate_limits: str = ""
     #: how long a soft-deleted secret stays restorable (a duration string).
     secret_retention: str = Field("30d", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
     #: seconds between runs of the lifecycle jobs (expiry events, retention purge).

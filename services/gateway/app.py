@@ -12,11 +12,15 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway import handlers, iam_routes, secrets_routes
+from services.gateway import handlers, iam_routes, ops_routes, secrets_routes
+from services.gateway.audit import AuditLog
 from services.gateway.authz import Guard
 from services.gateway.http import (
+    AUDIT,
     GUARD,
+    LIMITER,
     MAX_BODY,
+    MINUTE_QUOTA,
     ROUTES,
     SIGNER,
     auth_middleware,
@@ -24,6 +28,7 @@ from services.gateway.http import (
     hide_server_version,
 )
 from services.gateway.iam_repository import IamRepository
+from services.gateway.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.repository import GatewayRepository
 from services.gateway.signing import TokenSigner, signing_key_aad
 from shared.bus import RpcHandler
@@ -65,10 +70,18 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     app[handlers.KMS] = deps.kms
     iam = IamRepository(deps.pool, deps.schema)
     app[handlers.IAM_REPO] = iam
-    guard = Guard(iam, settings.trusted_proxies)
+    guard = Guard(iam, settings.trusted_proxies, maintenance=repo.maintenance,
+                  disabled_features=settings.disabled_features)
     await guard.start(deps.bus)
     app[GUARD] = guard
     app[iam_routes.CURSORS] = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
+    app[AUDIT] = AuditLog(deps.pool, await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "audit"))
+    try:
+        app[LIMITER] = RateLimiter(parse_limits(settings.rate_limits))
+    except ValueError as exc:
+        raise SystemExit(f"COFFER_RATE_LIMITS: {exc}") from None
+    app[MINUTE_QUOTA] = MinuteQuota()
+    app[ops_routes.SCHEMA] = deps.schema
 
     async def close_guard(_: web.Application) -> None:
         await guard.close()
@@ -78,7 +91,7 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     app[SIGNER] = signer
     app[MAX_BODY] = settings.max_body_bytes
     app[ROUTES] = {}
-    for route in (*handlers.ROUTE_TABLE, *iam_routes.ROUTES, *secrets_routes.ROUTES):
+    for route in (*handlers.ROUTE_TABLE, *iam_routes.ROUTES, *ops_routes.ROUTES, *secrets_routes.ROUTES):
         app.router.add_route(route.method, route.path, route.handler)
         app[ROUTES][route.handler] = route
     return app

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -22,14 +24,44 @@ from services.gateway.policy import IpAddress, IpNetwork, Rule, client_address, 
 from shared.bus import Bus
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.errors import CofferError, TenantAccessDenied, TenantNotFound, TokenRevoked
+from shared.errors import (
+    CofferError,
+    FeatureDisabled,
+    MaintenanceMode,
+    TenantAccessDenied,
+    TenantNotFound,
+    TokenRevoked,
+)
 
 log = structlog.get_logger("coffer.gateway.authz")
 
+#: (resource, capability) the request was authorised for: what the audit entry names.
+AUDIT_TARGET = web.RequestKey("audit_target", tuple)
+
+
+FEATURE_PREFIXES = (("/v1/pki/acme", "acme"), ("/v1/pki", "pki"), ("/v1/webhooks", "webhooks"),
+                    ("/v1/subscriptions", "webhooks"), ("/v1/engines", "dynamic"), ("/v1/leases", "dynamic"),
+                    ("/v1/exports", "exports"), ("/v1/federation", "federation"))
+QUOTA_TTL = 5.0
+
+
+def feature_of(path: str) -> str | None:
+    """The feature area a path belongs to (for ``COFFER_DISABLED_FEATURES``)."""
+    return next((feature for prefix, feature in FEATURE_PREFIXES
+                 if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + ":")), None)
+
 
 class Guard:
-    def __init__(self, repo: IamRepository, trusted_proxies: tuple[str, ...], *, refresh: float = 30.0) -> None:
+    """Per-replica gate state: revocations, policy rules, maintenance, tenant quotas."""
+
+    def __init__(self, repo: IamRepository, trusted_proxies: tuple[str, ...], *, refresh: float = 30.0,
+                 maintenance: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                 disabled_features: frozenset[str] = frozenset()) -> None:
         self.repo = repo
+        self._load_maintenance = maintenance
+        self.maintenance: dict[str, Any] = {"enabled": False, "message": None}
+        self.disabled_features = disabled_features
+        self._quotas: dict[str, tuple[float, dict[str, Any]]] = {}
         self.trusted: tuple[IpNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self.refresh = refresh
         self.revoked_tokens: set[str] = set()
@@ -39,7 +71,8 @@ class Guard:
 
     async def start(self, bus: Bus) -> None:
         await self.reload()
-        await bus.subscribe("gateway-authz", ["policy.*", "token.revoked"], self.on_event, broadcast=True)
+        await bus.subscribe("gateway-authz", ["policy.*", "token.revoked", "system.maintenance"], self.on_event,
+                            broadcast=True)
         self._task = asyncio.create_task(self._refresher(), name="gateway-authz-refresh")
 
     async def close(self) -> None:
@@ -50,6 +83,8 @@ class Guard:
     async def reload(self) -> None:
         self.revoked_tokens, self.revoked_identities = await self.repo.revocations()
         self._rules.clear()
+        if self._load_maintenance is not None:
+            self.maintenance = await self._load_maintenance()
 
     async def _refresher(self) -> None:
         while True:
@@ -60,7 +95,9 @@ class Guard:
                 log.warning("authz_reload_failed", error=type(exc).__name__)
 
     async def on_event(self, event: Event, ctx: RequestContext) -> None:
-        if event.type == "token.revoked":
+        if event.type == "system.maintenance":
+            self.maintenance = {"enabled": bool(event.data.get("enabled")), "message": event.data.get("message")}
+        elif event.type == "token.revoked":
             if jti := event.data.get("jti"):
                 self.revoked_tokens.add(str(jti))
             if identity := event.data.get("identity_id"):
@@ -73,6 +110,28 @@ class Guard:
         self._rules.clear()
 
     # -- checks, in the order of api.md §1 ---------------------------------------
+
+    def check_open(self, path: str) -> None:
+        """503 ``maintenance_mode`` (but for ``/v1/sys/*``) or ``feature_disabled`` for the path's area."""
+        if self.maintenance.get("enabled") and not path.startswith("/v1/sys/"):
+            message = self.maintenance.get("message") or "Coffer is in maintenance"
+            raise MaintenanceMode(str(message), details={"message": message})
+        feature = feature_of(path)
+        if feature in self.disabled_features:
+            raise FeatureDisabled(f"the '{feature}' feature is disabled here", details={"feature": feature})
+
+    async def quotas(self, tenant_id: str) -> dict[str, Any]:
+        """The tenant's quotas (cached a few seconds; a PATCH here drops the cache at once)."""
+        cached = self._quotas.get(tenant_id)
+        if cached and time.monotonic() - cached[0] < QUOTA_TTL:
+            return cached[1]
+        row = await self.repo.tenant(tenant_id)
+        quotas = dict(row["quotas"]) if row is not None else {}
+        self._quotas[tenant_id] = (time.monotonic(), quotas)
+        return quotas
+
+    def forget_quotas(self, tenant_id: str) -> None:
+        self._quotas.pop(tenant_id, None)
 
     def check_revoked(self, who: Principal) -> None:
         if who.token_id in self.revoked_tokens or who.identity_id in self.revoked_identities:
@@ -126,6 +185,7 @@ class Guard:
 
     async def authorize(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
         """``access_denied`` (or the failed condition) unless a bound policy allows it."""
+        request[AUDIT_TARGET] = (resource, capability)
         decide(await self.rules(who.identity_id), resource, capability,
                ip=self.client_ip(request), mfa_at=who.mfa_at)
 

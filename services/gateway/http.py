@@ -18,8 +18,10 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
-from services.gateway.authz import Guard
+from services.gateway.audit import AuditLog
+from services.gateway.authz import AUDIT_TARGET, Guard
 from services.gateway.domain import Principal
+from services.gateway.limits import Allowance, MinuteQuota, RateLimiter, category_of
 from services.gateway.signing import TokenSigner
 from shared.context import RequestContext, sane_request_id
 from shared.contracts import parse
@@ -29,6 +31,7 @@ from shared.errors import (
     InsufficientScope,
     InternalError,
     InvalidRequest,
+    StorageError,
     envelope,
 )
 
@@ -61,6 +64,12 @@ CONTEXT = web.RequestKey("ctx", RequestContext)
 PRINCIPAL = web.RequestKey("principal", Principal)
 SIGNER = web.AppKey("signer", TokenSigner)
 GUARD = web.AppKey("guard", Guard)
+LIMITER = web.AppKey("limiter", RateLimiter)
+MINUTE_QUOTA = web.AppKey("minute_quota", MinuteQuota)
+AUDIT = web.AppKey("audit", AuditLog)
+ALLOWANCE = web.RequestKey("allowance", Allowance)
+#: sensitive request fields a handler wants in the audit entry (stored as HMACs only)
+AUDIT_FIELDS = web.RequestKey("audit_fields", dict)
 MAX_BODY = web.AppKey("max_body", int)
 
 
@@ -125,6 +134,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         log.exception("request_crashed", method=request.method, route=_route_name(request))
         response = error_response(InternalError("unexpected error"), request_id)
     response.headers["X-Request-ID"] = request_id
+    _rate_headers(request, response)
     error_code = None
     if response.status >= 400 and isinstance(response, web.Response) and response.body:
         error_code = _code_of(response)
@@ -133,6 +143,17 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         code=error_code, duration_ms=round((time.perf_counter() - started) * 1000, 2),
     )
     return response
+
+
+def _rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``X-RateLimit-*`` on every response: the bucket this request spent from, or the caller's address's."""
+    if "X-RateLimit-Limit" in response.headers:  # a 429 carries its own
+        return
+    allowance = request.get(ALLOWANCE)
+    if allowance is None:
+        allowance = request.app[LIMITER].peek(category_of(request.method, request.path),
+                                              f"ip:{request.app[GUARD].client_ip(request)}")
+    response.headers.update(allowance.headers())
 
 
 def _code_of(response: web.Response) -> str | None:
@@ -155,18 +176,54 @@ def route_of(request: web.Request) -> Route | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token → principal, then the route's scope; public routes pass."""
+    """The checks of api.md §1, in order: authentication (401) → maintenance / feature (503) →
+    tenant (403) → scope (403) → policy (403) → rate limit (429) → quota (429) → the handler.
+
+    Callers that are not (yet) authenticated are limited per client address; a
+    request that got past authentication leaves an audit entry before its
+    response does.
+    """
     route = route_of(request)
+    guard, limiter = request.app[GUARD], request.app[LIMITER]
+    category = category_of(request.method, request.path)
+    anonymous = f"ip:{guard.client_ip(request)}"
     if route is None or route.public:
+        request[ALLOWANCE] = limiter.take(category, anonymous)
+        guard.check_open(request.path)
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationRequired("missing bearer token")
-    who = await request.app[SIGNER].verify(token.strip())
-    guard = request.app[GUARD]
-    guard.check_revoked(who)
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationRequired("missing bearer token")
+        who = await request.app[SIGNER].verify(token.strip())
+        guard.check_revoked(who)
+    except CofferError:
+        request[ALLOWANCE] = limiter.take("auth", anonymous)  # guessing tokens costs the address
+        raise
     request[PRINCIPAL] = who
+    outcome, status = "ok", 200
+    try:
+        response = await _authorised(request, handler, route, who, category)
+        status = response.status
+        return response
+    except CofferError as exc:
+        outcome, status = exc.code, exc.status
+        raise
+    except web.HTTPException as exc:
+        outcome, status = "invalid_request", 400 if exc.status >= 400 else exc.status
+        raise
+    except Exception:
+        outcome, status = "internal_error", 500
+        raise
+    finally:
+        await _audit(request, route, who, outcome, status)
+
+
+async def _authorised(request: web.Request, handler: Handler, route: Route, who: Principal,
+                      category: str) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    guard.check_open(request.path)
     tenant_id = await guard.resolve_tenant(request, who)
     ctx = context(request).model_copy(
         update={"tenant_id": tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
@@ -180,7 +237,24 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if route.target is not None:
         resource, capability = route.target(request)
         await guard.authorize(request, who, resource, capability)
+    request[ALLOWANCE] = request.app[LIMITER].take(category, f"idn:{who.identity_id}")
+    request.app[MINUTE_QUOTA].take(tenant_id, (await guard.quotas(tenant_id)).get("requests_per_minute"))
     return await handler(request)
+
+
+async def _audit(request: web.Request, route: Route, who: Principal, outcome: str, status: int) -> None:
+    """Write the audit entry; if that fails the request fails too (``storage_error``)."""
+    resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
+    try:
+        await request.app[AUDIT].record(
+            tenant_id=context(request).tenant_id or who.tenant_id, identity_id=who.identity_id,
+            action=f"{request.method} {route.path}" + (f" ({capability})" if capability else ""),
+            resource=str(resource), outcome=outcome, status=status,
+            client_ip=str(request.app[GUARD].client_ip(request) or "") or None,
+            request_id=context(request).request_id, sensitive=request.get(AUDIT_FIELDS))
+    except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
+        log.error("audit_write_failed", error=type(exc).__name__)
+        raise StorageError("the audit log could not be written") from None
 
 
 async def read_model(request: web.Request, model: type[M], *, allow_form: bool = False) -> M:

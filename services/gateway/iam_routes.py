@@ -13,7 +13,7 @@ from aiohttp import web
 
 from services.gateway import domain
 from services.gateway.handlers import IAM_REPO, KMS
-from services.gateway.http import GUARD, SIGNER, Route, context, json_response, principal, read_model
+from services.gateway.http import AUDIT_FIELDS, GUARD, SIGNER, Route, context, json_response, principal, read_model
 from services.gateway.iam_domain import (
     BindingCreate,
     IdentityCreate,
@@ -199,6 +199,8 @@ async def step_up(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     """Your own token by ``token``; any token of your tenant by ``token`` or ``jti`` as an admin."""
     body = await read_model(request, RevokeRequest)
+    if body.token is not None:
+        request[AUDIT_FIELDS] = {"token": body.token}
     who, signer = principal(request), request.app[SIGNER]
     if body.token is not None:
         claims = await signer.decode_own(body.token)
@@ -262,6 +264,7 @@ async def patch_tenant(request: web.Request) -> web.Response:
     await _reachable(request, request.match_info["id"])
     quotas = body.quotas.model_dump(exclude_none=True) if body.quotas is not None else None
     row = await request.app[IAM_REPO].update_tenant(request.match_info["id"], body.name, quotas)
+    request.app[GUARD].forget_quotas(row["id"])
     return json_response(tenant_view(row))
 
 

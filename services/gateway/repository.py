@@ -6,8 +6,9 @@ from typing import Any
 
 import asyncpg
 
+from shared.contracts.events import Event
 from shared.crypto import KmsProvider, Sealed, rewrap
-from shared.db import sealed_keys
+from shared.db import outbox, sealed_keys
 
 _INIT_LOCK = 0x5157_1417  # serialises POST /v1/sys/init across replicas
 _KEK_ROTATION_LOCK = 0x6B656B  # one KEK rotation at a time, across replicas
@@ -123,3 +124,19 @@ class GatewayRepository:
                 return kms.rotate()
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _KEK_ROTATION_LOCK)
+
+    # -- maintenance mode ------------------------------------------------------
+
+    async def maintenance(self) -> dict[str, Any]:
+        value = await self.pool.fetchval("SELECT value FROM system_state WHERE key = 'maintenance'")
+        return dict(value) if value else {"enabled": False, "message": None}
+
+    async def set_maintenance(self, enabled: bool, message: str | None, schema: str, request_id: str) -> None:
+        """Persist the switch and tell every replica (``system.maintenance``)."""
+        value = {"enabled": enabled, "message": message}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO system_state (key, value) VALUES ('maintenance', $1)"
+                " ON CONFLICT (key) DO UPDATE SET value = $1, updated_at = now()", value)
+            await outbox.add(conn, Event(type="system.maintenance", request_id=request_id, data=value),
+                             schema=schema)

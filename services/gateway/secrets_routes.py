@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from services.gateway.handlers import BUS
-from services.gateway.http import GUARD, Route, context, json_response, principal, read_model
+from services.gateway.http import AUDIT_FIELDS, GUARD, Route, context, json_response, principal, read_model
 from shared.contracts.secrets import PutSecretBody, validate_path
 from shared.errors import InvalidPath, InvalidRequest, ValidationError
 
@@ -67,6 +68,7 @@ async def put_secret(request: web.Request) -> web.Response:
         if expected is not None and expected != int(text):
             raise _fields_error("If-Match", "disagrees with expected_version")
         expected = int(text)
+    request[AUDIT_FIELDS] = {"value": body.value if isinstance(body.value, str) else orjson.dumps(body.value).decode()}
     payload = {**body.model_dump(mode="json"), "path": path, "expected_version": expected}
     result = await _call(request, "put", payload)
     meta = result["secret"]

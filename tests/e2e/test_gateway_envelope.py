@@ -8,18 +8,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from services.gateway.handlers import REPO
 from services.gateway.http import (
     MAX_BODY,
-    ROUTES,
-    Route,
-    auth_middleware,
-    context,
-    edge_middleware,
-    json_response,
 )
 from services.platform import Platform
 from shared.bus import RabbitBus
@@ -127,54 +120,48 @@ async def test_request_id_reaches_the_services_log_line(api: Api) -> None:
 
 
 async def test_error_reply_from_a_service_keeps_its_code_and_unknown_codes_become_internal(
-    amqp_url: str, http: aiohttp.ClientSession
+    tmp_path: Any, private_amqp: str, pg_dsn: str, http: aiohttp.ClientSession
 ) -> None:
-    """A gateway route that forwards to a service over RabbitMQ, whatever the service answers."""
-    service_bus = RabbitBus(amqp_url, name="svc")
-    gateway_bus = RabbitBus(amqp_url, name="gw")
-    await service_bus.start()
-    await gateway_bus.start()
+    """The real gateway, and in place of the secrets service a stand-in on RabbitMQ answering with errors."""
+    gateway = await start_platform(tmp_path, private_amqp, pg_dsn, services=("gateway",))
+    stand_in = RabbitBus(private_amqp, name="secrets-stand-in")
+    await stand_in.start()
+    answers: dict[str, Exception] = {
+        "missing": SecretNotFound("Secret 'missing' not found", details={"path": "missing"}),
+        "alien": _alien_error(),
+        "crash": RuntimeError("connection string postgres://u:hunter2@db"),
+    }
 
-    async def missing(payload: dict[str, Any], ctx: RequestContext) -> Any:
-        raise SecretNotFound("Secret 'a/b' not found", details={"path": "a/b"})
+    async def get(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        raise answers[payload["path"]]
 
-    async def alien(payload: dict[str, Any], ctx: RequestContext) -> Any:
-        from shared.errors import CofferError
-
-        err = CofferError("made up")
-        err.code = "teapot_overflow"  # type: ignore[misc]
-        raise err
-
-    await service_bus.serve("fwd", {"missing": missing, "alien": alien})
-
-    async def forward(request: web.Request) -> web.Response:
-        method = request.match_info["method"]
-        return json_response(await gateway_bus.call("fwd", method, {}, context(request)))
-
-    app = web.Application(middlewares=[edge_middleware, auth_middleware])
-    app[ROUTES] = {}
-    app[MAX_BODY] = 1024
-    route = Route("GET", "/v1/fwd/{method}", forward, public=True)
-    app.router.add_route(route.method, route.path, route.handler)
-    app[ROUTES][forward] = route
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await stand_in.serve("secrets", {"get": get})
     try:
-        api = Api(url, http)
-        status, body, headers = await api.request("GET", "/v1/fwd/missing")
+        assert gateway.url
+        api = Api(gateway.url, http)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        status, body, headers = await api.request("GET", "/v1/secrets/missing")
         err = assert_envelope(status, body, headers, "secret_not_found")
-        assert err["details"] == {"path": "a/b"}
-        status, body, headers = await api.request("GET", "/v1/fwd/alien")
+        assert err["details"] == {"path": "missing"}
+        status, body, headers = await api.request("GET", "/v1/secrets/alien")
         assert_envelope(status, body, headers, "internal_error")
-        status, body, headers = await api.request("GET", "/v1/fwd/unserved")
+        status, body, headers = await api.request("GET", "/v1/secrets/crash")
+        assert_envelope(status, body, headers, "internal_error")
+        assert "hunter2" not in str(body)
+        status, body, headers = await api.request("GET", "/v1/secrets?prefix=")  # "list" is not served
         assert_envelope(status, body, headers, "service_unavailable")
     finally:
-        await runner.cleanup()
-        await gateway_bus.close()
-        await service_bus.close()
+        await stand_in.close()
+        await gateway.close()
+
+
+def _alien_error() -> Exception:
+    from shared.errors import CofferError
+
+    err = CofferError("made up")
+    err.code = "teapot_overflow"  # type: ignore[misc]
+    return err
 
 
 async def test_health_all_ok(api: Api) -> None:

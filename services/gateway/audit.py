@@ -1,0 +1,107 @@
+"""The audit log: one entry per request that reached authorisation, hash-chained per tenant.
+
+An entry is written before the response leaves; if it can't be, the request
+fails with ``storage_error``. Each entry's hash covers the previous entry's
+hash and its own canonical content, so editing or deleting a row breaks the
+chain at that row (``verify`` names it). Sensitive request fields (a secret's
+value, a revoked token) are stored only as HMAC-SHA256 under a key derived
+per tenant from a sealed master key, so "was this value used?" can be asked
+(``match``) without the value being stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+GENESIS = b"\x00" * 32
+_COLUMNS = ("seq, tenant_id, at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
+            " prev_hash, hash")
+
+
+def _canonical(entry: dict[str, Any]) -> bytes:
+    body = {k: entry[k] for k in ("tenant_id", "identity_id", "action", "resource", "outcome", "status",
+                                  "client_ip", "request_id", "fields")}
+    body["at"] = entry["at"].astimezone(UTC).isoformat()
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev: bytes, entry: dict[str, Any]) -> bytes:
+    return hashlib.sha256(prev + _canonical(entry)).digest()
+
+
+def view(row: Any) -> dict[str, Any]:
+    return {"seq": row["seq"], "at": row["at"].isoformat(), "identity_id": row["identity_id"],
+            "action": row["action"], "resource": row["resource"], "outcome": row["outcome"],
+            "status": row["status"], "client_ip": row["client_ip"], "request_id": row["request_id"],
+            "fields": row["fields"], "hash": row["hash"].hex()}
+
+
+class AuditLog:
+    def __init__(self, pool: asyncpg.Pool, master_key: bytes) -> None:
+        self.pool = pool
+        self._master = master_key
+
+    def field_mac(self, tenant_id: str, value: str) -> str:
+        """HMAC-SHA256 of a sensitive value under the tenant's audit key (hex)."""
+        key = hmac.new(self._master, b"audit-field|" + tenant_id.encode(), hashlib.sha256).digest()
+        return hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    async def record(self, *, tenant_id: str, identity_id: str | None, action: str, resource: str,
+                     outcome: str, status: int, client_ip: str | None, request_id: str,
+                     sensitive: dict[str, str] | None = None) -> None:
+        entry: dict[str, Any] = {
+            "tenant_id": tenant_id, "identity_id": identity_id, "action": action, "resource": resource[:600],
+            "outcome": outcome, "status": status, "client_ip": client_ip, "request_id": request_id,
+            "fields": {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()},
+            "at": datetime.now(UTC),
+        }
+        async with self.pool.acquire() as conn, conn.transaction():
+            # one writer per tenant chain at a time
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('audit:' || $1))", tenant_id)
+            prev = await conn.fetchval(
+                "SELECT hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1", tenant_id) or GENESIS
+            await conn.execute(
+                "INSERT INTO audit_log (tenant_id, at, identity_id, action, resource, outcome, status, client_ip,"
+                " request_id, fields, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                tenant_id, entry["at"], identity_id, entry["action"], entry["resource"], outcome, status,
+                client_ip, request_id, entry["fields"], prev, chain_hash(prev, entry))
+
+    async def events(self, tenant_id: str, *, identity_id: str | None, path_prefix: str | None,
+                     code: str | None, since: datetime | None, until: datetime | None,
+                     after: int | None, limit: int, field_mac: str | None = None) -> list[Any]:
+        return await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM audit_log WHERE tenant_id = $1"
+            " AND ($2::text IS NULL OR identity_id = $2) AND ($3::text IS NULL OR starts_with(resource, $3))"
+            " AND ($4::text IS NULL OR outcome = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
+            " AND ($6::timestamptz IS NULL OR at < $6) AND ($7::bigint IS NULL OR seq > $7)"
+            " AND ($9::text IS NULL OR fields::text LIKE '%' || $9 || '%')"
+            " ORDER BY seq LIMIT $8",
+            tenant_id, identity_id, path_prefix, code, since, until, after, limit, field_mac)
+
+    async def verify(self, tenant_id: str, batch: int = 5000) -> dict[str, Any]:
+        """Walk the tenant's chain; the first entry whose hash or link does not hold."""
+        prev, checked, after = GENESIS, 0, 0
+        while True:
+            rows = await self.pool.fetch(
+                f"SELECT {_COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                tenant_id, after, batch)
+            for row in rows:
+                entry = dict(row)
+                problem = None
+                if bytes(row["prev_hash"]) != prev:
+                    problem = "prev_hash does not match the previous entry (an entry was removed or reordered)"
+                elif bytes(row["hash"]) != chain_hash(prev, entry):
+                    problem = "hash does not match the entry's content (the entry was edited)"
+                if problem:
+                    return {"ok": False, "checked": checked,
+                            "first_broken": {"seq": row["seq"], "request_id": row["request_id"], "reason": problem}}
+                prev, checked = bytes(row["hash"]), checked + 1
+            if len(rows) < batch:
+                return {"ok": True, "checked": checked, "first_broken": None}
+            after = rows[-1]["seq"]

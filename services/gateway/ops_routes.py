@@ -1,0 +1,104 @@
+"""Operator routes: maintenance mode and the audit log (api.md §2)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from services.gateway.audit import view
+from services.gateway.handlers import IAM_REPO, REPO
+from services.gateway.http import AUDIT, AUDIT_FIELDS, GUARD, Route, context, json_response, principal, read_model
+from services.gateway.iam_routes import CURSORS
+from shared.contracts import parse
+from shared.errors import Forbidden
+
+
+class MaintenanceBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool
+    message: StrictStr | None = Field(None, max_length=500)
+
+
+class AuditQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identity_id: str | None = Field(None, max_length=64)
+    path_prefix: str | None = Field(None, max_length=600)
+    code: str | None = Field(None, max_length=64)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class AuditMatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    value: StrictStr = Field(min_length=1, max_length=65536, repr=False)
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    return json_response(request.app[GUARD].maintenance)
+
+
+async def put_maintenance(request: web.Request) -> web.Response:
+    """Root admins only: while on, every call but ``/v1/sys/*`` is 503 ``maintenance_mode``."""
+    body = await read_model(request, MaintenanceBody)
+    home = await request.app[IAM_REPO].tenant(principal(request).tenant_id)
+    if home is None or home["parent_id"] is not None:
+        raise Forbidden("only the root tenant's admins switch maintenance mode")
+    state = {"enabled": body.enabled, "message": body.message}
+    await request.app[REPO].set_maintenance(body.enabled, body.message, request.app[SCHEMA],
+                                            context(request).request_id)
+    request.app[GUARD].maintenance = state  # here at once; other replicas on the event
+    return json_response(state)
+
+
+def _tenant(request: web.Request) -> str:
+    tenant = context(request).tenant_id
+    assert tenant is not None
+    return tenant
+
+
+async def audit_events(request: web.Request) -> web.Response:
+    query = parse(AuditQuery, dict(request.query))
+    return await _events(request, query, None)
+
+
+async def audit_match(request: web.Request) -> web.Response:
+    """Entries whose sensitive fields hold ``value`` ("was this value used?"), compared as HMACs."""
+    body = await read_model(request, AuditMatch)
+    query = parse(AuditQuery, dict(request.query))
+    request[AUDIT_FIELDS] = {"value": body.value}
+    return await _events(request, query, request.app[AUDIT].field_mac(_tenant(request), body.value))
+
+
+async def _events(request: web.Request, query: AuditQuery, mac: str | None) -> web.Response:
+    tenant = _tenant(request)
+    shape = query.model_dump(mode="json", exclude={"cursor"})
+    after = request.app[CURSORS].decode(query.cursor, tenant, {"kind": "audit", **shape}) if query.cursor else None
+    rows = await request.app[AUDIT].events(
+        tenant, identity_id=query.identity_id, path_prefix=query.path_prefix, code=query.code,
+        since=query.since, until=query.until, after=after, limit=query.limit + 1, field_mac=mac)
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = request.app[CURSORS].encode(tenant, {"kind": "audit", **shape}, rows[-1]["seq"]) if more else None
+    return json_response({"items": [view(r) for r in rows], "next_cursor": cursor})
+
+
+async def audit_verify(request: web.Request) -> web.Response:
+    return json_response(await request.app[AUDIT].verify(_tenant(request)))
+
+
+SCHEMA = web.AppKey("gateway_schema", str)
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin",
+          target=lambda r: ("sys/maintenance", "read")),
+    Route("PUT", "/v1/sys/maintenance", put_maintenance, scope="admin",
+          target=lambda r: ("sys/maintenance", "manage")),
+    Route("GET", "/v1/audit/events", audit_events, scope="admin", target=lambda r: ("sys/audit", "read")),
+    Route("POST", "/v1/audit/events:match", audit_match, scope="admin", target=lambda r: ("sys/audit", "read")),
+    Route("GET", "/v1/audit/verify", audit_verify, scope="admin", target=lambda r: ("sys/audit", "read")),
+)
