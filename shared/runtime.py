@@ -101,11 +101,12 @@ class ServiceRuntime:
 
     async def _ping(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         assert self.pool is not None
+        assert self.relay is not None
         try:
-            await self.pool.fetchval("SELECT 1")
+            backlog = await self.relay.backlog()
         except Exception:  # noqa: BLE001 - the caller only needs to know it is not ok
             raise ServiceUnavailable(f"{self.spec.name} storage is unavailable") from None
-        return PingResult(service=self.spec.name).model_dump()
+        return PingResult(service=self.spec.name, outbox_backlog=backlog).model_dump()
 
     async def _rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         """Re-wrap this service's sealed keys under the active KEK (services with more override it)."""

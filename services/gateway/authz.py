@@ -113,7 +113,7 @@ class Guard:
 
     def check_open(self, path: str) -> None:
         """503 ``maintenance_mode`` (but for ``/v1/sys/*``) or ``feature_disabled`` for the path's area."""
-        if self.maintenance.get("enabled") and not path.startswith("/v1/sys/"):
+        if self.maintenance.get("enabled") and path.startswith("/v1/") and not path.startswith("/v1/sys/"):
             message = self.maintenance.get("message") or "Coffer is in maintenance"
             raise MaintenanceMode(str(message), details={"message": message})
         feature = feature_of(path)

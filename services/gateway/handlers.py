@@ -28,6 +28,8 @@ from shared.errors import (
     ServiceUnavailable,
     TokenInvalid,
 )
+from shared.metrics import OUTBOX_BACKLOG
+from shared.metrics import render as render_metrics
 
 BACKEND_SERVICES = ("secrets", "pki", "lease", "webhooks")
 
@@ -44,36 +46,42 @@ async def _cpu(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-async def health(request: web.Request) -> web.Response:
-    """Ping every service over the bus; 200 when all answer, else 503 naming the failing ones."""
+async def _service_states(request: web.Request) -> dict[str, str]:
+    """Ping the gateway's own storage and every service over the bus; record their outbox backlogs."""
     bus, timeout = request.app[BUS], request.app[HEALTH_TIMEOUT]
     ctx = context(request)
 
     async def ping(service: str) -> str:
         try:
-            await bus.call(service, "ping", {}, ctx, timeout=timeout)
-            return "ok"
+            result = await bus.call(service, "ping", {}, ctx, timeout=timeout)
         except CofferError:
             return "unavailable"
+        if isinstance(result, dict) and isinstance(result.get("outbox_backlog"), int):
+            OUTBOX_BACKLOG.labels("gateway" if service == "iam" else service).set(result["outbox_backlog"])
+        return "ok"
 
-    async def own() -> str:
-        try:
-            async with asyncio.timeout(timeout):
-                await request.app[REPO].ping()
-            return "ok"
-        except Exception:  # noqa: BLE001 - health reports, it does not raise
-            return "unavailable"
+    states = await asyncio.gather(*(ping(s) for s in ("iam", *BACKEND_SERVICES)))
+    return dict(zip(("gateway", *BACKEND_SERVICES), states, strict=True))
 
-    states = await asyncio.gather(own(), *(ping(s) for s in BACKEND_SERVICES))
-    services = dict(zip(("gateway", *BACKEND_SERVICES), states, strict=True))
+
+async def health(request: web.Request) -> web.Response:
+    """Ping every service over the bus; 200 when all answer, else 503 naming the failing ones."""
+    services = await _service_states(request)
     down = sorted(name for name, state in services.items() if state != "ok")
     body: dict[str, Any] = {"status": "degraded" if down else "ok", "services": services}
     if not down:
         return json_response(body)
     # Still the error envelope (with the health body beside it) so every failure reads alike.
     error = ServiceUnavailable("some services are unavailable", details={"unavailable": down})
-    body["error"] = {**error.to_wire(), "request_id": ctx.request_id}
+    body["error"] = {**error.to_wire(), "request_id": context(request).request_id}
     return json_response(body, status=error.status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: requests, latencies, RPC latency, outbox backlogs (no tenant data)."""
+    await _service_states(request)
+    return web.Response(body=render_metrics(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
 
 
 async def init(request: web.Request) -> web.Response:
@@ -180,6 +188,7 @@ async def rotate_kek(request: web.Request) -> web.Response:
 
 ROUTE_TABLE: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True),
+    Route("GET", "/metrics", metrics, public=True),
     Route("POST", "/v1/sys/init", init, public=True),
     Route("POST", "/v1/auth/token", issue_token, public=True),
     Route("GET", "/v1/auth/jwks", jwks, public=True),

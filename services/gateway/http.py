@@ -34,6 +34,7 @@ from shared.errors import (
     StorageError,
     envelope,
 )
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("coffer.gateway")
 
@@ -138,10 +139,12 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     error_code = None
     if response.status >= 400 and isinstance(response, web.Response) and response.body:
         error_code = _code_of(response)
-    log.info(
-        "http_request", method=request.method, route=_route_name(request), status=response.status,
-        code=error_code, duration_ms=round((time.perf_counter() - started) * 1000, 2),
-    )
+    took = time.perf_counter() - started
+    route = _route_name(request)
+    HTTP_REQUESTS.labels(request.method, route, error_code or str(response.status)).inc()
+    HTTP_LATENCY.labels(request.method, route).observe(took)
+    log.info("http_request", method=request.method, route=route, status=response.status, code=error_code,
+             duration_ms=round(took * 1000, 2))
     return response
 
 

@@ -69,7 +69,9 @@ async def put_secret(request: web.Request) -> web.Response:
             raise _fields_error("If-Match", "disagrees with expected_version")
         expected = int(text)
     request[AUDIT_FIELDS] = {"value": body.value if isinstance(body.value, str) else orjson.dumps(body.value).decode()}
-    payload = {**body.model_dump(mode="json"), "path": path, "expected_version": expected}
+    quotas = await request.app[GUARD].quotas(context(request).tenant_id or "")
+    payload = {**body.model_dump(mode="json"), "path": path, "expected_version": expected,
+               "max_secrets": quotas.get("max_secrets")}
     result = await _call(request, "put", payload)
     meta = result["secret"]
     return json_response(meta, status=201 if result["created"] else 200, headers=_etag(meta["version"]))

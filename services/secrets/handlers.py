@@ -48,7 +48,7 @@ class SecretsHandlers:
         path = validate_path(req.path)
         write = validate_write(req, datetime.now(UTC))
         created, meta = await self.repo.put(
-            _tenant(ctx), ctx.identity_id, ctx.request_id, path, write, req.expected_version)
+            _tenant(ctx), ctx.identity_id, ctx.request_id, path, write, req.expected_version, req.max_secrets)
         return WriteResult(created=created, secret=meta).model_dump(mode="json")
 
     async def get(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
 from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
 from shared.db import outbox, sealed_keys
-from shared.errors import EncryptionError, SecretExists, SecretNotFound, VersionConflict, VersionNotFound
+from shared.errors import EncryptionError, QuotaExceeded, SecretExists, SecretNotFound, VersionConflict, VersionNotFound
 
 log = structlog.get_logger("coffer.secrets")
 
@@ -51,12 +51,19 @@ class SecretsRepository:
     # -- writes ----------------------------------------------------------------
 
     async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str,
-                  write: ValidWrite, expected: int | None) -> tuple[bool, SecretMeta]:
+                  write: ValidWrite, expected: int | None, max_secrets: int | None = None) -> tuple[bool, SecretMeta]:
         """Write a new version; ``(created, metadata)``."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT current_version, deleted_at, purge_after FROM secrets"
                 " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
+            if row is None and max_secrets is not None:
+                # creates of one tenant queue here, so two at the limit can't both pass
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secrets-quota:' || $1))", tenant_id)
+                count = await conn.fetchval("SELECT count(*) FROM secrets WHERE tenant_id = $1", tenant_id)
+                if count >= max_secrets:
+                    raise QuotaExceeded("the tenant's max_secrets quota is reached",
+                                        details={"quota": "max_secrets", "limit": max_secrets})
             if row is None:
                 inserted = await conn.fetchval(
                     "INSERT INTO secrets (tenant_id, path, current_version, created_by)"

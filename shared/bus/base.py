@@ -13,6 +13,7 @@ non-retryable ``CofferError``) the event is dead-lettered.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -23,6 +24,7 @@ import structlog
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.errors import CofferError, InternalError, ServiceUnavailable, from_wire
+from shared.metrics import RPC_LATENCY
 
 RPC_EXCHANGE = "coffer.rpc"
 EVENTS_EXCHANGE = "coffer.events"
@@ -123,7 +125,6 @@ class Bus(abc.ABC):
     async def close(self) -> None:
         """Stop consuming, fail pending calls, disconnect."""
 
-    @abc.abstractmethod
     async def call(
         self,
         service: str,
@@ -134,6 +135,27 @@ class Bus(abc.ABC):
         timeout: float | None = None,
     ) -> Any:
         """Ask ``<service>.<method>`` and wait for the answer (at most ``timeout``)."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._call(service, method, payload, ctx, timeout=timeout)
+        except CofferError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            RPC_LATENCY.labels(service, method, outcome).observe(time.perf_counter() - started)
+
+    @abc.abstractmethod
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        payload: Mapping[str, Any],
+        ctx: RequestContext,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """The implementation's round trip."""
 
     @abc.abstractmethod
     async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:

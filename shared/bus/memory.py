@@ -64,7 +64,7 @@ class InProcessBus(Bus):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def call(
+    async def _call(
         self,
         service: str,
         method: str,

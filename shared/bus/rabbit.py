@@ -57,6 +57,7 @@ from shared.bus.base import (
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.errors import CofferError, ServiceUnavailable
+from shared.metrics import BUS_RECONNECTS
 
 log = structlog.get_logger("coffer.bus.rabbit")
 
@@ -171,6 +172,7 @@ class RabbitBus(Bus):
             if self._closing:
                 return
             self.reconnects += 1
+            BUS_RECONNECTS.labels(self.name).inc()
             log.warning("amqp_connection_lost", reconnects=self.reconnects)
             await asyncio.sleep(delay)
 
@@ -255,7 +257,7 @@ class RabbitBus(Bus):
 
     # -- RPC ---------------------------------------------------------------
 
-    async def call(
+    async def _call(
         self,
         service: str,
         method: str,

@@ -70,9 +70,14 @@ class PutSecretBody(_Model):
 
 
 class PutSecret(PutSecretBody):
-    """``secrets.put``: write a new version (create-only with ``expected_version: 0``)."""
+    """``secrets.put``: write a new version (create-only with ``expected_version: 0``).
+
+    ``max_secrets`` is the tenant's quota, filled in by the gateway: a create
+    that would pass it is ``quota_exceeded`` (checked atomically with the insert).
+    """
 
     path: StrictStr
+    max_secrets: StrictInt | None = Field(None, ge=0)
 
 
 class SecretRef(_Model):

@@ -12,3 +12,5 @@ class PingResult(BaseModel):
 
     service: str
     status: str = "ok"
+    #: outbox rows not yet confirmed by the broker (for /metrics)
+    outbox_backlog: int | None = None
