@@ -15,6 +15,7 @@ from aiohttp import web
 
 from services.gateway.app import SPEC as GATEWAY
 from services.gateway.app import create_app
+from services.gateway.http import LIMITER
 from services.gateway.server import GatewayRunner
 from services.lease.app import SPEC as LEASE
 from services.pki.app import SPEC as PKI
@@ -64,7 +65,9 @@ class Platform:
             if name == "gateway":
                 self.app = await create_app(deps)
         if self.app is not None:
-            self._runner = GatewayRunner(self.app, access_log=None, handle_signals=False)
+            limiter = self.app[LIMITER]
+            self._runner = GatewayRunner(self.app, access_log=None, handle_signals=False,
+                                         headers_for=lambda remote: limiter.peek("read", f"ip:{remote}").headers())
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
             await site.start()

@@ -186,12 +186,22 @@ async def rotate_kek(request: web.Request) -> web.Response:
     return json_response({"kek_id": kek_id, "rewrapped": rewrapped, "unreadable": unreadable})
 
 
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API, generated from the route table."""
+    return json_response(request.app[OPENAPI])
+
+
+OPENAPI = web.AppKey("openapi", dict)
+
 ROUTE_TABLE: tuple[Route, ...] = (
-    Route("GET", "/v1/sys/health", health, public=True),
+    Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
     Route("GET", "/metrics", metrics, public=True),
-    Route("POST", "/v1/sys/init", init, public=True),
-    Route("POST", "/v1/auth/token", issue_token, public=True),
+    Route("POST", "/v1/sys/init", init, public=True, body=InitRequest, statuses=(201,), errors=("name_conflict",)),
+    Route("POST", "/v1/auth/token", issue_token, public=True, body=ClientCredentials,
+          errors=("authentication_required", "insufficient_scope")),
     Route("GET", "/v1/auth/jwks", jwks, public=True),
     Route("GET", "/v1/auth/whoami", whoami),
-    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", target=lambda r: ("sys/kms", "rotate")),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", target=lambda r: ("sys/kms", "rotate"),
+          errors=("encryption_error",)),
+    Route("GET", "/v1/openapi.json", openapi_json, public=True),
 )

@@ -58,6 +58,14 @@ class Route:
     public: bool = False
     scope: str | None = None
     target: Callable[[web.Request], tuple[str, str]] | None = None
+    # -- for the OpenAPI description (services/gateway/openapi.py) --
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    #: success status, and the codes this route can answer beyond the common ones
+    statuses: tuple[int, ...] = (200,)
+    errors: tuple[str, ...] = ()
+    #: documented paths when one route serves several (``{path}:restore`` ...)
+    doc_paths: tuple[str, ...] = ()
 
 
 ROUTES = web.AppKey("routes", dict)  # handler -> Route

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway import domain
+from services.gateway.api_models import PageQuery
 from services.gateway.handlers import IAM_REPO, KMS
 from services.gateway.http import AUDIT_FIELDS, GUARD, SIGNER, Route, context, json_response, principal, read_model
 from services.gateway.iam_domain import (
@@ -31,6 +32,7 @@ from services.gateway.iam_domain import (
 )
 from services.gateway.policy import parse_rules
 from services.gateway.totp import check_totp, totp, totp_aad
+from shared.contracts import parse
 from shared.crypto import seal
 from shared.cursors import CursorCodec
 from shared.errors import (
@@ -60,13 +62,9 @@ async def _page(request: web.Request, kind: str, fetch: Callable[[str | None, in
                 key: Callable[[Any], str], view: Callable[[Any], dict[str, Any]],
                 visible: Callable[[Any], Any] | None = None) -> web.Response:
     """A paginated list, keeping only what the caller may ``list``."""
-    text = request.query.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise ValidationError("request validation failed",
-                              details={"fields": [{"field": "limit", "message": "must be 1 to 1000"}]})
-    limit, tenant = int(text), _tenant(request)
+    page = parse(PageQuery, dict(request.query))
+    limit, tenant, cursor = page.limit, _tenant(request), page.cursor
     query = {"kind": kind, "limit": limit}
-    cursor = request.query.get("cursor")
     after = request.app[CURSORS].decode(cursor, tenant, query) if cursor else None
     rows = await fetch(after, limit + 1)
     next_cursor = request.app[CURSORS].encode(tenant, query, key(rows[limit - 1])) if len(rows) > limit else None
@@ -357,29 +355,43 @@ def _at(kind: str, key: str, capability: str) -> Callable[[web.Request], tuple[s
     return lambda request: (f"{kind}/{request.match_info[key]}", capability)
 
 
+_LIST = {"scope": "admin", "query": PageQuery, "errors": ("invalid_cursor",)}
+
 ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/identities", create_identity, scope="admin"),
-    Route("GET", "/v1/identities", list_identities, scope="admin"),
-    Route("GET", "/v1/identities/{id}", get_identity, scope="admin", target=_at("identities", "id", "read")),
-    Route("PATCH", "/v1/identities/{id}", patch_identity, scope="admin", target=_at("identities", "id", "write")),
+    Route("POST", "/v1/identities", create_identity, scope="admin", body=IdentityCreate, statuses=(201,),
+          errors=("name_conflict", "forbidden")),
+    Route("GET", "/v1/identities", list_identities, **_LIST),
+    Route("GET", "/v1/identities/{id}", get_identity, scope="admin", target=_at("identities", "id", "read"),
+          errors=("identity_not_found",)),
+    Route("PATCH", "/v1/identities/{id}", patch_identity, scope="admin", target=_at("identities", "id", "write"),
+          body=IdentityPatch, errors=("identity_not_found", "forbidden")),
     Route("DELETE", "/v1/identities/{id}", delete_identity, scope="admin",
-          target=_at("identities", "id", "delete")),
-    Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp),
-    Route("POST", "/v1/auth/mfa", step_up),
-    Route("POST", "/v1/auth/revoke", revoke),
+          target=_at("identities", "id", "delete"), statuses=(204,), errors=("identity_not_found",)),
+    Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp, statuses=(201,), errors=("identity_not_found",)),
+    Route("POST", "/v1/auth/mfa", step_up, body=TotpCode),
+    Route("POST", "/v1/auth/revoke", revoke, body=RevokeRequest, statuses=(204,)),
     Route("POST", "/v1/auth/keys:rotate", rotate_signing_key, scope="admin", target=lambda r: ("sys/keys", "rotate")),
-    Route("POST", "/v1/tenants", create_tenant, scope="admin"),
-    Route("GET", "/v1/tenants", list_tenants, scope="admin"),
+    Route("POST", "/v1/tenants", create_tenant, scope="admin", body=TenantCreate, statuses=(201,),
+          errors=("name_conflict", "forbidden")),
+    Route("GET", "/v1/tenants", list_tenants, **_LIST),
     Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=_at("tenants", "id", "read")),
-    Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=_at("tenants", "id", "write")),
-    Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=_at("tenants", "id", "delete")),
-    Route("POST", "/v1/policies", create_policy, scope="admin"),
-    Route("GET", "/v1/policies", list_policies, scope="admin"),
-    Route("GET", "/v1/policies/{name}", get_policy, scope="admin", target=_at("policies", "name", "read")),
-    Route("PUT", "/v1/policies/{name}", put_policy, scope="admin", target=_at("policies", "name", "write")),
-    Route("DELETE", "/v1/policies/{name}", delete_policy, scope="admin", target=_at("policies", "name", "delete")),
-    Route("POST", "/v1/bindings", create_binding, scope="admin"),
-    Route("GET", "/v1/bindings", list_bindings, scope="admin"),
-    Route("GET", "/v1/bindings/{id}", get_binding, scope="admin"),
-    Route("DELETE", "/v1/bindings/{id}", delete_binding, scope="admin"),
+    Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=_at("tenants", "id", "write"),
+          body=TenantPatch, errors=("name_conflict",)),
+    Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=_at("tenants", "id", "delete"),
+          statuses=(204,), errors=("forbidden",)),
+    Route("POST", "/v1/policies", create_policy, scope="admin", body=PolicyBody, statuses=(201,),
+          errors=("name_conflict", "invalid_policy", "invalid_glob")),
+    Route("GET", "/v1/policies", list_policies, **_LIST),
+    Route("GET", "/v1/policies/{name}", get_policy, scope="admin", target=_at("policies", "name", "read"),
+          errors=("policy_not_found",)),
+    Route("PUT", "/v1/policies/{name}", put_policy, scope="admin", target=_at("policies", "name", "write"),
+          body=PolicyBody, errors=("policy_not_found", "invalid_policy", "invalid_glob")),
+    Route("DELETE", "/v1/policies/{name}", delete_policy, scope="admin", target=_at("policies", "name", "delete"),
+          statuses=(204,), errors=("policy_not_found", "policy_in_use")),
+    Route("POST", "/v1/bindings", create_binding, scope="admin", body=BindingCreate, statuses=(201,),
+          errors=("policy_not_found", "identity_not_found", "binding_conflict")),
+    Route("GET", "/v1/bindings", list_bindings, **_LIST),
+    Route("GET", "/v1/bindings/{id}", get_binding, scope="admin", errors=("binding_not_found",)),
+    Route("DELETE", "/v1/bindings/{id}", delete_binding, scope="admin", statuses=(204,),
+          errors=("binding_not_found",)),
 )

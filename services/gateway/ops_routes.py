@@ -21,7 +21,7 @@ class MaintenanceBody(BaseModel):
 
 
 class AuditQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     identity_id: str | None = Field(None, max_length=64)
     path_prefix: str | None = Field(None, max_length=600)
@@ -97,8 +97,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin",
           target=lambda r: ("sys/maintenance", "read")),
     Route("PUT", "/v1/sys/maintenance", put_maintenance, scope="admin",
-          target=lambda r: ("sys/maintenance", "manage")),
-    Route("GET", "/v1/audit/events", audit_events, scope="admin", target=lambda r: ("sys/audit", "read")),
-    Route("POST", "/v1/audit/events:match", audit_match, scope="admin", target=lambda r: ("sys/audit", "read")),
+          target=lambda r: ("sys/maintenance", "manage"), body=MaintenanceBody, errors=("forbidden",)),
+    Route("GET", "/v1/audit/events", audit_events, scope="admin", target=lambda r: ("sys/audit", "read"),
+          query=AuditQuery, errors=("validation_error", "invalid_cursor")),
+    Route("POST", "/v1/audit/events:match", audit_match, scope="admin", target=lambda r: ("sys/audit", "read"),
+          body=AuditMatch, query=AuditQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/audit/verify", audit_verify, scope="admin", target=lambda r: ("sys/audit", "read")),
 )

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from services.gateway.api_models import SecretGetQuery, SecretListQuery
 from services.gateway.handlers import BUS
 from services.gateway.http import AUDIT_FIELDS, GUARD, Route, context, json_response, principal, read_model
 from shared.contracts.secrets import PutSecretBody, validate_path
@@ -125,13 +126,23 @@ def _policy_target(capability: str | None, actions: tuple[str, ...] = ()) -> Any
     return target
 
 
+ONE = "/v1/secrets/{path}"
+
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/secrets", list_secrets, scope="secrets:read"),
-    Route("GET", "/v1/secrets/{tail:.+}", get_secret, scope="secrets:read",
-          target=_policy_target("read", ("versions",))),
-    Route("PUT", "/v1/secrets/{tail:.+}", put_secret, scope="secrets:write", target=_policy_target("write")),
+    Route("GET", "/v1/secrets", list_secrets, scope="secrets:read", query=SecretListQuery,
+          errors=("invalid_path", "invalid_cursor")),
+    Route("GET", "/v1/secrets/{tail:.+}", get_secret, scope="secrets:read", query=SecretGetQuery,
+          target=_policy_target("read", ("versions",)), doc_paths=(ONE, ONE + ":versions"),
+          errors=("invalid_path", "secret_not_found", "version_not_found", "secret_expired", "encryption_error",
+                  "invalid_cursor")),
+    Route("PUT", "/v1/secrets/{tail:.+}", put_secret, scope="secrets:write", target=_policy_target("write"),
+          body=PutSecretBody, statuses=(200, 201), doc_paths=(ONE,),
+          errors=("invalid_path", "invalid_secret_type", "invalid_duration", "version_conflict", "secret_exists",
+                  "encryption_error", "quota_exceeded")),
     Route("DELETE", "/v1/secrets/{tail:.+}", delete_secret, scope="secrets:write",
-          target=_policy_target("delete")),
+          target=_policy_target("delete"), statuses=(204,), doc_paths=(ONE,), errors=("invalid_path",
+                                                                                        "secret_not_found")),
     Route("POST", "/v1/secrets/{tail:.+}", secret_action, scope="secrets:write",
-          target=_policy_target(None, ("restore", "purge"))),
+          target=_policy_target(None, ("restore", "purge")), statuses=(200, 204),
+          doc_paths=(ONE + ":restore", ONE + ":purge"), errors=("invalid_path", "secret_not_found")),
 )

@@ -10,6 +10,9 @@ from ``_kwargs``, covered by ``tests/e2e`` (oversized header).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
 import structlog
 from aiohttp import web
@@ -36,11 +39,14 @@ class _EnvelopeRequestHandler(RequestHandler):
         if request.writer.output_size > 0:  # the response is already under way
             return super().handle_error(request, status, exc, message)
         request_id = new_request_id()
+        extra = getattr(self._manager, "coffer_headers", None)
+        headers = dict(extra(request.remote)) if extra is not None else {}
         log.info("http_malformed", status=error.status, code=error.code, request_id=request_id,
                  reason=type(exc).__name__ if exc else None)
         response = web.Response(
             body=orjson.dumps(envelope(error, request_id)), status=error.status,
-            content_type="application/json", headers={"X-Request-ID": request_id, "Server": "coffer"},
+            content_type="application/json",
+            headers={**headers, "X-Request-ID": request_id, "Server": "coffer"},
         )
         response.force_close()
         return response
@@ -52,9 +58,19 @@ class _EnvelopeServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """``web.AppRunner`` whose protocol-level errors are envelopes too."""
+    """``web.AppRunner`` whose protocol-level errors are envelopes too.
+
+    ``headers_for(remote_address)`` gives the headers such an answer carries
+    besides the request id (the caller's rate-limit state).
+    """
+
+    def __init__(self, app: web.Application, *, headers_for: Callable[[str | None], dict[str, str]] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._headers_for = headers_for
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _EnvelopeServer
+        server.coffer_headers = self._headers_for  # type: ignore[attr-defined]
         return server
