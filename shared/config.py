@@ -46,19 +46,32 @@ class Settings(BaseSettings):
     outbox_poll_interval: float = Field(1.0, gt=0)
     #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
     rate_limits: str = ""
+    #: webhook delivery: ranges and plain http an operator allows (tests use 127.0.0.0/8)
+    webhook_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    webhook_allow_http: bool = False
+    #: seconds before each retry, comma-separated (jittered ±20 %)
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_timeout: float = Field(10.0, gt=0, le=60)
+    #: an endpoint failing this long is disabled (``webhook.disabled``)
+    webhook_disable_after: str = Field("5d", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
+    #: after ``:rotate-secret`` the old secret signs beside the new one this long
+    webhook_secret_overlap: str = Field("24h", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
+    webhook_poll_interval: float = Field(1.0, gt=0)
+    webhook_endpoint_concurrency: int = Field(4, ge=1, le=100)
+    webhook_concurrency: int = Field(64, ge=1, le=1000)
     #: how long a soft-deleted secret stays restorable (a duration string).
     secret_retention: str = Field("30d", pattern=r"^([0-9]{1,12}[smhdw]){1,5}$")
     #: seconds between runs of the lifecycle jobs (expiry events, retention purge).
     lifecycle_interval: float = Field(30.0, gt=0)
 
-    @field_validator("disabled_features", "trusted_proxies", mode="before")
+    @field_validator("disabled_features", "trusted_proxies", "webhook_allowed_cidrs", mode="before")
     @classmethod
     def _split_features(cls, value: object) -> object:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "webhook_allowed_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
@@ -71,6 +84,14 @@ class Settings(BaseSettings):
         unknown = value - FEATURES
         if unknown:
             raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        steps = [float(v) for v in value.split(",")]  # ValueError names the bad one
+        if not steps or any(s < 0 or s > 7 * 86400 for s in steps):
+            raise ValueError("retry steps are 0 to 604800 seconds")
         return value
 
     @property

@@ -91,9 +91,12 @@ class ServiceRuntime:
             name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
             kms=self.kms, schema=self.schema, relay=self.relay,
         )
-        handlers: dict[str, RpcHandler] = {"ping": self._ping, "rewrap": self._rewrap}
+        handlers: dict[str, RpcHandler] = {"rewrap": self._rewrap}
         if self.spec.build is not None:
             handlers.update(await self.spec.build(self.deps))
+        if "ping" in handlers:  # health depends on it meaning "up and storage answers"
+            raise RuntimeError(f"{self.spec.name}: 'ping' is the runtime's health check, not a service method")
+        handlers["ping"] = self._ping
         await self.bus.serve(self.spec.rpc_name or self.spec.name, handlers)
         await self.relay.start()
         log.info("service_started", service=self.spec.name, schema=self.schema)

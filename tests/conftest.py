@@ -119,6 +119,12 @@ def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> 
         "health_timeout": 1.5,
         "outbox_poll_interval": 0.2,
         "lifecycle_interval": 0.3,
+        # deliveries go to receivers on this machine, quickly retried
+        "webhook_allowed_cidrs": ("127.0.0.0/8",),
+        "webhook_allow_http": True,
+        "webhook_retry_schedule": "0,0.3,0.3,0.3,0.3",
+        "webhook_timeout": 1.0,
+        "webhook_poll_interval": 0.1,
     }
     values.update(over)
     return Settings(**values)

@@ -1,13 +1,45 @@
-"""Composition root of the ``webhooks`` service.
-
-It answers ``webhooks.ping`` (bus + storage health) today; its API lands with its
-own issue. The schema ``webhooks`` gets the shared outbox and inbox tables.
-"""
+"""Composition root of the webhook dispatcher: the API over RPC, the event consumer, the delivery worker."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from shared.runtime import ServiceSpec
+from services.webhooks import domain, ssrf
+from services.webhooks.dispatcher import Dispatcher
+from services.webhooks.handlers import WebhookHandlers
+from services.webhooks.repository import WebhooksRepository
+from shared.bus import RpcHandler
+from shared.context import RequestContext
+from shared.cursors import CursorCodec
+from shared.db import sealed_keys
+from shared.durations import parse_duration
+from shared.runtime import ServiceDeps, ServiceSpec
 
-SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations")
+
+async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
+    settings = deps.settings
+    policy = domain.AddressPolicy(
+        allowed=tuple(ipaddress.ip_network(c, strict=False) for c in settings.webhook_allowed_cidrs),
+        allow_http=settings.webhook_allow_http)
+    repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
+    dispatcher = Dispatcher(
+        repo, policy, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
+        timeout=settings.webhook_timeout, disable_after=parse_duration(settings.webhook_disable_after),
+        poll_interval=settings.webhook_poll_interval, per_endpoint=settings.webhook_endpoint_concurrency,
+        concurrency=settings.webhook_concurrency)
+    await deps.bus.subscribe("webhooks", ["#"], dispatcher.on_event)
+    deps.spawn(dispatcher.run(), "webhooks-dispatcher")
+    cursors = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
+    handlers = WebhookHandlers(repo, cursors, policy, float(parse_duration(settings.webhook_secret_overlap)),
+                               ssrf.system_lookup, dispatcher.wake)
+
+    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"kek_id": deps.kms.active_key_id, "rewrapped": await repo.rewrap()}
+
+    return {**handlers.table(), "rewrap": rewrap}
+
+
+SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", build=build)

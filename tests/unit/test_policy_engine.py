@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.gateway.policy import client_address, compile_glob, decide, glob_matches, parse_rules
+from services.gateway.policy import client_address, decide, parse_rules
 from shared.errors import CofferError
+from shared.globs import compile_glob, glob_matches
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday; 11:00 in Berlin, 05:00 in New York
 

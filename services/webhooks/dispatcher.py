@@ -1,0 +1,157 @@
+"""Delivering: events become deliveries, deliveries become signed HTTP POSTs.
+
+- ``on_event`` (the ``webhooks`` consumer of every event, ``#``) writes one
+  delivery per matching subscription, idempotently (inbox + unique index).
+- ``Dispatcher.run`` claims due deliveries with a lease (``SKIP LOCKED``, so
+  replicas share the queue and a restarted replica picks up what a dead one
+  held once its lease ends), posts them concurrently — at most
+  ``per_endpoint`` at a time to one endpoint, so a slow one can't starve the
+  others — and records every attempt. Failures retry on the schedule with
+  jitter; ``Retry-After`` is honoured; 410 or failing for too long disables
+  the endpoint (``webhook.disabled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from services.webhooks import domain, ssrf
+from services.webhooks.repository import WebhooksRepository
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.errors import CofferError
+
+log = structlog.get_logger("coffer.webhooks")
+USER_AGENT = "Coffer-Webhooks/0.1"
+
+
+class Dispatcher:
+    def __init__(self, repo: WebhooksRepository, policy: domain.AddressPolicy, *, schedule: tuple[float, ...],
+                 timeout: float, disable_after: float, poll_interval: float, per_endpoint: int,
+                 concurrency: int, lookup: ssrf.Lookup = ssrf.system_lookup) -> None:
+        self.repo = repo
+        self.policy = policy
+        self.schedule = schedule
+        self.timeout = timeout
+        self.disable_after = disable_after
+        self.poll_interval = poll_interval
+        self.per_endpoint = per_endpoint
+        self.concurrency = concurrency
+        self.lookup = lookup
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def on_event(self, event: Event, ctx: RequestContext) -> None:
+        if await self.repo.fan_out(event):
+            self.wake()
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(resolver=ssrf.GuardedResolver(self.policy, self.lookup),
+                                         use_dns_cache=False, limit=self.concurrency, limit_per_host=self.per_endpoint)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                              headers={"User-Agent": USER_AGENT}, auto_decompress=False)
+        try:
+            while True:
+                try:
+                    await self._claim_and_start()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the database may be away: try again
+                    log.warning("webhook_claim_failed", error=type(exc).__name__)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll_interval):
+                        await self._wake.wait()
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._session.close()
+
+    async def _claim_and_start(self) -> None:
+        free = self.concurrency - len(self._tasks)
+        if free <= 0:
+            return
+        saturated = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
+        lease = self.timeout + 30
+        for row in await self.repo.claim_due(free, lease, saturated, self.per_endpoint):
+            self._in_flight[row["webhook_id"]] += 1
+            task = asyncio.create_task(self._deliver(row))
+            self._tasks.add(task)
+            task.add_done_callback(self._done(row["webhook_id"]))
+
+    def _done(self, webhook_id: str) -> Any:
+        def done(task: asyncio.Task[None]) -> None:
+            self._tasks.discard(task)
+            self._in_flight[webhook_id] -= 1
+            if self._in_flight[webhook_id] <= 0:
+                self._in_flight.pop(webhook_id, None)
+            self._wake.set()  # a slot is free
+        return done
+
+    async def _deliver(self, row: Any) -> None:
+        started = time.perf_counter()
+        status: int | None = None
+        body: str | None = None
+        code: str | None = None
+        retry_after: float | None = None
+        try:
+            if not row["enabled"]:
+                code, body = "webhook_delivery_failed", "endpoint disabled"
+            else:
+                status, body, retry_after = await self._post(row)
+                if not 200 <= status < 300:
+                    code = "webhook_delivery_failed"
+        except TimeoutError:
+            code = "webhook_delivery_timeout"
+        except CofferError as exc:  # webhook_url_invalid: the address check refused
+            code, body = exc.code, exc.message
+        except (aiohttp.ClientError, OSError) as exc:
+            code, body = "webhook_delivery_failed", f"connection failed: {type(exc).__name__}"
+        succeeded = code is None
+        gone = status == 410
+        next_in = None if succeeded or gone or not row["enabled"] else domain.next_delay(
+            self.schedule, row["attempt_count"] + 1, retry_after)
+        duration = int((time.perf_counter() - started) * 1000)
+        try:
+            await self.repo.record_attempt(row["id"], response_status=status, error_code=code, duration_ms=duration,
+                                           body=body, next_in=next_in, succeeded=succeeded)
+            if succeeded:
+                await self.repo.webhook_succeeded(row["webhook_id"])
+            elif row["enabled"] and await self.repo.webhook_failed(row["webhook_id"], self.disable_after, gone):
+                log.warning("webhook_disabled", webhook_id=row["webhook_id"])
+        except Exception as exc:  # noqa: BLE001 - the lease ends and the delivery is tried again
+            log.warning("webhook_record_failed", delivery_id=row["id"], error=type(exc).__name__)
+        log.info("webhook_attempt", delivery_id=row["id"], webhook_id=row["webhook_id"], status=status,
+                 code=code, duration_ms=duration, retry_in=next_in)
+
+    async def _post(self, row: Any) -> tuple[int, str, float | None]:
+        assert self._session is not None
+        await ssrf.check(row["url"], self.policy, self.lookup)  # again at every delivery
+        payload = orjson.dumps(row["payload"])
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": row["id"],
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": domain.signature_header(self.repo.secrets_in_force(row), row["id"], timestamp,
+                                                         payload),
+        }
+        async with self._session.post(row["url"], data=payload, headers=headers, allow_redirects=False) as resp:
+            raw = await resp.content.read(domain.MAX_RESPONSE_BODY + 1)
+            retry_after = domain.parse_retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) \
+                else None
+            return resp.status, domain.truncate_body(raw), retry_after

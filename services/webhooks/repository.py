@@ -1,0 +1,270 @@
+"""SQL of the webhook dispatcher. Endpoint secrets are sealed; deliveries are a queue claimed with leases."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.webhooks.domain import subscription_matches
+from shared.contracts.events import Event
+from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
+from shared.db import inbox, outbox, sealed_keys
+from shared.errors import QuotaExceeded, SubscriptionNotFound, WebhookNotFound
+
+CONSUMER = "webhooks"
+_WEBHOOK = ("id, tenant_id, url, description, enabled, disabled_reason, failing_since, prev_until, created_at,"
+            " updated_at")
+
+
+def _aad(webhook_id: str) -> bytes:
+    return f"webhooks/secret/{webhook_id}".encode()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class WebhooksRepository:
+    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, schema: str) -> None:
+        self.pool = pool
+        self.kms = kms
+        self.schema = schema
+
+    # -- webhooks ----------------------------------------------------------------
+
+    async def create_webhook(self, tenant_id: str, url: str, description: str | None, enabled: bool,
+                             secret: str, max_webhooks: int | None) -> asyncpg.Record:
+        webhook_id = new_id("whk")
+        sealed = seal(self.kms, secret.encode(), _aad(webhook_id))
+        async with self.pool.acquire() as conn, conn.transaction():
+            if max_webhooks is not None:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks-quota:' || $1))", tenant_id)
+                if await conn.fetchval("SELECT count(*) FROM webhooks WHERE tenant_id = $1", tenant_id) >= max_webhooks:
+                    raise QuotaExceeded("the tenant's max_webhooks quota is reached",
+                                        details={"quota": "max_webhooks", "limit": max_webhooks})
+            return await conn.fetchrow(
+                "INSERT INTO webhooks (id, tenant_id, url, description, enabled, kek_id, wrapped_key, nonce,"
+                f" ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_WEBHOOK}",
+                webhook_id, tenant_id, url, description, enabled, sealed.kek_id, sealed.wrapped_key, sealed.nonce,
+                sealed.ciphertext)
+
+    async def webhook(self, tenant_id: str, webhook_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(f"SELECT {_WEBHOOK} FROM webhooks WHERE tenant_id = $1 AND id = $2",
+                                       tenant_id, webhook_id)
+        if row is None:
+            raise WebhookNotFound(details={"webhook_id": webhook_id[:64]})
+        return row
+
+    async def list_webhooks(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"SELECT {_WEBHOOK} FROM webhooks WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
+            " ORDER BY id LIMIT $3", tenant_id, after, limit)
+
+    async def update_webhook(self, tenant_id: str, webhook_id: str, url: str | None, description: str | None,
+                             enabled: bool | None) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "UPDATE webhooks SET url = coalesce($3, url), description = coalesce($4, description),"
+            " enabled = coalesce($5, enabled),"
+            " disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END,"
+            " failing_since = CASE WHEN $5 THEN NULL ELSE failing_since END, updated_at = now()"
+            f" WHERE tenant_id = $1 AND id = $2 RETURNING {_WEBHOOK}", tenant_id, webhook_id, url, description, enabled)
+        if row is None:
+            raise WebhookNotFound(details={"webhook_id": webhook_id[:64]})
+        return row
+
+    async def delete_webhook(self, tenant_id: str, webhook_id: str) -> None:
+        status = await self.pool.execute("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2", tenant_id, webhook_id)
+        if status.endswith(" 0"):
+            raise WebhookNotFound(details={"webhook_id": webhook_id[:64]})
+
+    async def rotate_secret(self, tenant_id: str, webhook_id: str, secret: str, overlap: float) -> asyncpg.Record:
+        """A new secret; the old one keeps signing (beside it) for ``overlap`` seconds."""
+        sealed = seal(self.kms, secret.encode(), _aad(webhook_id))
+        row = await self.pool.fetchrow(
+            "UPDATE webhooks SET prev_kek_id = kek_id, prev_wrapped_key = wrapped_key, prev_nonce = nonce,"
+            " prev_ciphertext = ciphertext, prev_until = now() + make_interval(secs => $7),"
+            " kek_id = $3, wrapped_key = $4, nonce = $5, ciphertext = $6, updated_at = now()"
+            f" WHERE tenant_id = $1 AND id = $2 RETURNING {_WEBHOOK}",
+            tenant_id, webhook_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext, overlap)
+        if row is None:
+            raise WebhookNotFound(details={"webhook_id": webhook_id[:64]})
+        return row
+
+    def secrets_in_force(self, row: Any) -> list[str]:
+        """The current secret, and the previous one while its overlap lasts."""
+        found = [unseal(self.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
+                        _aad(row["webhook_id"])).decode()]
+        if row["prev_kek_id"] and row["prev_until"] and row["prev_until"] > datetime.now(UTC):
+            found.append(unseal(self.kms, Sealed(row["prev_kek_id"], row["prev_wrapped_key"], row["prev_nonce"],
+                                                 row["prev_ciphertext"]), _aad(row["webhook_id"])).decode())
+        return found
+
+    # -- subscriptions -------------------------------------------------------------
+
+    async def create_subscription(self, tenant_id: str, webhook_id: str, event_types: list[str],
+                                  path_pattern: str | None) -> asyncpg.Record:
+        await self.webhook(tenant_id, webhook_id)
+        return await self.pool.fetchrow(
+            "INSERT INTO subscriptions (id, tenant_id, webhook_id, event_types, path_pattern)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING *", new_id("sub"), tenant_id, webhook_id, event_types, path_pattern)
+
+    async def subscription(self, tenant_id: str, subscription_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow("SELECT * FROM subscriptions WHERE tenant_id = $1 AND id = $2",
+                                       tenant_id, subscription_id)
+        if row is None:
+            raise SubscriptionNotFound(details={"subscription_id": subscription_id[:64]})
+        return row
+
+    async def list_subscriptions(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM subscriptions WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3",
+            tenant_id, after, limit)
+
+    async def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        status = await self.pool.execute("DELETE FROM subscriptions WHERE tenant_id = $1 AND id = $2",
+                                         tenant_id, subscription_id)
+        if status.endswith(" 0"):
+            raise SubscriptionNotFound(details={"subscription_id": subscription_id[:64]})
+
+    # -- events → deliveries ---------------------------------------------------------
+
+    async def fan_out(self, event: Event) -> int:
+        """One delivery per matching subscription of the event's tenant; a redelivered event adds none."""
+        payload = event.model_dump(mode="json")
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await inbox.claim(conn, CONSUMER, event.id) or event.tenant_id is None:
+                return 0
+            subs = await conn.fetch(
+                "SELECT s.id, s.webhook_id, s.event_types, s.path_pattern FROM subscriptions s"
+                " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = $1 AND w.enabled", event.tenant_id)
+            matched = [s for s in subs if subscription_matches(list(s["event_types"]), s["path_pattern"], payload)]
+            for sub in matched:
+                await conn.execute(
+                    "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type, payload)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                    new_id("msg"), event.tenant_id, sub["webhook_id"], sub["id"], event.id, event.type, payload)
+            if matched:
+                await conn.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
+            return len(matched)
+
+    async def add_ping(self, tenant_id: str, webhook_id: str, request_id: str) -> str:
+        await self.webhook(tenant_id, webhook_id)
+        event = Event(type="webhook.ping", tenant_id=tenant_id, request_id=request_id, data={"webhook_id": webhook_id})
+        delivery_id = new_id("msg")
+        await self.pool.execute(
+            "INSERT INTO deliveries (id, tenant_id, webhook_id, event_id, event_type, payload)"
+            " VALUES ($1, $2, $3, $4, $5, $6)", delivery_id, tenant_id, webhook_id, event.id, event.type,
+            event.model_dump(mode="json"))
+        return delivery_id
+
+    # -- the delivery queue ------------------------------------------------------------
+
+    async def claim_due(self, limit: int, lease: float, saturated: list[str], per_endpoint: int
+                        ) -> list[asyncpg.Record]:
+        """Due deliveries, leased to this worker (another replica skips them until the lease ends).
+
+        At most ``per_endpoint`` per endpoint, none for endpoints this worker
+        already saturates: one slow endpoint can't take every slot.
+        """
+        return await self.pool.fetch(
+            "WITH ranked AS (SELECT id, row_number() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at) AS rn"
+            " FROM deliveries WHERE status = 'pending' AND next_attempt_at <= now()"
+            " AND (lease_until IS NULL OR lease_until < now()) AND NOT (webhook_id = ANY($3::text[]))),"
+            " due AS (SELECT d.id FROM deliveries d JOIN ranked r ON r.id = d.id WHERE r.rn <= $4"
+            " ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED)"
+            " UPDATE deliveries d SET lease_until = now() + make_interval(secs => $2) FROM due, webhooks w"
+            " WHERE d.id = due.id AND w.id = d.webhook_id"
+            " RETURNING d.id, d.tenant_id, d.webhook_id, d.event_type, d.payload, d.attempt_count, w.url, w.enabled,"
+            " w.kek_id, w.wrapped_key, w.nonce, w.ciphertext, w.prev_kek_id, w.prev_wrapped_key, w.prev_nonce,"
+            " w.prev_ciphertext, w.prev_until", limit, lease, saturated, per_endpoint)
+
+    async def record_attempt(self, delivery_id: str, *, response_status: int | None, error_code: str | None,
+                             duration_ms: int, body: str | None, next_in: float | None, succeeded: bool) -> None:
+        status = "succeeded" if succeeded else ("pending" if next_in is not None else "failed")
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO attempts (delivery_id, response_status, error_code, duration_ms, response_body)"
+                " VALUES ($1, $2, $3, $4, $5)", delivery_id, response_status, error_code, duration_ms, body)
+            await conn.execute(
+                "UPDATE deliveries SET status = $2, attempt_count = attempt_count + 1, lease_until = NULL,"
+                " next_attempt_at = now() + make_interval(secs => $3), updated_at = now() WHERE id = $1",
+                delivery_id, status, next_in or 0.0)
+
+    async def webhook_succeeded(self, webhook_id: str) -> None:
+        await self.pool.execute("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL",
+                                webhook_id)
+
+    async def webhook_failed(self, webhook_id: str, disable_after: float, gone: bool) -> bool:
+        """Note a failure; disable the endpoint if it answered 410 or has failed for ``disable_after`` seconds.
+
+        Returns whether it was disabled now (then ``webhook.disabled`` is in the outbox).
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE webhooks SET failing_since = coalesce(failing_since, now()) WHERE id = $1 AND enabled"
+                " RETURNING tenant_id, failing_since", webhook_id)
+            if row is None:
+                return False
+            too_long = datetime.now(UTC) - row["failing_since"] >= timedelta(seconds=disable_after)
+            if not (gone or too_long):
+                return False
+            reason = "endpoint answered 410 Gone" if gone else f"failing for more than {int(disable_after)} s"
+            await conn.execute("UPDATE webhooks SET enabled = false, disabled_reason = $2, updated_at = now()"
+                               " WHERE id = $1", webhook_id, reason)
+            await outbox.add(conn, Event(type="webhook.disabled", tenant_id=row["tenant_id"],
+                                         data={"webhook_id": webhook_id, "reason": reason}), schema=self.schema)
+            return True
+
+    async def pending_count(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'"))
+
+    # -- deliveries API -------------------------------------------------------------------
+
+    async def deliveries(self, tenant_id: str, webhook_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        await self.webhook(tenant_id, webhook_id)
+        return await self.pool.fetch(
+            "SELECT * FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2 AND ($3::text IS NULL OR id > $3)"
+            " ORDER BY id LIMIT $4", tenant_id, webhook_id, after, limit)
+
+    async def delivery(self, tenant_id: str, webhook_id: str, delivery_id: str) -> tuple[Any, list[Any]]:
+        row = await self.pool.fetchrow("SELECT * FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2 AND id = $3",
+                                       tenant_id, webhook_id, delivery_id)
+        if row is None:
+            raise WebhookNotFound("delivery not found", details={"delivery_id": delivery_id[:64]})
+        attempts = await self.pool.fetch("SELECT * FROM attempts WHERE delivery_id = $1 ORDER BY id", delivery_id)
+        return row, attempts
+
+    async def retry(self, tenant_id: str, webhook_id: str, delivery_id: str) -> None:
+        status = await self.pool.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = now(), lease_until = NULL, updated_at = now()"
+            " WHERE tenant_id = $1 AND webhook_id = $2 AND id = $3", tenant_id, webhook_id, delivery_id)
+        if status.endswith(" 0"):
+            raise WebhookNotFound("delivery not found", details={"delivery_id": delivery_id[:64]})
+        await self.pool.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
+
+    async def rewrap(self) -> int:
+        """Re-wrap endpoint secrets (current and previous) under the active KEK."""
+        moved = 0
+        active = self.kms.active_key_id
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, kek_id, wrapped_key, nonce, ciphertext, prev_kek_id, prev_wrapped_key, prev_nonce,"
+                " prev_ciphertext FROM webhooks WHERE kek_id <> $1 OR prev_kek_id <> $1 FOR UPDATE", active)
+            for r in rows:
+                if r["kek_id"] != active:
+                    new = rewrap(self.kms, Sealed(r["kek_id"], r["wrapped_key"], r["nonce"], r["ciphertext"]),
+                                 _aad(r["id"]))
+                    await conn.execute("UPDATE webhooks SET kek_id = $2, wrapped_key = $3 WHERE id = $1",
+                                       r["id"], new.kek_id, new.wrapped_key)
+                    moved += 1
+                if r["prev_kek_id"] and r["prev_kek_id"] != active:
+                    new = rewrap(self.kms, Sealed(r["prev_kek_id"], r["prev_wrapped_key"], r["prev_nonce"],
+                                                  r["prev_ciphertext"]), _aad(r["id"]))
+                    await conn.execute("UPDATE webhooks SET prev_kek_id = $2, prev_wrapped_key = $3 WHERE id = $1",
+                                       r["id"], new.kek_id, new.wrapped_key)
+                    moved += 1
+            moved += await sealed_keys.rewrap_all(conn, self.kms, self.schema)
+        return moved

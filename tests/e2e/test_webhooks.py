@@ -1,0 +1,320 @@
+"""The webhook dispatcher through the gateway, with real HTTP receivers on 127.0.0.1 (api.md §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from standardwebhooks import Webhook
+
+from services.platform import Platform
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from tests.conftest import Api, remember_secret, start_platform
+from tests.e2e.receiver import Receiver, fails
+from tests.e2e.test_gateway_envelope import assert_envelope
+from tests.e2e.test_run_modes import spawn
+from tests.e2e.test_secrets import put, unique
+from tests.integration.test_bus_contract import wait_until
+
+
+async def webhook(api: Api, url: str, events: list[str] | None = None, path_pattern: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": url, **extra})
+    assert status == 201, hook
+    remember_secret(hook["secret"])
+    if events is not None:
+        status, sub, _ = await api.request("POST", "/v1/subscriptions", json={
+            "webhook_id": hook["id"], "event_types": events, "path_pattern": path_pattern})
+        assert status == 201, sub
+        hook["subscription"] = sub
+    return dict(hook)
+
+
+async def attempts_of(api: Api, hook: dict[str, Any], count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    """The deliveries of a webhook once ``count`` attempts in all are recorded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, page, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries")
+        full = [(await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries/{d['id']}"))[1]
+                for d in page["items"]]
+        if sum(len(d["attempts"]) for d in full) >= count:
+            return full
+        assert time.monotonic() < deadline, f"only {full}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+async def test_a_secret_write_gives_one_signed_delivery_per_matching_subscription(api: Api, receiver: Receiver) -> None:
+    base = unique()
+    matching = await webhook(api, receiver.url, ["secret.*"], f"{base}/**")
+    everything = await webhook(api, receiver.url, ["#"], f"{base}/**")
+    await webhook(api, receiver.url, ["lease.*"])  # wrong type
+    await webhook(api, receiver.url, ["secret.*"], "elsewhere/**")  # wrong path
+    value = remember_secret("hooked-" + base)
+    await put(api, f"{base}/db", value)
+    await wait_until(lambda: len(receiver.requests) >= 2, timeout=10)
+    await asyncio.sleep(0.5)
+    assert len(receiver.requests) == 2
+    for received in receiver.requests:
+        secret = matching["secret"] if received.headers["webhook-id"] in str(await _ids(api, matching)) \
+            else everything["secret"]
+        event = Webhook(secret).verify(received.body, received.headers)  # the reference library, unchanged
+        assert event["type"] == "secret.created" and event["data"] == {"path": f"{base}/db", "version": 1,
+                                                                        "secret_type": "generic"}
+        assert value not in received.body.decode()
+        assert received.headers["content-type"] == "application/json"
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 2
+
+
+async def _ids(api: Api, hook: dict[str, Any]) -> list[str]:
+    _, page, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries")
+    return [d["id"] for d in page["items"]]
+
+
+async def test_failing_twice_then_succeeding_is_three_attempts_one_webhook_id(api: Api) -> None:
+    receiver = await Receiver(behave=fails(2)).start()
+    try:
+        hook = await webhook(api, receiver.url)
+        await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+        (delivery,) = await attempts_of(api, hook, 3)
+        assert delivery["status"] == "succeeded" and delivery["event_type"] == "webhook.ping"
+        assert [a["response_status"] for a in delivery["attempts"]] == [500, 500, 200]
+        assert [a["error_code"] for a in delivery["attempts"]] == ["webhook_delivery_failed"] * 2 + [None]
+        assert {r.headers["webhook-id"] for r in receiver.requests} == {delivery["id"]}
+        assert len(receiver.requests) == 3
+    finally:
+        await receiver.stop()
+
+
+async def test_a_receiver_slower_than_the_timeout_is_a_timeout_attempt(api: Api) -> None:
+    receiver = await Receiver(behave=lambda n, r: (200, {}, 3.0 if n == 0 else 0.0)).start()
+    try:
+        hook = await webhook(api, receiver.url)
+        await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+        (delivery,) = await attempts_of(api, hook, 2)
+        first = delivery["attempts"][0]
+        assert first["error_code"] == "webhook_delivery_timeout" and first["response_status"] is None
+        assert 900 <= first["duration_ms"] < 2500
+    finally:
+        await receiver.stop()
+
+
+async def test_410_disables_the_endpoint_and_publishes_webhook_disabled(api: Api, platform: Platform) -> None:
+    got: list[Event] = []
+
+    async def on(event: Event, ctx: RequestContext) -> None:
+        got.append(event)
+
+    await platform.bus.subscribe("test-disabled-" + unique(), ["webhook.disabled"], on)
+    receiver = await Receiver(behave=lambda n, r: (410, {}, 0.0)).start()
+    try:
+        hook = await webhook(api, receiver.url)
+        await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+        await wait_until(lambda: any(e.data.get("webhook_id") == hook["id"] for e in got), timeout=10)
+        _, state, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}")
+        assert state["enabled"] is False and "410" in state["disabled_reason"]
+        assert len(receiver.requests) == 1  # no retries after Gone
+        _, state, _ = await api.request("PATCH", f"/v1/webhooks/{hook['id']}", json={"enabled": True})
+        assert state["enabled"] is True and state["disabled_reason"] is None
+    finally:
+        await receiver.stop()
+
+
+async def test_retry_after_is_honoured_and_redirects_are_not_followed(api: Api) -> None:
+    target = await Receiver().start()
+    throttled = await Receiver(behave=fails(1, 429, {"Retry-After": "1"})).start()
+    redirecting = await Receiver(behave=lambda n, r: (302, {"Location": target.url}, 0.0)).start()
+    try:
+        slow_hook = await webhook(api, throttled.url)
+        await api.request("POST", f"/v1/webhooks/{slow_hook['id']}:ping")
+        await attempts_of(api, slow_hook, 2)
+        assert throttled.requests[1].at - throttled.requests[0].at >= 0.95  # not the 0.3 s of the schedule
+        redirect_hook = await webhook(api, redirecting.url)
+        await api.request("POST", f"/v1/webhooks/{redirect_hook['id']}:ping")
+        (delivery,) = await attempts_of(api, redirect_hook, 1)
+        assert delivery["attempts"][0]["response_status"] == 302
+        assert delivery["attempts"][0]["error_code"] == "webhook_delivery_failed"
+        await asyncio.sleep(0.3)
+        assert target.requests == []
+    finally:
+        for r in (target, throttled, redirecting):
+            await r.stop()
+
+
+async def test_rotated_secret_overlaps_with_the_old_one(api: Api, receiver: Receiver) -> None:
+    hook = await webhook(api, receiver.url)
+    status, rotated, _ = await api.request("POST", f"/v1/webhooks/{hook['id']}:rotate-secret")
+    assert status == 200 and rotated["secret"] != hook["secret"]
+    remember_secret(rotated["secret"])
+    await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+    await wait_until(lambda: len(receiver.requests) == 1)
+    received = receiver.requests[0]
+    assert len(received.headers["webhook-signature"].split(" ")) == 2
+    for secret in (hook["secret"], rotated["secret"]):
+        assert Webhook(secret).verify(received.body, received.headers)["type"] == "webhook.ping"
+
+
+async def test_an_event_delivered_twice_makes_one_delivery_per_subscription(
+    api: Api, platform: Platform, receiver: Receiver
+) -> None:
+    base = unique()
+    hook = await webhook(api, receiver.url, ["secret.updated"], f"{base}/**")
+    tenant = (await api.request("GET", "/v1/auth/whoami"))[1]["tenant"]["id"]
+    event = Event(type="secret.updated", tenant_id=tenant, data={"path": f"{base}/x", "version": 2,
+                                                                  "secret_type": "generic"})
+    await platform.bus.publish(event)
+    await platform.bus.publish(event)  # as RabbitMQ may redeliver
+    await wait_until(lambda: len(receiver.requests) >= 1)
+    await asyncio.sleep(0.6)
+    assert len(receiver.requests) == 1
+    assert len(await _ids(api, hook)) == 1
+
+
+async def test_a_slow_endpoint_does_not_starve_a_fast_one(api: Api) -> None:
+    slow = await Receiver(behave=lambda n, r: (200, {}, 0.8)).start()
+    fast = await Receiver().start()
+    try:
+        slow_hook = await webhook(api, slow.url)
+        fast_hook = await webhook(api, fast.url)
+        for _ in range(20):
+            await api.request("POST", f"/v1/webhooks/{slow_hook['id']}:ping")
+        started = time.monotonic()
+        await api.request("POST", f"/v1/webhooks/{fast_hook['id']}:ping")
+        await wait_until(lambda: len(fast.requests) == 1, timeout=10)
+        assert time.monotonic() - started < 1.0
+        assert max(_concurrent(slow)) <= 4  # the per-endpoint cap
+    finally:
+        await slow.stop()
+        await fast.stop()
+
+
+def _concurrent(receiver: Receiver) -> list[int]:
+    starts = sorted(r.at for r in receiver.requests)
+    return [sum(1 for s in starts if t <= s < t + 0.7) for t in starts] or [0]
+
+
+async def test_webhook_api_codes(api: Api, receiver: Receiver) -> None:
+    cases = [
+        ("GET", "/v1/webhooks/whk_nope", None, "webhook_not_found"),
+        ("PATCH", "/v1/webhooks/whk_nope", {"description": "x"}, "webhook_not_found"),
+        ("DELETE", "/v1/webhooks/whk_nope", None, "webhook_not_found"),
+        ("POST", "/v1/webhooks/whk_nope:ping", None, "webhook_not_found"),
+        ("POST", "/v1/webhooks/whk_nope:rotate-secret", None, "webhook_not_found"),
+        ("GET", "/v1/webhooks/whk_nope/deliveries", None, "webhook_not_found"),
+        ("GET", "/v1/subscriptions/sub_nope", None, "subscription_not_found"),
+        ("DELETE", "/v1/subscriptions/sub_nope", None, "subscription_not_found"),
+        ("POST", "/v1/subscriptions", {"webhook_id": "whk_nope", "event_types": ["#"]}, "webhook_not_found"),
+        ("POST", "/v1/webhooks", {"url": 5}, "validation_error"),
+        ("POST", "/v1/webhooks", {}, "validation_error"),
+        ("POST", "/v1/webhooks", {"url": "ftp://127.0.0.1/x"}, "webhook_url_invalid"),
+        ("POST", "/v1/webhooks/x:explode", None, "invalid_request"),
+    ]
+    for method, path, body, code in cases:
+        status, answer, headers = await api.request(method, path, json=body)
+        assert_envelope(status, answer, headers, code)
+    hook = await webhook(api, receiver.url)
+    for bad in ({"webhook_id": hook["id"], "event_types": []},
+                {"webhook_id": hook["id"], "event_types": ["Secret Created"]},
+                {"webhook_id": hook["id"], "event_types": "secret.*"}):
+        status, answer, headers = await api.request("POST", "/v1/subscriptions", json=bad)
+        assert_envelope(status, answer, headers, "validation_error")
+    status, answer, headers = await api.request("POST", "/v1/subscriptions", json={
+        "webhook_id": hook["id"], "event_types": ["#"], "path_pattern": "a/[b"})
+    assert_envelope(status, answer, headers, "invalid_glob")
+    status, got, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}")
+    assert status == 200 and "secret" not in got
+    status, sub, _ = await api.request("POST", "/v1/subscriptions", json={"webhook_id": hook["id"],
+                                                                          "event_types": ["secret.*"]})
+    assert (await api.request("GET", f"/v1/subscriptions/{sub['id']}"))[0] == 200
+    assert sub["id"] in [s["id"] for s in (await api.request("GET", "/v1/subscriptions?limit=1000"))[1]["items"]]
+    assert (await api.request("DELETE", f"/v1/subscriptions/{sub['id']}"))[0] == 204
+    status, ping, _ = await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+    assert status == 202
+    await wait_until(lambda: len(receiver.requests) == 1)
+    status, retried, _ = await api.request("POST", f"/v1/webhooks/{hook['id']}/deliveries/{ping['delivery_id']}:retry")
+    assert status == 202
+    await wait_until(lambda: len(receiver.requests) == 2)
+    assert (await api.request("DELETE", f"/v1/webhooks/{hook['id']}"))[0] == 204
+
+
+SSRF_URLS = [
+    "http://127.0.0.1/", "https://127.0.0.1/", "https://[::ffff:127.0.0.1]/", "https://169.254.169.254/latest",
+    "https://10.1.2.3/", "https://172.16.0.1/", "https://192.168.1.1/", "https://100.64.0.1/", "https://0.0.0.0/",
+    "https://224.0.0.1/", "https://240.0.0.1/", "https://192.0.2.10/", "https://198.51.100.1/",
+    "https://[::1]/", "https://[fc00::1]/", "https://[fd12:3456::1]/", "https://[fe80::1]/",
+    "https://[::ffff:10.0.0.1]/", "https://[::127.0.0.1]/", "https://[2002:7f00:1::]/",
+    "https://2130706433/", "https://0x7f000001/", "https://0177.0.0.1/", "https://0x7f.0.0.1/", "https://127.1/",
+    "https://localhost/", "https://good.com@127.0.0.1/", "https://user:pass@example.com/",
+    "ftp://example.com/", "javascript:alert(1)", "https:///nohost", "not a url", "https://exa mple.com/",
+    "https://169.254.169.254.nip.io.invalid/",
+]
+
+
+async def test_ssrf_table_is_refused_when_not_allow_listed(tmp_path: Path, pg_dsn: str,
+                                                            http: aiohttp.ClientSession) -> None:
+    platform = await start_platform(tmp_path, None, pg_dsn, webhook_allowed_cidrs=(), webhook_allow_http=False)
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        assert len(SSRF_URLS) >= 25
+        for url in SSRF_URLS:
+            status, body, headers = await api.request("POST", "/v1/webhooks", json={"url": url})
+            assert_envelope(status, body, headers, "webhook_url_invalid"), url
+        _, page, _ = await api.request("GET", "/v1/webhooks")
+        assert page["items"] == []  # nothing stored
+    finally:
+        await platform.close()
+
+
+async def test_killing_the_dispatcher_mid_retry_still_delivers_exactly_once(
+    tmp_path: Path, private_amqp: str, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    receiver = await Receiver(behave=fails(1)).start()
+    platform = await start_platform(tmp_path, private_amqp, pg_dsn,
+                                    services=("gateway", "secrets", "pki", "lease"))
+    env = {"COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn, "COFFER_DATA_DIR": str(tmp_path),
+           "COFFER_SCHEMA_PREFIX": platform.settings.schema_prefix, "COFFER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+           "COFFER_WEBHOOK_ALLOW_HTTP": "true", "COFFER_WEBHOOK_RETRY_SCHEDULE": "0,3",
+           "COFFER_WEBHOOK_POLL_INTERVAL": "0.1"}
+    dispatcher = await spawn("services.webhooks", env)
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        deadline = time.monotonic() + 30
+        while (health := await api.request("GET", "/v1/sys/health", token=None))[0] != 200:
+            assert time.monotonic() < deadline, (health[1], dispatcher.output)
+            await asyncio.sleep(0.2)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        hook = await webhook(api, receiver.url, ["secret.*"])
+        await put(api, "killed/mid-retry")
+        await wait_until(lambda: len(receiver.requests) == 1, timeout=10)  # the first attempt failed
+        dispatcher.proc.send_signal(signal.SIGKILL)
+        await dispatcher.stop()
+        dispatcher = await spawn("services.webhooks", env)
+        await wait_until(lambda: len(receiver.requests) == 2, timeout=20)
+        await asyncio.sleep(1.0)
+        (delivery,) = await attempts_of(api, hook, 2)
+        assert delivery["status"] == "succeeded"
+        per_id = receiver.by_webhook_id()
+        assert list(per_id) == [delivery["id"]] and len(per_id[delivery["id"]]) == 2  # one failure, one success
+        assert json.loads(receiver.requests[1].body)["type"] == "secret.created"
+    finally:
+        await dispatcher.stop()
+        await platform.close()
+        await receiver.stop()
