@@ -318,3 +318,46 @@ async def test_killing_the_dispatcher_mid_retry_still_delivers_exactly_once(
         await dispatcher.stop()
         await platform.close()
         await receiver.stop()
+
+
+async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    receiver = await Receiver(behave=lambda n, r: (500, {}, 0.0)).start()
+    platform = await start_platform(tmp_path, None, pg_dsn, webhook_disable_after="1s",
+                                    webhook_retry_schedule="0,0.5,0.5,0.5,0.5,0.5")
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        api.token = init["token"]
+        hook = await webhook(api, receiver.url)
+        await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+        deadline = time.monotonic() + 10
+        while (state := (await api.request("GET", f"/v1/webhooks/{hook['id']}"))[1])["enabled"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert "failing for more than 1 s" in state["disabled_reason"]
+        attempts = len(receiver.requests)
+        await asyncio.sleep(1.0)
+        assert len(receiver.requests) == attempts  # no more deliveries to a disabled endpoint
+    finally:
+        await platform.close()
+        await receiver.stop()
+
+
+async def test_max_webhooks_quota(api: Api, receiver: Receiver) -> None:
+    from tests.e2e.iam_helpers import identity
+    from tests.e2e.test_tenants import EVERYTHING, tenant
+
+    child = await tenant(api)
+    admin = await identity(api, ["webhooks"], EVERYTHING + [{"effect": "allow", "paths": ["**"],
+                                                             "capabilities": ["rotate", "list"]}],
+                           tenant=child["id"])
+    await api.request("PATCH", f"/v1/tenants/{child['id']}", json={"quotas": {"max_webhooks": 1}})
+    status, created, _ = await api.request("POST", "/v1/webhooks", token=admin["token"], json={"url": receiver.url})
+    assert status == 201
+    remember_secret(created["secret"])
+    status, body, headers = await api.request("POST", "/v1/webhooks", token=admin["token"],
+                                              json={"url": receiver.url})
+    assert_envelope(status, body, headers, "quota_exceeded")
