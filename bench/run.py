@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,11 @@ class Stack:
         self.mode, self.port = mode, free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
         env.update({"PYTHONPATH": str(ROOT), "COFFER_HTTP_PORT": str(self.port), "COFFER_LOG_LEVEL": "warning",
-                    "COFFER_DATABASE_URL": dsn, "COFFER_DATA_DIR": str(data)})
+                    "COFFER_DATABASE_URL": dsn, "COFFER_DATA_DIR": str(data),
+                    # the webhook scenario delivers to a receiver on this machine
+                    "COFFER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_WEBHOOK_ALLOW_HTTP": "true",
+                    "COFFER_WEBHOOK_POLL_INTERVAL": "0.2",
+                    "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,auth=1000000/s,pki=1000000/s"})
         if amqp:
             env["COFFER_AMQP_URL"] = amqp
         modules = ["services.embedded"] if mode == "embedded" else [f"services.{s}" for s in SERVICES]
@@ -175,6 +180,8 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
             await load(name, args.clients, args.warmup, call)
             res = await load(name, args.clients, args.duration, call)
             results.append({"mode": mode, **res})
+        print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
+        results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
         rss = stack.rss()
         for r in results:
             r["peak_rss_mb"] = {k: round(v, 1) if v else None for k, v in rss.items()}
@@ -189,6 +196,59 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         subprocess.run(["rm", "-rf", str(data)])
 
 
+async def webhook_fanout(session: aiohttp.ClientSession, url: str, auth: dict[str, str],
+                         events: int) -> dict[str, Any]:
+    """``events`` secret writes, each delivered to 3 subscriptions; deliveries/s and event-to-delivery latency."""
+    from aiohttp import web
+
+    latencies: list[float] = []
+    done = asyncio.Event()
+    expected = events * 3
+
+    async def receive(request: web.Request) -> web.Response:
+        event = await request.json()
+        occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")).timestamp()
+        latencies.append((time.time() - occurred) * 1000)
+        if len(latencies) >= expected:
+            done.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{hook}", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        for n in range(3):
+            async with session.post(f"{url}/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/h{n}"},
+                                    headers=auth) as r:
+                hook = await r.json()
+            async with session.post(f"{url}/v1/subscriptions", headers=auth, json={
+                    "webhook_id": hook["id"], "event_types": ["secret.created"], "path_pattern": "bench/hooks/**"}):
+                pass
+        sem = asyncio.Semaphore(64)
+        started = time.monotonic()
+
+        async def write(i: int) -> None:
+            async with sem, session.put(f"{url}/v1/secrets/bench/hooks/k{i}", json={"value": "v"},
+                                        headers=auth) as r:
+                await r.read()
+
+        await asyncio.gather(*(write(i) for i in range(events)))
+        try:
+            await asyncio.wait_for(done.wait(), 300)
+        except TimeoutError:
+            pass
+        elapsed = time.monotonic() - started
+    finally:
+        await runner.cleanup()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"scenario": f"webhook fan-out ({events}x3)", "requests": len(latencies),
+            "errors": expected - len(latencies), "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(q[49], 2), "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Coffer benchmark")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -196,6 +256,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
+    parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
