@@ -87,6 +87,7 @@ async def create_app(deps: ServiceDeps) -> web.Application:
 
     async def close_guard(_: web.Application) -> None:
         await guard.close()
+        await app[AUDIT].close()
 
     app.on_cleanup.append(close_guard)
     app.on_response_prepare.append(hide_server_version)

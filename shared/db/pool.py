@@ -16,6 +16,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default ``RESET ALL; UNLISTEN *; pg_advisory_unlock_all()``.
+
+    That reset is a round trip on every release (3 % of a read's time in a
+    profile). Our code holds no session state across a release: transactions
+    are context-managed (asyncpg still rolls back a stray one), session-level
+    advisory locks are released in ``finally`` blocks, and LISTEN connections
+    are held, not released, while they listen.
+    """
+    return None
+
+
 async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections see ``schema`` first (the schema is created by ``migrate``)."""
     pool: Any = await asyncpg.create_pool(
@@ -23,6 +35,7 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         server_settings={"search_path": f"{schema},public", "application_name": f"coffer-{schema}"},
         command_timeout=30,
     )
