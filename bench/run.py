@@ -143,7 +143,8 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
     try:
         await stack.wait_healthy(session)
         async with session.post(f"{stack.url}/v1/sys/init") as resp:
-            token = (await resp.json())["token"]
+            init = await resp.json()
+        token = init["token"]
         auth = {"Authorization": f"Bearer {token}"}
         paths = [f"bench/app{i % 10}/key{i}" for i in range(args.seed)]
         print(f"bench: {mode}: seeding {len(paths)} secrets ...", flush=True)
@@ -173,13 +174,26 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
                 await r.read()
                 return r.status
 
+        async def issue_token(n: int) -> int:
+            async with session.post(f"{stack.url}/v1/auth/token", json={
+                    "client_id": init["client_id"], "client_secret": init["client_secret"]}) as r:
+                await r.read()
+                return r.status
+
         results = []
-        for name, call in (("secret read", read), ("secret write", write), ("list of 100", list100)):
+        for name, call in (("secret read", read), ("secret write", write), ("list of 100", list100),
+                           ("token issue", issue_token)):
             print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
                   f"at {args.clients} clients ...", flush=True)
             await load(name, args.clients, args.warmup, call)
             res = await load(name, args.clients, args.duration, call)
             results.append({"mode": mode, **res})
+        print(f"bench: {mode}: limit: direct asyncpg read + AES-GCM decrypt in one process ...", flush=True)
+        direct = await run_json(sys.executable, "-m", "bench.limits", "direct-read",
+                                "--dsn", PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", "--schema", "secrets",
+                                "--key-file", str(data / "kms.key"), "--tenant", init["tenant_id"],
+                                "--duration", str(args.duration), "--clients", str(args.clients))
+        results.append({"mode": mode, "scenario": "limit: direct read (no HTTP, no bus)", **direct})
         print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
         results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
         rss = stack.rss()
@@ -249,6 +263,46 @@ async def webhook_fanout(session: aiohttp.ClientSession, url: str, auth: dict[st
             "p50_ms": round(q[49], 2), "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
 
 
+async def run_json(*command: str) -> dict[str, Any]:
+    """Run a limit measurement in its own process; its last stdout line is JSON."""
+    proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out, _ = await proc.communicate()
+    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def raw_rpc(args: argparse.Namespace) -> dict[str, Any]:
+    """The bare RPC round trip over RabbitMQ between two processes, empty handler."""
+    vhost = f"coffer_bench_rpc_{secrets.token_hex(3)}"
+    subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                   capture_output=True)
+    amqp = f"{AMQP}/{vhost}"
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.limits", "rpc-server", "--amqp", amqp,
+                                                  cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert server.stdout is not None
+        await asyncio.wait_for(server.stdout.readline(), 30)
+        return await run_json(sys.executable, "-m", "bench.limits", "rpc-client", "--amqp", amqp,
+                              "--duration", str(args.duration), "--clients", str(args.clients))
+    finally:
+        server.kill()
+        await server.wait()
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    found = {name: version(name) for name in ("aiohttp", "aio-pika", "asyncpg", "cryptography", "pydantic")}
+    found["python"] = pyplatform.python_version()
+    found["rabbitmq"] = subprocess.run(["rabbitmqctl", "version"], capture_output=True, text=True).stdout.strip()
+    pg = subprocess.run(["psql", PG_ADMIN, "-Atc", "SHOW server_version"], capture_output=True, text=True)
+    found["postgresql"] = pg.stdout.strip()
+    return found
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Coffer benchmark")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -260,20 +314,27 @@ async def main() -> None:
     args = parser.parse_args()
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
+    print("bench: limit: raw RPC round trip over RabbitMQ (two processes, empty handler) ...", flush=True)
+    rpc = {"mode": "both", "scenario": "limit: raw RPC round trip", **await raw_rpc(args)}
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
+    results.append(rpc)
+    limits = {r["mode"]: r["rps"] for r in results if r["scenario"].startswith("limit: direct")}
     print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "
           f"Python {pyplatform.python_version()}\n")
-    print("| mode | scenario | req/s | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | scenario | req/s | × direct read | × raw RPC | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        rss = ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items())
-        print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['p99_ms']} | {r['errors']} | {rss} |")
+        rss = ", ".join(f"{k} {v}" for k, v in r.get("peak_rss_mb", {}).items())
+        direct = limits.get(r["mode"])
+        r["ratio_direct_read"] = round(r["rps"] / direct, 3) if direct else None
+        r["ratio_raw_rpc"] = round(r["rps"] / rpc["rps"], 3) if rpc["rps"] else None
+        print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['ratio_direct_read'] or ''} | "
+              f"{r['ratio_raw_rpc'] or ''} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {rss} |")
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cores": os.cpu_count(), "python": pyplatform.python_version(),
+    out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
                                "clients": args.clients, "duration": args.duration, "results": results},
                               indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")

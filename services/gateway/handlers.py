@@ -41,11 +41,6 @@ KMS = web.AppKey("kms", LocalKms)
 REWRAP_TIMEOUT = 300.0
 
 
-async def _cpu(fn: Any, *args: Any) -> Any:
-    """CPU-heavy work (scrypt) off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-
-
 async def _service_states(request: web.Request) -> dict[str, str]:
     """Ping the gateway's own storage and every service over the bus; record their outbox backlogs."""
     bus, timeout = request.app[BUS], request.app[HEALTH_TIMEOUT]
@@ -88,7 +83,7 @@ async def init(request: web.Request) -> web.Response:
     """Once, on an empty system: root tenant, admin identity, allow-all policy, a token."""
     body = await read_model(request, InitRequest)
     secret = domain.new_client_secret()
-    secret_hash = await _cpu(domain.hash_secret, secret)
+    secret_hash = await domain.slow_hash(domain.hash_secret, secret)
     tenant = {"id": domain.new_id("ten"), "name": body.tenant_name, "kind": "partner"}
     identity = {
         "id": domain.new_id("idn"), "name": body.admin_name, "kind": "service",
@@ -125,7 +120,7 @@ async def issue_token(request: web.Request) -> web.Response:
         user = parse(UserCredentials, data)
         row = await request.app[IAM_REPO].user_by_name(user.username)
         stored = row["password_hash"] if row is not None and row["password_hash"] else domain.dummy_hash()
-        valid = await _cpu(domain.verify_secret, user.password, stored)
+        valid = await domain.slow_hash(domain.verify_secret, user.password, stored)
         if row is None or not valid:
             raise AuthenticationRequired("invalid credentials")
         if user.totp_code is not None:
@@ -137,7 +132,7 @@ async def issue_token(request: web.Request) -> web.Response:
         creds = parse(ClientCredentials, data)
         row = await request.app[REPO].identity_by_client_id(creds.client_id)
         stored = row["secret_hash"] if row is not None and row["secret_hash"] else domain.dummy_hash()
-        valid = await _cpu(domain.verify_secret, creds.client_secret, stored)
+        valid = await domain.slow_hash(domain.verify_secret, creds.client_secret, stored)
         if row is None or not valid:
             raise AuthenticationRequired("invalid client credentials")
         requested = creds.scopes
