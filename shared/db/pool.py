@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
+import orjson
 
 Pool = asyncpg.Pool
 Connection = asyncpg.Connection
 
 
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # orjson: the stdlib encoder showed in the read path's profile (audit fields, metadata)
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
