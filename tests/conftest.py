@@ -182,6 +182,16 @@ async def start_platform(
     return platform
 
 
+async def initialised(platform: Platform, http: aiohttp.ClientSession) -> Api:
+    """An admin client of a freshly started platform (``sys/init`` done)."""
+    assert platform.url
+    api = Api(platform.url, http)
+    status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+    assert status == 201, init
+    api.token = init["token"]
+    return api
+
+
 @pytest.fixture(scope="session")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:

@@ -19,7 +19,7 @@ from shared.bus import RabbitBus
 from shared.context import RequestContext
 from shared.errors import REGISTRY, SecretNotFound
 from shared.logging import PROCESSORS
-from tests.conftest import Api, start_platform
+from tests.conftest import Api, initialised, start_platform
 
 
 def assert_envelope(status: int, body: Any, headers: Any, code: str) -> dict[str, Any]:
@@ -137,10 +137,7 @@ async def test_error_reply_from_a_service_keeps_its_code_and_unknown_codes_becom
 
     await stand_in.serve("secrets", {"get": get})
     try:
-        assert gateway.url
-        api = Api(gateway.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(gateway, http)
         status, body, headers = await api.request("GET", "/v1/secrets/missing")
         err = assert_envelope(status, body, headers, "secret_not_found")
         assert err["details"] == {"path": "missing"}

@@ -16,7 +16,7 @@ from openapi_spec_validator import validate
 
 from services.platform import Platform
 from shared.errors import REGISTRY
-from tests.conftest import ROOT, Api, free_port, remember_secret, start_platform
+from tests.conftest import ROOT, Api, free_port, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn, wait_healthy
@@ -29,10 +29,7 @@ RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset
 async def own_platform(tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession, amqp: str | None = None,
                        **settings: Any) -> tuple[Platform, Api]:
     platform = await start_platform(tmp_path, amqp, pg_dsn, **settings)
-    assert platform.url
-    api = Api(platform.url, http)
-    _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-    api.token = init["token"]
+    api = await initialised(platform, http)
     return platform, api
 
 

@@ -14,7 +14,7 @@ import asyncpg
 from services.platform import Platform
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from tests.conftest import Api, remember_secret, start_platform
+from tests.conftest import Api, initialised, remember_secret, start_platform
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_secrets import put, unique
 from tests.integration.test_bus_contract import wait_until
@@ -129,10 +129,7 @@ async def test_a_missing_kek_is_encryption_error_never_plaintext(
 ) -> None:
     platform = await start_platform(tmp_path, None, pg_dsn)
     try:
-        assert platform.url
-        api = Api(platform.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(platform, http)
         value = remember_secret("kekless-" + secrets.token_hex(6))
         await put(api, "a/b", value)
         kms = platform.runtimes["secrets"].kms
@@ -171,10 +168,7 @@ async def test_retention_purges_once_across_two_replicas_and_expiry_fires_once(
 
     await bus.subscribe("retention-test", ["secret.purged", "secret.expired"], on)
     try:
-        assert first.url
-        api = Api(first.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(first, http)
         for i in range(10):
             await put(api, f"gone/{i}")
             await api.request("DELETE", f"/v1/secrets/gone/{i}")

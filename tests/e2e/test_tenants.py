@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from services.platform import Platform
-from tests.conftest import Api, free_port, remember_secret, start_platform
+from tests.conftest import Api, free_port, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn, wait_healthy
@@ -125,10 +125,7 @@ async def test_trusted_proxy_forwarded_for_is_believed(
 ) -> None:
     platform = await start_platform(tmp_path, None, pg_dsn, trusted_proxies=("127.0.0.1/32", "::1/128"))
     try:
-        assert platform.url
-        api = Api(platform.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(platform, http)
         await put(api, "office/k")
         office = await identity(api, ["secrets:read"], [allow(["**"], ["read"], ip_ranges=["10.0.0.0/8"])])
         t = office["token"]

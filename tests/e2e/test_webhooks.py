@@ -16,7 +16,7 @@ from standardwebhooks import Webhook
 from services.platform import Platform
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from tests.conftest import Api, remember_secret, start_platform
+from tests.conftest import Api, initialised, remember_secret, start_platform
 from tests.e2e.receiver import Receiver, fails
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn
@@ -267,10 +267,7 @@ async def test_ssrf_table_is_refused_when_not_allow_listed(tmp_path: Path, pg_ds
                                                             http: aiohttp.ClientSession) -> None:
     platform = await start_platform(tmp_path, None, pg_dsn, webhook_allowed_cidrs=(), webhook_allow_http=False)
     try:
-        assert platform.url
-        api = Api(platform.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(platform, http)
         assert len(SSRF_URLS) >= 25
         for url in SSRF_URLS:
             status, body, headers = await api.request("POST", "/v1/webhooks", json={"url": url})
@@ -327,10 +324,7 @@ async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(
     platform = await start_platform(tmp_path, None, pg_dsn, webhook_disable_after="1s",
                                     webhook_retry_schedule="0,0.5,0.5,0.5,0.5,0.5")
     try:
-        assert platform.url
-        api = Api(platform.url, http)
-        _, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        api.token = init["token"]
+        api = await initialised(platform, http)
         hook = await webhook(api, receiver.url)
         await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
         deadline = time.monotonic() + 10
