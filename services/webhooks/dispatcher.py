@@ -86,7 +86,9 @@ class Dispatcher:
         if free <= 0:
             return
         saturated = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
-        lease = self.timeout + 30
+        # long enough for one attempt and its bookkeeping; a worker that died
+        # holding a delivery gives it back this soon
+        lease = self.timeout + 5
         for row in await self.repo.claim_due(free, lease, saturated, self.per_endpoint):
             self._in_flight[row["webhook_id"]] += 1
             task = asyncio.create_task(self._deliver(row))

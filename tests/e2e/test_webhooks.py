@@ -286,7 +286,7 @@ async def test_killing_the_dispatcher_mid_retry_still_delivers_exactly_once(
                                     services=("gateway", "secrets", "pki", "lease"))
     env = {"COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn, "COFFER_DATA_DIR": str(tmp_path),
            "COFFER_SCHEMA_PREFIX": platform.settings.schema_prefix, "COFFER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
-           "COFFER_WEBHOOK_ALLOW_HTTP": "true", "COFFER_WEBHOOK_RETRY_SCHEDULE": "0,3",
+           "COFFER_WEBHOOK_ALLOW_HTTP": "true", "COFFER_WEBHOOK_RETRY_SCHEDULE": "0,3", "COFFER_WEBHOOK_TIMEOUT": "2",
            "COFFER_WEBHOOK_POLL_INTERVAL": "0.1"}
     dispatcher = await spawn("services.webhooks", env)
     try:
@@ -300,7 +300,8 @@ async def test_killing_the_dispatcher_mid_retry_still_delivers_exactly_once(
         api.token = init["token"]
         hook = await webhook(api, receiver.url, ["secret.*"])
         await put(api, "killed/mid-retry")
-        await wait_until(lambda: len(receiver.requests) == 1, timeout=10)  # the first attempt failed
+        await wait_until(lambda: len(receiver.requests) == 1, timeout=10)  # the first attempt failed ...
+        await attempts_of(api, hook, 1)  # ... and is recorded: the delivery now waits for its retry
         dispatcher.proc.send_signal(signal.SIGKILL)
         await dispatcher.stop()
         dispatcher = await spawn("services.webhooks", env)
