@@ -108,6 +108,13 @@ async def init(request: web.Request) -> web.Response:
     )
 
 
+async def _matches(row: Any, column: str, secret: str) -> bool:
+    """``secret`` against the row's slow hash; an unknown identity costs the same (a dummy hash)."""
+    stored = row[column] if row is not None and row[column] else domain.dummy_hash()
+    valid = await domain.slow_hash(domain.verify_secret, secret, stored)
+    return row is not None and bool(valid)
+
+
 async def issue_token(request: web.Request) -> web.Response:
     """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form).
 
@@ -119,9 +126,7 @@ async def issue_token(request: web.Request) -> web.Response:
     if "username" in data:
         user = parse(UserCredentials, data)
         row = await request.app[IAM_REPO].user_by_name(user.username)
-        stored = row["password_hash"] if row is not None and row["password_hash"] else domain.dummy_hash()
-        valid = await domain.slow_hash(domain.verify_secret, user.password, stored)
-        if row is None or not valid:
+        if not await _matches(row, "password_hash", user.password):
             raise AuthenticationRequired("invalid credentials")
         if user.totp_code is not None:
             if not await check_totp(request.app[IAM_REPO], request.app[KMS], row["id"], user.totp_code):
@@ -131,9 +136,7 @@ async def issue_token(request: web.Request) -> web.Response:
     else:
         creds = parse(ClientCredentials, data)
         row = await request.app[REPO].identity_by_client_id(creds.client_id)
-        stored = row["secret_hash"] if row is not None and row["secret_hash"] else domain.dummy_hash()
-        valid = await domain.slow_hash(domain.verify_secret, creds.client_secret, stored)
-        if row is None or not valid:
+        if not await _matches(row, "secret_hash", creds.client_secret):
             raise AuthenticationRequired("invalid client credentials")
         requested = creds.scopes
     scopes = domain.grant_scopes(row["allowed_scopes"], requested)

@@ -12,9 +12,9 @@ nothing but in-flight replies):
   per consumer, dead-lettering through ``coffer.dlx`` into
   ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
 
-We do not use ``connect_robust`` nor ``patterns.RPC``: the robust channel
+We use neither ``connect_robust`` nor aio-pika's RPC pattern: the robust channel
 does not restore direct reply-to consumers reliably (aio-pika #231, #679) and
-``patterns.RPC`` pickles and has no call timeout. Instead ``_supervise``
+aio-pika's RPC pattern pickles and has no call timeout. Instead ``_supervise``
 reconnects with backoff and re-declares everything; calls in flight when the
 connection drops fail at once with ``service_unavailable`` (their reply is
 gone: direct reply-to is at-most-once), calls made while disconnected wait
