@@ -32,7 +32,9 @@ async def system_lookup(host: str, port: int) -> list[str]:
 
 
 def _invalid(why: str, url: str) -> WebhookUrlInvalid:
-    return WebhookUrlInvalid(f"webhook URL refused: {why}", details={"url": url[:200], "reason": why})
+    # a URL with credentials in it is not echoed back (nor anywhere else)
+    shown = "[redacted: has credentials]" if "@" in url else url[:200]
+    return WebhookUrlInvalid(f"webhook URL refused: {why}", details={"url": shown, "reason": why})
 
 
 def parse_url(raw: str, policy: AddressPolicy) -> URL:

@@ -272,6 +272,7 @@ async def test_ssrf_table_is_refused_when_not_allow_listed(tmp_path: Path, pg_ds
         for url in SSRF_URLS:
             status, body, headers = await api.request("POST", "/v1/webhooks", json={"url": url})
             assert_envelope(status, body, headers, "webhook_url_invalid"), url
+            assert "pass" not in str(body)  # credentials in a URL are never echoed
         _, page, _ = await api.request("GET", "/v1/webhooks")
         assert page["items"] == []  # nothing stored
     finally:
