@@ -13,7 +13,7 @@ from aiohttp import web
 
 from services.gateway.api_models import PageQuery
 from services.gateway.handlers import BUS
-from services.gateway.http import GUARD, Route, context, json_response, read_model
+from services.gateway.http import GUARD, Route, context, json_response, principal, read_model
 from shared.contracts import parse
 from shared.contracts.webhooks import SubscriptionCreate, WebhookCreate, WebhookPatch
 
@@ -35,8 +35,17 @@ async def create_webhook(request: web.Request) -> web.Response:
     return json_response(created, status=201, headers={"Cache-Control": "no-store"})
 
 
+async def _visible(request: web.Request, page: dict[str, Any], resource: str) -> dict[str, Any]:
+    """Keep the items the caller may ``list`` (``<resource>/<id>``)."""
+    guard, who = request.app[GUARD], principal(request)
+    page["items"] = [item for item in page["items"]
+                     if await guard.may(request, who, f"{resource}/{item['id']}", "list")]
+    return page
+
+
 async def list_webhooks(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "list", _page(request)))
+    """A page of the tenant's webhooks the caller may list."""
+    return json_response(await _visible(request, await _call(request, "list", _page(request)), "webhooks"))
 
 
 async def get_webhook(request: web.Request) -> web.Response:
@@ -84,7 +93,9 @@ async def create_subscription(request: web.Request) -> web.Response:
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "sub_list", _page(request)))
+    """A page of the tenant's subscriptions the caller may list."""
+    page = await _call(request, "sub_list", _page(request))
+    return json_response(await _visible(request, page, "webhooks/subscriptions"))
 
 
 async def get_subscription(request: web.Request) -> web.Response:
@@ -106,8 +117,7 @@ NF = ("webhook_not_found",)
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/webhooks", create_webhook, **_W, target=_on("webhooks", "write", None), body=WebhookCreate,
           statuses=(201,), errors=("webhook_url_invalid",)),
-    Route("GET", "/v1/webhooks", list_webhooks, **_W, target=_on("webhooks", "list", None), query=PageQuery,
-          errors=("invalid_cursor",)),
+    Route("GET", "/v1/webhooks", list_webhooks, **_W, query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/webhooks/{id}", get_webhook, **_W, target=_on("webhooks", "read"), errors=NF),
     Route("PATCH", "/v1/webhooks/{id}", patch_webhook, **_W, target=_on("webhooks", "write"), body=WebhookPatch,
           errors=(*NF, "webhook_url_invalid")),
@@ -125,8 +135,7 @@ ROUTES: tuple[Route, ...] = (
           statuses=(202,), errors=NF),
     Route("POST", "/v1/subscriptions", create_subscription, **_W, target=_on("webhooks/subscriptions", "write", None),
           body=SubscriptionCreate, statuses=(201,), errors=(*NF, "invalid_glob")),
-    Route("GET", "/v1/subscriptions", list_subscriptions, **_W, target=_on("webhooks/subscriptions", "list", None),
-          query=PageQuery, errors=("invalid_cursor",)),
+    Route("GET", "/v1/subscriptions", list_subscriptions, **_W, query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/subscriptions/{id}", get_subscription, **_W, target=_on("webhooks/subscriptions", "read"),
           errors=("subscription_not_found",)),
     Route("DELETE", "/v1/subscriptions/{id}", delete_subscription, **_W,

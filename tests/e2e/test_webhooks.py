@@ -357,3 +357,17 @@ async def test_max_webhooks_quota(api: Api, receiver: Receiver) -> None:
     status, body, headers = await api.request("POST", "/v1/webhooks", token=admin["token"],
                                               json={"url": receiver.url})
     assert_envelope(status, body, headers, "quota_exceeded")
+
+
+async def test_webhook_lists_show_only_what_the_caller_may_list(api: Api, receiver: Receiver) -> None:
+    from tests.e2e.iam_helpers import allow, identity
+
+    first, second = await webhook(api, receiver.url), await webhook(api, receiver.url)
+    viewer = await identity(api, ["webhooks"], [allow([f"webhooks/{first['id']}"], ["list", "read"])])
+    status, page, _ = await api.request("GET", "/v1/webhooks?limit=1000", token=viewer["token"])
+    ids = [w["id"] for w in page["items"]]
+    assert status == 200 and first["id"] in ids and second["id"] not in ids
+    status, page, _ = await api.request("GET", "/v1/subscriptions", token=viewer["token"])
+    assert status == 200 and page["items"] == []
+    status, body, headers = await api.request("GET", f"/v1/webhooks/{second['id']}", token=viewer["token"])
+    assert_envelope(status, body, headers, "access_denied")
