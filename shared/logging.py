@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -58,11 +59,34 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def format_exc_frames(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``format_exc_info`` without the exception's message: the type and the frames only.
+
+    Exception texts quote runtime values (asyncpg's ``DataError`` quotes query
+    arguments, which may be a secret being written), and the redaction
+    processor can't know every shape a value takes. The frames (file, line,
+    source) hold no runtime values.
+    """
+    exc_info = event_dict.pop("exc_info", None)
+    if not exc_info:
+        return event_dict
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    exc_type, _, tb = exc_info
+    if exc_type is not None:
+        event_dict["exception"] = (
+            "".join(traceback.format_tb(tb)) + f"{exc_type.__module__}.{exc_type.__qualname__} (message withheld)"
+        )
+    return event_dict
+
+
 PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
-    structlog.processors.format_exc_info,
+    format_exc_frames,
     redact,
 ]
 

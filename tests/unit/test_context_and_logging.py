@@ -61,3 +61,16 @@ def test_context_is_merged_into_every_line() -> None:
     with capture_logs(processors=PROCESSORS[:1]) as logs:
         structlog.get_logger("t").info("something", value="s3cr3t")
     assert logs[0]["request_id"] == "req_ctx1"
+
+
+def test_logged_exceptions_keep_their_frames_but_not_their_message() -> None:
+    value = "s3cr3t-" + "value"  # a runtime value, as a secret being written would be
+    with capture_logs(processors=PROCESSORS) as logs:
+        try:
+            raise ValueError(f"invalid input for query argument $3: {value!r}")
+        except ValueError:
+            structlog.get_logger("t").exception("crashed")
+    rendered = logs[0]["exception"]
+    assert "s3cr3t-value" not in repr(logs)
+    assert "builtins.ValueError (message withheld)" in rendered
+    assert "test_logged_exceptions_keep_their_frames_but_not_their_message" in rendered  # the frame is there
