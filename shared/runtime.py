@@ -63,7 +63,6 @@ class ServiceSpec:
     build: HandlerFactory | None = None
     #: the RPC name the service answers on, when it differs from ``name`` (gateway → ``iam``).
     rpc_name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ServiceRuntime:

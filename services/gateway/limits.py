@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from shared.errors import QuotaExceeded, RateLimited
 
-CATEGORIES = ("read", "write", "pki", "auth")
 DEFAULT_LIMITS = "read=6000/m,write=1200/m,pki=300/m,auth=60/m"
 _SPEC = re.compile(r"^(read|write|pki|auth)=([0-9]{1,9})/([smh])$")
 _PERIOD = {"s": 1, "m": 60, "h": 3600}

@@ -213,11 +213,3 @@ def decide(
     first.details.update({"resource": resource, "capability": capability})
     raise first
 
-
-def allowed(rules: tuple[Rule, ...] | list[Rule], resource: str, capability: str, *,
-            ip: IpAddress | None, now: datetime | None = None, mfa_at: datetime | None = None) -> bool:
-    try:
-        decide(rules, resource, capability, ip=ip, now=now, mfa_at=mfa_at)
-    except CofferError:
-        return False
-    return True
