@@ -13,11 +13,13 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from shared.errors import InvalidCursor
 
 TTL_SECONDS = 3600
+Row = TypeVar("Row")
 
 
 def _b64(data: bytes) -> str:
@@ -49,6 +51,27 @@ class CursorCodec:
             separators=(",", ":"),
         ).encode()
         return f"{_b64(body)}.{_b64(self._mac(body))}"
+
+    async def page(
+        self,
+        tenant_id: str,
+        query: dict[str, Any],
+        cursor: str | None,
+        limit: int,
+        fetch: Callable[[Any, int], Awaitable[Sequence[Row]]],
+        resume_after: Callable[[Row], Any],
+    ) -> tuple[list[Row], str | None]:
+        """One page of a list: ``limit`` rows from where ``cursor`` says, and the next page's cursor.
+
+        ``fetch(after, n)`` returns up to ``n`` rows after the resume point
+        (``None``: from the start); one more than ``limit`` is asked for to know
+        whether a next page exists. ``query`` is everything the list depends on
+        (``limit`` included): a cursor only continues the query it came from.
+        """
+        after = self.decode(cursor, tenant_id, query) if cursor else None
+        rows = list(await fetch(after, limit + 1))
+        next_cursor = self.encode(tenant_id, query, resume_after(rows[limit - 1])) if len(rows) > limit else None
+        return rows[:limit], next_cursor
 
     def decode(self, cursor: str, tenant_id: str, query: dict[str, Any]) -> Any:
         """Where to resume; ``invalid_cursor`` unless signed by us for this tenant + query and fresh."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -43,6 +43,7 @@ FEATURE_PREFIXES = (("/v1/pki/acme", "acme"), ("/v1/pki", "pki"), ("/v1/webhooks
                     ("/v1/subscriptions", "webhooks"), ("/v1/engines", "dynamic"), ("/v1/leases", "dynamic"),
                     ("/v1/exports", "exports"), ("/v1/federation", "federation"))
 QUOTA_TTL = 5.0
+Item = TypeVar("Item")
 
 
 def feature_of(path: str) -> str | None:
@@ -188,6 +189,11 @@ class Guard:
         request[AUDIT_TARGET] = (resource, capability)
         decide(await self.rules(who.identity_id), resource, capability,
                ip=self.client_ip(request), mfa_at=who.mfa_at)
+
+    async def listable(self, request: web.Request, who: Principal, items: Sequence[Item],
+                       resource_of: Callable[[Item], str]) -> list[Item]:
+        """The items of a list the caller may ``list`` (every list answers only with those)."""
+        return [item for item in items if await self.may(request, who, resource_of(item), "list")]
 
     async def may(self, request: web.Request, who: Principal, resource: str, capability: str) -> bool:
         try:

@@ -55,22 +55,13 @@ def _tenant(request: web.Request) -> str:
 
 async def _page(request: web.Request, kind: str, fetch: Callable[[str | None, int], Any],
                 key: Callable[[Any], str], view: Callable[[Any], dict[str, Any]],
-                visible: Callable[[Any], Any] | None = None) -> web.Response:
-    """A paginated list, keeping only what the caller may ``list``."""
+                resource_of: Callable[[Any], str]) -> web.Response:
+    """A page of a list, keeping only what the caller may ``list`` (``resource_of(row)``)."""
     page = parse(PageQuery, dict(request.query))
-    limit, tenant, cursor = page.limit, _tenant(request), page.cursor
-    query = {"kind": kind, "limit": limit}
-    after = request.app[CURSORS].decode(cursor, tenant, query) if cursor else None
-    rows = await fetch(after, limit + 1)
-    next_cursor = request.app[CURSORS].encode(tenant, query, key(rows[limit - 1])) if len(rows) > limit else None
-    items = [view(r) for r in rows[:limit] if visible is None or await visible(r)]
-    return json_response({"items": items, "next_cursor": next_cursor})
-
-
-def _may_list(request: web.Request, prefix: str, key: Callable[[Any], str]) -> Callable[[Any], Any]:
-    async def visible(row: Any) -> bool:
-        return await request.app[GUARD].may(request, principal(request), f"{prefix}/{key(row)}", "list")
-    return visible
+    rows, next_cursor = await request.app[CURSORS].page(
+        _tenant(request), {"kind": kind, "limit": page.limit}, page.cursor, page.limit, fetch, key)
+    rows = await request.app[GUARD].listable(request, principal(request), rows, resource_of)
+    return json_response({"items": [view(r) for r in rows], "next_cursor": next_cursor})
 
 
 def _no_escalation(request: web.Request, scopes: list[str] | None) -> None:
@@ -123,7 +114,7 @@ async def get_identity(request: web.Request) -> web.Response:
 async def list_identities(request: web.Request) -> web.Response:
     repo, tenant = request.app[IAM_REPO], _tenant(request)
     return await _page(request, "identities", lambda after, n: repo.list_identities(tenant, after, n),
-                       lambda r: r["id"], identity_view, _may_list(request, "identities", lambda r: r["id"]))
+                       lambda r: r["id"], identity_view, lambda r: f"identities/{r['id']}")
 
 
 async def patch_identity(request: web.Request) -> web.Response:
@@ -249,7 +240,7 @@ async def get_tenant(request: web.Request) -> web.Response:
 async def list_tenants(request: web.Request) -> web.Response:
     repo, root = request.app[IAM_REPO], _tenant(request)
     return await _page(request, "tenants", lambda after, n: repo.list_tenants(root, after, n),
-                       lambda r: r["id"], tenant_view, _may_list(request, "tenants", lambda r: r["id"]))
+                       lambda r: r["id"], tenant_view, lambda r: f"tenants/{r['id']}")
 
 
 async def patch_tenant(request: web.Request) -> web.Response:
@@ -293,7 +284,7 @@ async def get_policy(request: web.Request) -> web.Response:
 async def list_policies(request: web.Request) -> web.Response:
     repo, tenant = request.app[IAM_REPO], _tenant(request)
     return await _page(request, "policies", lambda after, n: repo.list_policies(tenant, after, n),
-                       lambda r: r["name"], policy_view, _may_list(request, "policies", lambda r: r["name"]))
+                       lambda r: r["name"], policy_view, lambda r: f"policies/{r['name']}")
 
 
 async def put_policy(request: web.Request) -> web.Response:
@@ -334,7 +325,7 @@ async def get_binding(request: web.Request) -> web.Response:
 async def list_bindings(request: web.Request) -> web.Response:
     repo, tenant = request.app[IAM_REPO], _tenant(request)
     return await _page(request, "bindings", lambda after, n: repo.list_bindings(tenant, after, n),
-                       lambda r: r["id"], binding_view, _may_list(request, "policies", lambda r: r["policy"]))
+                       lambda r: r["id"], binding_view, lambda r: f"policies/{r['policy']}")
 
 
 async def delete_binding(request: web.Request) -> web.Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
@@ -76,14 +78,15 @@ async def audit_match(request: web.Request) -> web.Response:
 
 async def _events(request: web.Request, query: AuditQuery, mac: str | None) -> web.Response:
     tenant = _tenant(request)
-    shape = query.model_dump(mode="json", exclude={"cursor"})
-    after = request.app[CURSORS].decode(query.cursor, tenant, {"kind": "audit", **shape}) if query.cursor else None
-    rows = await request.app[AUDIT].events(
-        tenant, identity_id=query.identity_id, path_prefix=query.path_prefix, code=query.code,
-        since=query.since, until=query.until, after=after, limit=query.limit + 1, field_mac=mac)
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    cursor = request.app[CURSORS].encode(tenant, {"kind": "audit", **shape}, rows[-1]["seq"]) if more else None
+    shape = {"kind": "audit", **query.model_dump(mode="json", exclude={"cursor"})}
+
+    async def fetch(after: int | None, n: int) -> Any:
+        return await request.app[AUDIT].events(
+            tenant, identity_id=query.identity_id, path_prefix=query.path_prefix, code=query.code,
+            since=query.since, until=query.until, after=after, limit=n, field_mac=mac)
+
+    rows, cursor = await request.app[CURSORS].page(tenant, shape, query.cursor, query.limit, fetch,
+                                                   lambda last: last["seq"])
     return json_response({"items": [view(r) for r in rows], "next_cursor": cursor})
 
 

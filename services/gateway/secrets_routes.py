@@ -95,9 +95,8 @@ async def list_secrets(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100, 1, 1000)
     page = await _call(request, "list", {"prefix": request.query.get("prefix", ""), "limit": limit,
                                          "cursor": request.query.get("cursor")})
-    guard, who = request.app[GUARD], principal(request)
-    page["items"] = [item for item in page["items"]
-                     if await guard.may(request, who, f"secrets/{item['path']}", "list")]
+    page["items"] = await request.app[GUARD].listable(request, principal(request), page["items"],
+                                                      lambda item: f"secrets/{item['path']}")
     return json_response(page)
 
 

@@ -37,9 +37,8 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 async def _visible(request: web.Request, page: dict[str, Any], resource: str) -> dict[str, Any]:
     """Keep the items the caller may ``list`` (``<resource>/<id>``)."""
-    guard, who = request.app[GUARD], principal(request)
-    page["items"] = [item for item in page["items"]
-                     if await guard.may(request, who, f"{resource}/{item['id']}", "list")]
+    page["items"] = await request.app[GUARD].listable(request, principal(request), page["items"],
+                                                      lambda item: f"{resource}/{item['id']}")
     return page
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +14,6 @@ from shared.contracts.secrets import (
     ListSecrets,
     ListVersions,
     PutSecret,
-    SecretMeta,
     SecretPage,
     SecretRef,
     WriteResult,
@@ -63,24 +61,17 @@ class SecretsHandlers:
     async def versions(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         req = parse(ListVersions, payload)
         tenant, path = _tenant(ctx), validate_path(req.path)
-        query = {"kind": "versions", "path": path, "limit": req.limit}
-        before = self.cursors.decode(req.cursor, tenant, query) if req.cursor else None
-        rows = await self.repo.versions(tenant, path, before, req.limit + 1)
-        return self._page(rows, req.limit, tenant, query, lambda last: last.version)
+        items, cursor = await self.cursors.page(
+            tenant, {"kind": "versions", "path": path, "limit": req.limit}, req.cursor, req.limit,
+            lambda before, n: self.repo.versions(tenant, path, before, n), lambda last: last.version)
+        return SecretPage(items=items, next_cursor=cursor).model_dump(mode="json")
 
     async def list(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         req = parse(ListSecrets, payload)
         tenant, prefix = _tenant(ctx), validate_prefix(req.prefix)
-        query = {"kind": "secrets", "prefix": prefix, "limit": req.limit}
-        after = self.cursors.decode(req.cursor, tenant, query) if req.cursor else None
-        rows = await self.repo.list(tenant, prefix, after, req.limit + 1)
-        return self._page(rows, req.limit, tenant, query, lambda last: last.path)
-
-    def _page(self, rows: list[SecretMeta], limit: int, tenant: str, query: dict[str, Any],
-              resume_after: Callable[[SecretMeta], Any]) -> dict[str, Any]:
-        """One page of ``limit`` rows (``rows`` holds one more when there is a next page)."""
-        items = rows[:limit]
-        cursor = self.cursors.encode(tenant, query, resume_after(items[-1])) if len(rows) > limit else None
+        items, cursor = await self.cursors.page(
+            tenant, {"kind": "secrets", "prefix": prefix, "limit": req.limit}, req.cursor, req.limit,
+            lambda after, n: self.repo.list(tenant, prefix, after, n), lambda last: last.path)
         return SecretPage(items=items, next_cursor=cursor).model_dump(mode="json")
 
     async def delete(self, payload: dict[str, Any], ctx: RequestContext) -> None:

@@ -65,11 +65,10 @@ class WebhookHandlers:
 
     async def _page(self, ctx: RequestContext, ref: Ref, kind: str, fetch: Any, view: Any) -> dict[str, Any]:
         tenant = _tenant(ctx)
-        query = {"kind": kind, "webhook_id": ref.webhook_id, "limit": ref.limit}
-        after = self.cursors.decode(ref.cursor, tenant, query) if ref.cursor else None
-        rows = await fetch(tenant, after, ref.limit + 1)
-        cursor = self.cursors.encode(tenant, query, rows[ref.limit - 1]["id"]) if len(rows) > ref.limit else None
-        return {"items": [view(r) for r in rows[: ref.limit]], "next_cursor": cursor}
+        rows, cursor = await self.cursors.page(
+            tenant, {"kind": kind, "webhook_id": ref.webhook_id, "limit": ref.limit}, ref.cursor, ref.limit,
+            lambda after, n: fetch(tenant, after, n), lambda last: last["id"])
+        return {"items": [view(r) for r in rows], "next_cursor": cursor}
 
     async def create(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         body = parse(WebhookCreate, {k: v for k, v in payload.items() if k != "max_webhooks"})
