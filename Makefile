@@ -47,4 +47,5 @@ clean:
 
 ## make bench: secrets read/write/list throughput and latency, embedded and distributed (see bench/run.py)
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) ..."; apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk; }
 	$(PY) -m bench.run $(BENCH_ARGS)

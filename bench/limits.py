@@ -1,14 +1,17 @@
 """Reference limits for ``make bench``, each run in its own process(es).
 
     python -m bench.limits direct-read --dsn DSN --schema S --key-file F --tenant T --duration 10 --clients 64
-    python -m bench.limits rpc-server --amqp URL
-    python -m bench.limits rpc-client --amqp URL --duration 10 --clients 64
+    python -m bench.limits {rpc-server,bus-server} --amqp URL
+    python -m bench.limits {rpc-client,bus-client} --amqp URL --duration 10 --clients 64
 
 ``direct-read`` is what a secret read costs without HTTP and without the bus
 (asyncpg fetch + unwrap + AES-GCM decrypt, the secrets repository's own
-code); ``rpc-*`` is a bare RPC round trip over RabbitMQ (JSON, direct
-reply-to, confirms, an empty handler) between two processes. Each prints one
-JSON line of results.
+code). ``rpc-*`` is the raw RPC round trip the issue names as the ceiling:
+plain aio-pika between two processes, JSON bodies, direct reply-to, no
+publisher confirms, an empty handler. ``bus-*`` is the same round trip
+through Coffer's own bus (shared.bus.RabbitBus: context headers, deadlines,
+mandatory publishes, the error envelope). All run on uvloop, as the services
+do. Each client prints one JSON line of results.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
 from services.secrets.repository import SecretsRepository
 from shared.bus import RabbitBus
 from shared.context import RequestContext
 from shared.crypto import LocalKms
 from shared.db import create_pool
 from shared.logging import configure
+from shared.runtime import install_uvloop
 
 
 async def _load(clients: int, duration: float, call: Any) -> dict[str, Any]:
@@ -66,7 +73,53 @@ async def direct_read(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def rpc_server(args: argparse.Namespace) -> None:
-    bus = RabbitBus(args.amqp, name="bench-rpc-server")
+    """Raw aio-pika: a queue, an empty JSON handler, replies to direct reply-to."""
+    conn = await aio_pika.connect(args.amqp)
+    channel = await conn.channel(publisher_confirms=False)
+    await channel.set_qos(prefetch_count=args.clients)
+    queue = await channel.declare_queue("bench.raw.rpc", auto_delete=True)
+
+    async def on_request(message: AbstractIncomingMessage) -> None:
+        json.loads(message.body)
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps({}).encode(), correlation_id=message.correlation_id),
+            routing_key=message.reply_to or "")
+        await message.ack()
+
+    await queue.consume(on_request)
+    print(json.dumps({"ready": True}), flush=True)
+    await asyncio.Event().wait()
+
+
+async def rpc_client(args: argparse.Namespace) -> dict[str, Any]:
+    conn = await aio_pika.connect(args.amqp)
+    channel = await conn.channel(publisher_confirms=False)
+    pending: dict[str, asyncio.Future[bytes]] = {}
+
+    async def on_reply(message: AbstractIncomingMessage) -> None:
+        future = pending.pop(message.correlation_id or "", None)
+        if future is not None:
+            future.set_result(message.body)
+
+    replies = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+    await replies.consume(on_reply, no_ack=True)
+
+    async def call(i: int, n: int) -> None:
+        correlation_id = f"{i}.{n}"
+        future = pending[correlation_id] = asyncio.get_running_loop().create_future()
+        await channel.default_exchange.publish(
+            aio_pika.Message(json.dumps({}).encode(), correlation_id=correlation_id,
+                             reply_to="amq.rabbitmq.reply-to"), routing_key="bench.raw.rpc")
+        json.loads(await asyncio.wait_for(future, 10))
+
+    await _load(args.clients, 1.0, call)
+    result = await _load(args.clients, args.duration, call)
+    await conn.close()
+    return result
+
+
+async def bus_server(args: argparse.Namespace) -> None:
+    bus = RabbitBus(args.amqp, name="bench-bus-server")
     await bus.start()
 
     async def echo(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -77,8 +130,8 @@ async def rpc_server(args: argparse.Namespace) -> None:
     await asyncio.Event().wait()
 
 
-async def rpc_client(args: argparse.Namespace) -> dict[str, Any]:
-    bus = RabbitBus(args.amqp, name="bench-rpc-client")
+async def bus_client(args: argparse.Namespace) -> dict[str, Any]:
+    bus = RabbitBus(args.amqp, name="bench-bus-client")
     await bus.start()
 
     async def call(i: int, n: int) -> None:
@@ -92,7 +145,7 @@ async def rpc_client(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client"])
+    parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client"])
     parser.add_argument("--dsn")
     parser.add_argument("--schema", default="secrets")
     parser.add_argument("--key-file")
@@ -102,10 +155,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
     configure("warning")  # logs to stderr: stdout carries only the results
-    if args.what == "rpc-server":
-        asyncio.run(rpc_server(args))
+    install_uvloop()
+    if args.what.endswith("-server"):
+        asyncio.run(rpc_server(args) if args.what == "rpc-server" else bus_server(args))
         return
-    result = asyncio.run(direct_read(args) if args.what == "direct-read" else rpc_client(args))
+    clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client}
+    result = asyncio.run(clients[args.what](args))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -1,12 +1,14 @@
 """``make bench``: throughput and latency of Coffer through the gateway.
 
-Starts the stack as separate processes (the load generator is this process):
-embedded mode (one process, in-process bus) and distributed mode (five
-processes on RabbitMQ), each on a fresh PostgreSQL database. For each, it
-seeds secrets, warms up, and runs each scenario with N concurrent clients for
-a fixed time. Prints a Markdown table and writes JSON to ``bench/results/``.
+Starts the stack as separate processes: embedded mode (one process,
+in-process bus) and distributed mode (five processes on RabbitMQ), each on a
+fresh PostgreSQL database. For each, it seeds secrets, warms up, and drives
+each scenario with wrk (its own process, C, one thread; bench/scenario.lua)
+at N keep-alive connections for a fixed time. Beside them, the limits of
+bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
 
     python -m bench.run [--duration 10] [--clients 64] [--modes embedded,distributed]
+                        [--scenarios read,read32,write,list,token] [--no-fanout]
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import json
 import os
 import platform as pyplatform
 import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -98,30 +101,33 @@ class Stack:
                 p.kill()
 
 
-async def load(name: str, clients: int, duration: float, call: Callable[[int], Awaitable[int]]) -> dict[str, Any]:
-    """``clients`` loops calling ``call`` for ``duration`` seconds; latency percentiles in ms."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + duration
+async def wrk(url: str, headers: dict[str, str], method: str, targets: list[str], body: str, clients: int,
+              duration: float) -> dict[str, Any]:
+    """``clients`` keep-alive connections driven by wrk (C, one thread) for ``duration`` seconds.
 
-    async def client(i: int) -> None:
-        nonlocal errors
-        n = 0
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            status = await call(i * 1_000_000 + n)
-            latencies.append((time.perf_counter() - started) * 1000)
-            if status >= 400:
-                errors += 1
-            n += 1
-
-    started = time.monotonic()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.monotonic() - started
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return {"scenario": name, "requests": len(latencies), "errors": errors,
-            "rps": round(len(latencies) / elapsed, 1), "p50_ms": round(q[49], 2),
-            "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
+    wrk runs bench/scenario.lua: it cycles through ``targets`` and prints one JSON line with
+    requests, errors (HTTP >= 400, socket errors, timeouts), req/s and latency percentiles.
+    """
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: needs wrk (Debian package 'wrk'); `make bench` installs it")
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as f:
+        f.write("\n".join(targets) + "\n")
+    try:
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
+                   "-s", str(ROOT / "bench" / "scenario.lua")]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
+        proc = await asyncio.create_subprocess_exec(*command, url, "--", method, f.name, body,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+    finally:
+        os.unlink(f.name)
+    lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"bench: wrk failed: {err.decode().strip()}")
+    res = json.loads(lines[-1])
+    return {k: res[k] for k in ("requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")}
 
 
 async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
@@ -157,45 +163,33 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
 
         await asyncio.gather(*(seed(p) for p in paths))
 
-        async def read(n: int) -> int:
-            async with session.get(f"{stack.url}/v1/secrets/{paths[n % len(paths)]}", headers=auth) as r:
-                await r.read()
-                return r.status
-
-        async def write(n: int) -> int:
-            async with session.put(f"{stack.url}/v1/secrets/bench/w/{n % 5000}",
-                                   json={"value": secrets.token_hex(16)}, headers=auth) as r:
-                await r.read()
-                return r.status
-
-        async def list100(n: int) -> int:
-            async with session.get(f"{stack.url}/v1/secrets?prefix=bench/app{n % 10}/&limit=100",
-                                   headers=auth) as r:
-                await r.read()
-                return r.status
-
-        async def issue_token(n: int) -> int:
-            async with session.post(f"{stack.url}/v1/auth/token", json={
-                    "client_id": init["client_id"], "client_secret": init["client_secret"]}) as r:
-                await r.read()
-                return r.status
-
+        scenarios = {
+            "read": ("secret read", "GET", [f"/v1/secrets/{p}" for p in paths], "-", args.clients),
+            "read32": ("secret read, 32 clients", "GET", [f"/v1/secrets/{p}" for p in paths], "-", 32),
+            "write": ("secret write", "PUT", [f"/v1/secrets/bench/w/{n}" for n in range(5000)], "random-value",
+                      args.clients),
+            "list": ("list of 100", "GET", [f"/v1/secrets?prefix=bench/app{n}/&limit=100" for n in range(10)], "-",
+                     args.clients),
+            "token": ("token issue", "POST", ["/v1/auth/token"], json.dumps(
+                {"client_id": init["client_id"], "client_secret": init["client_secret"]}), args.clients),
+        }
         results = []
-        for name, call in (("secret read", read), ("secret write", write), ("list of 100", list100),
-                           ("token issue", issue_token)):
+        for key in args.scenarios.split(","):
+            name, method, targets, body, clients = scenarios[key]
             print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
-                  f"at {args.clients} clients ...", flush=True)
-            await load(name, args.clients, args.warmup, call)
-            res = await load(name, args.clients, args.duration, call)
-            results.append({"mode": mode, **res})
+                  f"at {clients} clients ...", flush=True)
+            await wrk(stack.url, auth, method, targets, body, clients, args.warmup)
+            res = await wrk(stack.url, auth, method, targets, body, clients, args.duration)
+            results.append({"mode": mode, "scenario": name, **res})
         print(f"bench: {mode}: limit: direct asyncpg read + AES-GCM decrypt in one process ...", flush=True)
         direct = await run_json(sys.executable, "-m", "bench.limits", "direct-read",
                                 "--dsn", PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", "--schema", "secrets",
                                 "--key-file", str(data / "kms.key"), "--tenant", init["tenant_id"],
                                 "--duration", str(args.duration), "--clients", str(args.clients))
         results.append({"mode": mode, "scenario": "limit: direct read (no HTTP, no bus)", **direct})
-        print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
-        results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
+        if args.fanout:
+            print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
+            results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
         rss = stack.rss()
         for r in results:
             r["peak_rss_mb"] = {k: round(v, 1) if v else None for k, v in rss.items()}
@@ -271,20 +265,23 @@ async def run_json(*command: str) -> dict[str, Any]:
     return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
-async def raw_rpc(args: argparse.Namespace) -> dict[str, Any]:
-    """The bare RPC round trip over RabbitMQ between two processes, empty handler."""
+async def raw_rpc(args: argparse.Namespace, kind: str = "rpc") -> dict[str, Any]:
+    """An RPC round trip over RabbitMQ between two processes, empty handler.
+
+    ``kind`` "rpc": plain aio-pika, no confirms (the ceiling); "bus": through shared.bus.RabbitBus.
+    """
     vhost = f"coffer_bench_rpc_{secrets.token_hex(3)}"
     subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
                    capture_output=True)
     amqp = f"{AMQP}/{vhost}"
-    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.limits", "rpc-server", "--amqp", amqp,
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.limits", f"{kind}-server", "--amqp", amqp,
                                                   cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert server.stdout is not None
         await asyncio.wait_for(server.stdout.readline(), 30)
-        return await run_json(sys.executable, "-m", "bench.limits", "rpc-client", "--amqp", amqp,
+        return await run_json(sys.executable, "-m", "bench.limits", f"{kind}-client", "--amqp", amqp,
                               "--duration", str(args.duration), "--clients", str(args.clients))
     finally:
         server.kill()
@@ -310,16 +307,22 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
+    parser.add_argument("--scenarios", default="read,read32,write,list,token",
+                        help="HTTP scenarios, of read, read32, write, list, token")
+    parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
-    print("bench: limit: raw RPC round trip over RabbitMQ (two processes, empty handler) ...", flush=True)
-    rpc = {"mode": "both", "scenario": "limit: raw RPC round trip", **await raw_rpc(args)}
+    print("bench: limit: raw RPC round trip over RabbitMQ (aio-pika, two processes, empty handler) ...", flush=True)
+    rpc = {"mode": "both", "scenario": "limit: raw RPC round trip (aio-pika, no confirms)", **await raw_rpc(args)}
+    print("bench: the same round trip through Coffer's bus ...", flush=True)
+    bus = {"mode": "both", "scenario": "RPC round trip through shared.bus (empty handler)",
+           **await raw_rpc(args, "bus")}
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
-    results.append(rpc)
+    results += [bus, rpc]
     limits = {r["mode"]: r["rps"] for r in results if r["scenario"].startswith("limit: direct")}
     print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "
           f"Python {pyplatform.python_version()}\n")

@@ -7,10 +7,17 @@ nothing but in-flight replies):
   ``coffer.rpc.<service>``; requests carry ``reply_to`` = direct reply-to,
   ``correlation_id``, context headers and an expiration equal to the call's
   timeout; published ``mandatory`` on a confirm channel, so a method nobody
-  serves fails at once.
+  serves fails at once. Servers consume without acks: an RPC is at-most-once
+  end to end (direct reply-to already is), so a request is never run twice
+  because a replica died after doing it; a lost request is the caller's
+  ``service_unavailable``. Handlers run at most ``prefetch`` at a time.
 - ``coffer.events`` (topic): one durable quorum queue ``coffer.events.<consumer>``
   per consumer, dead-lettering through ``coffer.dlx`` into
   ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
+
+The RPC hot path (publish, reply, consume) talks to aio-pika's underlying
+aiormq channels directly: aio-pika's message objects cost a third of a round
+trip (bench: raw aio-pika 2.9k calls/s, aiormq 4.3k on the same machine).
 
 We use neither ``connect_robust`` nor aio-pika's RPC pattern: the robust channel
 does not restore direct reply-to consumers reliably (aio-pika #231, #679) and
@@ -31,14 +38,16 @@ from functools import partial
 from typing import Any
 
 import aio_pika
+import aiormq
 import structlog
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
 )
-from aio_pika.exceptions import DeliveryError
 
 from shared.bus.base import (
     DEAD_LETTER_EXCHANGE,
@@ -97,7 +106,8 @@ class RabbitBus(Bus):
         self._connected = asyncio.Event()
         self._declare_lock = asyncio.Lock()
         self._conn: AbstractConnection | None = None
-        self._rpc_exchange: AbstractExchange | None = None
+        self._rpc_channel: aiormq.abc.AbstractChannel | None = None
+        self._rpc_slots = asyncio.Semaphore(prefetch)
         self._events_exchange: AbstractExchange | None = None
         self._consuming: set[str] = set()
         self._lost = asyncio.Event()
@@ -193,11 +203,9 @@ class RabbitBus(Bus):
 
     async def _declare(self, conn: AbstractConnection, lost: asyncio.Event) -> None:
         rpc = await self._channel(conn, lost, publisher_confirms=True, on_return_raises=True)
-        self._rpc_exchange = await rpc.declare_exchange(
-            RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
-        )
-        replies = await rpc.get_queue(DIRECT_REPLY_TO, ensure=False)
-        await replies.consume(self._on_reply, no_ack=True)
+        await rpc.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        self._rpc_channel = await rpc.get_underlay_channel()
+        await self._rpc_channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
 
         events = await self._channel(conn, lost, publisher_confirms=True)
         self._events_exchange = await events.declare_exchange(
@@ -212,12 +220,12 @@ class RabbitBus(Bus):
 
     async def _declare_service(self, conn: AbstractConnection, service: str) -> None:
         channel = await self._channel(conn, self._lost, publisher_confirms=False)
-        await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await channel.declare_exchange(RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
         queue = await channel.declare_queue(f"coffer.rpc.{service}", durable=True)
         for method in self._services[service]:
             await queue.bind(exchange, f"{service}.{method}")
-        await queue.consume(partial(self._on_request, service, channel))
+        raw = await channel.get_underlay_channel()
+        await raw.basic_consume(queue.name, partial(self._on_request, service, raw), no_ack=True)
         self._consuming.add(f"rpc:{service}")
 
     async def _declare_consumer(self, conn: AbstractConnection, consumer: str) -> None:
@@ -274,23 +282,23 @@ class RabbitBus(Bus):
         try:
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
-                assert self._rpc_exchange is not None
+                assert self._rpc_channel is not None
                 future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
                 self._pending[correlation_id] = future
-                message = aio_pika.Message(
-                    body,
+                properties = Basic.Properties(
                     content_type=JSON,
                     correlation_id=correlation_id,
                     reply_to=DIRECT_REPLY_TO,
                     headers=ctx.to_headers(),
-                    expiration=timeout,
-                    delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+                    expiration=str(max(1, int(timeout * 1000))),
+                    delivery_mode=1,  # not persistent
                 )
                 try:
-                    await self._rpc_exchange.publish(
-                        message, routing_key=f"{service}.{method}", mandatory=True
+                    confirmation = await self._rpc_channel.basic_publish(
+                        body, exchange=RPC_EXCHANGE, routing_key=f"{service}.{method}",
+                        properties=properties, mandatory=True,
                     )
-                except DeliveryError:
+                except aiormq.exceptions.PublishError:
                     raise ServiceUnavailable(
                         f"no {service!r} service is consuming", details=details
                     ) from None
@@ -301,6 +309,8 @@ class RabbitBus(Bus):
                     raise ServiceUnavailable(
                         f"service {service!r} is not reachable", details=details
                     ) from None
+                if not isinstance(confirmation, Basic.Ack):
+                    raise ServiceUnavailable(f"RabbitMQ refused the call to {service!r}", details=details)
                 reply = await future
         except TimeoutError:
             raise ServiceUnavailable(
@@ -310,8 +320,8 @@ class RabbitBus(Bus):
             self._pending.pop(correlation_id, None)
         return unpack_reply(reply)
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.pop(message.correlation_id or "", None)
+    async def _on_reply(self, message: DeliveredMessage) -> None:
+        future = self._pending.pop(message.header.properties.correlation_id or "", None)
         if future is not None and not future.done():
             future.set_result(message.body)
 
@@ -322,27 +332,26 @@ class RabbitBus(Bus):
                 await self._declare_service(self._conn, service)
 
     async def _on_request(
-        self, service: str, channel: AbstractChannel, message: AbstractIncomingMessage
+        self, service: str, channel: aiormq.abc.AbstractChannel, message: DeliveredMessage
     ) -> None:
-        ctx = RequestContext.from_headers(message.headers)
+        props = message.header.properties
+        ctx = RequestContext.from_headers(props.headers)
         ctx.bind()
-        method = (message.routing_key or "").removeprefix(f"{service}.")
-        reply = await handle_request(self._services.get(service, {}), method, message.body, ctx)
-        if reply is not None and message.reply_to:
+        routing_key = message.routing_key or ""
+        method = routing_key.removeprefix(f"{service}.")
+        async with self._rpc_slots:
+            reply = await handle_request(self._services.get(service, {}), method, message.body, ctx)
+        if reply is not None and props.reply_to:
             try:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(reply, content_type=JSON, correlation_id=message.correlation_id),
-                    routing_key=message.reply_to,
-                    # RabbitMQ 3.10 returns mandatory replies to direct reply-to
-                    # even when it delivered them; a lost reply is the
-                    # caller's timeout either way.
-                    mandatory=False,
-                    timeout=self.publish_timeout,
+                # RabbitMQ 3.10 returns mandatory replies to direct reply-to
+                # even when it delivered them; a lost reply is the caller's
+                # timeout either way.
+                await channel.basic_publish(
+                    reply, routing_key=props.reply_to, timeout=self.publish_timeout,
+                    properties=Basic.Properties(content_type=JSON, correlation_id=props.correlation_id),
                 )
             except Exception as exc:  # noqa: BLE001 - the caller's timeout answers for us
                 log.warning("rpc_reply_failed", method=method, error=type(exc).__name__)
-        with contextlib.suppress(Exception):
-            await message.ack()
 
     # -- events ------------------------------------------------------------
 
