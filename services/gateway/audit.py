@@ -1,11 +1,12 @@
 """The audit log: one entry per request that reached authorisation, hash-chained per tenant.
 
 Writes are group-committed: requests queue their entry and wait; one writer
-appends whatever has queued up in a single transaction (per tenant: lock the
-chain, read its last hash, chain and insert the entries) and then releases
-the waiting requests. Each request still gets its answer only after its entry
-is committed, at a fraction of the per-request cost (one transaction and one
-lock per batch instead of per request).
+appends whatever has queued up and then releases the waiting requests. Per
+tenant, a batch is one INSERT chained onto the head this replica last saw; a
+unique index on (tenant, prev_hash) refuses forks, so a replica whose head is
+stale re-reads it and retries (no lock, one round trip per batch instead of
+five per request). Each request still gets its answer only after its entry
+is committed.
 
 An entry is written before the response leaves; if it can't be, the request
 fails with ``storage_error``. Each entry's hash covers the previous entry's
@@ -32,10 +33,14 @@ import structlog
 
 log = structlog.get_logger("coffer.gateway.audit")
 MAX_BATCH = 500
-_INSERT = ("INSERT INTO audit_log (tenant_id, at, identity_id, action, resource, outcome, status, client_ip,"
-           " request_id, fields, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-
 GENESIS = b"\x00" * 32
+_INSERT = ("INSERT INTO audit_log (tenant_id, at, identity_id, action, resource, outcome, status, client_ip,"
+           " request_id, fields, prev_hash, hash)"
+           " SELECT $1, at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
+           " prev_hash, hash FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],"
+           " $7::int[], $8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[]) WITH ORDINALITY"
+           " AS e(at, identity_id, action, resource, outcome, status, client_ip, request_id, fields, prev_hash,"
+           " hash, n) ORDER BY n")
 _COLUMNS = ("seq, tenant_id, at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
             " prev_hash, hash")
 
@@ -65,6 +70,7 @@ class AuditLog:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._heads: dict[str, bytes] = {}  # tenant -> hash of the last entry this replica saw
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -130,18 +136,46 @@ class AuditLog:
         by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for entry in entries:
             by_tenant[entry["tenant_id"]].append(entry)
-        async with self.pool.acquire() as conn, conn.transaction():
-            for tenant_id in sorted(by_tenant):  # one lock order for every replica: no deadlock
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('audit:' || $1))", tenant_id)
-                prev = await conn.fetchval(
-                    "SELECT hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1", tenant_id) or GENESIS
-                rows = []
-                for e in by_tenant[tenant_id]:
-                    digest = chain_hash(prev, e)
-                    rows.append((tenant_id, e["at"], e["identity_id"], e["action"], e["resource"], e["outcome"],
-                                 e["status"], e["client_ip"], e["request_id"], e["fields"], prev, digest))
-                    prev = digest
-                await conn.executemany(_INSERT, rows)
+        for tenant_id, group in by_tenant.items():
+            await self._append_chained(tenant_id, group)
+
+    async def _append_chained(self, tenant_id: str, group: list[dict[str, Any]]) -> None:
+        """Chain ``group`` onto the tenant's head in one INSERT; on a fork, re-read the head and retry.
+
+        The unique (tenant_id, prev_hash) index refuses a second successor of
+        any entry, so a writer whose head is stale (another replica appended
+        meanwhile) fails as a whole and nothing forks. A row can only link to an
+        entry already committed, so chain order is also ``seq`` order.
+        """
+        for _ in range(100):
+            head = self._heads.get(tenant_id)
+            if head is None:
+                head = await self.pool.fetchval(
+                    "SELECT hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1", tenant_id)
+                head = bytes(head) if head is not None else GENESIS
+            prev, links, hashes = head, [], []
+            for e in group:
+                links.append(prev)
+                prev = chain_hash(prev, e)
+                hashes.append(prev)
+            try:
+                await self.pool.execute(_INSERT, tenant_id, [e["at"] for e in group],
+                                        [e["identity_id"] for e in group], [e["action"] for e in group],
+                                        [e["resource"] for e in group], [e["outcome"] for e in group],
+                                        [e["status"] for e in group], [e["client_ip"] for e in group],
+                                        [e["request_id"] for e in group], [e["fields"] for e in group],
+                                        links, hashes)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name != "audit_log_chain_link":
+                    raise
+                self._heads.pop(tenant_id, None)  # another writer appended: read the head again
+                continue
+            except Exception:
+                self._heads.pop(tenant_id, None)
+                raise
+            self._heads[tenant_id] = prev
+            return
+        raise RuntimeError("audit chain: too many concurrent appends")
 
     async def events(self, tenant_id: str, *, identity_id: str | None, path_prefix: str | None,
                      code: str | None, since: datetime | None, until: datetime | None,
