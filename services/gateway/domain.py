@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import hmac
 import os
 import secrets
@@ -38,8 +39,20 @@ def new_client_secret() -> str:
     return "cs_" + secrets.token_urlsafe(32)
 
 
+def hash_client_secret(secret: str) -> str:
+    """``sha256$<digest>`` of a generated client secret (fast: no executor needed).
+
+    Client secrets are 256 random bits made by ``new_client_secret``, not
+    something a person chose: no dictionary or brute force gets anywhere near
+    them, so a slow hash would buy nothing and cost ~50 ms of CPU and 32 MiB
+    per token request (the way GitHub and others store generated tokens).
+    Passwords, which people choose, keep scrypt (``hash_secret``).
+    """
+    return "sha256$" + base64.b64encode(hashlib.sha256(secret.encode()).digest()).decode()
+
+
 def hash_secret(secret: str) -> str:
-    """A slow salted hash: ``scrypt$N$r$p$salt$hash`` (CPU-heavy: run it in an executor)."""
+    """A slow salted hash for passwords: ``scrypt$N$r$p$salt$hash`` (CPU-heavy: run it in an executor)."""
     salt = secrets.token_bytes(16)
     digest = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(secret.encode())
     b64 = base64.b64encode
@@ -59,12 +72,24 @@ async def slow_hash(fn: Callable[..., Any], *args: Any) -> Any:
 
 @functools.cache
 def dummy_hash() -> str:
-    """Verified against when the client id is unknown, so both failures cost the same."""
+    """Verified against when the user is unknown, so both failures cost the same."""
     return hash_secret(secrets.token_urlsafe(16))
 
 
+@functools.cache
+def dummy_client_secret_hash() -> str:
+    """Verified against when the client id is unknown, so both failures cost the same."""
+    return hash_client_secret(new_client_secret())
+
+
+def is_fast_hash(stored: str) -> bool:
+    return stored.startswith("sha256$")
+
+
 def verify_secret(secret: str, stored: str) -> bool:
-    """Constant-time check of ``secret`` against ``hash_secret``'s output."""
+    """Constant-time check of ``secret`` against ``hash_secret``'s or ``hash_client_secret``'s output."""
+    if is_fast_hash(stored):
+        return hmac.compare_digest(hash_client_secret(secret).encode(), stored.encode())
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":

@@ -83,7 +83,7 @@ async def init(request: web.Request) -> web.Response:
     """Once, on an empty system: root tenant, admin identity, allow-all policy, a token."""
     body = await read_model(request, InitRequest)
     secret = domain.new_client_secret()
-    secret_hash = await domain.slow_hash(domain.hash_secret, secret)
+    secret_hash = domain.hash_client_secret(secret)
     tenant = {"id": domain.new_id("ten"), "name": body.tenant_name, "kind": "partner"}
     identity = {
         "id": domain.new_id("idn"), "name": body.admin_name, "kind": "service",
@@ -109,9 +109,16 @@ async def init(request: web.Request) -> web.Response:
 
 
 async def _matches(row: Any, column: str, secret: str) -> bool:
-    """``secret`` against the row's slow hash; an unknown identity costs the same (a dummy hash)."""
-    stored = row[column] if row is not None and row[column] else domain.dummy_hash()
-    valid = await domain.slow_hash(domain.verify_secret, secret, stored)
+    """``secret`` against the row's hash; an unknown identity costs the same (a dummy hash of its kind).
+
+    Client secrets have a fast hash (checked here), passwords scrypt (checked in the hashing threads).
+    """
+    dummy = domain.dummy_client_secret_hash() if column == "secret_hash" else domain.dummy_hash()
+    stored = row[column] if row is not None and row[column] else dummy
+    if domain.is_fast_hash(stored):
+        valid = domain.verify_secret(secret, stored)
+    else:
+        valid = await domain.slow_hash(domain.verify_secret, secret, stored)
     return row is not None and bool(valid)
 
 

@@ -88,7 +88,7 @@ async def create_identity(request: web.Request) -> web.Response:
     secret = None
     if body.kind == "service":
         secret = domain.new_client_secret()
-        row.update(client_id=domain.new_id("cli"), secret_hash=await domain.slow_hash(domain.hash_secret, secret))
+        row.update(client_id=domain.new_id("cli"), secret_hash=domain.hash_client_secret(secret))
     else:
         row["password_hash"] = await domain.slow_hash(domain.hash_secret, body.password)
     created = identity_view(await request.app[IAM_REPO].create_identity(row))
@@ -136,7 +136,7 @@ async def patch_identity(request: web.Request) -> web.Response:
             raise ValidationError("request validation failed", details={
                 "fields": [{"field": "rotate_client_secret", "message": "only service identities have one"}]})
         secret = domain.new_client_secret()
-        changes["secret_hash"] = await domain.slow_hash(domain.hash_secret, secret)
+        changes["secret_hash"] = domain.hash_client_secret(secret)
     updated = identity_view(await repo.update_identity(tenant, identity_id, changes))
     if secret:
         updated["client_secret"] = secret

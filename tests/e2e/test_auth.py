@@ -175,7 +175,8 @@ async def test_secrets_are_stored_hashed_and_sealed(
         schema = platform.settings.schema_for("gateway")
         row = await conn.fetchrow(f'SELECT secret_hash FROM "{schema}".identities WHERE client_id = $1',
                                   admin["client_id"])
-        assert row["secret_hash"].startswith("scrypt$") and admin["client_secret"] not in row["secret_hash"]
+        # a generated client secret: SHA-256 (fast, see domain.hash_client_secret); passwords: scrypt
+        assert row["secret_hash"].startswith("sha256$") and admin["client_secret"] not in row["secret_hash"]
         key = await conn.fetchrow(f'SELECT * FROM "{schema}".signing_keys')
         assert platform.app is not None
         private_raw = platform.app[SIGNER]._signing[1].private_bytes_raw()  # noqa: SLF001
