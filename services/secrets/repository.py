@@ -84,17 +84,16 @@ class SecretsRepository:
                     details={"path": path, "expected_version": expected, "current_version": current})
             version = current + 1
             sealed = seal(self.kms, write.plaintext, associated_data(tenant_id, path, version))
-            await conn.execute(
-                "INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
+            # the version and the pointer to it in one round trip
+            meta = await conn.fetchrow(
+                "WITH v AS (INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
                 " expires_at, created_by, kek_id, wrapped_key, nonce, ciphertext)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *)"
+                " UPDATE secrets s SET current_version = $3, updated_at = now()"
+                " FROM v WHERE s.tenant_id = $1 AND s.path = $2"
+                f" RETURNING {_META}",
                 tenant_id, path, version, write.secret_type, write.metadata, write.expires_at,
                 identity_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
-            meta = await conn.fetchrow(
-                "UPDATE secrets s SET current_version = $3, updated_at = now()"
-                " FROM secret_versions v WHERE s.tenant_id = $1 AND s.path = $2"
-                " AND v.tenant_id = s.tenant_id AND v.path = s.path AND v.version = $3"
-                f" RETURNING {_META}", tenant_id, path, version)
             await self._event(conn, "created" if version == 1 else "updated", tenant_id, request_id,
                               path, version, write.secret_type)
             return version == 1, _meta(meta)

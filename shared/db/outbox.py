@@ -31,14 +31,14 @@ def _channel(schema: str) -> str:
 
 async def add(conn: asyncpg.Connection, event: Event, *, schema: str) -> None:
     """Record ``event`` in the current transaction (the caller owns the transaction)."""
+    # The notification is delivered at commit only; it wakes the relay without
+    # waiting for its poll. Row and notification in one round trip.
     await conn.execute(
-        "INSERT INTO outbox (id, type, tenant_id, request_id, occurred_at, data) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
+        "WITH row AS (INSERT INTO outbox (id, type, tenant_id, request_id, occurred_at, data) "
+        "VALUES ($1, $2, $3, $4, $5, $6)) SELECT pg_notify($7, '')",
         event.id, event.type, event.tenant_id, event.request_id, event.occurred_at,
-        event.model_dump(mode="json")["data"],
+        event.model_dump(mode="json")["data"], _channel(schema),
     )
-    # Delivered at commit only; wakes the relay without waiting for its poll.
-    await conn.execute("SELECT pg_notify($1, '')", _channel(schema))
 
 
 class OutboxRelay:
@@ -103,6 +103,9 @@ class OutboxRelay:
                     break
                 sent.append(row["id"])
             if sent:
+                # Marking rows sent needs no flush to disk: if a crash loses the
+                # mark, the rows are published again, and consumers are idempotent.
+                await conn.execute("SET LOCAL synchronous_commit = off")
                 await conn.execute(
                     "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
                     sent,
