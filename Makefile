@@ -39,7 +39,7 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
-	$(VENV)/bin/ruff check shared services tests
+	$(VENV)/bin/ruff check shared services tests bench
 	$(VENV)/bin/mypy shared
 
 clean:

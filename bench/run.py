@@ -275,9 +275,9 @@ async def raw_rpc(args: argparse.Namespace, kind: str = "rpc") -> dict[str, Any]
     subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
                    capture_output=True)
     amqp = f"{AMQP}/{vhost}"
-    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.limits", f"{kind}-server", "--amqp", amqp,
-                                                  cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.limits", f"{kind}-server", "--amqp", amqp,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert server.stdout is not None
         await asyncio.wait_for(server.stdout.readline(), 30)

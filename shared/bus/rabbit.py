@@ -40,14 +40,14 @@ from typing import Any
 import aio_pika
 import aiormq
 import structlog
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
 )
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from shared.bus.base import (
     DEAD_LETTER_EXCHANGE,
