@@ -47,5 +47,7 @@ clean:
 
 ## make bench: secrets read/write/list throughput and latency, embedded and distributed (see bench/run.py)
 bench: $(STAMP)
-	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) ..."; apt-get install -y -qq wrk >/dev/null || sudo apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null || { echo "installing wrk (the load generator, Debian package) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }; }
 	$(PY) -m bench.run $(BENCH_ARGS)
