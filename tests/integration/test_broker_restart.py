@@ -1,4 +1,4 @@
-"""RabbitMQ restarted under load: calls resume, none hangs, the outbox catches up.
+"""RabbitMQ restarted under load: calls resume, none hangs, the outbox catches up; RPC is at-most-once.
 
 These stop and start the local broker's application (``rabbitmqctl
 stop_app`` / ``start_app``), which closes every connection with
@@ -136,3 +136,68 @@ async def test_event_written_while_broker_is_down_is_published_when_it_returns(
         await bus.close()
         await consumer_bus.close()
         await pool.close()
+
+
+async def test_a_request_whose_server_dies_mid_call_is_not_run_again(amqp_url: str) -> None:
+    """RPC is at-most-once: a replica that dies while handling a request doesn't hand it to the next one.
+
+    (With acks, the broker would redeliver it to the second replica and a write
+    could happen twice while its caller had already given up.)
+    """
+    name = f"amo{secrets.token_hex(3)}"
+    runs: list[str] = []
+    started = asyncio.Event()
+
+    async def first(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        runs.append("first")
+        started.set()
+        await asyncio.sleep(30)
+
+    async def second(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        runs.append("second")
+        return "done"
+
+    server1, server2 = RabbitBus(amqp_url, name="amo-1"), RabbitBus(amqp_url, name="amo-2")
+    client = RabbitBus(amqp_url, name="amo-client", rpc_timeout=2.0)
+    await server1.start()
+    await client.start()
+    try:
+        await server1.serve(name, {"write": first})
+        call = asyncio.create_task(client.call(name, "write", {}, RequestContext()))
+        await asyncio.wait_for(started.wait(), 5)
+        await server1.close()  # dies mid-call
+        await server2.start()
+        await server2.serve(name, {"write": second})
+        with pytest.raises(ServiceUnavailable):
+            await call
+        await asyncio.sleep(0.5)
+        assert runs == ["first"]
+        assert await client.call(name, "write", {}, RequestContext()) == "done"  # the next call is served
+    finally:
+        for b in (client, server2, server1):
+            await b.close()
+
+
+async def test_handlers_run_at_most_prefetch_at_a_time(amqp_url: str) -> None:
+    name = f"slots{secrets.token_hex(3)}"
+    server = RabbitBus(amqp_url, name="slots-server", prefetch=3)
+    client = RabbitBus(amqp_url, name="slots-client")
+    running = peak = 0
+
+    async def work(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return payload["i"]
+
+    await server.start()
+    await client.start()
+    try:
+        await server.serve(name, {"work": work})
+        results = await asyncio.gather(*(client.call(name, "work", {"i": i}, RequestContext()) for i in range(12)))
+        assert results == list(range(12)) and peak == 3
+    finally:
+        await client.close()
+        await server.close()
