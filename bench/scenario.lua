@@ -5,6 +5,7 @@
 -- METHOD      GET, PUT or POST
 -- PATHS_FILE  request paths, one per line; each thread cycles through them from its own offset
 -- BODY        "-" for none, "random-value" for {"value": <32 random hex chars>}, else a literal body
+-- BENCH_HEADERS (environment) a flat JSON object of extra headers, e.g. Authorization
 --
 -- done() prints one JSON line: requests, errors (HTTP >= 400, socket errors, timeouts),
 -- duration and latency percentiles in ms.
@@ -27,6 +28,10 @@ function init(args)
    n = id * 7919
    math.randomseed(os.time() + id)
    wrk.headers["Content-Type"] = "application/json"
+   local extra = os.getenv("BENCH_HEADERS") or "{}"
+   for name, value in extra:gmatch('"([^"]+)"%s*:%s*"([^"]*)"') do
+      wrk.headers[name] = value
+   end
 end
 
 local function random_hex(len)
