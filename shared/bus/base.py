@@ -137,8 +137,10 @@ class Bus(abc.ABC):
         """Ask ``<service>.<method>`` and wait for the answer (at most ``timeout``)."""
         started = time.perf_counter()
         outcome = "ok"
+        timeout = self.rpc_timeout if timeout is None else timeout
         try:
-            return await self._call(service, method, payload, ctx, timeout=timeout)
+            body = encode(dict(payload))  # JSON only: a TypeError here, before anything is sent
+            return await self._call(service, method, body, ctx.with_deadline(timeout), timeout)
         except CofferError as exc:
             outcome = exc.code
             raise
@@ -146,16 +148,8 @@ class Bus(abc.ABC):
             RPC_LATENCY.labels(service, method, outcome).observe(time.perf_counter() - started)
 
     @abc.abstractmethod
-    async def _call(
-        self,
-        service: str,
-        method: str,
-        payload: Mapping[str, Any],
-        ctx: RequestContext,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        """The implementation's round trip."""
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
+        """The implementation's round trip: ``body`` is the encoded payload, ``ctx`` carries the deadline."""
 
     @abc.abstractmethod
     async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
@@ -180,9 +174,6 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def dead_letter_count(self, consumer: str) -> int:
         """How many of ``consumer``'s events were dead-lettered (and not yet drained)."""
-
-    def _timeout(self, timeout: float | None) -> float:
-        return self.rpc_timeout if timeout is None else timeout
 
 
 def event_context(event: Event, headers: Mapping[str, Any] | None = None) -> RequestContext:

@@ -64,23 +64,12 @@ class InProcessBus(Bus):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _call(
-        self,
-        service: str,
-        method: str,
-        payload: Mapping[str, Any],
-        ctx: RequestContext,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        timeout = self._timeout(timeout)
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
         handlers = self._services.get(service)
         if not self._open or handlers is None or method not in handlers:
             raise ServiceUnavailable(
                 f"service {service!r} is not available", details={"service": service}
             )
-        ctx = ctx.with_deadline(timeout)
-        body = encode(dict(payload))
         try:
             async with asyncio.timeout(timeout):
                 reply = await handle_request(handlers, method, body, RequestContext.from_headers(ctx.to_headers()))

@@ -265,18 +265,7 @@ class RabbitBus(Bus):
 
     # -- RPC ---------------------------------------------------------------
 
-    async def _call(
-        self,
-        service: str,
-        method: str,
-        payload: Mapping[str, Any],
-        ctx: RequestContext,
-        *,
-        timeout: float | None = None,
-    ) -> Any:
-        timeout = self._timeout(timeout)
-        ctx = ctx.with_deadline(timeout)
-        body = encode(dict(payload))
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
         correlation_id = secrets.token_hex(16)
         details = {"service": service}
         try:
