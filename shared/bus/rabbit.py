@@ -10,7 +10,7 @@ nothing but in-flight replies):
   serves fails at once. Servers consume without acks: an RPC is at-most-once
   end to end (direct reply-to already is), so a request is never run twice
   because a replica died after doing it; a lost request is the caller's
-  ``service_unavailable``. Handlers run at most ``prefetch`` at a time.
+  ``service_unavailable``. Each service's handlers run at most ``prefetch`` at a time.
 - ``coffer.events`` (topic): one durable quorum queue ``coffer.events.<consumer>``
   per consumer, dead-lettering through ``coffer.dlx`` into
   ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
@@ -107,7 +107,7 @@ class RabbitBus(Bus):
         self._declare_lock = asyncio.Lock()
         self._conn: AbstractConnection | None = None
         self._rpc_channel: aiormq.abc.AbstractChannel | None = None
-        self._rpc_slots = asyncio.Semaphore(prefetch)
+        self._rpc_slots: dict[str, asyncio.Semaphore] = {}  # per served service, like a channel's prefetch
         self._events_exchange: AbstractExchange | None = None
         self._consuming: set[str] = set()
         self._lost = asyncio.Event()
@@ -316,6 +316,7 @@ class RabbitBus(Bus):
 
     async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
         self._services.setdefault(service, {}).update(handlers)
+        self._rpc_slots.setdefault(service, asyncio.Semaphore(self.prefetch))
         async with self._declare_lock:
             if self._conn is not None and self.connected and f"rpc:{service}" not in self._consuming:
                 await self._declare_service(self._conn, service)
@@ -328,7 +329,7 @@ class RabbitBus(Bus):
         ctx.bind()
         routing_key = message.routing_key or ""
         method = routing_key.removeprefix(f"{service}.")
-        async with self._rpc_slots:
+        async with self._rpc_slots[service]:
             reply = await handle_request(self._services.get(service, {}), method, message.body, ctx)
         if reply is not None and props.reply_to:
             try:

@@ -201,3 +201,31 @@ async def test_handlers_run_at_most_prefetch_at_a_time(amqp_url: str) -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_a_saturated_service_does_not_take_the_slots_of_another_on_the_same_bus(amqp_url: str) -> None:
+    busy, free = f"busy{secrets.token_hex(3)}", f"free{secrets.token_hex(3)}"
+    server = RabbitBus(amqp_url, name="slots2-server", prefetch=2)
+    client = RabbitBus(amqp_url, name="slots2-client", rpc_timeout=3.0)
+    release = asyncio.Event()
+
+    async def stuck(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        await release.wait()
+        return "late"
+
+    async def quick(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        return "quick"
+
+    await server.start()
+    await client.start()
+    try:
+        await server.serve(busy, {"stuck": stuck})
+        await server.serve(free, {"quick": quick})
+        stuck_calls = [asyncio.create_task(client.call(busy, "stuck", {}, RequestContext())) for _ in range(4)]
+        await asyncio.sleep(0.2)
+        assert await client.call(free, "quick", {}, RequestContext(), timeout=1.0) == "quick"
+        release.set()
+        assert await asyncio.gather(*stuck_calls) == ["late"] * 4
+    finally:
+        await client.close()
+        await server.close()
