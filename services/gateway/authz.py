@@ -37,6 +37,7 @@ log = structlog.get_logger("coffer.gateway.authz")
 
 #: (resource, capability) the request was authorised for: what the audit entry names.
 AUDIT_TARGET = web.RequestKey("audit_target", tuple)
+CLIENT_IP: web.RequestKey[IpAddress | None] = web.RequestKey("client_ip", object)
 
 
 FEATURE_PREFIXES = (("/v1/pki/acme", "acme"), ("/v1/pki", "pki"), ("/v1/webhooks", "webhooks"),
@@ -168,7 +169,13 @@ class Guard:
         return rules
 
     def client_ip(self, request: web.Request) -> IpAddress | None:
-        """The socket peer; ``X-Forwarded-For`` only when that peer is a trusted proxy."""
+        """The socket peer; ``X-Forwarded-For`` only when that peer is a trusted proxy (once per request)."""
+        if CLIENT_IP in request:
+            return request[CLIENT_IP]
+        request[CLIENT_IP] = ip = self._client_ip(request)
+        return ip
+
+    def _client_ip(self, request: web.Request) -> IpAddress | None:
         peer = client_address(request.remote)
         xff = request.headers.get("X-Forwarded-For")
         if peer is None or not xff or not self._trusted(peer):
