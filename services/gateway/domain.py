@@ -82,13 +82,20 @@ def dummy_client_secret_hash() -> str:
     return hash_client_secret(new_client_secret())
 
 
-def is_fast_hash(stored: str) -> bool:
+def _is_fast_hash(stored: str) -> bool:
     return stored.startswith("sha256$")
+
+
+async def check_secret(secret: str, stored: str) -> bool:
+    """``verify_secret``, inline for a client secret's fast hash, in the hashing threads for scrypt."""
+    if _is_fast_hash(stored):
+        return verify_secret(secret, stored)
+    return bool(await slow_hash(verify_secret, secret, stored))
 
 
 def verify_secret(secret: str, stored: str) -> bool:
     """Constant-time check of ``secret`` against ``hash_secret``'s or ``hash_client_secret``'s output."""
-    if is_fast_hash(stored):
+    if _is_fast_hash(stored):
         return hmac.compare_digest(hash_client_secret(secret).encode(), stored.encode())
     try:
         scheme, n, r, p, salt, digest = stored.split("$")

@@ -109,17 +109,11 @@ async def init(request: web.Request) -> web.Response:
 
 
 async def _matches(row: Any, column: str, secret: str) -> bool:
-    """``secret`` against the row's hash; an unknown identity costs the same (a dummy hash of its kind).
-
-    Client secrets have a fast hash (checked here), passwords scrypt (checked in the hashing threads).
-    """
+    """``secret`` against the row's hash; an unknown identity costs the same (a dummy hash of its kind)."""
     dummy = domain.dummy_client_secret_hash() if column == "secret_hash" else domain.dummy_hash()
     stored = row[column] if row is not None and row[column] else dummy
-    if domain.is_fast_hash(stored):
-        valid = domain.verify_secret(secret, stored)
-    else:
-        valid = await domain.slow_hash(domain.verify_secret, secret, stored)
-    return row is not None and bool(valid)
+    valid = await domain.check_secret(secret, stored)
+    return row is not None and valid
 
 
 async def issue_token(request: web.Request) -> web.Response:

@@ -133,10 +133,10 @@ class WebhooksRepository:
 
     async def fan_out(self, event: Event) -> int:
         """One delivery per matching subscription of the event's tenant; a redelivered event adds none."""
-        payload = event.model_dump(mode="json")
         if event.tenant_id is None or not await self.pool.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1)", event.tenant_id):
             return 0  # the common case: nobody listens, so nothing to write (not even the inbox)
+        payload = event.model_dump(mode="json")
         async with self.pool.acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, CONSUMER, event.id):
                 return 0
