@@ -43,6 +43,10 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
     contention a few requests starve (bench, token issue at 64 clients: p50
     4 ms, p95 1.06 s). A FIFO semaphore (asyncio's is fair) in front of the
     pool's own queue serves waiters in order: p95 18 ms at the same load.
+
+    asyncpg has no public hook for this: ``_acquire`` and ``release`` are what
+    ``acquire()`` and its context manager call (as of asyncpg 0.32);
+    tests/integration/test_db_pool.py fails if that stops holding.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -67,7 +71,7 @@ class FairPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no types
 
 async def create_pool(dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A fair pool whose connections see ``schema`` first (the schema is created by ``migrate``)."""
-    pool: Any = await FairPool(
+    pool: Any = await FairPool(  # the arguments asyncpg.create_pool would pass, with its defaults
         dsn,
         min_size=min_size,
         max_size=max_size,
