@@ -1,6 +1,7 @@
 """``make bench``: throughput and latency of Coffer through the gateway.
 
-Starts the stack as separate processes: embedded mode (one process,
+First the glob matcher's cost per match (bench/globs.py, in this process).
+Then it starts the stack as separate processes: embedded mode (one process,
 in-process bus) and distributed mode (five processes on RabbitMQ), each on a
 fresh PostgreSQL database. For each, it seeds secrets, warms up, and drives
 each scenario with wrk (its own process, C, one thread; bench/scenario.lua)
@@ -33,6 +34,8 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+
+from bench import globs
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -314,6 +317,8 @@ async def main() -> None:
     args = parser.parse_args()
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
+    print("bench: glob matcher: typical and pathological patterns ...", flush=True)
+    glob_rows = globs.measure()
     print("bench: limit: raw RPC round trip over RabbitMQ (aio-pika, two processes, empty handler) ...", flush=True)
     rpc = {"mode": "both", "scenario": "limit: raw RPC round trip (aio-pika, no confirms)", **await raw_rpc(args)}
     print("bench: the same round trip through Coffer's bus ...", flush=True)
@@ -335,11 +340,13 @@ async def main() -> None:
         r["ratio_raw_rpc"] = round(r["rps"] / rpc["rps"], 3) if rpc["rps"] else None
         print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['ratio_direct_read'] or ''} | "
               f"{r['ratio_raw_rpc'] or ''} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {rss} |")
+    print()
+    globs.print_table(glob_rows)
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
-                               "clients": args.clients, "duration": args.duration, "results": results},
-                              indent=1))
+                               "clients": args.clients, "duration": args.duration, "results": results,
+                               "globs": glob_rows}, indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")
 
 

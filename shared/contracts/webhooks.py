@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from shared.globs import MAX_PATTERN
+
 EVENT_PATTERN = r"^(\*|#|[a-z][a-z0-9_]*)(\.(\*|#|[a-z][a-z0-9_]*))*$"
 
 
@@ -26,7 +28,7 @@ class WebhookPatch(_Model):
 class SubscriptionCreate(_Model):
     webhook_id: StrictStr = Field(min_length=1, max_length=64)
     event_types: list[StrictStr] = Field(min_length=1, max_length=20)
-    path_pattern: StrictStr | None = Field(None, max_length=600)
+    path_pattern: StrictStr | None = Field(None, max_length=MAX_PATTERN)
 
 
 class Ref(_Model):
