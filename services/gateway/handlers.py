@@ -145,7 +145,6 @@ async def issue_token(request: web.Request) -> web.Response:
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
          "scope": " ".join(scopes), "tenant_id": row["tenant_id"]},
-        headers={"Cache-Control": "no-store"},
     )
 
 

@@ -143,6 +143,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         log.exception("request_crashed", method=request.method, route=_route_name(request))
         response = error_response(InternalError("unexpected error"), request_id)
     response.headers["X-Request-ID"] = request_id
+    if request.path.startswith("/v1/"):
+        # any /v1 answer can carry a secret, a key or a token (and errors are not worth caching)
+        response.headers["Cache-Control"] = "no-store"
     _rate_headers(request, response)
     error_code = None
     if response.status >= 400 and isinstance(response, web.Response) and response.body:

@@ -162,8 +162,7 @@ async def enrol_totp(request: web.Request) -> web.Response:
     sealed = seal(request.app[KMS], secret, totp_aad(identity_id))
     await request.app[IAM_REPO].set_totp(_tenant(request), identity_id, sealed)
     uri = totp(secret).get_provisioning_uri(row["name"], "Coffer")
-    return json_response({"identity_id": identity_id, "otpauth_uri": uri}, status=201,
-                         headers={"Cache-Control": "no-store"})
+    return json_response({"identity_id": identity_id, "otpauth_uri": uri}, status=201)
 
 
 # -- tokens ----------------------------------------------------------------------
@@ -177,7 +176,7 @@ async def step_up(request: web.Request) -> web.Response:
                                            mfa_at=int(time.time()))
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
                           "scope": " ".join(s for s in domain.ALL_SCOPES if s in who.scopes),
-                          "tenant_id": who.tenant_id}, headers={"Cache-Control": "no-store"})
+                          "tenant_id": who.tenant_id})
 
 
 async def revoke(request: web.Request) -> web.Response:

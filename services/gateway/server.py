@@ -46,7 +46,7 @@ class _EnvelopeRequestHandler(RequestHandler):
         response = web.Response(
             body=orjson.dumps(envelope(error, request_id)), status=error.status,
             content_type="application/json",
-            headers={**headers, "X-Request-ID": request_id, "Server": "coffer"},
+            headers={**headers, "X-Request-ID": request_id, "Server": "coffer", "Cache-Control": "no-store"},
         )
         response.force_close()
         return response

@@ -32,7 +32,7 @@ async def create_webhook(request: web.Request) -> web.Response:
     body = await read_model(request, WebhookCreate)
     quotas = await request.app[GUARD].quotas(context(request).tenant_id or "")
     created = await _call(request, "create", {**body.model_dump(), "max_webhooks": quotas.get("max_webhooks")})
-    return json_response(created, status=201, headers={"Cache-Control": "no-store"})
+    return json_response(created, status=201)
 
 
 async def _visible(request: web.Request, page: dict[str, Any], resource: str) -> dict[str, Any]:
@@ -68,7 +68,7 @@ async def webhook_action(request: web.Request) -> web.Response:
     if action == "ping":
         return json_response(await _call(request, "send_ping", {"id": request.match_info["id"]}), status=202)
     result = await _call(request, "rotate_secret", {"id": request.match_info["id"]})
-    return json_response(result, headers={"Cache-Control": "no-store"})
+    return json_response(result)
 
 
 async def list_deliveries(request: web.Request) -> web.Response:

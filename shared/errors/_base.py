@@ -13,20 +13,26 @@
      └── WebhookError                webhook_url_invalid, webhook_delivery_* ...
 
 A service raises one of the leaf classes; on the wire an error is the plain
-dict ``{code, message, details}`` (``to_wire``); the gateway rebuilds it with
-``from_wire`` and answers ``envelope(...)`` with ``status``. Messages are for
+dict ``{code, message, details, headers?}`` (``to_wire``; ``headers`` only
+those of ``WIRE_HEADERS``, e.g. ``Retry-After``); the gateway rebuilds it with
+``from_wire`` and answers ``envelope(...)`` with ``status`` and the headers. Messages are for
 humans and must never carry a secret value, key, password or token.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-__all__ = ["CofferError", "REGISTRY", "envelope", "from_wire", "lookup"]
+__all__ = ["CofferError", "REGISTRY", "WIRE_HEADERS", "envelope", "from_wire", "lookup"]
 
 #: code -> exception class; filled by ``CofferError.__init_subclass__``.
 REGISTRY: dict[str, type[CofferError]] = {}
+
+#: the HTTP headers an error may carry across the bus, each with the shape of
+#: its value: a peer can pass on a ``Retry-After``, never invent other headers.
+WIRE_HEADERS: dict[str, re.Pattern[str]] = {"Retry-After": re.compile(r"^[0-9]{1,9}$")}
 
 
 class CofferError(Exception):
@@ -65,11 +71,22 @@ class CofferError(Exception):
             REGISTRY[code] = cls
 
     def to_wire(self) -> dict[str, Any]:
-        """The error as it travels on the bus."""
-        return {"code": self.code, "message": self.message, "details": self.details}
+        """The error as it travels on the bus (with the headers the gateway must send, if any)."""
+        wire: dict[str, Any] = {"code": self.code, "message": self.message, "details": self.details}
+        headers = _wire_headers(self.headers)
+        if headers:
+            wire["headers"] = headers
+        return wire
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+def _wire_headers(headers: Any) -> dict[str, str]:
+    if not isinstance(headers, Mapping):
+        return {}
+    return {name: value for name, value in headers.items()
+            if name in WIRE_HEADERS and isinstance(value, str) and WIRE_HEADERS[name].fullmatch(value)}
 
 
 def lookup(code: str) -> type[CofferError]:
@@ -94,6 +111,7 @@ def from_wire(payload: Any) -> CofferError:
     return cls(
         message if isinstance(message, str) else None,
         details=details if isinstance(details, Mapping) else None,
+        headers=_wire_headers(payload.get("headers")),
     )
 
 

@@ -7,6 +7,9 @@ module (``python -m shared.errors``). Adding a code here is a contract change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from ._base import CofferError
 
 
@@ -365,6 +368,14 @@ class Throttled(CofferError):
 
     status = 429
     section = "Rate limit / quota / availability"
+    #: seconds a 429 tells the caller to wait when the raiser knows no better
+    #: figure (a count quota frees only when something is deleted).
+    default_retry_after: ClassVar[int] = 60
+
+    def __init__(self, message: str | None = None, *, details: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, details=details, headers=headers)
+        self.headers.setdefault("Retry-After", str(self.default_retry_after))  # every 429 carries one
 
 
 class RateLimited(Throttled):

@@ -13,7 +13,14 @@ from structlog.testing import capture_logs
 from shared.bus import Bus
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.errors import CofferError, SecretNotFound, ServiceUnavailable, StorageError, VersionConflict
+from shared.errors import (
+    CofferError,
+    QuotaExceeded,
+    SecretNotFound,
+    ServiceUnavailable,
+    StorageError,
+    VersionConflict,
+)
 from shared.logging import PROCESSORS
 
 
@@ -37,6 +44,18 @@ async def test_call_returns_result_and_carries_context(bus: Bus) -> None:
     assert (seen[0].request_id, seen[0].tenant_id, seen[0].identity_id, seen[0].scopes) == (
         "req_contract", "ten_1", "idn_1", ("admin",))
     assert seen[0].deadline is not None and seen[0].deadline > time.time()
+
+
+async def test_an_errors_retry_after_travels_with_it(bus: Bus) -> None:
+    name = svc()
+
+    async def throttled(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        raise QuotaExceeded("the quota is used up", headers={"Retry-After": "42"})
+
+    await bus.serve(name, {"throttled": throttled})
+    with pytest.raises(QuotaExceeded) as caught:
+        await bus.call(name, "throttled", {}, RequestContext())
+    assert caught.value.headers == {"Retry-After": "42"}
 
 
 async def test_errors_travel_as_vocabulary_codes(bus: Bus) -> None:

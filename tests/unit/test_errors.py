@@ -73,3 +73,20 @@ def test_a_code_cannot_be_defined_twice() -> None:
 def test_generated_docs_are_current() -> None:
     committed = (ROOT / "docs" / "error-codes.md").read_text()
     assert committed == render(), "docs/error-codes.md is stale: run `make docs`"
+
+
+def test_retry_after_survives_the_wire_and_nothing_else_does() -> None:
+    err = errors.BackendRateLimited("slow down", headers={"Retry-After": "17"})
+    again = from_wire(err.to_wire())
+    assert isinstance(again, errors.BackendRateLimited) and again.headers == {"Retry-After": "17"}
+    forged = from_wire({"code": "backend_error", "message": "m", "headers": {
+        "Retry-After": "soon", "Set-Cookie": "session=1", "Location": "https://evil.example"}})
+    assert forged.headers == {}
+    assert from_wire({"code": "backend_error", "headers": ["Retry-After", "1"]}).headers == {}
+
+
+@pytest.mark.parametrize("cls", [errors.QuotaExceeded, errors.RateLimited])
+def test_every_429_carries_retry_after(cls: type[CofferError]) -> None:
+    assert cls().headers["Retry-After"].isdigit()
+    assert cls(headers={"Retry-After": "5"}).headers["Retry-After"] == "5"
+    assert from_wire(cls().to_wire()).headers["Retry-After"].isdigit()
