@@ -68,7 +68,7 @@ class Stack:
         env.update({"PYTHONPATH": str(ROOT), "COFFER_HTTP_PORT": str(self.port), "COFFER_LOG_LEVEL": "warning",
                     "COFFER_DATABASE_URL": dsn, "COFFER_DATA_DIR": str(data),
                     # the webhook scenario delivers to a receiver on this machine
-                    "COFFER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_WEBHOOK_ALLOW_HTTP": "true",
+                    "COFFER_OUTBOUND_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_OUTBOUND_ALLOW_HTTP": "true",
                     "COFFER_WEBHOOK_POLL_INTERVAL": "0.2",
                     "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,auth=1000000/s,pki=1000000/s"})
         if amqp:

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
@@ -19,7 +19,7 @@ FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "p
 class Settings(BaseSettings):
     """Everything a Coffer process can be configured with (see README, Configuration)."""
 
-    model_config = SettingsConfigDict(env_prefix="COFFER_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="COFFER_", extra="ignore", frozen=True, populate_by_name=True)
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(8700, ge=0, le=65535)
@@ -46,9 +46,15 @@ class Settings(BaseSettings):
     outbox_poll_interval: float = Field(1.0, gt=0)
     #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
     rate_limits: str = ""
-    #: webhook delivery: ranges and plain http an operator allows (tests use 127.0.0.0/8)
-    webhook_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
-    webhook_allow_http: bool = False
+    #: outbound calls to tenant-chosen addresses (webhooks, federation, ACME): address ranges
+    #: and plain http an operator allows beyond public https (tests use 127.0.0.0/8). The
+    #: COFFER_WEBHOOK_* names of earlier releases still work.
+    outbound_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("outbound_allowed_cidrs", "COFFER_OUTBOUND_ALLOWED_CIDRS",
+                                          "COFFER_WEBHOOK_ALLOWED_CIDRS"))
+    outbound_allow_http: bool = Field(
+        False, validation_alias=AliasChoices("outbound_allow_http", "COFFER_OUTBOUND_ALLOW_HTTP",
+                                             "COFFER_WEBHOOK_ALLOW_HTTP"))
     #: seconds before each retry, comma-separated (jittered ±20 %)
     webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
     webhook_timeout: float = Field(10.0, gt=0, le=60)
@@ -64,14 +70,14 @@ class Settings(BaseSettings):
     #: seconds between runs of the lifecycle jobs (expiry events, retention purge).
     lifecycle_interval: float = Field(30.0, gt=0)
 
-    @field_validator("disabled_features", "trusted_proxies", "webhook_allowed_cidrs", mode="before")
+    @field_validator("disabled_features", "trusted_proxies", "outbound_allowed_cidrs", mode="before")
     @classmethod
     def _split_features(cls, value: object) -> object:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    @field_validator("trusted_proxies", "webhook_allowed_cidrs")
+    @field_validator("trusted_proxies", "outbound_allowed_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:

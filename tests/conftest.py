@@ -122,8 +122,8 @@ def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> 
         # every test client is 127.0.0.1: rate limits are tested on platforms of their own
         "rate_limits": "read=100000/s,write=100000/s,pki=100000/s,auth=100000/s",
         # deliveries go to receivers on this machine, quickly retried
-        "webhook_allowed_cidrs": ("127.0.0.0/8",),
-        "webhook_allow_http": True,
+        "outbound_allowed_cidrs": ("127.0.0.0/8",),
+        "outbound_allow_http": True,
         "webhook_retry_schedule": "0,0.3,0.3,0.3,0.3",
         "webhook_timeout": 1.0,
         "webhook_poll_interval": 0.1,

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from services.webhooks import domain, ssrf
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.handlers import WebhookHandlers
 from services.webhooks.repository import WebhooksRepository
@@ -16,14 +14,13 @@ from shared.context import RequestContext
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
+from shared.outbound import OutboundPolicy, system_lookup
 from shared.runtime import ServiceDeps, ServiceSpec
 
 
 async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     settings = deps.settings
-    policy = domain.AddressPolicy(
-        allowed=tuple(ipaddress.ip_network(c, strict=False) for c in settings.webhook_allowed_cidrs),
-        allow_http=settings.webhook_allow_http)
+    policy = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
     repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
     dispatcher = Dispatcher(
         repo, policy, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
@@ -34,7 +31,7 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     deps.spawn(dispatcher.run(), "webhooks-dispatcher")
     cursors = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
     handlers = WebhookHandlers(repo, cursors, policy, float(parse_duration(settings.webhook_secret_overlap)),
-                               ssrf.system_lookup, dispatcher.wake)
+                               system_lookup, dispatcher.wake)
 
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         return {"kek_id": deps.kms.active_key_id, "rewrapped": await repo.rewrap()}

@@ -23,20 +23,22 @@ import aiohttp
 import orjson
 import structlog
 
-from services.webhooks import domain, ssrf
+from services.webhooks import domain
 from services.webhooks.repository import WebhooksRepository
+from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.errors import CofferError
+from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
 
 log = structlog.get_logger("coffer.webhooks")
 USER_AGENT = "Coffer-Webhooks/0.1"
 
 
 class Dispatcher:
-    def __init__(self, repo: WebhooksRepository, policy: domain.AddressPolicy, *, schedule: tuple[float, ...],
+    def __init__(self, repo: WebhooksRepository, policy: OutboundPolicy, *, schedule: tuple[float, ...],
                  timeout: float, disable_after: float, poll_interval: float, per_endpoint: int,
-                 concurrency: int, lookup: ssrf.Lookup = ssrf.system_lookup) -> None:
+                 concurrency: int, lookup: Lookup = system_lookup) -> None:
         self.repo = repo
         self.policy = policy
         self.schedule = schedule
@@ -59,8 +61,8 @@ class Dispatcher:
             self.wake()
 
     async def run(self) -> None:
-        connector = aiohttp.TCPConnector(resolver=ssrf.GuardedResolver(self.policy, self.lookup),
-                                         use_dns_cache=False, limit=self.concurrency, limit_per_host=self.per_endpoint)
+        connector = guarded_connector(self.policy, self.lookup, limit=self.concurrency,
+                                      limit_per_host=self.per_endpoint)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
                                               headers={"User-Agent": USER_AGENT}, auto_decompress=False)
         try:
@@ -142,7 +144,7 @@ class Dispatcher:
 
     async def _post(self, row: Any) -> tuple[int, str, float | None]:
         assert self._session is not None
-        await ssrf.check(row["url"], self.policy, self.lookup)  # again at every delivery
+        await check_url(row["url"], self.policy, self.lookup)  # again at every delivery
         payload = orjson.dumps(row["payload"])
         timestamp = int(time.time())
         headers = {

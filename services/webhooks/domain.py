@@ -1,14 +1,12 @@
-"""Webhook rules without I/O: secrets, Standard Webhooks signatures, matching, retry timing, addresses."""
+"""Webhook rules without I/O: secrets, Standard Webhooks signatures, matching, retry timing."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import ipaddress
 import random
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from shared.bus import topic_matches
@@ -75,25 +73,3 @@ def parse_retry_after(value: str | None) -> float | None:
 def truncate_body(body: bytes) -> str:
     return body[:MAX_RESPONSE_BODY].decode("utf-8", "replace")
 
-
-@dataclass(frozen=True)
-class AddressPolicy:
-    """Which addresses a webhook may reach: public ones, plus what the operator allows."""
-
-    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    allow_http: bool = False
-
-    def permits(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address):
-            inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-            if inner is None and ip in ipaddress.ip_network("::/96"):  # IPv4-compatible (deprecated) form
-                inner = ipaddress.IPv4Address(int(ip))
-            if inner is not None and not self.permits(str(inner)):
-                return False
-        if any(ip.version == net.version and ip in net for net in self.allowed):
-            return True
-        return ip.is_global and not ip.is_multicast and not ip.is_reserved and not ip.is_unspecified

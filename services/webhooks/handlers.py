@@ -6,8 +6,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from services.webhooks import domain, ssrf
+from services.webhooks import domain
 from services.webhooks.repository import WebhooksRepository
+from services.webhooks.ssrf import check_url
 from shared.bus import RpcHandler
 from shared.context import RequestContext
 from shared.contracts import parse
@@ -15,6 +16,7 @@ from shared.contracts.webhooks import EVENT_PATTERN, Ref, SubscriptionCreate, We
 from shared.cursors import CursorCodec
 from shared.errors import Forbidden, ValidationError
 from shared.globs import compile_glob
+from shared.outbound import Lookup, OutboundPolicy
 
 
 def _tenant(ctx: RequestContext) -> str:
@@ -47,8 +49,8 @@ def delivery_view(row: Any, attempts: list[Any] | None = None) -> dict[str, Any]
 
 
 class WebhookHandlers:
-    def __init__(self, repo: WebhooksRepository, cursors: CursorCodec, policy: domain.AddressPolicy,
-                 overlap: float, lookup: ssrf.Lookup, wake: Callable[[], None]) -> None:
+    def __init__(self, repo: WebhooksRepository, cursors: CursorCodec, policy: OutboundPolicy,
+                 overlap: float, lookup: Lookup, wake: Callable[[], None]) -> None:
         self.repo = repo
         self.cursors = cursors
         self.policy = policy
@@ -72,7 +74,7 @@ class WebhookHandlers:
 
     async def create(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         body = parse(WebhookCreate, {k: v for k, v in payload.items() if k != "max_webhooks"})
-        await ssrf.check(body.url, self.policy, self.lookup)
+        await check_url(body.url, self.policy, self.lookup)
         secret = domain.new_secret()
         row = await self.repo.create_webhook(_tenant(ctx), body.url, body.description, body.enabled, secret,
                                              payload.get("max_webhooks"))
@@ -88,7 +90,7 @@ class WebhookHandlers:
         webhook_id = str(payload.pop("id", ""))
         body = parse(WebhookPatch, payload)
         if body.url is not None:
-            await ssrf.check(body.url, self.policy, self.lookup)
+            await check_url(body.url, self.policy, self.lookup)
         return webhook_view(await self.repo.update_webhook(_tenant(ctx), webhook_id, body.url, body.description,
                                                            body.enabled))
 

@@ -19,6 +19,7 @@ from tests.e2e.test_gateway_envelope import assert_envelope
 
 # -- §4: globs run in linear time --------------------------------------------------------
 
+NOWHERE = "http://127.0.0.1:9999/h"  # an allowed port where nothing listens
 EXPLOSIVE = "/".join(["**"] * 20 + ["nothing-matches-this"])  # hours for the old backtracking matcher
 
 
@@ -35,7 +36,7 @@ async def test_a_pathological_glob_does_not_stall_the_gateway(api: Api) -> None:
     assert_envelope(status, body, headers, "access_denied")  # every rule was evaluated, none allowed it
     assert time.monotonic() - started < 2.0
 
-    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": "http://127.0.0.1:9/h"},
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": NOWHERE},
                                         token=victim["token"])
     assert status == 201
     status, sub, _ = await api.request("POST", "/v1/subscriptions", token=victim["token"], json={
@@ -88,7 +89,7 @@ async def test_secret_carrying_answers_are_not_stored(api: Api, admin: dict[str,
         ("GET", f"/v1/secrets/{path}", None, "default"),
         ("POST", "/v1/auth/token", {"client_id": admin["client_id"], "client_secret": admin["client_secret"]}, None),
         ("POST", "/v1/identities", {"name": name(), "kind": "service", "allowed_scopes": []}, "default"),
-        ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/h"}, "default"),
+        ("POST", "/v1/webhooks", {"url": NOWHERE}, "default"),
     ]
     for method, url, body, token in calls:
         status, answer, headers = await api.request(method, url, json=body, token=token)
@@ -108,7 +109,23 @@ async def test_quota_exceeded_raised_inside_a_service_carries_retry_after(api: A
     status, _, _ = await api.request("PUT", "/v1/secrets/q/one", json={"value": "v"}, headers=tenant)
     assert status == 201
     for method, url, body in (("PUT", "/v1/secrets/q/two", {"value": "v"}),
-                              ("POST", "/v1/webhooks", {"url": "http://127.0.0.1:9/h"})):
+                              ("POST", "/v1/webhooks", {"url": NOWHERE})):
         status, answer, headers = await api.request(method, url, json=body, headers=tenant)
         assert_envelope(status, answer, headers, "quota_exceeded")
         assert headers["Retry-After"].isdigit() and int(headers["Retry-After"]) > 0
+
+
+# -- §5.5: one outbound guard -----------------------------------------------------------------
+
+async def test_outbound_guard_refuses_privileged_ports_and_site_local_addresses(api: Api) -> None:
+    """Allow-listing 127.0.0.0/8 (as the tests do) widens addresses, never ports; fec0::/10 is not public."""
+    for url in ("http://127.0.0.1:22/h", "http://127.0.0.1:25/h", "http://127.0.0.1:1023/h", "https://[fec0::1]/h",
+                "https://[fec0::1]:8443/h"):
+        status, body, headers = await api.request("POST", "/v1/webhooks", json={"url": url})
+        err = assert_envelope(status, body, headers, "webhook_url_invalid")
+        assert err["details"]["reason"], url
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": "http://127.0.0.1:1024/h"})
+    assert status == 201, hook
+    remember_secret(hook["secret"])
+    status, body, headers = await api.request("PATCH", f"/v1/webhooks/{hook['id']}", json={"url": "http://127.0.0.1:22/"})
+    assert_envelope(status, body, headers, "webhook_url_invalid")

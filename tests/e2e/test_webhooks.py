@@ -265,7 +265,7 @@ SSRF_URLS = [
 
 async def test_ssrf_table_is_refused_when_not_allow_listed(tmp_path: Path, pg_dsn: str,
                                                             http: aiohttp.ClientSession) -> None:
-    platform = await start_platform(tmp_path, None, pg_dsn, webhook_allowed_cidrs=(), webhook_allow_http=False)
+    platform = await start_platform(tmp_path, None, pg_dsn, outbound_allowed_cidrs=(), outbound_allow_http=False)
     try:
         api = await initialised(platform, http)
         assert len(SSRF_URLS) >= 25
@@ -285,6 +285,7 @@ async def test_killing_the_dispatcher_mid_retry_still_delivers_exactly_once(
     receiver = await Receiver(behave=fails(1)).start()
     platform = await start_platform(tmp_path, private_amqp, pg_dsn,
                                     services=("gateway", "secrets", "pki", "lease"))
+    # the older COFFER_WEBHOOK_* names on purpose: they must keep working as aliases
     env = {"COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn, "COFFER_DATA_DIR": str(tmp_path),
            "COFFER_SCHEMA_PREFIX": platform.settings.schema_prefix, "COFFER_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
            "COFFER_WEBHOOK_ALLOW_HTTP": "true", "COFFER_WEBHOOK_RETRY_SCHEDULE": "0,3", "COFFER_WEBHOOK_TIMEOUT": "2",
