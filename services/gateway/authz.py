@@ -68,6 +68,8 @@ class Guard:
         self.refresh = refresh
         self.revoked_tokens: set[str] = set()
         self.revoked_identities: set[str] = set()
+        #: identity -> the lowest token generation still valid (absent: every generation is)
+        self.token_floors: dict[str, int] = {}
         self._rules: dict[str, tuple[float, tuple[Rule, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -83,7 +85,9 @@ class Guard:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def reload(self) -> None:
-        self.revoked_tokens, self.revoked_identities = await self.repo.revocations()
+        self.revoked_tokens, self.revoked_identities, floors = await self.repo.revocations()
+        for identity_id, generation in floors.items():  # an event newer than the read keeps its floor
+            self.raise_floor(identity_id, generation)
         self._rules.clear()
         if self._load_maintenance is not None:
             self.maintenance = await self._load_maintenance()
@@ -102,14 +106,23 @@ class Guard:
         elif event.type == "token.revoked":
             if jti := event.data.get("jti"):
                 self.revoked_tokens.add(str(jti))
-            if identity := event.data.get("identity_id"):
-                self.revoked_identities.add(str(identity))
+            identity = event.data.get("identity_id")
+            generation = event.data.get("generation")
+            if identity and isinstance(generation, int):
+                self.raise_floor(str(identity), generation)  # its older tokens are void
+            elif identity:
+                self.revoked_identities.add(str(identity))  # deleted: every token is void
                 self._rules.pop(str(identity), None)
         else:  # policy.created / updated / deleted, bindings included
             self.forget_rules()
 
     def forget_rules(self) -> None:
         self._rules.clear()
+
+    def raise_floor(self, identity_id: str, generation: int) -> None:
+        """Tokens of ``identity_id`` older than ``generation`` are void from now on."""
+        if generation > self.token_floors.get(identity_id, 0):
+            self.token_floors[identity_id] = generation
 
     # -- checks, in the order of api.md §1 ---------------------------------------
 
@@ -136,7 +149,8 @@ class Guard:
         self._quotas.pop(tenant_id, None)
 
     def check_revoked(self, who: Principal) -> None:
-        if who.token_id in self.revoked_tokens or who.identity_id in self.revoked_identities:
+        if (who.token_id in self.revoked_tokens or who.identity_id in self.revoked_identities
+                or who.generation < self.token_floors.get(who.identity_id, 0)):
             raise TokenRevoked("token has been revoked")
 
     async def resolve_tenant(self, request: web.Request, who: Principal) -> str:

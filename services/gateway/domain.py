@@ -169,10 +169,17 @@ class Principal:
     expires_at: datetime
     token_id: str
     mfa_at: datetime | None = None
+    #: the identity's token generation when the token was issued (older ones are void)
+    generation: int = 0
+
+    def mfa_fresh(self, max_age: float, now: datetime | None = None) -> bool:
+        """Did the caller step up with MFA within ``max_age`` seconds?"""
+        return self.mfa_at is not None and ((now or datetime.now(UTC)) - self.mfa_at).total_seconds() <= max_age
 
 
 def token_claims(
-    identity_id: str, tenant_id: str, scopes: tuple[str, ...], now: int, ttl: int, mfa_at: int | None = None
+    identity_id: str, tenant_id: str, scopes: tuple[str, ...], now: int, ttl: int, mfa_at: int | None = None,
+    generation: int = 0,
 ) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "sub": identity_id,
@@ -181,6 +188,7 @@ def token_claims(
         "iat": now,
         "exp": now + ttl,
         "jti": "tok_" + secrets.token_hex(12),
+        "gen": generation,
     }
     if mfa_at is not None:
         claims["mfa_at"] = mfa_at
@@ -196,4 +204,5 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
         token_id=str(claims["jti"]),
         mfa_at=datetime.fromtimestamp(int(mfa_at), UTC) if mfa_at else None,
+        generation=int(claims.get("gen", 0)),
     )

@@ -141,7 +141,8 @@ async def issue_token(request: web.Request) -> web.Response:
             raise AuthenticationRequired("invalid client credentials")
         requested = creds.scopes
     scopes = domain.grant_scopes(row["allowed_scopes"], requested)
-    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at)
+    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
+                                           generation=row["token_generation"])
     return json_response(
         {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
          "scope": " ".join(scopes), "tenant_id": row["tenant_id"]},

@@ -25,7 +25,7 @@ from shared.errors import (
     TenantNotFound,
 )
 
-_IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id,"
+_IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id, token_generation,"
              " created_at, updated_at")
 _SUBTREE = ("WITH RECURSIVE sub AS (SELECT id FROM tenants WHERE id = $1"
             " UNION SELECT t.id FROM tenants t JOIN sub ON t.parent_id = sub.id)")
@@ -116,16 +116,28 @@ class IamRepository:
             f"SELECT {_IDENTITY} FROM identities WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
             " ORDER BY id LIMIT $3", tenant_id, after, limit)
 
-    async def update_identity(self, tenant_id: str, identity_id: str, changes: dict[str, Any]) -> asyncpg.Record:
+    async def update_identity(self, tenant_id: str, identity_id: str, changes: dict[str, Any], *,
+                              void_tokens: bool = False, request_id: str = "") -> asyncpg.Record:
+        """Apply ``changes``; with ``void_tokens`` every token the identity holds is void (same transaction)."""
         allowed = {"allowed_scopes", "partner_admin", "password_hash", "secret_hash"}
         fields = {k: v for k, v in changes.items() if k in allowed and v is not None}
-        sets = ", ".join(f"{k} = ${i + 3}" for i, k in enumerate(fields))
-        row = await self.pool.fetchrow(
-            f"UPDATE identities SET {sets + ', ' if sets else ''}updated_at = now()"
-            f" WHERE id = $1 AND tenant_id = $2 RETURNING {_IDENTITY}", identity_id, tenant_id, *fields.values())
-        if row is None:
-            raise IdentityNotFound(details={"identity_id": identity_id})
-        return row
+        sets = "".join(f"{k} = ${i + 3}, " for i, k in enumerate(fields))
+        if void_tokens:
+            sets += "token_generation = token_generation + 1, "
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE identities SET {sets}updated_at = now() WHERE id = $1 AND tenant_id = $2"
+                f" RETURNING {_IDENTITY}", identity_id, tenant_id, *fields.values())
+            if row is None:
+                raise IdentityNotFound(details={"identity_id": identity_id})
+            if void_tokens:
+                await self._tokens_voided(conn, row, request_id)
+            return row
+
+    async def _tokens_voided(self, conn: asyncpg.Connection, row: asyncpg.Record, request_id: str) -> None:
+        """Tell every replica that tokens of this identity older than its generation are void."""
+        await self._event(conn, "token.revoked", row["tenant_id"], request_id,
+                          {"identity_id": row["id"], "generation": row["token_generation"]})
 
     async def delete_identity(self, tenant_id: str, identity_id: str, request_id: str) -> None:
         """Delete it, its bindings, and void every token it holds."""
@@ -141,16 +153,37 @@ class IamRepository:
 
     async def user_by_name(self, username: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT id, tenant_id, allowed_scopes, password_hash, mfa_kek_id, mfa_wrapped_key, mfa_nonce,"
-            " mfa_ciphertext FROM identities WHERE kind = 'user' AND name = $1", username)
+            "SELECT id, tenant_id, allowed_scopes, password_hash, token_generation"
+            " FROM identities WHERE kind = 'user' AND name = $1", username)
 
-    async def set_totp(self, tenant_id: str, identity_id: str, sealed: Sealed) -> None:
-        status = await self.pool.execute(
-            "UPDATE identities SET mfa_kek_id = $3, mfa_wrapped_key = $4, mfa_nonce = $5, mfa_ciphertext = $6,"
-            " mfa_last_step = 0, updated_at = now() WHERE id = $1 AND tenant_id = $2",
-            identity_id, tenant_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
-        if status.endswith(" 0"):
-            raise IdentityNotFound(details={"identity_id": identity_id})
+    async def set_totp(self, tenant_id: str, identity_id: str, sealed: Sealed, *, void_tokens: bool,
+                       request_id: str) -> None:
+        """Enrol (or replace) the identity's TOTP secret; ``void_tokens`` when it replaces another's enrolment."""
+        bump = ", token_generation = token_generation + 1" if void_tokens else ""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE identities SET mfa_kek_id = $3, mfa_wrapped_key = $4, mfa_nonce = $5, mfa_ciphertext = $6,"
+                f" mfa_last_step = 0, updated_at = now(){bump} WHERE id = $1 AND tenant_id = $2"
+                " RETURNING id, tenant_id, token_generation",
+                identity_id, tenant_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+            if row is None:
+                raise IdentityNotFound(details={"identity_id": identity_id})
+            if void_tokens:
+                await self._tokens_voided(conn, row, request_id)
+
+    async def reset_totp(self, tenant_id: str, identity_id: str, request_id: str) -> bool:
+        """Remove the identity's TOTP enrolment and void its tokens; ``False`` if it had none."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE identities SET mfa_kek_id = NULL, mfa_wrapped_key = NULL, mfa_nonce = NULL,"
+                " mfa_ciphertext = NULL, mfa_last_step = 0, token_generation = token_generation + 1,"
+                " updated_at = now() WHERE id = $1 AND tenant_id = $2 AND mfa_kek_id IS NOT NULL"
+                " RETURNING id, tenant_id, token_generation", identity_id, tenant_id)
+            if row is None:
+                await self.identity(tenant_id, identity_id)  # identity_not_found, or simply not enrolled
+                return False
+            await self._tokens_voided(conn, row, request_id)
+            return True
 
     async def totp(self, identity_id: str) -> Sealed | None:
         row = await self.pool.fetchrow(
@@ -276,8 +309,11 @@ class IamRepository:
             await self._event(conn, "token.revoked", tenant_id, request_id,
                               {"jti": jti, "expires_at": expires_at.isoformat()})
 
-    async def revocations(self) -> tuple[set[str], set[str]]:
-        """Unexpired revoked token ids, and identities whose tokens are all void."""
+    async def revocations(self) -> tuple[set[str], set[str], dict[str, int]]:
+        """Unexpired revoked token ids, identities whose tokens are all void (deleted), and each
+        identity's current token generation where it was ever raised (older tokens are void)."""
         jtis = await self.pool.fetch("SELECT jti FROM revoked_tokens WHERE expires_at > now()")
         idents = await self.pool.fetch("SELECT identity_id FROM revoked_identities")
-        return {r["jti"] for r in jtis}, {r["identity_id"] for r in idents}
+        floors = await self.pool.fetch("SELECT id, token_generation FROM identities WHERE token_generation > 0")
+        return ({r["jti"] for r in jtis}, {r["identity_id"] for r in idents},
+                {r["id"]: r["token_generation"] for r in floors})

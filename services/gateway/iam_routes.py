@@ -45,6 +45,8 @@ from shared.errors import (
 )
 
 CURSORS = web.AppKey("iam_cursors", CursorCodec)
+#: how recent a step-up must be to replace or remove one's own MFA enrolment
+MFA_CHANGE_MAX_AGE = 300.0
 
 
 def _tenant(request: web.Request) -> str:
@@ -98,12 +100,32 @@ async def create_identity(request: web.Request) -> web.Response:
 
 
 async def _partner_admin_grant(request: web.Request, tenant: str) -> None:
-    me = await request.app[IAM_REPO].identity_any_tenant(principal(request).identity_id)
-    target = await request.app[IAM_REPO].tenant(tenant)
-    if me is None or not me["partner_admin"]:
+    if not await _caller_is_partner_admin(request):
         raise Forbidden("only a partner admin can make partner admins")
+    target = await request.app[IAM_REPO].tenant(tenant)
     if target is None or target["kind"] != "partner":
         raise Forbidden("partner admins live in partner tenants")
+
+
+async def _caller_is_partner_admin(request: web.Request) -> bool:
+    me = await request.app[IAM_REPO].identity_any_tenant(principal(request).identity_id)
+    return me is not None and bool(me["partner_admin"])
+
+
+async def _holds_no_more(request: web.Request, target: Any) -> None:
+    """Another identity may be changed only by a caller holding at least what it holds (api.md §3).
+
+    Its ``allowed_scopes`` must be within the caller's token scopes, and a
+    partner admin only by a partner admin: else a helpdesk identity with
+    ``write`` on ``identities/**`` could rotate a root admin's secret and become it.
+    """
+    if target["id"] == principal(request).identity_id:
+        return
+    above = sorted(set(target["allowed_scopes"]) - principal(request).scopes)
+    if above:
+        raise Forbidden("that identity holds scopes your token doesn't", details={"scopes": above})
+    if target["partner_admin"] and not await _caller_is_partner_admin(request):
+        raise Forbidden("only a partner admin can change a partner admin")
 
 
 async def get_identity(request: web.Request) -> web.Response:
@@ -118,9 +140,11 @@ async def list_identities(request: web.Request) -> web.Response:
 
 
 async def patch_identity(request: web.Request) -> web.Response:
+    """Scopes, partner admin, password or client secret; lowering scopes or new credentials void its tokens."""
     body = await read_model(request, IdentityPatch)
     repo, tenant, identity_id = request.app[IAM_REPO], _tenant(request), request.match_info["id"]
     current = await repo.identity(tenant, identity_id)
+    await _holds_no_more(request, current)
     _no_escalation(request, body.allowed_scopes)
     if body.partner_admin:
         await _partner_admin_grant(request, tenant)
@@ -137,7 +161,13 @@ async def patch_identity(request: web.Request) -> web.Response:
                 "fields": [{"field": "rotate_client_secret", "message": "only service identities have one"}]})
         secret = domain.new_client_secret()
         changes["secret_hash"] = domain.hash_client_secret(secret)
-    updated = identity_view(await repo.update_identity(tenant, identity_id, changes))
+    lowered = body.allowed_scopes is not None and bool(set(current["allowed_scopes"]) - set(body.allowed_scopes))
+    void = lowered or "password_hash" in changes or "secret_hash" in changes
+    row = await repo.update_identity(tenant, identity_id, changes, void_tokens=void,
+                                     request_id=context(request).request_id)
+    if void:  # here at once; other replicas on the token.revoked event
+        request.app[GUARD].raise_floor(identity_id, row["token_generation"])
+    updated = identity_view(row)
     if secret:
         updated["client_secret"] = secret
     return json_response(updated)
@@ -145,24 +175,66 @@ async def patch_identity(request: web.Request) -> web.Response:
 
 async def delete_identity(request: web.Request) -> web.Response:
     identity_id = request.match_info["id"]
+    await _holds_no_more(request, await request.app[IAM_REPO].identity(_tenant(request), identity_id))
     await request.app[IAM_REPO].delete_identity(_tenant(request), identity_id, context(request).request_id)
     request.app[GUARD].revoked_identities.add(identity_id)
     return web.Response(status=204)
 
 
-async def enrol_totp(request: web.Request) -> web.Response:
-    """TOTP enrolment: the identity itself, or whoever may ``manage`` it. The URI is shown once."""
-    identity_id, who = request.match_info["id"], principal(request)
+async def _mfa_change_allowed(request: web.Request, identity_id: str) -> Any:
+    """Who may enrol, replace or remove an identity's MFA; the identity's row.
+
+    One's own: a first enrolment with any token; replacing or removing it needs
+    a step-up within the last 5 minutes (else a stolen password would be enough
+    to swap the authenticator). Another's: the ``admin`` scope, ``write`` on
+    ``identities/<id>``, and holding at least what it holds.
+    """
+    who = principal(request)
+    row = None
     if identity_id != who.identity_id:
         if "admin" not in who.scopes:
-            raise InsufficientScope("enrolling another identity needs the 'admin' scope")
-        await _authorize(request, f"identities/{identity_id}", "manage")
-    row = await request.app[IAM_REPO].identity(_tenant(request), identity_id)
+            raise InsufficientScope("changing another identity's MFA needs the 'admin' scope",
+                                    details={"required_scope": "admin"})
+        await _authorize(request, f"identities/{identity_id}", "write")
+        row = await request.app[IAM_REPO].identity(_tenant(request), identity_id)
+        await _holds_no_more(request, row)
+    row = row or await request.app[IAM_REPO].identity(_tenant(request), identity_id)
+    if identity_id == who.identity_id and row["mfa_kek_id"] is not None \
+            and not who.mfa_fresh(MFA_CHANGE_MAX_AGE):
+        raise MfaRequired("changing an existing MFA enrolment needs a step-up in the last 5 minutes",
+                          details={"max_age_seconds": int(MFA_CHANGE_MAX_AGE)})
+    return row
+
+
+async def enrol_totp(request: web.Request) -> web.Response:
+    """Enrol TOTP (RFC 6238); the ``otpauth://`` URI is shown once. Replacing another's voids its tokens."""
+    identity_id, who = request.match_info["id"], principal(request)
+    row = await _mfa_change_allowed(request, identity_id)
+    replacing_another = identity_id != who.identity_id and row["mfa_kek_id"] is not None
     secret = new_totp_secret()
     sealed = seal(request.app[KMS], secret, totp_aad(identity_id))
-    await request.app[IAM_REPO].set_totp(_tenant(request), identity_id, sealed)
+    await request.app[IAM_REPO].set_totp(_tenant(request), identity_id, sealed, void_tokens=replacing_another,
+                                         request_id=context(request).request_id)
+    if replacing_another:
+        await _void_locally(request, identity_id)
     uri = totp(secret).get_provisioning_uri(row["name"], "Coffer")
     return json_response({"identity_id": identity_id, "otpauth_uri": uri}, status=201)
+
+
+async def reset_totp(request: web.Request) -> web.Response:
+    """Remove an identity's TOTP enrolment (an admin's reset, or one's own with a fresh step-up); voids its tokens."""
+    identity_id = request.match_info["id"]
+    await _mfa_change_allowed(request, identity_id)
+    if await request.app[IAM_REPO].reset_totp(_tenant(request), identity_id, context(request).request_id):
+        await _void_locally(request, identity_id)
+    return web.Response(status=204)
+
+
+async def _void_locally(request: web.Request, identity_id: str) -> None:
+    """This replica refuses the identity's older tokens at once (the others on the token.revoked event)."""
+    row = await request.app[IAM_REPO].identity_any_tenant(identity_id)
+    if row is not None:
+        request.app[GUARD].raise_floor(identity_id, row["token_generation"])
 
 
 # -- tokens ----------------------------------------------------------------------
@@ -173,7 +245,7 @@ async def step_up(request: web.Request) -> web.Response:
     if not await check_totp(request.app[IAM_REPO], request.app[KMS], who.identity_id, body.totp_code):
         raise MfaRequired("TOTP code is not valid (or was already used)")
     token, ttl = request.app[SIGNER].issue(who.identity_id, who.tenant_id, tuple(sorted(who.scopes)),
-                                           mfa_at=int(time.time()))
+                                           mfa_at=int(time.time()), generation=who.generation)
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
                           "scope": " ".join(s for s in domain.ALL_SCOPES if s in who.scopes),
                           "tenant_id": who.tenant_id})
@@ -351,8 +423,11 @@ ROUTES: tuple[Route, ...] = (
     Route("PATCH", "/v1/identities/{id}", patch_identity, scope="admin", target=_at("identities", "id", "write"),
           body=IdentityPatch, errors=("identity_not_found", "forbidden")),
     Route("DELETE", "/v1/identities/{id}", delete_identity, scope="admin",
-          target=_at("identities", "id", "delete"), statuses=(204,), errors=("identity_not_found",)),
-    Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp, statuses=(201,), errors=("identity_not_found",)),
+          target=_at("identities", "id", "delete"), statuses=(204,), errors=("identity_not_found", "forbidden")),
+    Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp, statuses=(201,),
+          errors=("identity_not_found", "forbidden")),
+    Route("DELETE", "/v1/identities/{id}/mfa/totp", reset_totp, statuses=(204,),
+          errors=("identity_not_found", "forbidden")),
     Route("POST", "/v1/auth/mfa", step_up, body=TotpCode),
     Route("POST", "/v1/auth/revoke", revoke, body=RevokeRequest, statuses=(204,)),
     Route("POST", "/v1/auth/keys:rotate", rotate_signing_key, scope="admin", target=lambda r: ("sys/keys", "rotate")),

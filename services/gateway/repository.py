@@ -62,7 +62,7 @@ class GatewayRepository:
 
     async def identity_by_client_id(self, client_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT id, tenant_id, allowed_scopes, secret_hash FROM identities WHERE client_id = $1",
+            "SELECT id, tenant_id, allowed_scopes, secret_hash, token_generation FROM identities WHERE client_id = $1",
             client_id,
         )
 

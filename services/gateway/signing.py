@@ -108,11 +108,11 @@ class TokenSigner:
         self._last_reload = time.monotonic()
 
     def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...],
-              mfa_at: int | None = None) -> tuple[str, int]:
-        """A signed access token and its lifetime in seconds."""
+              mfa_at: int | None = None, generation: int = 0) -> tuple[str, int]:
+        """A signed access token and its lifetime in seconds (``generation``: the identity's, now)."""
         assert self._signing is not None, "ensure_key() first"
         kid, key = self._signing
-        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl, mfa_at)
+        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl, mfa_at, generation)
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), self.ttl
 
     async def verify(self, token: str) -> Principal:

@@ -9,13 +9,18 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from services.gateway.http import ROUTES
+import aiohttp
+import pytest
+
+from services.gateway.http import ROUTES, SIGNER
 from services.platform import Platform
-from tests.conftest import Api, remember_secret
-from tests.e2e.iam_helpers import allow, identity, name
+from tests.conftest import Api, free_port, remember_secret
+from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
 from tests.e2e.test_gateway_envelope import assert_envelope
+from tests.e2e.test_run_modes import spawn, wait_healthy
 
 # -- §4: globs run in linear time --------------------------------------------------------
 
@@ -71,8 +76,8 @@ async def test_every_v1_route_answers_no_store(platform: Platform, api: Api) -> 
     assert len(routes) > 40
     missing = []
     for method, path in sorted(routes):
-        for token in ("default", None):
-            status, _, headers = await api.request(method, _concrete(path), token=token, json={})
+        for bearer in ("default", None):
+            status, _, headers = await api.request(method, _concrete(path), token=bearer, json={})
             if headers.get("Cache-Control") != "no-store":
                 missing.append((method, path, status))
     status, _, headers = await api.request("GET", "/v1/no-such-route")
@@ -91,8 +96,8 @@ async def test_secret_carrying_answers_are_not_stored(api: Api, admin: dict[str,
         ("POST", "/v1/identities", {"name": name(), "kind": "service", "allowed_scopes": []}, "default"),
         ("POST", "/v1/webhooks", {"url": NOWHERE}, "default"),
     ]
-    for method, url, body, token in calls:
-        status, answer, headers = await api.request(method, url, json=body, token=token)
+    for method, url, body, bearer in calls:
+        status, answer, headers = await api.request(method, url, json=body, token=bearer)
         assert status in (200, 201), (url, answer)
         assert headers["Cache-Control"] == "no-store", url
         for key in ("client_secret", "secret", "access_token"):
@@ -129,3 +134,168 @@ async def test_outbound_guard_refuses_privileged_ports_and_site_local_addresses(
     remember_secret(hook["secret"])
     status, body, headers = await api.request("PATCH", f"/v1/webhooks/{hook['id']}", json={"url": "http://127.0.0.1:22/"})
     assert_envelope(status, body, headers, "webhook_url_invalid")
+
+
+# -- §3: MFA can't be sidestepped --------------------------------------------------------------
+
+async def _user(api: Api, scopes: list[str], **extra: Any) -> tuple[dict[str, Any], str, str]:
+    """A user identity, its password and a password-only token."""
+    username, password = name("user"), remember_secret(f"pw-{name()}-long-enough")
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": username, "kind": "user", "allowed_scopes": scopes, "password": password, **extra})
+    assert status == 201, user
+    status, tok, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                       json={"username": username, "password": password})
+    assert status == 200, tok
+    return user, password, remember_secret(tok["access_token"])
+
+
+async def _step_up(api: Api, token: str, otpauth_uri: str, at: float | None = None) -> str:
+    status, body, _ = await api.request("POST", "/v1/auth/mfa", token=token,
+                                        json={"totp_code": totp_code(otpauth_uri, at)})
+    assert status == 200, body
+    return remember_secret(body["access_token"])
+
+
+async def test_a_password_alone_cannot_replace_or_remove_mfa(api: Api, platform: Platform) -> None:
+    user, _, password_only = await _user(api, ["secrets:read"])
+    enrol = f"/v1/identities/{user['id']}/mfa/totp"
+    status, first, _ = await api.request("POST", enrol, token=password_only)
+    assert status == 201  # a first enrolment stays open
+    remember_secret(first["otpauth_uri"])
+
+    for method in ("POST", "DELETE"):  # an attacker holding only the password
+        status, body, headers = await api.request(method, enrol, token=password_only)
+        err = assert_envelope(status, body, headers, "mfa_required")
+        assert err["details"]["max_age_seconds"] == 300
+
+    assert platform.app is not None  # a step-up older than 5 minutes is not enough either
+    stale, _ = platform.app[SIGNER].issue(user["id"], user["tenant_id"], ("secrets:read",),
+                                          mfa_at=int(time.time()) - 301)
+    status, body, headers = await api.request("POST", enrol, token=remember_secret(stale))
+    assert_envelope(status, body, headers, "mfa_required")
+
+    fresh = await _step_up(api, password_only, first["otpauth_uri"])
+    status, second, _ = await api.request("POST", enrol, token=fresh)
+    assert status == 201 and second["otpauth_uri"] != first["otpauth_uri"]
+    remember_secret(second["otpauth_uri"])
+    status, body, headers = await api.request("POST", "/v1/auth/mfa", token=password_only,
+                                              json={"totp_code": totp_code(first["otpauth_uri"], time.time() + 30)})
+    assert_envelope(status, body, headers, "mfa_required")  # the replaced factor no longer steps up
+
+
+async def test_an_admin_resets_mfa_and_that_voids_the_identitys_tokens(api: Api) -> None:
+    user, password, token = await _user(api, ["secrets:read"])
+    enrol = f"/v1/identities/{user['id']}/mfa/totp"
+    status, body, _ = await api.request("POST", enrol, token=token)
+    assert status == 201
+    stepped = await _step_up(api, token, remember_secret(body["otpauth_uri"]))
+
+    status, _, _ = await api.request("DELETE", enrol)  # the admin
+    assert status == 204
+    for old in (token, stepped):
+        status, body, headers = await api.request("GET", "/v1/auth/whoami", token=old)
+        assert_envelope(status, body, headers, "token_revoked")
+    status, got, _ = await api.request("GET", f"/v1/identities/{user['id']}")
+    assert got["mfa_enrolled"] is False
+    status, tok, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                       json={"username": user["name"], "password": password})
+    assert status == 200  # logging in again works, and enrolling is open again
+    status, _, _ = await api.request("POST", enrol, token=remember_secret(tok["access_token"]))
+    assert status == 201
+    status, _, _ = await api.request("DELETE", f"/v1/identities/{user['id']}/mfa/totp")
+    assert status == 204
+    status, _, _ = await api.request("DELETE", f"/v1/identities/{user['id']}/mfa/totp")
+    assert status == 204  # nothing enrolled: still 204
+
+
+# -- §3: no identity takeover ---------------------------------------------------------------------
+
+async def test_a_helpdesk_identity_cannot_take_over_a_stronger_one(api: Api, admin: dict[str, Any]) -> None:
+    """write on identities/** is not enough to change an identity that holds more than the caller."""
+    _, me, _ = await api.request("GET", "/v1/auth/whoami")
+    root_admin = me["identity"]["id"]
+    helpdesk = await identity(api, ["admin"], [allow(["identities", "identities/**"],
+                                                     ["read", "list", "write", "delete", "manage"])])
+    reader = await identity(api, ["secrets:read"])
+    partner = await identity(api, ["admin"], partner_admin=True)
+    weaker = await identity(api, ["admin"])
+    tok = helpdesk["token"]
+    for target in (root_admin, reader["id"], partner["id"]):
+        attempts = [
+            ("PATCH", f"/v1/identities/{target}", {"rotate_client_secret": True}),
+            ("PATCH", f"/v1/identities/{target}", {"allowed_scopes": []}),
+            ("POST", f"/v1/identities/{target}/mfa/totp", None),
+            ("DELETE", f"/v1/identities/{target}/mfa/totp", None),
+            ("DELETE", f"/v1/identities/{target}", None),
+        ]
+        for method, url, body in attempts:
+            status, answer, headers = await api.request(method, url, json=body, token=tok)
+            assert_envelope(status, answer, headers, "forbidden")
+    status, _, _ = await api.request("GET", "/v1/auth/whoami")
+    assert status == 200  # the root admin's token still works: nothing was changed
+    status, answer, _ = await api.request("POST", "/v1/auth/token", token=None, json={
+        "client_id": admin["client_id"], "client_secret": admin["client_secret"]})
+    assert status == 200  # and its secret is the same
+    remember_secret(answer["access_token"])
+    status, rotated, _ = await api.request("PATCH", f"/v1/identities/{weaker['id']}",
+                                           json={"rotate_client_secret": True}, token=tok)
+    assert status == 200  # an identity that holds no more than the caller: allowed
+    remember_secret(rotated["client_secret"])
+
+
+# -- §3: changes take effect now, on every replica ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+async def far(platform: Platform, amqp_url: str, pg_dsn: str, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    """A second gateway process on the same bus and database."""
+    port = free_port()
+    settings = platform.settings
+    other = await spawn("services.gateway", {
+        "COFFER_AMQP_URL": amqp_url, "COFFER_DATABASE_URL": pg_dsn, "COFFER_HTTP_PORT": str(port),
+        "COFFER_SCHEMA_PREFIX": settings.schema_prefix, "COFFER_DATA_DIR": str(settings.data_dir)})
+    api = Api(f"http://127.0.0.1:{port}", http)
+    try:
+        await wait_healthy(api, other)
+        yield api
+    finally:
+        await other.stop()
+
+
+async def _refused_within_a_second(far: Api, token: str) -> float:
+    changed = time.monotonic()
+    while True:
+        status, body, headers = await far.request("GET", "/v1/auth/whoami", token=token)
+        if status == 401:
+            assert_envelope(status, body, headers, "token_revoked")
+            return time.monotonic() - changed
+        assert time.monotonic() - changed < 1.0, "the other replica still accepts the token after 1 s"
+        await asyncio.sleep(0.02)
+
+
+async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(api: Api, far: Api) -> None:
+    svc = await identity(api, ["secrets:read", "secrets:write"])
+    assert (await far.request("GET", "/v1/auth/whoami", token=svc["token"]))[0] == 200
+    status, _, _ = await api.request("PATCH", f"/v1/identities/{svc['id']}",
+                                     json={"allowed_scopes": ["secrets:read", "secrets:write", "webhooks"]})
+    assert status == 200
+    assert (await api.request("GET", "/v1/auth/whoami", token=svc["token"]))[0] == 200  # raising voids nothing
+
+    status, _, _ = await api.request("PATCH", f"/v1/identities/{svc['id']}", json={"allowed_scopes": ["secrets:read"]})
+    assert status == 200
+    assert (await api.request("GET", "/v1/auth/whoami", token=svc["token"]))[0] == 401  # this replica: at once
+    took = [await _refused_within_a_second(far, svc["token"])]
+
+    fresh = await token(api, svc["client_id"], svc["client_secret"])
+    assert (await far.request("GET", "/v1/auth/whoami", token=fresh))[0] == 200  # new tokens are fine
+    status, rotated, _ = await api.request("PATCH", f"/v1/identities/{svc['id']}", json={"rotate_client_secret": True})
+    assert status == 200
+    remember_secret(rotated["client_secret"])
+    took.append(await _refused_within_a_second(far, fresh))
+
+    user, _, user_token = await _user(api, ["secrets:read"])
+    status, _, _ = await api.request("PATCH", f"/v1/identities/{user['id']}",
+                                     json={"password": remember_secret(f"new-{name()}-password")})
+    assert status == 200
+    took.append(await _refused_within_a_second(far, user_token))
+    print("voided tokens refused by the other gateway after " + ", ".join(f"{t * 1000:.0f} ms" for t in took))
