@@ -22,9 +22,10 @@ import structlog
 from shared.bus import Bus, RpcHandler, create_bus
 from shared.config import Settings
 from shared.context import RequestContext
+from shared.contracts.events import Event
 from shared.contracts.system import PingResult
 from shared.crypto import LocalKms
-from shared.db import OutboxRelay, create_pool, migrate, sealed_keys
+from shared.db import OutboxRelay, create_pool, inbox, migrate, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
 
@@ -63,6 +64,9 @@ class ServiceSpec:
     build: HandlerFactory | None = None
     #: the RPC name the service answers on, when it differs from ``name`` (gateway → ``iam``).
     rpc_name: str | None = None
+    #: tables holding tenant data (each with a ``tenant_id`` column), emptied of a tenant's rows
+    #: in this order when ``tenant.deleted`` arrives (children before parents).
+    tenant_tables: tuple[str, ...] = ()
 
 
 class ServiceRuntime:
@@ -97,6 +101,8 @@ class ServiceRuntime:
             raise RuntimeError(f"{self.spec.name}: 'ping' is the runtime's health check, not a service method")
         handlers["ping"] = self._ping
         await self.bus.serve(self.spec.rpc_name or self.spec.name, handlers)
+        if self.spec.tenant_tables:
+            await self.bus.subscribe(f"{self.spec.name}-tenants", ["tenant.deleted"], self._tenant_deleted)
         await self.relay.start()
         log.info("service_started", service=self.spec.name, schema=self.schema)
         return self.deps
@@ -109,6 +115,21 @@ class ServiceRuntime:
         except Exception:  # noqa: BLE001 - the caller only needs to know it is not ok
             raise ServiceUnavailable(f"{self.spec.name} storage is unavailable") from None
         return PingResult(service=self.spec.name, outbox_backlog=backlog).model_dump()
+
+    async def _tenant_deleted(self, event: Event, ctx: RequestContext) -> None:
+        """Destroy the deleted tenant's data in this service's schema, once (inbox)."""
+        assert self.pool is not None
+        tenant_id = event.data.get("tenant_id") or event.tenant_id
+        if not isinstance(tenant_id, str) or not tenant_id:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await inbox.claim(conn, f"{self.spec.name}-tenants", event.id):
+                return
+            removed = 0
+            for table in self.spec.tenant_tables:
+                status = await conn.execute(f'DELETE FROM "{table}" WHERE tenant_id = $1', tenant_id)
+                removed += int(status.split()[-1])
+        log.info("tenant_data_destroyed", service=self.spec.name, tenant_id=tenant_id, rows=removed)
 
     async def _rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         """Re-wrap this service's sealed keys under the active KEK (services with more override it)."""

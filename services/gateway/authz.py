@@ -66,7 +66,8 @@ class Guard:
         self._quotas: dict[str, tuple[float, dict[str, Any]]] = {}
         self.trusted: tuple[IpNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self.refresh = refresh
-        self.revoked_tokens: set[str] = set()
+        #: (tenant, jti) of revoked tokens: a revocation applies to tokens of its own tenant only
+        self.revoked_tokens: set[tuple[str, str]] = set()
         self.revoked_identities: set[str] = set()
         #: identity -> the lowest token generation still valid (absent: every generation is)
         self.token_floors: dict[str, int] = {}
@@ -104,8 +105,8 @@ class Guard:
         if event.type == "system.maintenance":
             self.maintenance = {"enabled": bool(event.data.get("enabled")), "message": event.data.get("message")}
         elif event.type == "token.revoked":
-            if jti := event.data.get("jti"):
-                self.revoked_tokens.add(str(jti))
+            if (jti := event.data.get("jti")) and (tenant := event.data.get("tenant_id") or event.tenant_id):
+                self.revoked_tokens.add((str(tenant), str(jti)))
             identity = event.data.get("identity_id")
             generation = event.data.get("generation")
             if identity and isinstance(generation, int):
@@ -149,7 +150,7 @@ class Guard:
         self._quotas.pop(tenant_id, None)
 
     def check_revoked(self, who: Principal) -> None:
-        if (who.token_id in self.revoked_tokens or who.identity_id in self.revoked_identities
+        if ((who.tenant_id, who.token_id) in self.revoked_tokens or who.identity_id in self.revoked_identities
                 or who.generation < self.token_floors.get(who.identity_id, 0)):
             raise TokenRevoked("token has been revoked")
 

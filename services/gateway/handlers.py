@@ -126,7 +126,7 @@ async def issue_token(request: web.Request) -> web.Response:
     mfa_at = None
     if "username" in data:
         user = parse(UserCredentials, data)
-        row = await request.app[IAM_REPO].user_by_name(user.username)
+        row = await request.app[IAM_REPO].user_by_name(user.tenant_id, user.username)
         if not await _matches(row, "password_hash", user.password):
             raise AuthenticationRequired("invalid credentials")
         if user.totp_code is not None:

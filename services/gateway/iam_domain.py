@@ -70,8 +70,33 @@ class TenantCreate(_Body):
 
 
 class TenantPatch(_Body):
-    name: StrictStr | None = Field(None, pattern=NAME)
+    """``PATCH /v1/tenants/{id}``, a JSON merge patch (RFC 7396): omitted fields stay, ``null`` removes.
+
+    ``quotas`` merges key by key (``{"max_secrets": null}`` lifts that quota,
+    ``"quotas": null`` lifts them all); ``quotas`` and ``kind`` are the
+    partner's above, never the tenant's own.
+    """
+
+    name: StrictStr | None = Field(None, pattern=NAME)  # absent or a name: an explicit null is refused
+    kind: Literal["standard", "partner"] | None = None  # likewise
     quotas: Quotas | None = None
+
+    def quota_changes(self) -> dict[str, Any] | None:
+        """The quotas merge patch as given (explicit nulls kept), ``None`` when ``quotas`` is absent."""
+        if "quotas" not in self.model_fields_set:
+            return None
+        return {} if self.quotas is None else self.quotas.model_dump(exclude_unset=True)
+
+    @field_validator("name", "kind", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+#: the tenant fields only the partner above may set
+PARTNER_FIELDS = ("quotas", "kind")
 
 
 class PolicyBody(_Body):
@@ -103,9 +128,10 @@ class TotpCode(_Body):
 
 
 class UserCredentials(_Body):
-    """``POST /v1/auth/token`` for users."""
+    """``POST /v1/auth/token`` for users: names are unique per tenant, ``tenant_id`` left out = the root tenant."""
 
     grant_type: StrictStr | None = Field(None, pattern="^password$")
+    tenant_id: StrictStr | None = Field(None, min_length=1, max_length=64)
     username: StrictStr = Field(min_length=1, max_length=200)
     password: StrictStr = Field(min_length=1, max_length=1024, repr=False)
     totp_code: StrictStr | None = Field(None, pattern=r"^[0-9]{6}$", repr=False)

@@ -46,6 +46,9 @@ class IamRepository:
     async def tenant(self, tenant_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
 
+    async def has_children(self, tenant_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)", tenant_id))
+
     async def in_subtree(self, root_id: str, tenant_id: str) -> bool:
         """Is ``tenant_id`` ``root_id`` or one of its descendants?"""
         return bool(await self.pool.fetchval(f"{_SUBTREE} SELECT EXISTS (SELECT 1 FROM sub WHERE id = $2)",
@@ -64,20 +67,28 @@ class IamRepository:
             f"{_SUBTREE} SELECT t.* FROM tenants t JOIN sub ON sub.id = t.id"
             " WHERE ($2::text IS NULL OR t.id > $2) ORDER BY t.id LIMIT $3", root_id, after, limit)
 
-    async def update_tenant(self, tenant_id: str, name: str | None, quotas: dict[str, Any] | None) -> asyncpg.Record:
+    async def update_tenant(self, tenant_id: str, fields: dict[str, Any],
+                            quota_patch: dict[str, Any] | None) -> asyncpg.Record:
+        """Set ``fields`` (name, kind); merge ``quota_patch`` into the quotas (RFC 7396: a null removes a key,
+        ``{}`` from ``"quotas": null`` removes them all)."""
+        quotas = "quotas" if quota_patch is None else (
+            "'{}'::jsonb" if not quota_patch else "jsonb_strip_nulls(quotas || $4::jsonb)")
         try:
             row = await self.pool.fetchrow(
-                "UPDATE tenants SET name = coalesce($2, name), quotas = coalesce($3, quotas), updated_at = now()"
-                " WHERE id = $1 RETURNING *", tenant_id, name, quotas)
+                f"UPDATE tenants SET name = coalesce($2, name), kind = coalesce($3, kind), quotas = {quotas},"
+                " updated_at = now() WHERE id = $1 RETURNING *",
+                tenant_id, fields.get("name"), fields.get("kind"), *([quota_patch] if quota_patch else []))
         except asyncpg.UniqueViolationError:
-            raise NameConflict("a tenant with this name exists", details={"name": name}) from None
+            raise NameConflict("a tenant with this name exists", details={"name": fields.get("name")}) from None
         if row is None:
             raise TenantNotFound(details={"tenant_id": tenant_id})
         return row
 
-    async def delete_tenant(self, tenant_id: str) -> None:
+    async def delete_tenant(self, tenant_id: str, request_id: str) -> None:
+        """Delete the tenant and its policies; ``tenant.deleted`` tells every service to destroy its data."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval("SELECT id FROM tenants WHERE id = $1 FOR UPDATE", tenant_id) is None:
+            row = await conn.fetchrow("SELECT id, name, parent_id FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
+            if row is None:
                 raise TenantNotFound(details={"tenant_id": tenant_id})
             busy = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)"
@@ -87,7 +98,10 @@ class IamRepository:
                                 details={"tenant_id": tenant_id})
             await conn.execute("DELETE FROM bindings WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM policies WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM revoked_tokens WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
+            await self._event(conn, "tenant.deleted", tenant_id, request_id,
+                              {"tenant_id": tenant_id, "name": row["name"], "parent_id": row["parent_id"]})
 
     # -- identities --------------------------------------------------------------
 
@@ -151,10 +165,12 @@ class IamRepository:
                                identity_id)
             await self._event(conn, "token.revoked", tenant_id, request_id, {"identity_id": identity_id})
 
-    async def user_by_name(self, username: str) -> asyncpg.Record | None:
+    async def user_by_name(self, tenant_id: str | None, username: str) -> asyncpg.Record | None:
+        """The user called ``username`` in ``tenant_id`` (``None``: the root tenant)."""
         return await self.pool.fetchrow(
-            "SELECT id, tenant_id, allowed_scopes, password_hash, token_generation"
-            " FROM identities WHERE kind = 'user' AND name = $1", username)
+            "SELECT id, tenant_id, allowed_scopes, password_hash, token_generation FROM identities"
+            " WHERE kind = 'user' AND name = $2"
+            " AND tenant_id = coalesce($1, (SELECT id FROM tenants WHERE parent_id IS NULL))", tenant_id, username)
 
     async def set_totp(self, tenant_id: str, identity_id: str, sealed: Sealed, *, void_tokens: bool,
                        request_id: str) -> None:
@@ -305,15 +321,15 @@ class IamRepository:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO revoked_tokens (jti, tenant_id, expires_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (jti) DO NOTHING", jti, tenant_id, expires_at)
+                " ON CONFLICT (tenant_id, jti) DO NOTHING", jti, tenant_id, expires_at)
             await self._event(conn, "token.revoked", tenant_id, request_id,
-                              {"jti": jti, "expires_at": expires_at.isoformat()})
+                              {"jti": jti, "tenant_id": tenant_id, "expires_at": expires_at.isoformat()})
 
-    async def revocations(self) -> tuple[set[str], set[str], dict[str, int]]:
-        """Unexpired revoked token ids, identities whose tokens are all void (deleted), and each
+    async def revocations(self) -> tuple[set[tuple[str, str]], set[str], dict[str, int]]:
+        """Unexpired revoked tokens (tenant, jti), identities whose tokens are all void (deleted), and each
         identity's current token generation where it was ever raised (older tokens are void)."""
-        jtis = await self.pool.fetch("SELECT jti FROM revoked_tokens WHERE expires_at > now()")
+        jtis = await self.pool.fetch("SELECT tenant_id, jti FROM revoked_tokens WHERE expires_at > now()")
         idents = await self.pool.fetch("SELECT identity_id FROM revoked_identities")
         floors = await self.pool.fetch("SELECT id, token_generation FROM identities WHERE token_generation > 0")
-        return ({r["jti"] for r in jtis}, {r["identity_id"] for r in idents},
+        return ({(r["tenant_id"], r["jti"]) for r in jtis}, {r["identity_id"] for r in idents},
                 {r["id"]: r["token_generation"] for r in floors})

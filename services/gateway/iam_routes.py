@@ -13,8 +13,19 @@ from aiohttp import web
 from services.gateway import domain
 from services.gateway.api_models import PageQuery
 from services.gateway.handlers import IAM_REPO, KMS
-from services.gateway.http import AUDIT_FIELDS, GUARD, SIGNER, Route, context, json_response, principal, read_model
+from services.gateway.http import (
+    AUDIT_FIELDS,
+    GUARD,
+    SIGNER,
+    Route,
+    context,
+    json_response,
+    principal,
+    read_model,
+    read_object,
+)
 from services.gateway.iam_domain import (
+    PARTNER_FIELDS,
     BindingCreate,
     IdentityCreate,
     IdentityPatch,
@@ -252,7 +263,12 @@ async def step_up(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """Your own token by ``token``; any token of your tenant by ``token`` or ``jti`` as an admin."""
+    """Your own token by ``token``; any token of your tenant by ``token`` or ``jti`` as an admin.
+
+    A ``jti`` revocation applies to tokens of the tenant the caller acts in (its
+    own, or a child named with ``X-Tenant-ID``): naming another tenant's jti
+    has no effect on that token.
+    """
     body = await read_model(request, RevokeRequest)
     if body.token is not None:
         request[AUDIT_FIELDS] = {"token": body.token}
@@ -263,7 +279,7 @@ async def revoke(request: web.Request) -> web.Response:
         expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
     else:
         assert body.jti is not None
-        jti, owner, tenant = body.jti, "", who.tenant_id
+        jti, owner, tenant = body.jti, "", _tenant(request)
         expires = datetime.now(UTC) + timedelta(seconds=signer.ttl)
     if owner != who.identity_id:
         if "admin" not in who.scopes:
@@ -272,7 +288,7 @@ async def revoke(request: web.Request) -> web.Response:
             raise TenantAccessDenied("that token belongs to another tenant")
         await _authorize(request, "sys/tokens", "revoke")
     await request.app[IAM_REPO].revoke_token(tenant, jti, expires, context(request).request_id)
-    request.app[GUARD].revoked_tokens.add(jti)  # here at once; other replicas through the event
+    request.app[GUARD].revoked_tokens.add((tenant, jti))  # here at once; other replicas through the event
     return web.Response(status=204)
 
 
@@ -315,12 +331,28 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 
 async def patch_tenant(request: web.Request) -> web.Response:
-    body = await read_model(request, TenantPatch)
-    await _reachable(request, request.match_info["id"])
-    quotas = body.quotas.model_dump(exclude_none=True) if body.quotas is not None else None
-    row = await request.app[IAM_REPO].update_tenant(request.match_info["id"], body.name, quotas)
+    """Merge the fields sent (RFC 7396); ``quotas`` and ``kind`` only by the partner above the tenant."""
+    tenant_id = request.match_info["id"]
+    raw = await read_object(request)
+    await _reachable(request, tenant_id)
+    touched = sorted(set(raw) & set(PARTNER_FIELDS))
+    if touched and not await _above(request, tenant_id):  # before the fields are even validated
+        raise Forbidden("a tenant's quotas and kind are set by the partner above it",
+                        details={"fields": touched})
+    body = parse(TenantPatch, raw)
+    if body.kind == "standard" and await request.app[IAM_REPO].has_children(tenant_id):
+        raise Forbidden("a tenant with child tenants stays a partner", details={"tenant_id": tenant_id})
+    fields = body.model_dump(include={"name", "kind"}, exclude_unset=True)
+    row = await request.app[IAM_REPO].update_tenant(tenant_id, fields, body.quota_changes())
     request.app[GUARD].forget_quotas(row["id"])
     return json_response(tenant_view(row))
+
+
+async def _above(request: web.Request, tenant_id: str) -> bool:
+    """Is the caller a partner admin of a tenant strictly above ``tenant_id``?"""
+    home = principal(request).tenant_id
+    return (tenant_id != home and await _caller_is_partner_admin(request)
+            and await request.app[IAM_REPO].in_subtree(home, tenant_id))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:
@@ -328,7 +360,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
     await _reachable(request, tenant_id)
     if tenant_id == principal(request).tenant_id:
         raise Forbidden("you can't delete your own tenant")
-    await request.app[IAM_REPO].delete_tenant(tenant_id)
+    await request.app[IAM_REPO].delete_tenant(tenant_id, context(request).request_id)
     return web.Response(status=204)
 
 
@@ -436,7 +468,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/tenants", list_tenants, **_LIST),
     Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=_at("tenants", "id", "read")),
     Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=_at("tenants", "id", "write"),
-          body=TenantPatch, errors=("name_conflict",)),
+          body=TenantPatch, errors=("name_conflict", "forbidden")),
     Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=_at("tenants", "id", "delete"),
           statuses=(204,), errors=("forbidden",)),
     Route("POST", "/v1/policies", create_policy, scope="admin", body=PolicyBody, statuses=(201,),

@@ -24,4 +24,5 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     return handlers.table()
 
 
-SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", build=build)
+SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", build=build,
+                   tenant_tables=("secret_versions", "secrets"))

@@ -39,4 +39,5 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     return {**handlers.table(), "rewrap": rewrap}
 
 
-SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", build=build)
+SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", build=build,
+                   tenant_tables=("deliveries", "subscriptions", "webhooks"))  # attempts go with deliveries

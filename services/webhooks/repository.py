@@ -132,8 +132,11 @@ class WebhooksRepository:
     # -- events → deliveries ---------------------------------------------------------
 
     async def fan_out(self, event: Event) -> int:
-        """One delivery per matching subscription of the event's tenant; a redelivered event adds none."""
-        if event.tenant_id is None or not await self.pool.fetchval(
+        """One delivery per matching subscription of the event's tenant; a redelivered event adds none.
+
+        ``tenant.deleted`` is not delivered: that tenant's webhooks are being destroyed.
+        """
+        if event.tenant_id is None or event.type == "tenant.deleted" or not await self.pool.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1)", event.tenant_id):
             return 0  # the common case: nobody listens, so nothing to write (not even the inbox)
         payload = event.model_dump(mode="json")

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 
 from services.gateway.http import ROUTES, SIGNER
@@ -299,3 +300,111 @@ async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(a
     assert status == 200
     took.append(await _refused_within_a_second(far, user_token))
     print("voided tokens refused by the other gateway after " + ", ".join(f"{t * 1000:.0f} ms" for t in took))
+
+
+# -- §3: tenant boundaries ---------------------------------------------------------------------
+
+async def _child(api: Api, **quotas: int) -> dict[str, Any]:
+    status, child, _ = await api.request("POST", "/v1/tenants", json={"name": name("t"), "quotas": quotas})
+    assert status == 201, child
+    return child
+
+
+async def test_a_tenant_cannot_set_its_own_quotas_or_kind_and_patch_merges(api: Api) -> None:
+    child = await _child(api, max_secrets=5, max_webhooks=2)
+    own = await identity(api, ["admin"], [allow(["tenants/**"], ["read", "write"])], tenant=child["id"])
+    url = f"/v1/tenants/{child['id']}"
+    for body in ({"quotas": {"max_secrets": 1_000_000}}, {"kind": "partner"}, {"quotas": None},
+                 {"quotas": "not even an object"}, {"kind": 42, "name": name("t")}):
+        status, answer, headers = await api.request("PATCH", url, json=body, token=own["token"])
+        err = assert_envelope(status, answer, headers, "forbidden")  # before the fields are validated
+        assert err["details"]["fields"] == sorted(set(body) & {"quotas", "kind"})
+    renamed = name("t")
+    status, got, _ = await api.request("PATCH", url, json={"name": renamed}, token=own["token"])
+    assert status == 200 and got["name"] == renamed  # its own name is its own
+    assert got["quotas"] == {"max_secrets": 5, "max_webhooks": 2}  # a merge: omitted fields stay
+
+    status, got, _ = await api.request("PATCH", url, json={"quotas": {"max_leases": 3}})  # the partner above
+    assert status == 200 and got["quotas"] == {"max_secrets": 5, "max_webhooks": 2, "max_leases": 3}
+    status, got, _ = await api.request("PATCH", url, json={"quotas": {"max_secrets": None}})
+    assert status == 200 and got["quotas"] == {"max_webhooks": 2, "max_leases": 3}  # null lifts one quota
+    status, got, _ = await api.request("PATCH", url, json={"kind": "partner"})
+    assert status == 200 and got["kind"] == "partner" and got["name"] == renamed
+    status, answer, headers = await api.request("PATCH", url, json={"name": None})
+    assert_envelope(status, answer, headers, "validation_error")
+    _, me, _ = await api.request("GET", "/v1/auth/whoami")
+    status, answer, headers = await api.request("PATCH", f"/v1/tenants/{me['tenant']['id']}",
+                                                json={"quotas": {"max_secrets": 1}})
+    assert_envelope(status, answer, headers, "forbidden")  # the root has no partner above it
+
+
+async def test_a_jti_revocation_only_reaches_tokens_of_the_acting_tenant(api: Api) -> None:
+    a, b = await _child(api), await _child(api)
+    victim = await identity(api, ["secrets:read"], tenant=a["id"])
+    other_admin = await identity(api, ["admin"], [allow(["sys/tokens"], ["revoke"])], tenant=b["id"])
+    jti = jwt.decode(victim["token"], options={"verify_signature": False})["jti"]
+    status, _, _ = await api.request("POST", "/v1/auth/revoke", json={"jti": jti}, token=other_admin["token"])
+    assert status == 204  # accepted, and without effect on another tenant's token
+    assert (await api.request("GET", "/v1/auth/whoami", token=victim["token"]))[0] == 200
+    status, _, _ = await api.request("POST", "/v1/auth/revoke", json={"jti": jti}, headers={"X-Tenant-ID": a["id"]})
+    assert status == 204  # the partner admin, acting in the victim's tenant
+    status, body, headers = await api.request("GET", "/v1/auth/whoami", token=victim["token"])
+    assert_envelope(status, body, headers, "token_revoked")
+
+
+async def test_deleting_a_tenant_destroys_its_data_in_every_service(api: Api, platform: Platform) -> None:
+    child = await _child(api)
+    there = {"X-Tenant-ID": child["id"]}
+    for i in range(3):
+        status, _, _ = await api.request("PUT", f"/v1/secrets/gone/{i}", json={"value": remember_secret(name("v"))},
+                                         headers=there)
+        assert status == 201
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": NOWHERE}, headers=there)
+    assert status == 201
+    remember_secret(hook["secret"])
+    status, _, _ = await api.request("POST", "/v1/subscriptions", headers=there,
+                                     json={"webhook_id": hook["id"], "event_types": ["#"]})
+    assert status == 201
+    status, _, _ = await api.request("DELETE", f"/v1/tenants/{child['id']}")
+    assert status == 204
+
+    tables = {"secrets": ("secrets", "secret_versions"), "webhooks": ("webhooks", "subscriptions", "deliveries")}
+    deadline = time.monotonic() + 10
+    while True:
+        left = {f"{svc}.{table}": await platform.runtimes[svc].pool.fetchval(  # type: ignore[union-attr]
+                    f"SELECT count(*) FROM {table} WHERE tenant_id = $1", child["id"])
+                for svc, names in tables.items() for table in names}
+        if not any(left.values()):
+            break
+        assert time.monotonic() < deadline, f"tenant data left after 10 s: {left}"
+        await asyncio.sleep(0.1)
+    status, body, headers = await api.request("GET", "/v1/secrets", headers=there)
+    assert_envelope(status, body, headers, "tenant_not_found")
+
+
+async def test_user_names_are_unique_per_tenant_and_login_names_the_tenant(api: Api) -> None:
+    """A name taken in another tenant is not a conflict here (which told strangers who exists there)."""
+    child = await _child(api)
+    username = name("alice")
+    passwords = {}
+    for tenant in (None, child["id"]):
+        passwords[tenant] = remember_secret(f"pw-{name()}-long-enough")
+        headers = {"X-Tenant-ID": tenant} if tenant else {}
+        status, body, _ = await api.request("POST", "/v1/identities", headers=headers, json={
+            "name": username, "kind": "user", "allowed_scopes": ["secrets:read"], "password": passwords[tenant]})
+        assert status == 201, body
+    status, body, headers = await api.request("POST", "/v1/identities", json={
+        "name": username, "kind": "user", "allowed_scopes": [], "password": "another-password-12"})
+    assert_envelope(status, body, headers, "name_conflict")  # within one tenant it still is
+    _, root, _ = await api.request("GET", "/v1/auth/whoami")
+
+    for tenant, expected in ((None, root["tenant"]["id"]), (child["id"], child["id"])):
+        login = {"username": username, "password": passwords[tenant], **({"tenant_id": tenant} if tenant else {})}
+        status, tok, _ = await api.request("POST", "/v1/auth/token", token=None, json=login)
+        assert status == 200 and tok["tenant_id"] == expected
+        remember_secret(tok["access_token"])
+    for login in ({"username": username, "password": passwords[None], "tenant_id": child["id"]},
+                  {"username": username, "password": passwords[child["id"]]},
+                  {"username": username, "password": passwords[None], "tenant_id": "ten_nope"}):
+        status, body, headers = await api.request("POST", "/v1/auth/token", token=None, json=login)
+        assert_envelope(status, body, headers, "authentication_required")
