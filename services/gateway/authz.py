@@ -73,6 +73,7 @@ class Guard:
         self.token_floors: dict[str, int] = {}
         self._rules: dict[str, tuple[float, tuple[Rule, ...]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._root: str | None = None  # the root tenant never changes once sys/init made it
 
     async def start(self, bus: Bus) -> None:
         await self.reload()
@@ -145,6 +146,12 @@ class Guard:
         quotas = dict(row["quotas"]) if row is not None else {}
         self._quotas[tenant_id] = (time.monotonic(), quotas)
         return quotas
+
+    async def is_root(self, tenant_id: str) -> bool:
+        """Is ``tenant_id`` the root tenant (the one sys/init created, with no parent)?"""
+        if self._root is None:
+            self._root = await self.repo.root_tenant_id()
+        return tenant_id == self._root
 
     def forget_quotas(self, tenant_id: str) -> None:
         self._quotas.pop(tenant_id, None)

@@ -200,7 +200,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
           errors=("authentication_required", "insufficient_scope")),
     Route("GET", "/v1/auth/jwks", jwks, public=True),
     Route("GET", "/v1/auth/whoami", whoami),
-    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", target=lambda r: ("sys/kms", "rotate"),
-          errors=("encryption_error",)),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
+          target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),
     Route("GET", "/v1/openapi.json", openapi_json, public=True),
 )

@@ -28,6 +28,7 @@ from shared.contracts import parse
 from shared.errors import (
     AuthenticationRequired,
     CofferError,
+    Forbidden,
     InsufficientScope,
     InternalError,
     InvalidRequest,
@@ -57,6 +58,8 @@ class Route:
     handler: Handler
     public: bool = False
     scope: str | None = None
+    #: platform-wide (acts on every tenant): root admins only, whatever policies say
+    platform: bool = False
     target: Callable[[web.Request], tuple[str, str]] | None = None
     # -- for the OpenAPI description (services/gateway/openapi.py) --
     body: type[BaseModel] | None = None
@@ -248,6 +251,8 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
         raise InsufficientScope(
             f"this call needs the '{route.scope}' scope", details={"required_scope": route.scope}
         )
+    if route.platform and not ("admin" in who.scopes and await guard.is_root(who.tenant_id)):
+        raise Forbidden("platform-wide operations are for the root tenant's admins")
     if route.target is not None:
         resource, capability = route.target(request)
         await guard.authorize(request, who, resource, capability)

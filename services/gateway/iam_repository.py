@@ -46,6 +46,9 @@ class IamRepository:
     async def tenant(self, tenant_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
 
+    async def root_tenant_id(self) -> str | None:
+        return await self.pool.fetchval("SELECT id FROM tenants WHERE parent_id IS NULL")
+
     async def has_children(self, tenant_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)", tenant_id))
 

@@ -408,3 +408,29 @@ async def test_user_names_are_unique_per_tenant_and_login_names_the_tenant(api: 
                   {"username": username, "password": passwords[None], "tenant_id": "ten_nope"}):
         status, body, headers = await api.request("POST", "/v1/auth/token", token=None, json=login)
         assert_envelope(status, body, headers, "authentication_required")
+
+
+# -- §2: platform-wide operations are the root tenant's -----------------------------------------------
+
+PLATFORM_CALLS = [("POST", "/v1/sys/kms:rotate", None), ("POST", "/v1/auth/keys:rotate", None),
+                  ("PUT", "/v1/sys/maintenance", {"enabled": True, "message": "mine now"}),
+                  ("GET", "/v1/sys/maintenance", None)]
+
+
+async def test_platform_wide_operations_are_for_root_admins_only(api: Api) -> None:
+    """A child tenant's admin with an allow-everything policy is still refused; a root identity needs its policy."""
+    child = await _child(api)
+    everything = allow(["**"], ["read", "list", "write", "delete", "rotate", "manage", "revoke"])
+    tenant_admin = await identity(api, ["admin", "secrets:read"], [everything], tenant=child["id"])
+    root_no_policy = await identity(api, ["admin"])
+    root_no_scope = await identity(api, ["secrets:read"], [everything])
+    for method, url, body in PLATFORM_CALLS:
+        status, answer, headers = await api.request(method, url, json=body, token=tenant_admin["token"])
+        err = assert_envelope(status, answer, headers, "forbidden")
+        assert "kek" not in str(err) and "rewrapped" not in str(err)  # no figure about anyone
+        status, answer, headers = await api.request(method, url, json=body, token=root_no_policy["token"])
+        assert_envelope(status, answer, headers, "access_denied")
+        status, answer, headers = await api.request(method, url, json=body, token=root_no_scope["token"])
+        assert_envelope(status, answer, headers, "insufficient_scope")
+    status, state, _ = await api.request("GET", "/v1/sys/maintenance")
+    assert status == 200 and state["enabled"] is False  # nothing was switched
