@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway import handlers, iam_routes, openapi, ops_routes, secrets_routes, webhooks_routes
+from services.gateway import handlers, iam_routes, login, openapi, ops_routes, secrets_routes, webhooks_routes
 from services.gateway.audit import AuditLog
 from services.gateway.authz import Guard
 from services.gateway.http import (
@@ -94,7 +94,7 @@ async def create_app(deps: ServiceDeps) -> web.Application:
     app[SIGNER] = signer
     app[MAX_BODY] = settings.max_body_bytes
     app[ROUTES] = {}
-    table = (*handlers.ROUTE_TABLE, *iam_routes.ROUTES, *ops_routes.ROUTES, *secrets_routes.ROUTES,
+    table = (*handlers.ROUTE_TABLE, *login.ROUTES, *iam_routes.ROUTES, *ops_routes.ROUTES, *secrets_routes.ROUTES,
              *webhooks_routes.ROUTES)
     for route in table:
         app.router.add_route(route.method, route.path, route.handler)

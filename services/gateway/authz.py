@@ -88,6 +88,7 @@ class Guard:
 
     async def reload(self) -> None:
         self.revoked_tokens, self.revoked_identities, floors = await self.repo.revocations()
+        await self.repo.forget_old_login_failures()
         for identity_id, generation in floors.items():  # an event newer than the read keeps its floor
             self.raise_floor(identity_id, generation)
         self._rules.clear()
@@ -147,11 +148,14 @@ class Guard:
         self._quotas[tenant_id] = (time.monotonic(), quotas)
         return quotas
 
-    async def is_root(self, tenant_id: str) -> bool:
-        """Is ``tenant_id`` the root tenant (the one sys/init created, with no parent)?"""
+    async def root_tenant_id(self) -> str | None:
+        """The root tenant (the one sys/init created, with no parent); ``None`` before sys/init."""
         if self._root is None:
             self._root = await self.repo.root_tenant_id()
-        return tenant_id == self._root
+        return self._root
+
+    async def is_root(self, tenant_id: str) -> bool:
+        return tenant_id == await self.root_tenant_id()
 
     def forget_quotas(self, tenant_id: str) -> None:
         self._quotas.pop(tenant_id, None)
@@ -214,8 +218,11 @@ class Guard:
         return any(ip.version == net.version and ip in net for net in self.trusted)
 
     async def authorize(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
-        """``access_denied`` (or the failed condition) unless a bound policy allows it."""
+        """``access_denied`` (or the failed condition) unless a bound policy allows it; the audit entry names it."""
         request[AUDIT_TARGET] = (resource, capability)
+        await self._decide(request, who, resource, capability)
+
+    async def _decide(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
         decide(await self.rules(who.identity_id), resource, capability,
                ip=self.client_ip(request), mfa_at=who.mfa_at)
 
@@ -225,8 +232,9 @@ class Guard:
         return [item for item in items if await self.may(request, who, resource_of(item), "list")]
 
     async def may(self, request: web.Request, who: Principal, resource: str, capability: str) -> bool:
+        """Would a policy allow it? (A question about one item: the request's audit target stays.)"""
         try:
-            await self.authorize(request, who, resource, capability)
+            await self._decide(request, who, resource, capability)
         except CofferError:
             return False
         return True

@@ -6,23 +6,18 @@ Thin: parse a model, call the domain / repository / bus, answer a dict.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from aiohttp import web
 
 from services.gateway import domain
-from services.gateway.domain import ClientCredentials, InitRequest
-from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model, read_object
-from services.gateway.iam_domain import UserCredentials
+from services.gateway.domain import InitRequest
+from services.gateway.http import SIGNER, Route, context, json_response, principal, read_model
 from services.gateway.iam_repository import IamRepository
 from services.gateway.repository import GatewayRepository
-from services.gateway.totp import check_totp
 from shared.bus import Bus
-from shared.contracts import parse
 from shared.crypto import LocalKms
 from shared.errors import (
-    AuthenticationRequired,
     CofferError,
     NameConflict,
     ServiceUnavailable,
@@ -108,47 +103,6 @@ async def init(request: web.Request) -> web.Response:
     )
 
 
-async def _matches(row: Any, column: str, secret: str) -> bool:
-    """``secret`` against the row's hash; an unknown identity costs the same (a dummy hash of its kind)."""
-    dummy = domain.dummy_client_secret_hash() if column == "secret_hash" else domain.dummy_hash()
-    stored = row[column] if row is not None and row[column] else dummy
-    valid = await domain.check_secret(secret, stored)
-    return row is not None and valid
-
-
-async def issue_token(request: web.Request) -> web.Response:
-    """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form).
-
-    Unknown client / user and a wrong secret cost the same slow hash and get
-    the same answer.
-    """
-    data = await read_object(request, allow_form=True)
-    mfa_at = None
-    if "username" in data:
-        user = parse(UserCredentials, data)
-        row = await request.app[IAM_REPO].user_by_name(user.tenant_id, user.username)
-        if not await _matches(row, "password_hash", user.password):
-            raise AuthenticationRequired("invalid credentials")
-        if user.totp_code is not None:
-            if not await check_totp(request.app[IAM_REPO], request.app[KMS], row["id"], user.totp_code):
-                raise AuthenticationRequired("invalid credentials")
-            mfa_at = int(time.time())
-        requested = user.scopes
-    else:
-        creds = parse(ClientCredentials, data)
-        row = await request.app[REPO].identity_by_client_id(creds.client_id)
-        if not await _matches(row, "secret_hash", creds.client_secret):
-            raise AuthenticationRequired("invalid client credentials")
-        requested = creds.scopes
-    scopes = domain.grant_scopes(row["allowed_scopes"], requested)
-    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
-                                           generation=row["token_generation"])
-    return json_response(
-        {"access_token": token, "token_type": "Bearer", "expires_in": ttl,
-         "scope": " ".join(scopes), "tenant_id": row["tenant_id"]},
-    )
-
-
 async def jwks(request: web.Request) -> web.Response:
     return json_response(request.app[SIGNER].jwks())
 
@@ -196,8 +150,6 @@ ROUTE_TABLE: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
     Route("GET", "/metrics", metrics, public=True),
     Route("POST", "/v1/sys/init", init, public=True, body=InitRequest, statuses=(201,), errors=("name_conflict",)),
-    Route("POST", "/v1/auth/token", issue_token, public=True, body=ClientCredentials,
-          errors=("authentication_required", "insufficient_scope")),
     Route("GET", "/v1/auth/jwks", jwks, public=True),
     Route("GET", "/v1/auth/whoami", whoami),
     Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,

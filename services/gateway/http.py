@@ -60,6 +60,8 @@ class Route:
     scope: str | None = None
     #: platform-wide (acts on every tenant): root admins only, whatever policies say
     platform: bool = False
+    #: the rate-limit category, when not the method's (``read`` / ``write``)
+    category: str | None = None
     target: Callable[[web.Request], tuple[str, str]] | None = None
     # -- for the OpenAPI description (services/gateway/openapi.py) --
     body: type[BaseModel] | None = None
@@ -202,7 +204,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """
     route = route_of(request)
     guard, limiter = request.app[GUARD], request.app[LIMITER]
-    category = category_of(request.method, request.path)
+    category = (route.category if route else None) or category_of(request.method, request.path)
     anonymous = f"ip:{guard.client_ip(request)}"
     if route is None or route.public:
         request[ALLOWANCE] = limiter.take(category, anonymous)

@@ -175,6 +175,37 @@ class IamRepository:
             " WHERE kind = 'user' AND name = $2"
             " AND tenant_id = coalesce($1, (SELECT id FROM tenants WHERE parent_id IS NULL))", tenant_id, username)
 
+    # -- failed logins (the account lockout; see login.py) ---------------------------
+
+    async def login_locked(self, key: str) -> bool:
+        return bool(await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM login_failures WHERE key = $1 AND locked_until > now())", key))
+
+    async def clear_login_failures(self, key: str) -> None:
+        await self.pool.execute("DELETE FROM login_failures WHERE key = $1", key)
+
+    async def record_login_failure(self, key: str, lock_after: int, window: float, lock_for: float) -> None:
+        """Count a failure; the ``lock_after``-th within ``window`` seconds locks ``key`` for ``lock_for``.
+
+        A failure during the lock counts but does not extend it: anyone who
+        knows a user's name could otherwise keep the account locked for ever.
+        """
+        await self.pool.execute(
+            "INSERT INTO login_failures AS f (key, failures, window_start) VALUES ($1, 1, now())"
+            " ON CONFLICT (key) DO UPDATE SET"
+            " failures = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN 1"
+            "                 ELSE f.failures + 1 END,"
+            " window_start = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN now()"
+            "                     ELSE f.window_start END,"
+            " locked_until = CASE WHEN f.locked_until > now() THEN f.locked_until"
+            "                     WHEN f.window_start >= now() - make_interval(secs => $3) AND f.failures + 1 >= $2"
+            "                     THEN now() + make_interval(secs => $4) ELSE NULL END",
+            key, lock_after, window, lock_for)
+
+    async def forget_old_login_failures(self) -> None:
+        await self.pool.execute("DELETE FROM login_failures WHERE window_start < now() - interval '1 day'"
+                                " AND (locked_until IS NULL OR locked_until < now())")
+
     async def set_totp(self, tenant_id: str, identity_id: str, sealed: Sealed, *, void_tokens: bool,
                        request_id: str) -> None:
         """Enrol (or replace) the identity's TOTP secret; ``void_tokens`` when it replaces another's enrolment."""

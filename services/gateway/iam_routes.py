@@ -46,7 +46,6 @@ from shared.contracts import parse
 from shared.crypto import seal
 from shared.cursors import CursorCodec
 from shared.errors import (
-    AccessDenied,
     Forbidden,
     InsufficientScope,
     MfaRequired,
@@ -420,8 +419,7 @@ async def create_binding(request: web.Request) -> web.Response:
 
 async def get_binding(request: web.Request) -> web.Response:
     row = await request.app[IAM_REPO].binding(_tenant(request), request.match_info["id"])
-    if not await request.app[GUARD].may(request, principal(request), f"policies/{row['policy']}", "read"):
-        raise AccessDenied("no policy allows this")
+    await _authorize(request, f"policies/{row['policy']}", "read")
     return json_response(binding_view(row))
 
 

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 
 from services.gateway.audit import view
 from services.gateway.handlers import REPO
-from services.gateway.http import AUDIT, AUDIT_FIELDS, GUARD, Route, context, json_response, read_model
+from services.gateway.http import AUDIT, AUDIT_FIELDS, GUARD, Route, context, json_response, principal, read_model
 from services.gateway.iam_routes import CURSORS
 from shared.contracts import parse
 
@@ -65,14 +65,20 @@ async def audit_events(request: web.Request) -> web.Response:
 
 
 async def audit_match(request: web.Request) -> web.Response:
-    """Entries whose sensitive fields hold ``value`` ("was this value used?"), compared as HMACs."""
+    """Entries whose sensitive fields hold ``value`` ("was this value used?"), compared as HMACs.
+
+    Only entries whose resource the caller may ``read`` match (else the answer
+    would tell whether a guessed value is the one stored at a path the caller
+    can't read), and the call is rate-limited like authentication.
+    """
     body = await read_model(request, AuditMatch)
     query = parse(AuditQuery, dict(request.query))
     request[AUDIT_FIELDS] = {"value": body.value}
-    return await _events(request, query, request.app[AUDIT].field_mac(_tenant(request), body.value))
+    return await _events(request, query, request.app[AUDIT].field_mac(_tenant(request), body.value), readable=True)
 
 
-async def _events(request: web.Request, query: AuditQuery, mac: str | None) -> web.Response:
+async def _events(request: web.Request, query: AuditQuery, mac: str | None, *, readable: bool = False
+                  ) -> web.Response:
     tenant = _tenant(request)
     shape = {"kind": "audit", **query.model_dump(mode="json", exclude={"cursor"})}
 
@@ -83,6 +89,9 @@ async def _events(request: web.Request, query: AuditQuery, mac: str | None) -> w
 
     rows, cursor = await request.app[CURSORS].page(tenant, shape, query.cursor, query.limit, fetch,
                                                    lambda last: last["seq"])
+    if readable:
+        guard, who = request.app[GUARD], principal(request)
+        rows = [r for r in rows if await guard.may(request, who, r["resource"], "read")]
     return json_response({"items": [view(r) for r in rows], "next_cursor": cursor})
 
 
@@ -100,6 +109,6 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/audit/events", audit_events, scope="admin", target=lambda r: ("sys/audit", "read"),
           query=AuditQuery, errors=("validation_error", "invalid_cursor")),
     Route("POST", "/v1/audit/events:match", audit_match, scope="admin", target=lambda r: ("sys/audit", "read"),
-          body=AuditMatch, query=AuditQuery, errors=("invalid_cursor",)),
+          body=AuditMatch, query=AuditQuery, errors=("invalid_cursor",), category="auth"),
     Route("GET", "/v1/audit/verify", audit_verify, scope="admin", target=lambda r: ("sys/audit", "read")),
 )

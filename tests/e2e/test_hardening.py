@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,7 @@ import pytest
 
 from services.gateway.http import ROUTES, SIGNER
 from services.platform import Platform
-from tests.conftest import Api, free_port, remember_secret
+from tests.conftest import Api, free_port, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn, wait_healthy
@@ -434,3 +435,98 @@ async def test_platform_wide_operations_are_for_root_admins_only(api: Api) -> No
         assert_envelope(status, answer, headers, "insufficient_scope")
     status, state, _ = await api.request("GET", "/v1/sys/maintenance")
     assert status == 200 and state["enabled"] is False  # nothing was switched
+
+
+# -- §3: audit lookups are no oracle; failed logins are audited; accounts lock ---------------------
+
+async def test_audit_match_only_matches_entries_the_caller_may_read(api: Api) -> None:
+    hidden, visible = remember_secret(f"hidden-{name()}"), remember_secret(f"visible-{name()}")
+    base = name("audit")
+    for path, value in ((f"{base}/hidden/x", hidden), (f"{base}/visible/y", visible)):
+        assert (await api.request("PUT", f"/v1/secrets/{path}", json={"value": value}))[0] == 201
+    auditor = await identity(api, ["admin"], [allow(["sys/audit"], ["read"]),
+                                              allow([f"secrets/{base}/visible/**"], ["read"])])
+    status, page, _ = await api.request("POST", "/v1/audit/events:match", json={"value": hidden},
+                                        token=auditor["token"])
+    assert status == 200 and page["items"] == []  # a guess at a path it can't read tells nothing
+    status, page, _ = await api.request("POST", "/v1/audit/events:match", json={"value": visible},
+                                        token=auditor["token"])
+    assert status == 200 and [e["resource"] for e in page["items"]] == [f"secrets/{base}/visible/y"]
+    status, page, _ = await api.request("POST", "/v1/audit/events:match", json={"value": hidden})
+    assert status == 200  # the root admin reads everything: the write, and the auditor's own question
+    assert [e["resource"] for e in page["items"]] == [f"secrets/{base}/hidden/x", "sys/audit"]
+
+
+async def test_audit_match_is_rate_limited_like_authentication(tmp_path: Path, pg_dsn: str,
+                                                               http: aiohttp.ClientSession) -> None:
+    platform = await start_platform(tmp_path, None, pg_dsn, rate_limits="auth=3/m,read=1000/s,write=1000/s")
+    try:
+        api = await initialised(platform, http)
+        for _ in range(2):  # sys/init spent one of the address's; these spend the identity's
+            status, _, _ = await api.request("POST", "/v1/audit/events:match", json={"value": "guess"})
+            assert status == 200
+        answers = [await api.request("POST", "/v1/audit/events:match", json={"value": f"guess-{i}"})
+                   for i in range(3)]
+        status, body, headers = answers[-1]
+        assert_envelope(status, body, headers, "rate_limited")
+        assert body["error"]["details"]["category"] == "auth" and int(headers["Retry-After"]) > 0
+        assert (await api.request("GET", "/v1/secrets"))[0] == 200  # other reads go on
+    finally:
+        await platform.close()
+
+
+async def test_logins_are_audited_without_what_was_typed(api: Api, admin: dict[str, Any]) -> None:
+    user, password, _ = await _user(api, ["secrets:read"])
+    typo = remember_secret(f"{password}-typo")
+    stranger = name("nobody")
+    for login in ({"username": user["name"], "password": typo}, {"username": stranger, "password": typo},
+                  {"client_id": admin["client_id"], "client_secret": typo}):
+        status, _, _ = await api.request("POST", "/v1/auth/token", token=None, json=login)
+        assert status == 401
+    status, page, _ = await api.request("GET", "/v1/audit/events?limit=1000")
+    logins = [e for e in page["items"] if e["action"] == "POST /v1/auth/token"]
+    _, me, _ = await api.request("GET", "/v1/auth/whoami")
+    failed = {e["resource"] for e in logins if e["outcome"] == "authentication_required"}
+    assert {"identities/" + user["id"], "auth/token", "identities/" + me["identity"]["id"]} <= failed
+    assert any(e["outcome"] == "ok" and e["resource"] == "identities/" + user["id"] for e in logins)
+    assert typo not in str(page) and stranger not in str(page)  # the name tried is an HMAC only
+    status, found, _ = await api.request("POST", "/v1/audit/events:match", json={"value": stranger})
+    assert [e["resource"] for e in found["items"]] == ["auth/token"]  # "was this name tried?" can be asked
+
+
+async def test_ten_failed_logins_lock_the_account_for_15_minutes(api: Api, platform: Platform) -> None:
+    user, password, _ = await _user(api, ["secrets:read"])
+    login = {"username": user["name"], "password": password}
+    wrong = {**login, "password": "not the password at all"}
+
+    async def attempt(body: dict[str, str]) -> tuple[int, Any]:
+        status, answer, headers = await api.request("POST", "/v1/auth/token", token=None, json=body)
+        if status == 200:
+            remember_secret(answer["access_token"])
+        return status, answer
+
+    for _ in range(9):
+        assert (await attempt(wrong))[0] == 401
+    assert (await attempt(login))[0] == 200  # a success clears the count
+    for _ in range(10):
+        status, refused_wrong = await attempt(wrong)
+    status, refused_right = await attempt(login)
+    assert status == 401  # locked: the right password answers exactly as a wrong one
+    for answer in (refused_wrong, refused_right):
+        answer["error"].pop("request_id")
+    assert refused_right == refused_wrong
+
+    pool = platform.runtimes["gateway"].pool
+    assert pool is not None
+    key = f"user:{user['id']}"
+    locked_until = await pool.fetchval("SELECT locked_until FROM login_failures WHERE key = $1", key)
+    assert (await attempt(wrong))[0] == 401
+    assert await pool.fetchval("SELECT locked_until FROM login_failures WHERE key = $1", key) == locked_until
+    # 15 minutes later (moved back in the table rather than waited for)
+    await pool.execute("UPDATE login_failures SET locked_until = now() - interval '1 second',"
+                       " window_start = now() - interval '16 minutes' WHERE key = $1", key)
+    assert (await attempt(login))[0] == 200
+
+    stranger = {"username": name("nobody"), "password": "not the password at all"}
+    answers = [await attempt(stranger) for _ in range(11)]
+    assert {a[0] for a in answers} == {401} and len({a[1]["error"]["message"] for a in answers}) == 1

@@ -1,0 +1,113 @@
+"""``POST /v1/auth/token``: client credentials, or a user's password (+ TOTP), for an access token.
+
+Every way of failing looks the same from outside: the same 401
+``authentication_required``, the same slow hash (an unknown name is checked
+against a dummy hash of its kind), and — for passwords — the same write: a
+failure is counted under the user (``user:<id>``) or, for a name that does not
+exist, under an HMAC of the tenant and the name, so timing does not tell which
+names exist. Ten failed password logins within 15 minutes lock the account for
+15 minutes, answering exactly as a wrong password does; a successful login
+clears the count. Client-secret logins are throttled per address instead (the
+``auth`` rate limit). Every attempt, failed or not, is audited.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from services.gateway import domain
+from services.gateway.domain import ClientCredentials
+from services.gateway.handlers import IAM_REPO, KMS, REPO
+from services.gateway.http import AUDIT, GUARD, SIGNER, Route, context, json_response, read_object
+from services.gateway.iam_domain import UserCredentials
+from services.gateway.totp import check_totp
+from shared.contracts import parse
+from shared.errors import AuthenticationRequired, StorageError
+
+log = structlog.get_logger("coffer.gateway.login")
+
+LOCK_AFTER = 10  # failures ...
+LOCK_WINDOW = 900.0  # ... within this many seconds lock the account ...
+LOCK_FOR = 900.0  # ... for this long
+
+
+async def _matches(row: Any, column: str, secret: str) -> bool:
+    """``secret`` against the row's hash; an unknown identity costs the same (a dummy hash of its kind)."""
+    dummy = domain.dummy_client_secret_hash() if column == "secret_hash" else domain.dummy_hash()
+    stored = row[column] if row is not None and row[column] else dummy
+    valid = await domain.check_secret(secret, stored)
+    return row is not None and valid
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form)."""
+    data = await read_object(request, allow_form=True)
+    if "username" in data:
+        row, mfa_at, requested = await _user_login(request, parse(UserCredentials, data))
+    else:
+        creds = parse(ClientCredentials, data)
+        row = await request.app[REPO].identity_by_client_id(creds.client_id)
+        ok = await _matches(row, "secret_hash", creds.client_secret)
+        await _audit(request, row, creds.client_id, ok)
+        if not ok:
+            raise AuthenticationRequired("invalid client credentials")
+        mfa_at, requested = None, creds.scopes
+    scopes = domain.grant_scopes(row["allowed_scopes"], requested)
+    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
+                                           generation=row["token_generation"])
+    return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
+                          "scope": " ".join(scopes), "tenant_id": row["tenant_id"]})
+
+
+async def _user_login(request: web.Request, user: UserCredentials) -> tuple[Any, int | None, list[str] | None]:
+    repo = request.app[IAM_REPO]
+    row = await repo.user_by_name(user.tenant_id, user.username)
+    key = f"user:{row['id']}" if row is not None else \
+        "name:" + request.app[AUDIT].field_mac(user.tenant_id or "(root)", user.username)
+    ok = await _matches(row, "password_hash", user.password)
+    mfa_at = None
+    if ok and user.totp_code is not None:
+        ok = await check_totp(repo, request.app[KMS], row["id"], user.totp_code)
+        mfa_at = int(time.time())
+    if ok and await repo.login_locked(key):
+        ok = False  # the right password, but locked: the answer can't differ from a wrong one
+        log.info("login_locked", identity_id=row["id"])
+    if ok:
+        await repo.clear_login_failures(key)
+    else:
+        await repo.record_login_failure(key, LOCK_AFTER, LOCK_WINDOW, LOCK_FOR)
+    await _audit(request, row, user.username, ok)
+    if not ok:
+        raise AuthenticationRequired("invalid credentials")
+    return row, mfa_at, user.scopes
+
+
+async def _audit(request: web.Request, row: Any, login: str, ok: bool) -> None:
+    """An audit entry for the attempt: in the identity's tenant, or the root's for an unknown name.
+
+    The name tried is kept only as an HMAC (it may be a mistyped password).
+    """
+    tenant = row["tenant_id"] if row is not None else await request.app[GUARD].root_tenant_id()
+    if tenant is None:
+        return  # not initialised: there is no audit chain yet
+    error = None if ok else AuthenticationRequired()
+    try:
+        await request.app[AUDIT].record(
+            tenant_id=tenant, identity_id=row["id"] if row is not None else None, action="POST /v1/auth/token",
+            resource=f"identities/{row['id']}" if row is not None else "auth/token",
+            outcome=error.code if error else "ok", status=error.status if error else 200,
+            client_ip=str(request.app[GUARD].client_ip(request) or "") or None,
+            request_id=context(request).request_id, sensitive={"login": login})
+    except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
+        log.error("audit_write_failed", error=type(exc).__name__)
+        raise StorageError("the audit log could not be written") from None
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("POST", "/v1/auth/token", issue_token, public=True, body=ClientCredentials,
+          errors=("authentication_required", "insufficient_scope", "storage_error")),
+)
