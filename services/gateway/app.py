@@ -14,7 +14,7 @@ from aiohttp import web
 
 from services.gateway import handlers, iam_routes, login, openapi, ops_routes, secrets_routes, webhooks_routes
 from services.gateway.audit import AuditLog
-from services.gateway.authz import Guard
+from services.gateway.authz import Guard, StandingPolicy
 from services.gateway.http import (
     AUDIT,
     GUARD,
@@ -33,6 +33,8 @@ from services.gateway.repository import GatewayRepository
 from services.gateway.signing import TokenSigner, signing_key_aad
 from shared.bus import RpcHandler
 from shared.context import RequestContext
+from shared.contracts import parse
+from shared.contracts.iam import MayRequest, MayResult
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.runtime import ServiceDeps, ServiceSpec
@@ -41,12 +43,19 @@ from shared.runtime import ServiceDeps, ServiceSpec
 async def build_rpc(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     """``iam.*``: what other services may ask the gateway."""
     repo = GatewayRepository(deps.pool)
+    standing = StandingPolicy(IamRepository(deps.pool, deps.schema))
 
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         moved = await repo.rewrap_keys(deps.kms, deps.schema, signing_key_aad)
         return {"kek_id": deps.kms.active_key_id, "rewrapped": moved}
 
-    return {"rewrap": rewrap}
+    async def may(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """May each identity do each thing now? (the webhook dispatcher asks before delivering)"""
+        req = parse(MayRequest, payload)
+        allowed = [await standing.may(c.identity_id, c.resource, c.capability) for c in req.checks]
+        return MayResult(allowed=allowed).model_dump()
+
+    return {"rewrap": rewrap, "may": may}
 
 
 VERSION = "0.1.0"

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 
-from services.gateway.domain import Principal
+from services.gateway.domain import Principal, scope_to_list
 from services.gateway.iam_repository import IamRepository
 from services.gateway.policy import IpAddress, IpNetwork, Rule, client_address, decide, parse_rules
 from shared.bus import Bus
@@ -51,6 +51,47 @@ def feature_of(path: str) -> str | None:
     """The feature area a path belongs to (for ``COFFER_DISABLED_FEATURES``)."""
     return next((feature for prefix, feature in FEATURE_PREFIXES
                  if path == prefix or path.startswith(prefix + "/") or path.startswith(prefix + ":")), None)
+
+
+class StandingPolicy:
+    """Policy questions about an identity that is not making a request (``iam.may``).
+
+    Used when a service acts for an identity later (the webhook dispatcher
+    delivering an event to a subscription its owner made): the identity must
+    hold the scope and a policy must allow it *now*. There is no client address
+    and no MFA step-up, so rules with those conditions don't allow it. Answers
+    are cached for ``ttl`` seconds (a policy change is seen within that).
+    """
+
+    def __init__(self, repo: IamRepository, ttl: float = 1.0) -> None:
+        self.repo = repo
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, frozenset[str], tuple[Rule, ...]]] = {}
+
+    async def may(self, identity_id: str, resource: str, capability: str) -> bool:
+        scopes, rules = await self._load(identity_id)
+        if scope_to_list(resource) not in scopes:
+            return False
+        try:
+            decide(rules, resource, capability, ip=None, mfa_at=None)
+        except CofferError:
+            return False
+        return True
+
+    async def _load(self, identity_id: str) -> tuple[frozenset[str], tuple[Rule, ...]]:
+        cached = self._cache.get(identity_id)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1], cached[2]
+        row = await self.repo.identity_any_tenant(identity_id)
+        scopes = frozenset(row["allowed_scopes"]) if row is not None else frozenset()
+        try:
+            rules = parse_rules(raw) if row is not None and (raw := await self.repo.rules_for(identity_id)) else ()
+        except CofferError:
+            rules = ()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[identity_id] = (time.monotonic(), scopes, rules)
+        return scopes, rules
 
 
 class Guard:

@@ -26,6 +26,15 @@ from shared.errors import InsufficientScope
 
 ALL_SCOPES: tuple[str, ...] = ("secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin")
 
+#: the scope that listing a resource needs, by the resource's first segment (others: ``admin``)
+_LIST_SCOPES = {"secrets": "secrets:read", "webhooks": "webhooks", "pki": "pki", "leases": "leases",
+                "engines": "leases"}
+
+
+def scope_to_list(resource: str) -> str:
+    """The scope an identity needs to list ``resource`` (as the list routes demand it)."""
+    return _LIST_SCOPES.get(resource.split("/", 1)[0], "admin")
+
 # scrypt cost: N=2^15, r=8, p=1 (32 MiB, ~50 ms here). Stored with the hash so it can change.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 

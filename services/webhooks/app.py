@@ -11,6 +11,8 @@ from services.webhooks.handlers import WebhookHandlers
 from services.webhooks.repository import WebhooksRepository
 from shared.bus import RpcHandler
 from shared.context import RequestContext
+from shared.contracts import parse
+from shared.contracts.iam import Check, MayRequest, MayResult
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
@@ -22,8 +24,14 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     settings = deps.settings
     policy = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
     repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
+    async def may_list(owners: list[str], resource: str, ctx: RequestContext) -> list[bool]:
+        if not owners:
+            return []
+        ask = MayRequest(checks=[Check(identity_id=o, resource=resource, capability="list") for o in owners])
+        return parse(MayResult, await deps.bus.call("iam", "may", ask.model_dump(), ctx)).allowed
+
     dispatcher = Dispatcher(
-        repo, policy, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
+        repo, policy, may_list, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
         timeout=settings.webhook_timeout, disable_after=parse_duration(settings.webhook_disable_after),
         poll_interval=settings.webhook_poll_interval, per_endpoint=settings.webhook_endpoint_concurrency,
         concurrency=settings.webhook_concurrency)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -27,20 +28,24 @@ from services.webhooks import domain
 from services.webhooks.repository import WebhooksRepository
 from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
-from shared.contracts.events import Event
+from shared.contracts.events import Event, resource_of
 from shared.errors import CofferError
 from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
 
 log = structlog.get_logger("coffer.webhooks")
+#: may each of these identities list this resource now? (``iam.may`` over the bus)
+MayList = Callable[[list[str], str, RequestContext], Awaitable[list[bool]]]
 USER_AGENT = "Coffer-Webhooks/0.1"
 
 
 class Dispatcher:
-    def __init__(self, repo: WebhooksRepository, policy: OutboundPolicy, *, schedule: tuple[float, ...],
+    def __init__(self, repo: WebhooksRepository, policy: OutboundPolicy, may_list: MayList, *,
+                 schedule: tuple[float, ...],
                  timeout: float, disable_after: float, poll_interval: float, per_endpoint: int,
                  concurrency: int, lookup: Lookup = system_lookup) -> None:
         self.repo = repo
         self.policy = policy
+        self.may_list = may_list
         self.schedule = schedule
         self.timeout = timeout
         self.disable_after = disable_after
@@ -57,7 +62,19 @@ class Dispatcher:
         self._wake.set()
 
     async def on_event(self, event: Event, ctx: RequestContext) -> None:
-        if await self.repo.fan_out(event):
+        """Deliveries for the matching subscriptions whose owner may ``list`` the event's resource now.
+
+        A subscription to ``secret.*`` must not reveal paths its owner can't
+        list (or no longer can): the gateway is asked (``iam.may``) for every
+        owner before anything is written. If it can't answer, the event is
+        retried; nothing is delivered unchecked.
+        """
+        subs = await self.repo.matching_subscriptions(event)
+        if not subs:
+            return
+        owners = sorted({s["created_by"] for s in subs if s["created_by"]})
+        allowed = dict(zip(owners, await self.may_list(owners, resource_of(event), ctx), strict=True))
+        if await self.repo.fan_out(event, [s["id"] for s in subs if allowed.get(s["created_by"])]):
             self.wake()
 
     async def run(self) -> None:

@@ -115,7 +115,8 @@ class WebhookHandlers:
                 {"field": "event_types", "message": "event types are like secret.created, secret.*, #"}]})
         if body.path_pattern is not None:
             compile_glob(body.path_pattern)
-        row = await self.repo.create_subscription(_tenant(ctx), body.webhook_id, body.event_types, body.path_pattern)
+        row = await self.repo.create_subscription(_tenant(ctx), body.webhook_id, body.event_types, body.path_pattern,
+                                                  ctx.identity_id)
         return subscription_view(row)
 
     async def sub_get(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:

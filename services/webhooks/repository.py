@@ -105,11 +105,12 @@ class WebhooksRepository:
     # -- subscriptions -------------------------------------------------------------
 
     async def create_subscription(self, tenant_id: str, webhook_id: str, event_types: list[str],
-                                  path_pattern: str | None) -> asyncpg.Record:
+                                  path_pattern: str | None, created_by: str | None) -> asyncpg.Record:
         await self.webhook(tenant_id, webhook_id)
         return await self.pool.fetchrow(
-            "INSERT INTO subscriptions (id, tenant_id, webhook_id, event_types, path_pattern)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING *", new_id("sub"), tenant_id, webhook_id, event_types, path_pattern)
+            "INSERT INTO subscriptions (id, tenant_id, webhook_id, event_types, path_pattern, created_by)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            new_id("sub"), tenant_id, webhook_id, event_types, path_pattern, created_by)
 
     async def subscription(self, tenant_id: str, subscription_id: str) -> asyncpg.Record:
         row = await self.pool.fetchrow("SELECT * FROM subscriptions WHERE tenant_id = $1 AND id = $2",
@@ -131,30 +132,38 @@ class WebhooksRepository:
 
     # -- events → deliveries ---------------------------------------------------------
 
-    async def fan_out(self, event: Event) -> int:
-        """One delivery per matching subscription of the event's tenant; a redelivered event adds none.
+    async def matching_subscriptions(self, event: Event) -> list[asyncpg.Record]:
+        """The enabled subscriptions of the event's tenant whose types and pattern match it.
 
-        ``tenant.deleted`` is not delivered: that tenant's webhooks are being destroyed.
+        ``tenant.deleted`` matches none: that tenant's webhooks are being destroyed.
         """
-        if event.tenant_id is None or event.type == "tenant.deleted" or not await self.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM subscriptions WHERE tenant_id = $1)", event.tenant_id):
-            return 0  # the common case: nobody listens, so nothing to write (not even the inbox)
-        payload = event.model_dump(mode="json")
+        if event.tenant_id is None or event.type == "tenant.deleted":
+            return []
+        subs = await self.pool.fetch(
+            "SELECT s.id, s.webhook_id, s.event_types, s.path_pattern, s.created_by FROM subscriptions s"
+            " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = $1 AND w.enabled", event.tenant_id)
+        payload = {"type": event.type, "data": event.data}
+        return [s for s in subs if subscription_matches(list(s["event_types"]), s["path_pattern"], payload)]
+
+    async def fan_out(self, event: Event, subscription_ids: list[str]) -> int:
+        """One delivery per subscription named (still there and enabled); a redelivered event adds none."""
+        if not subscription_ids:
+            return 0  # the common case: nobody (allowed) listens, so nothing to write, not even the inbox
         async with self.pool.acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, CONSUMER, event.id):
                 return 0
-            subs = await conn.fetch(
-                "SELECT s.id, s.webhook_id, s.event_types, s.path_pattern FROM subscriptions s"
-                " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = $1 AND w.enabled", event.tenant_id)
-            matched = [s for s in subs if subscription_matches(list(s["event_types"]), s["path_pattern"], payload)]
-            for sub in matched:
-                await conn.execute(
-                    "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type, payload)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                    new_id("msg"), event.tenant_id, sub["webhook_id"], sub["id"], event.id, event.type, payload)
-            if matched:
+            status = await conn.execute(
+                "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type, payload)"
+                " SELECT x.delivery_id, s.tenant_id, s.webhook_id, s.id, $3, $4, $5"
+                " FROM unnest($1::text[], $2::text[]) AS x(subscription_id, delivery_id)"
+                " JOIN subscriptions s ON s.id = x.subscription_id JOIN webhooks w ON w.id = s.webhook_id"
+                " WHERE w.enabled ON CONFLICT DO NOTHING",
+                subscription_ids, [new_id("msg") for _ in subscription_ids], event.id, event.type,
+                event.model_dump(mode="json"))
+            added = int(status.split()[-1])
+            if added:
                 await conn.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
-            return len(matched)
+            return added
 
     async def add_ping(self, tenant_id: str, webhook_id: str, request_id: str) -> str:
         await self.webhook(tenant_id, webhook_id)

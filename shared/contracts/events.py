@@ -24,3 +24,22 @@ class Event(BaseModel):
     occurred_at: datetime = Field(default_factory=_now)
     request_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+def resource_of(event: Event) -> str:
+    """The policy resource an event is about (what a subscriber must be allowed to ``list`` to receive it).
+
+    Event types without a resource of their own are ``events/<type>``: only a
+    policy that reaches that far (``**``, or ``events/**``) lets them through.
+    """
+    kind, data = event.type.split(".", 1)[0], event.data
+    key = {"secret": "path", "policy": "name", "tenant": "tenant_id", "webhook": "webhook_id",
+           "lease": "lease_id", "token": "identity_id"}.get(kind)
+    value = data.get(key) if key else None
+    if isinstance(value, str) and value:
+        prefix = {"secret": "secrets", "policy": "policies", "tenant": "tenants", "webhook": "webhooks",
+                  "lease": "leases", "token": "identities"}[kind]
+        return f"{prefix}/{value}"
+    if kind == "token":
+        return "sys/tokens"
+    return f"events/{event.type}"

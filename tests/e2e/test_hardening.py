@@ -7,6 +7,7 @@ names the rule of ../shared/docs/api.md it proves.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from services.gateway.http import ROUTES, SIGNER
 from services.platform import Platform
 from tests.conftest import Api, free_port, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
+from tests.e2e.receiver import Receiver
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn, wait_healthy
 
@@ -530,3 +532,39 @@ async def test_ten_failed_logins_lock_the_account_for_15_minutes(api: Api, platf
     stranger = {"username": name("nobody"), "password": "not the password at all"}
     answers = [await attempt(stranger) for _ in range(11)]
     assert {a[0] for a in answers} == {401} and len({a[1]["error"]["message"] for a in answers}) == 1
+
+
+# -- §8: subscriptions respect list rights ---------------------------------------------------------
+
+async def test_a_subscription_reveals_only_paths_its_owner_may_list_now(api: Api) -> None:
+    receiver = await Receiver().start()
+    try:
+        base = name("hooked")
+        hooks = allow(["webhooks", "webhooks/**"], ["read", "list", "write"])
+        owner = await identity(api, ["webhooks", "secrets:read"],
+                               [hooks, allow([f"secrets/{base}/visible/**"], ["list"])])
+        status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": receiver.url}, token=owner["token"])
+        assert status == 201, hook
+        remember_secret(hook["secret"])
+        status, _, _ = await api.request("POST", "/v1/subscriptions", token=owner["token"],
+                                         json={"webhook_id": hook["id"], "event_types": ["secret.*"]})
+        assert status == 201
+
+        async def paths_received(expected: int, settle: float = 1.0) -> list[str]:
+            deadline = time.monotonic() + 10
+            while len(receiver.requests) < expected:
+                assert time.monotonic() < deadline, [r.body for r in receiver.requests]
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(settle)  # anything that shouldn't come would have come by now
+            return [json.loads(r.body)["data"]["path"] for r in receiver.requests]
+
+        for path in (f"{base}/hidden/a", f"{base}/visible/b"):
+            assert (await api.request("PUT", f"/v1/secrets/{path}", json={"value": "v"}))[0] == 201
+        assert await paths_received(1) == [f"{base}/visible/b"]
+
+        await api.request("PUT", f"/v1/policies/{owner['policy']}", json={"rules": [hooks]})
+        await asyncio.sleep(1.2)  # the gateway's answers to the dispatcher are cached up to 1 s
+        assert (await api.request("PUT", f"/v1/secrets/{base}/visible/c", json={"value": "v"}))[0] == 201
+        assert await paths_received(1) == [f"{base}/visible/b"]  # no longer allowed: not delivered
+    finally:
+        await receiver.stop()

@@ -10,6 +10,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from services.webhooks import domain
+from shared.contracts.events import Event, resource_of
 
 
 def test_signatures_verify_with_the_reference_library() -> None:
@@ -44,3 +45,17 @@ def test_subscription_matching() -> None:
     assert not domain.subscription_matches(["secret.created"], None, event)
     assert not domain.subscription_matches(["secret.*"], "app/dev/**", event)
     assert not domain.subscription_matches(["secret.*"], "app/**", {"type": "secret.updated", "data": {}})
+
+
+@pytest.mark.parametrize(("event_type", "data", "resource"), [
+    ("secret.updated", {"path": "app/db"}, "secrets/app/db"),
+    ("policy.created", {"id": "pol_1", "name": "ops"}, "policies/ops"),
+    ("tenant.deleted", {"tenant_id": "ten_1"}, "tenants/ten_1"),
+    ("webhook.disabled", {"webhook_id": "whk_1"}, "webhooks/whk_1"),
+    ("token.revoked", {"identity_id": "idn_1", "generation": 2}, "identities/idn_1"),
+    ("token.revoked", {"jti": "tok_1"}, "sys/tokens"),
+    ("secret.updated", {}, "events/secret.updated"),  # no path: only a policy reaching events/** lets it by
+    ("certificate.issued", {"serial": "ab"}, "events/certificate.issued"),
+])
+def test_the_resource_an_event_is_about(event_type: str, data: dict[str, str], resource: str) -> None:
+    assert resource_of(Event(type=event_type, data=data)) == resource
