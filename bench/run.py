@@ -36,11 +36,11 @@ import aiohttp
 import asyncpg
 
 from bench import globs
+from shared.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("COFFER_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
-SERVICES = ("gateway", "secrets", "pki", "lease", "webhooks")
 
 
 def free_port() -> int:

@@ -4,11 +4,17 @@ Starts ``python -m services.<name>`` for the five services against
 ``COFFER_AMQP_URL`` and ``COFFER_DATABASE_URL``, prints what it started and
 where the gateway listens, waits until the gateway's health is ok, and stops
 them all on Ctrl-C (or when one dies). Replicas: ``--replicas secrets=2``.
+
+Those two URLs are an operator's: first it gives every service its own
+RabbitMQ user and PostgreSQL role with fresh passwords (``services.provision``),
+and each process gets only its own, never the operator's. ``--shared-credentials``
+runs every process with the operator's URLs instead (one trust domain).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +24,9 @@ import time
 import urllib.error
 import urllib.request
 
-from shared.runtime import SERVICES, distributed_settings
+from services.provision import provision
+from shared.registry import SERVICES
+from shared.runtime import distributed_settings
 
 
 def _health(url: str) -> dict[str, object] | None:
@@ -36,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", action="append", default=[], metavar="SERVICE=N",
                         help="run N processes of SERVICE (default 1 each)")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for health ok")
+    parser.add_argument("--shared-credentials", action="store_true",
+                        help="don't provision per-service users: every process gets COFFER_AMQP_URL/DATABASE_URL")
     args = parser.parse_args(argv)
     settings = distributed_settings()
     replicas = {name: 1 for name in SERVICES}
@@ -47,10 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     if replicas["gateway"] > 1:
         parser.error("several gateways need several ports: start extra ones with COFFER_HTTP_PORT set")
 
+    env = {name: os.environ.copy() for name in SERVICES}
+    if not args.shared_credentials:
+        creds = asyncio.run(provision(settings))
+        users = {s: c.amqp_user for s, c in creds.items()}
+        for name in SERVICES:
+            env[name].update(creds[name].env(users))
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     for name, count in replicas.items():
         for i in range(count):
-            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=os.environ.copy())
+            proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env[name])
             procs.append((f"{name}#{i + 1}", proc))
             print(f"coffer: started {name} (pid {proc.pid})", flush=True)
 

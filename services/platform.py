@@ -24,7 +24,8 @@ from services.webhooks.app import SPEC as WEBHOOKS
 from shared.bus import Bus, create_bus
 from shared.config import Settings
 from shared.crypto import LocalKms
-from shared.runtime import SERVICES, ServiceRuntime, ServiceSpec
+from shared.registry import SERVICES
+from shared.runtime import ServiceRuntime, ServiceSpec
 
 SPECS: dict[str, ServiceSpec] = {s.name: s for s in (GATEWAY, SECRETS, PKI, LEASE, WEBHOOKS)}
 

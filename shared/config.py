@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.registry import SERVICES
+
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
 
 
@@ -33,6 +35,10 @@ class Settings(BaseSettings):
     #: prefix of the PostgreSQL schemas (tests run several platforms in one database).
     schema_prefix: str = Field("", pattern=r"^[a-z0-9_]{0,20}$")
 
+    #: distributed mode with one RabbitMQ user per service: ``gateway=coffer-gateway,secrets=…``.
+    #: A consumer accepts RPC requests and events only from the users they come from by right
+    #: (checked on RabbitMQ's validated user_id). Empty: one shared user (embedded on RabbitMQ, tests).
+    bus_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     rpc_timeout: float = Field(5.0, gt=0, le=120)
     health_timeout: float = Field(2.0, gt=0, le=60)
     token_ttl: int = Field(3600, ge=60, le=86400 * 7)
@@ -75,6 +81,26 @@ class Settings(BaseSettings):
     def _split_features(cls, value: object) -> object:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("bus_users", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [p.strip().partition("=") for p in value.split(",") if p.strip()]
+            if any(not k or not v or sep != "=" for k, sep, v in pairs):
+                raise ValueError("bus_users is service=user,service=user")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+        return value
+
+    @field_validator("bus_users")
+    @classmethod
+    def _known_services(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = set(value) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"bus_users names unknown services {sorted(unknown)}")
+        if value and set(value) != set(SERVICES):
+            raise ValueError(f"bus_users must name every service: {list(SERVICES)}")
         return value
 
     @field_validator("trusted_proxies", "outbound_allowed_cidrs")

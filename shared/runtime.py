@@ -28,10 +28,10 @@ from shared.crypto import LocalKms
 from shared.db import OutboxRelay, create_pool, inbox, migrate, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
+from shared.registry import rpc_name
 
 log = structlog.get_logger("coffer.runtime")
 
-SERVICES = ("gateway", "secrets", "pki", "lease", "webhooks")
 
 
 @dataclass
@@ -62,8 +62,9 @@ class ServiceSpec:
     name: str
     migrations: Path
     build: HandlerFactory | None = None
-    #: the RPC name the service answers on, when it differs from ``name`` (gateway → ``iam``).
-    rpc_name: str | None = None
+    #: methods other services than the gateway may call, and which (every other method: the gateway
+    #: only); in distributed mode the bus refuses requests from any other service's user
+    rpc_callers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: tables holding tenant data (each with a ``tenant_id`` column), emptied of a tenant's rows
     #: in this order when ``tenant.deleted`` arrives (children before parents).
     tenant_tables: tuple[str, ...] = ()
@@ -100,7 +101,7 @@ class ServiceRuntime:
         if "ping" in handlers:  # health depends on it meaning "up and storage answers"
             raise RuntimeError(f"{self.spec.name}: 'ping' is the runtime's health check, not a service method")
         handlers["ping"] = self._ping
-        await self.bus.serve(self.spec.rpc_name or self.spec.name, handlers)
+        await self.bus.serve(rpc_name(self.spec.name), handlers, callers=self.spec.rpc_callers)
         if self.spec.tenant_tables:
             await self.bus.subscribe(f"{self.spec.name}-tenants", ["tenant.deleted"], self._tenant_deleted)
         await self.relay.start()
@@ -188,7 +189,7 @@ async def run_service(spec: ServiceSpec) -> None:
     runtime = ServiceRuntime(spec, settings, bus, kms, settings.database_url.get_secret_value())
     try:
         await runtime.start()
-        print(f"coffer {spec.name}: serving RPC '{spec.rpc_name or spec.name}.*' (Ctrl-C to stop)", flush=True)
+        print(f"coffer {spec.name}: serving RPC '{rpc_name(spec.name)}.*' (Ctrl-C to stop)", flush=True)
         await wait_for_signal()
     finally:
         await runtime.close()

@@ -60,7 +60,8 @@ async def build_rpc(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
 
 VERSION = "0.1.0"
 
-SPEC = ServiceSpec(name="gateway", rpc_name="iam", migrations=Path(__file__).parent / "migrations",
+SPEC = ServiceSpec(name="gateway", migrations=Path(__file__).parent / "migrations",
+                   rpc_callers={"may": ("gateway", "webhooks")},  # the dispatcher asks before delivering
                    build=build_rpc)
 
 

@@ -25,8 +25,7 @@ from shared.errors import (
 )
 from shared.metrics import OUTBOX_BACKLOG
 from shared.metrics import render as render_metrics
-
-BACKEND_SERVICES = ("secrets", "pki", "lease", "webhooks")
+from shared.registry import SERVICES, rpc_name
 
 REPO = web.AppKey("repo", GatewayRepository)
 IAM_REPO = web.AppKey("iam_repo", IamRepository)
@@ -43,15 +42,15 @@ async def _service_states(request: web.Request) -> dict[str, str]:
 
     async def ping(service: str) -> str:
         try:
-            result = await bus.call(service, "ping", {}, ctx, timeout=timeout)
+            result = await bus.call(rpc_name(service), "ping", {}, ctx, timeout=timeout)
         except CofferError:
             return "unavailable"
         if isinstance(result, dict) and isinstance(result.get("outbox_backlog"), int):
-            OUTBOX_BACKLOG.labels("gateway" if service == "iam" else service).set(result["outbox_backlog"])
+            OUTBOX_BACKLOG.labels(service).set(result["outbox_backlog"])
         return "ok"
 
-    states = await asyncio.gather(*(ping(s) for s in ("iam", *BACKEND_SERVICES)))
-    return dict(zip(("gateway", *BACKEND_SERVICES), states, strict=True))
+    states = await asyncio.gather(*(ping(s) for s in SERVICES))
+    return dict(zip(SERVICES, states, strict=True))
 
 
 async def health(request: web.Request) -> web.Response:
@@ -128,12 +127,11 @@ async def rotate_kek(request: web.Request) -> web.Response:
     kek_id = await request.app[REPO].rotate_kek(request.app[KMS])
     rewrapped: dict[str, int] = {}
     unreadable: dict[str, int] = {}
-    for service in ("iam", *BACKEND_SERVICES):
-        result = await request.app[BUS].call(service, "rewrap", {}, context(request), timeout=REWRAP_TIMEOUT)
-        name = "gateway" if service == "iam" else service
-        rewrapped[name] = int(result["rewrapped"])
+    for service in SERVICES:
+        result = await request.app[BUS].call(rpc_name(service), "rewrap", {}, context(request), timeout=REWRAP_TIMEOUT)
+        rewrapped[service] = int(result["rewrapped"])
         if result.get("unreadable"):
-            unreadable[name] = int(result["unreadable"])
+            unreadable[service] = int(result["unreadable"])
     # Unreadable data keys stay under their old KEK (which is kept): the
     # rotation goes on, and the operator learns where to look from the logs.
     return json_response({"kek_id": kek_id, "rewrapped": rewrapped, "unreadable": unreadable})

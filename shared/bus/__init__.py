@@ -16,6 +16,7 @@ def create_bus(settings: Settings, name: str) -> Bus:
     """The bus this process should use (not started)."""
     if settings.amqp_url is not None:
         return RabbitBus(
-            settings.amqp_url.get_secret_value(), name=name, rpc_timeout=settings.rpc_timeout
+            settings.amqp_url.get_secret_value(), name=name, rpc_timeout=settings.rpc_timeout,
+            users=settings.bus_users,
         )
     return InProcessBus(rpc_timeout=settings.rpc_timeout)

@@ -152,8 +152,14 @@ class Bus(abc.ABC):
         """The implementation's round trip: ``body`` is the encoded payload, ``ctx`` carries the deadline."""
 
     @abc.abstractmethod
-    async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
-        """Answer ``<service>.<method>`` for each method in ``handlers``."""
+    async def serve(self, service: str, handlers: Mapping[str, RpcHandler],
+                    callers: Mapping[str, Sequence[str]] | None = None) -> None:
+        """Answer ``<service>.<method>`` for each method in ``handlers``.
+
+        ``callers``: the services (besides the default, the gateway) that may
+        call a method, by method; where the bus can tell who sent a request
+        (RabbitMQ's validated user_id), any other sender is refused.
+        """
 
     @abc.abstractmethod
     async def publish(self, event: Event) -> None:

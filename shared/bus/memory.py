@@ -83,7 +83,9 @@ class InProcessBus(Bus):
             )
         return unpack_reply(reply)
 
-    async def serve(self, service: str, handlers: Mapping[str, RpcHandler]) -> None:
+    async def serve(self, service: str, handlers: Mapping[str, RpcHandler],
+                    callers: Mapping[str, Sequence[str]] | None = None) -> None:
+        # one process, one trust domain: every caller is in it
         self._services.setdefault(service, {}).update(handlers)
 
     async def publish(self, event: Event) -> None:

@@ -31,7 +31,11 @@ async def migrate(conn: asyncpg.Connection, schema: str, service_dir: Path | Non
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # Look first: with per-service roles the schema is made by the operator (owned by the
+        # service's role, which may not create schemas), and CREATE SCHEMA IF NOT EXISTS checks
+        # the privilege before it checks whether the schema exists.
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema):
+            await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.execute(
             f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations '
             "(version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

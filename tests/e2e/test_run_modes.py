@@ -4,21 +4,26 @@
   PostgreSQL under the data dir (no external service at all); data survives
   a restart.
 - distributed (``make run-distributed``): one process per service on
-  RabbitMQ + PostgreSQL, replicas allowed.
+  RabbitMQ + PostgreSQL, replicas allowed, each service with its own
+  RabbitMQ user and PostgreSQL role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
-from tests.conftest import ROOT, Api, free_port
+from shared.registry import SERVICES
+from tests.conftest import ROOT, Api, free_port, rabbitmqctl
+from tests.e2e.receiver import Receiver
 
 
 class Proc:
@@ -104,24 +109,66 @@ async def test_embedded_mode_needs_no_external_service_and_keeps_data(
         assert await second.stop() == 0
 
 
-async def test_distributed_mode_runs_each_service_as_its_own_process(
+async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
     tmp_path: Path, private_amqp: str, pg_dsn: str, http: aiohttp.ClientSession
 ) -> None:
+    """``make run-distributed``: per-service RabbitMQ users and PostgreSQL roles, made by the launcher.
+
+    The paths that cross services under those users: a webhook delivery (the
+    dispatcher asks iam.may with its own user) and a tenant's deletion
+    (tenant.deleted consumed by the secrets and webhooks users).
+    """
     port = free_port()
+    prefix = "d" + secrets.token_hex(3) + "_"
     env = {
         "COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn,
         "COFFER_HTTP_PORT": str(port), "COFFER_DATA_DIR": str(tmp_path),
-        "COFFER_SCHEMA_PREFIX": "dist_", "COFFER_HEALTH_TIMEOUT": "1.5",
+        "COFFER_SCHEMA_PREFIX": prefix, "COFFER_HEALTH_TIMEOUT": "1.5",
+        "COFFER_OUTBOUND_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_OUTBOUND_ALLOW_HTTP": "true",
+        "COFFER_WEBHOOK_POLL_INTERVAL": "0.1", "COFFER_LOG_LEVEL": "info",  # every line, to look for secrets in
     }
     api = Api(f"http://127.0.0.1:{port}", http)
+    receiver = await Receiver().start()
     launcher = await spawn("services.distributed", env, "--replicas", "secrets=2")
     try:
         await wait_healthy(api, launcher)
         status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
         assert status == 201
+        api.token = init["token"]
         started = [line for line in launcher.lines if line.startswith("coffer: started ")]
         assert len(started) == 6  # gateway, 2 x secrets, pki, lease, webhooks
         assert len({line.split("pid ")[1] for line in started}) == 6
+        users = {f"coffer-{prefix}{s}" for s in SERVICES}
+        vhost = private_amqp.rsplit("/", 1)[1]
+        connected = {line.split()[0] for line in rabbitmqctl("list_connections", "user", "vhost", "--no-table-headers",
+                                                               "--quiet").splitlines() if line.split()[1:] == [vhost]}
+        assert connected == users  # every process as its own service's user, none as the operator's
+        assert "guest" not in launcher.output and "postgres@" not in launcher.output
+
+        status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": receiver.url})
+        assert status == 201
+        await api.request("POST", "/v1/subscriptions", json={"webhook_id": hook["id"], "event_types": ["secret.*"]})
+        assert (await api.request("PUT", "/v1/secrets/dist/k", json={"value": "v-dist-secret-value"}))[0] == 201
+        assert (await api.request("GET", "/v1/secrets/dist/k"))[1]["value"] == "v-dist-secret-value"
+        deadline = time.monotonic() + 15
+        while not receiver.requests:
+            assert time.monotonic() < deadline, launcher.output
+            await asyncio.sleep(0.1)
+
+        status, child, _ = await api.request("POST", "/v1/tenants", json={"name": "dist-child"})
+        assert status == 201
+        there = {"X-Tenant-ID": child["id"]}
+        assert (await api.request("PUT", "/v1/secrets/c/k", json={"value": "v"}, headers=there))[0] == 201
+        assert (await api.request("DELETE", f"/v1/tenants/{child['id']}"))[0] == 204
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            while await admin.fetchval(f'SELECT count(*) FROM "{prefix}secrets".secrets WHERE tenant_id = $1',
+                                       child["id"]):
+                assert time.monotonic() < deadline + 10, launcher.output
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
+
         pki_pid = int(next(line for line in started if " pki " in line).split("pid ")[1].rstrip(")"))
         os.kill(pki_pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
@@ -130,8 +177,31 @@ async def test_distributed_mode_runs_each_service_as_its_own_process(
             await asyncio.sleep(0.2)
     finally:
         await launcher.stop()
+        await receiver.stop()
+        await drop_service_credentials(pg_dsn, prefix)
     assert "pki#1 exited" in launcher.output
     assert launcher.output.count("coffer: stopped ") == 6
+    assert launcher.output.count('"event": "http_request"') > 5 and '"event": "webhook_attempt"' in launcher.output
+    for secret in ("v-dist-secret-value", init["token"], init["client_secret"], hook["secret"]):
+        assert secret not in launcher.output  # every process's log lines are in it
+
+
+async def drop_service_credentials(pg_dsn: str, prefix: str) -> None:
+    """RabbitMQ users and PostgreSQL roles are global to their servers: remove what provisioning made."""
+    for service in SERVICES:
+        proc = await asyncio.create_subprocess_exec("rabbitmqctl", "delete_user", f"coffer-{prefix}{service}",
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        await proc.wait()
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        for service in SERVICES:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{prefix}{service}" CASCADE')
+            if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", f"coffer_{prefix}{service}"):
+                await admin.execute(f'DROP OWNED BY "coffer_{prefix}{service}"')
+                await admin.execute(f'DROP ROLE "coffer_{prefix}{service}"')
+    finally:
+        await admin.close()
 
 
 async def test_distributed_process_refuses_to_start_without_its_urls(tmp_path: Path) -> None:

@@ -1,0 +1,257 @@
+"""Per-service credentials for distributed mode: one RabbitMQ user and one PostgreSQL role per service.
+
+Holding one service's credentials is not holding the platform (README, "Who may say what"):
+
+- RabbitMQ user ``coffer-<prefix><service>``: configure only its own queues
+  (``coffer.rpc.<rpc name>``, ``coffer.events.<service>…``, ``coffer.dead.<service>…``,
+  ``coffer.bcast.<service>…``); write to the event and dead-letter exchanges,
+  the default exchange (RPC replies go through it) and, for services that call
+  others, the RPC exchange; read its own queues and bind them. Topic permissions
+  on ``coffer.events``: publish only the event types it owns
+  (``shared.registry.EVENT_OWNERS``), bind only the ones it consumes. The
+  exchanges are declared here, by the operator; services declare them passively.
+- PostgreSQL role ``coffer_<prefix><service>``: owns its schema and nothing
+  else (it can't create schemas or read another service's).
+
+Passwords are fresh and random on every run and are never written to disk:
+RabbitMQ gets salted SHA-256 hashes (``import_definitions``), PostgreSQL a
+SCRAM verifier, so neither server's logs see them. The launcher
+(``services.distributed``) hands each process only its own credentials.
+
+    python -m services.provision --env-dir DIR   # writes DIR/<service>.env (0600) for other launchers
+    python -m services.provision --compose deploy  # docker-compose's definitions and init script (dev passwords)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+from yarl import URL
+
+from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE
+from shared.config import Settings
+from shared.registry import EVENT_OWNERS, SERVICES, rpc_name
+
+#: services that call other services' RPC (the gateway calls everyone; the dispatcher asks iam.may)
+CALLERS = ("gateway", "webhooks")
+#: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may)
+CONSUMES = {"gateway": r"(policy|token|system)\..*", "webhooks": r".*"}
+
+
+@dataclass(frozen=True)
+class ServiceCredentials:
+    """What one service's processes are given: their own broker and database credentials, nothing else."""
+
+    service: str
+    amqp_user: str
+    amqp_url: str
+    pg_role: str
+    database_url: str
+
+    def env(self, users: dict[str, str]) -> dict[str, str]:
+        return {"COFFER_AMQP_URL": self.amqp_url, "COFFER_DATABASE_URL": self.database_url,
+                "COFFER_BUS_USERS": ",".join(f"{s}={u}" for s, u in users.items())}
+
+
+def amqp_user(prefix: str, service: str) -> str:
+    return f"coffer-{prefix}{service}"
+
+
+def pg_role(prefix: str, service: str) -> str:
+    return f"coffer_{prefix}{service}"
+
+
+def _any(*names: str) -> str:
+    return "^(?:" + "|".join(names) + ")$"
+
+
+def rabbit_permissions(service: str) -> dict[str, str]:
+    """configure / write / read regexes of ``service``'s RabbitMQ user on the vhost."""
+    own = (rf"coffer\.rpc\.{rpc_name(service)}", rf"coffer\.(?:events|dead)\.{service}(?:-[a-z0-9-]+)?",
+           rf"coffer\.bcast\.{service}(?:-[a-z0-9-]+)?\.[0-9a-f]+")
+    exchanges = (r"coffer\.events", r"coffer\.dlx", r"amq\.default", *((r"coffer\.rpc",) if service in CALLERS else ()))
+    return {"configure": _any(*own), "write": _any(*own, *exchanges),
+            "read": _any(*own, r"coffer\.rpc", r"coffer\.events", r"coffer\.dlx")}
+
+
+def topic_permissions(service: str) -> dict[str, str]:
+    """What ``service`` may publish on ``coffer.events`` (its own event types) and bind to."""
+    owned = sorted(prefix for prefix, owner in EVENT_OWNERS.items() if owner == service)
+    return {"write": rf"^(?:{'|'.join(owned)})\." if owned else "^$",
+            "read": _any(r"tenant\.deleted", *([CONSUMES[service]] if service in CONSUMES else []))}
+
+
+def rabbit_password_hash(password: str) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + password))."""
+    salt = secrets.token_bytes(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """A PostgreSQL SCRAM-SHA-256 verifier (what ``ALTER ROLE … PASSWORD`` stores), made here."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", hashlib.sha256).digest()).digest()
+    server = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
+
+
+def definitions(vhost: str, passwords: dict[str, str], prefix: str) -> dict[str, Any]:
+    """RabbitMQ definitions: the vhost, the exchanges, and each service's user and permissions."""
+    exchange = {"vhost": vhost, "durable": True, "auto_delete": False, "internal": False, "arguments": {}}
+    return {
+        "vhosts": [{"name": vhost}],
+        "exchanges": [{**exchange, "name": RPC_EXCHANGE, "type": "direct"},
+                      {**exchange, "name": EVENTS_EXCHANGE, "type": "topic"},
+                      {**exchange, "name": DEAD_LETTER_EXCHANGE, "type": "direct"}],
+        "users": [{"name": amqp_user(prefix, s), "password_hash": rabbit_password_hash(p),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s, p in passwords.items()],
+        "permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, **rabbit_permissions(s)} for s in passwords],
+        "topic_permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, "exchange": EVENTS_EXCHANGE,
+                               **topic_permissions(s)} for s in passwords],
+    }
+
+
+async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: str) -> None:
+    vhost = admin_url.path.removeprefix("/") or "/"
+    # on standard input, so nothing is written to disk (the CLI passes it to the node)
+    done = await asyncio.create_subprocess_exec("rabbitmqctl", "import_definitions", stdin=subprocess.PIPE,
+                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = await done.communicate(json.dumps(definitions(vhost, passwords, prefix)).encode())
+    if done.returncode != 0:
+        raise SystemExit(f"provision: rabbitmqctl import_definitions failed: {err.decode().strip()[:300]}")
+    for service, password in passwords.items():  # the import is asynchronous: wait until each user logs in
+        url = admin_url.with_user(amqp_user(prefix, service)).with_password(password)
+        for attempt in range(100):
+            try:
+                conn = await aio_pika.connect(str(url), timeout=5)
+                await conn.close()
+                break
+            except Exception:  # noqa: BLE001 - not imported yet
+                if attempt == 99:
+                    raise SystemExit(f"provision: RabbitMQ user for {service} does not log in") from None
+                await asyncio.sleep(0.1)
+
+
+async def provision_postgres(admin_dsn: str, passwords: dict[str, str], settings: Settings) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        for service, password in passwords.items():
+            role, schema = pg_role(settings.schema_prefix, service), settings.schema_for(service)
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer-provision'))")
+                if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
+                    await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+                verifier = await conn.fetchval("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
+                                               role, scram_verifier(password))
+                await conn.execute(verifier)
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                await conn.execute(f'ALTER SCHEMA "{schema}" OWNER TO "{role}"')
+                await conn.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC')
+                await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+                # an installation that ran with one shared user: its tables pass to the service's role
+                for kind, name in await conn.fetch(
+                        "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname FROM pg_class c"
+                        " WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p', 'S')"
+                        " AND pg_get_userbyid(c.relowner) <> $2"
+                        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'a')",
+                        schema, role):
+                    await conn.execute(f'ALTER {kind} "{schema}"."{name}" OWNER TO "{role}"')
+    finally:
+        await conn.close()
+
+
+async def provision(settings: Settings, *, say: Callable[[str], None] = print) -> dict[str, ServiceCredentials]:
+    """Create (or update) every service's RabbitMQ user and PostgreSQL role with new passwords.
+
+    ``settings`` hold the operator's (admin) URLs; the answer, each service's own.
+    """
+    if settings.amqp_url is None or settings.database_url is None:
+        raise SystemExit("provision: needs COFFER_AMQP_URL and COFFER_DATABASE_URL of an administrator")
+    admin_url, admin_dsn = URL(settings.amqp_url.get_secret_value()), settings.database_url.get_secret_value()
+    prefix = settings.schema_prefix
+    passwords = {service: secrets.token_urlsafe(24) for service in SERVICES}
+    await provision_rabbitmq(admin_url, passwords, prefix)
+    await provision_postgres(admin_dsn, passwords, settings)
+    creds = {}
+    for service, password in passwords.items():
+        user, role = amqp_user(prefix, service), pg_role(prefix, service)
+        creds[service] = ServiceCredentials(
+            service=service, amqp_user=user, pg_role=role,
+            amqp_url=str(admin_url.with_user(user).with_password(password)),
+            database_url=str(URL(admin_dsn).with_user(role).with_password(password)))
+        say(f"coffer: {service}: RabbitMQ user {user}, PostgreSQL role {role} (schema {settings.schema_for(service)})")
+    return creds
+
+
+#: the passwords of docker-compose.yml: for a laptop, never for anything reachable
+DEV_PASSWORDS = {service: f"coffer-dev-only-{service}" for service in SERVICES}
+
+
+def compose_files(deploy: Path) -> dict[Path, str]:
+    """The broker definitions and the PostgreSQL init script docker-compose.yml starts with.
+
+    The same users, permissions, roles and schemas as ``provision``, with the
+    fixed ``DEV_PASSWORDS`` (hashed), so the containers need no provisioning step.
+    """
+    doc = definitions("/", DEV_PASSWORDS, "")
+    # definitions loaded at boot replace RabbitMQ's default user: an operator to administer the broker
+    doc["users"].append({"name": "operator", "password_hash": rabbit_password_hash("operator-dev-only"),
+                         "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]})
+    doc["permissions"].append({"user": "operator", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"})
+    rabbit = json.dumps(doc, indent=1) + "\n"
+    sql = ["-- Generated by `python -m services.provision --compose deploy`. One role per service,",
+           "-- owning only its schema; the passwords are docker-compose.yml's dev-only ones (SCRAM verifiers)."]
+    for service, password in DEV_PASSWORDS.items():
+        role = pg_role("", service)
+        sql += [f"CREATE ROLE {role} LOGIN PASSWORD '{scram_verifier(password)}';",
+                f"CREATE SCHEMA {service} AUTHORIZATION {role};",
+                f"REVOKE ALL ON SCHEMA {service} FROM PUBLIC;"]
+    return {deploy / "rabbitmq" / "definitions.json": rabbit,
+            deploy / "postgres" / "10-roles.sql": "\n".join(sql) + "\n"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--env-dir", type=Path,
+                        help="write <service>.env (mode 0600) with each service's own credentials here")
+    parser.add_argument("--compose", type=Path, metavar="DEPLOY_DIR",
+                        help="write docker-compose's broker definitions and PostgreSQL init script there")
+    args = parser.parse_args()
+    if args.compose:
+        for path, text in compose_files(args.compose).items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"coffer: wrote {path}")
+        return
+    if not args.env_dir:
+        parser.error("give --env-dir (or --compose)")
+    creds = asyncio.run(provision(Settings()))
+    users = {s: c.amqp_user for s, c in creds.items()}
+    args.env_dir.mkdir(parents=True, exist_ok=True)
+    for service, c in creds.items():
+        path = args.env_dir / f"{service}.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{k}={v}\n" for k, v in c.env(users).items())
+        print(f"coffer: wrote {path} (0600)")
+
+
+if __name__ == "__main__":
+    main()
