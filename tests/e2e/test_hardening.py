@@ -1,7 +1,9 @@
 """The security review's holes, each tried through the gateway as an attacker would (issue #11).
 
 Every test here failed on the main of 2026-11-25 (before the fixes); each
-names the rule of ../shared/docs/api.md it proves.
+names the rule of ../shared/docs/api.md it proves. The module runs twice, on a
+platform of its own each time: embedded (the in-process bus) and on RabbitMQ
+(where a second gateway process also checks that changes reach other replicas).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +23,7 @@ import pytest
 
 from services.gateway.http import ROUTES, SIGNER
 from services.platform import Platform
-from tests.conftest import Api, free_port, initialised, remember_secret, start_platform
+from tests.conftest import AMQP_BASE, Api, free_port, initialised, rabbitmqctl, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
 from tests.e2e.receiver import Receiver
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -29,6 +32,34 @@ from tests.e2e.test_run_modes import spawn, wait_healthy
 # -- §4: globs run in linear time --------------------------------------------------------
 
 NOWHERE = "http://127.0.0.1:9999/h"  # an allowed port where nothing listens
+@pytest.fixture(scope="module", params=["embedded", "rabbitmq"])
+async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   pg_dsn: str) -> AsyncIterator[Platform]:
+    """This module's own platform: the in-process bus, or RabbitMQ in a vhost of its own."""
+    vhost = None
+    if request.param == "rabbitmq":
+        vhost = f"coffer_hardening_{secrets.token_hex(3)}"
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    p = await start_platform(tmp_path_factory.mktemp(request.param), f"{AMQP_BASE}/{vhost}" if vhost else None, pg_dsn)
+    yield p
+    await p.close()
+    if vhost:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+async def admin(platform: Platform, http: aiohttp.ClientSession) -> dict[str, Any]:
+    """``sys/init`` on this module's platform: its answer, and an ``api`` client holding the admin token."""
+    assert platform.url
+    api = Api(platform.url, http)
+    status, body, _ = await api.request("POST", "/v1/sys/init", token=None)
+    assert status == 201, body
+    api.token = remember_secret(body["token"])
+    remember_secret(body["client_secret"])
+    return {**body, "api": api}
+
+
 EXPLOSIVE = "/".join(["**"] * 20 + ["nothing-matches-this"])  # hours for the old backtracking matcher
 
 
@@ -251,13 +282,17 @@ async def test_a_helpdesk_identity_cannot_take_over_a_stronger_one(api: Api, adm
 # -- §3: changes take effect now, on every replica ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-async def far(platform: Platform, amqp_url: str, pg_dsn: str, http: aiohttp.ClientSession) -> AsyncIterator[Api]:
-    """A second gateway process on the same bus and database."""
-    port = free_port()
+async def far(platform: Platform, pg_dsn: str, http: aiohttp.ClientSession) -> AsyncIterator[Api | None]:
+    """A second gateway process on the same bus and database (on RabbitMQ; embedded mode has no replicas)."""
     settings = platform.settings
+    if settings.amqp_url is None:
+        yield None
+        return
+    port = free_port()
     other = await spawn("services.gateway", {
-        "COFFER_AMQP_URL": amqp_url, "COFFER_DATABASE_URL": pg_dsn, "COFFER_HTTP_PORT": str(port),
-        "COFFER_SCHEMA_PREFIX": settings.schema_prefix, "COFFER_DATA_DIR": str(settings.data_dir)})
+        "COFFER_AMQP_URL": settings.amqp_url.get_secret_value(), "COFFER_DATABASE_URL": pg_dsn,
+        "COFFER_HTTP_PORT": str(port), "COFFER_SCHEMA_PREFIX": settings.schema_prefix,
+        "COFFER_DATA_DIR": str(settings.data_dir)})
     api = Api(f"http://127.0.0.1:{port}", http)
     try:
         await wait_healthy(api, other)
@@ -266,7 +301,10 @@ async def far(platform: Platform, amqp_url: str, pg_dsn: str, http: aiohttp.Clie
         await other.stop()
 
 
-async def _refused_within_a_second(far: Api, token: str) -> float:
+async def _refused_within_a_second(far: Api | None, token: str) -> float:
+    """The other gateway replica refuses ``token`` within a second (0 where there is no other replica)."""
+    if far is None:
+        return 0.0
     changed = time.monotonic()
     while True:
         status, body, headers = await far.request("GET", "/v1/auth/whoami", token=token)
@@ -277,9 +315,10 @@ async def _refused_within_a_second(far: Api, token: str) -> float:
         await asyncio.sleep(0.02)
 
 
-async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(api: Api, far: Api) -> None:
+async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(api: Api, far: Api | None) -> None:
     svc = await identity(api, ["secrets:read", "secrets:write"])
-    assert (await far.request("GET", "/v1/auth/whoami", token=svc["token"]))[0] == 200
+    here = far or api  # the other replica, where there is one
+    assert (await here.request("GET", "/v1/auth/whoami", token=svc["token"]))[0] == 200
     status, _, _ = await api.request("PATCH", f"/v1/identities/{svc['id']}",
                                      json={"allowed_scopes": ["secrets:read", "secrets:write", "webhooks"]})
     assert status == 200
@@ -291,10 +330,11 @@ async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(a
     took = [await _refused_within_a_second(far, svc["token"])]
 
     fresh = await token(api, svc["client_id"], svc["client_secret"])
-    assert (await far.request("GET", "/v1/auth/whoami", token=fresh))[0] == 200  # new tokens are fine
+    assert (await here.request("GET", "/v1/auth/whoami", token=fresh))[0] == 200  # new tokens are fine
     status, rotated, _ = await api.request("PATCH", f"/v1/identities/{svc['id']}", json={"rotate_client_secret": True})
     assert status == 200
     remember_secret(rotated["client_secret"])
+    assert (await api.request("GET", "/v1/auth/whoami", token=fresh))[0] == 401
     took.append(await _refused_within_a_second(far, fresh))
 
     user, _, user_token = await _user(api, ["secrets:read"])
@@ -302,6 +342,7 @@ async def test_lowered_scopes_and_new_credentials_void_tokens_on_every_replica(a
                                      json={"password": remember_secret(f"new-{name()}-password")})
     assert status == 200
     took.append(await _refused_within_a_second(far, user_token))
+    assert (await api.request("GET", "/v1/auth/whoami", token=user_token))[0] == 401
     print("voided tokens refused by the other gateway after " + ", ".join(f"{t * 1000:.0f} ms" for t in took))
 
 
