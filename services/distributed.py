@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
-from services.provision import provision
+from services.provision import ensure_database, provision
 from shared.registry import SERVICES
 from shared.runtime import distributed_settings
 
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("several gateways need several ports: start extra ones with COFFER_HTTP_PORT set")
 
     env = {name: os.environ.copy() for name in SERVICES}
-    if not args.shared_credentials:
+    if args.shared_credentials:
+        assert settings.database_url is not None
+        asyncio.run(ensure_database(settings.database_url.get_secret_value()))
+    else:
         creds = asyncio.run(provision(settings))
         users = {s: c.amqp_user for s, c in creds.items()}
         for name in SERVICES:

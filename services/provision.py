@@ -177,6 +177,24 @@ async def provision_postgres(admin_dsn: str, passwords: dict[str, str], settings
         await conn.close()
 
 
+async def ensure_database(admin_dsn: str, say: Callable[[str], None] = print) -> None:
+    """Create the database ``admin_dsn`` names if it doesn't exist yet (a fresh machine)."""
+    try:
+        conn = await asyncpg.connect(admin_dsn)
+    except asyncpg.InvalidCatalogNameError:
+        url = URL(admin_dsn)
+        server = await asyncpg.connect(str(url.with_path("/postgres")))
+        try:
+            await server.execute(f'CREATE DATABASE "{url.path.lstrip("/")}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another launcher made it meanwhile
+        finally:
+            await server.close()
+        say(f"coffer: created database {url.path.lstrip('/')}")
+        return
+    await conn.close()
+
+
 async def provision(settings: Settings, *, say: Callable[[str], None] = print) -> dict[str, ServiceCredentials]:
     """Create (or update) every service's RabbitMQ user and PostgreSQL role with new passwords.
 
@@ -187,6 +205,7 @@ async def provision(settings: Settings, *, say: Callable[[str], None] = print) -
     admin_url, admin_dsn = URL(settings.amqp_url.get_secret_value()), settings.database_url.get_secret_value()
     prefix = settings.schema_prefix
     passwords = {service: secrets.token_urlsafe(24) for service in SERVICES}
+    await ensure_database(admin_dsn, say)
     await provision_rabbitmq(admin_url, passwords, prefix)
     await provision_postgres(admin_dsn, passwords, settings)
     creds = {}
