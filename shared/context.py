@@ -15,7 +15,10 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.errors import Forbidden
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_QUOTA_NAME = re.compile(r"^[a-z_]{1,40}$")
 
 
 def new_request_id() -> str:
@@ -41,6 +44,18 @@ class RequestContext(BaseModel):
     scopes: tuple[str, ...] = ()
     #: absolute deadline, seconds since the epoch; ``None`` = no deadline.
     deadline: float | None = None
+    #: the tenant's quotas (``max_secrets`` …), as the gateway knows them: a service enforces the
+    #: ones of its area atomically with the create, without asking the gateway
+    quotas: dict[str, int] = Field(default_factory=dict)
+
+    def require_tenant(self) -> str:
+        """The tenant the request acts in; ``forbidden`` when a request comes without one."""
+        if not self.tenant_id:
+            raise Forbidden("no tenant in the request context")
+        return self.tenant_id
+
+    def quota(self, name: str) -> int | None:
+        return self.quotas.get(name)
 
     def with_deadline(self, timeout: float) -> RequestContext:
         """This context with a deadline ``timeout`` seconds from now (the earlier one wins)."""
@@ -63,6 +78,8 @@ class RequestContext(BaseModel):
             headers["x-scopes"] = " ".join(self.scopes)
         if self.deadline is not None:
             headers["x-deadline"] = f"{self.deadline:.6f}"
+        if self.quotas:
+            headers["x-quotas"] = ",".join(f"{k}={v}" for k, v in self.quotas.items())
         return headers
 
     @classmethod
@@ -75,12 +92,18 @@ class RequestContext(BaseModel):
         except (TypeError, ValueError):
             deadline = None
         scopes = h.get("x-scopes")
+        quotas = {}
+        for pair in (h.get("x-quotas") or "").split(",") if isinstance(h.get("x-quotas"), str) else ():
+            name, _, value = pair.partition("=")
+            if _QUOTA_NAME.fullmatch(name) and value.isdigit() and len(value) <= 12:
+                quotas[name] = int(value)
         return cls(
             request_id=sane_request_id(h.get("x-request-id") if isinstance(h.get("x-request-id"), str) else None),
             tenant_id=h.get("x-tenant-id") if isinstance(h.get("x-tenant-id"), str) else None,
             identity_id=h.get("x-identity-id") if isinstance(h.get("x-identity-id"), str) else None,
             scopes=tuple(scopes.split()) if isinstance(scopes, str) else (),
             deadline=deadline,
+            quotas=quotas,
         )
 
     def bind(self) -> None:

@@ -98,6 +98,11 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
+def model_response(model: BaseModel, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A contract model as the JSON answer."""
+    return json_response(model.model_dump(mode="json"), status, headers)
+
+
 def error_response(error: CofferError, request_id: str) -> web.Response:
     return json_response(envelope(error, request_id), status=error.status, headers=error.headers)
 
@@ -244,9 +249,10 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
     guard = request.app[GUARD]
     guard.check_open(request.path)
     tenant_id = await guard.resolve_tenant(request, who)
-    ctx = context(request).model_copy(
-        update={"tenant_id": tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes))}
-    )
+    quotas = await guard.quotas(tenant_id)
+    ctx = context(request).model_copy(update={
+        "tenant_id": tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes)),
+        "quotas": {k: v for k, v in quotas.items() if isinstance(v, int)}})
     request[CONTEXT] = ctx
     ctx.bind()
     if route.scope and route.scope not in who.scopes:
@@ -259,7 +265,7 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
         resource, capability = route.target(request)
         await guard.authorize(request, who, resource, capability)
     request[ALLOWANCE] = request.app[LIMITER].take(category, f"idn:{who.identity_id}")
-    request.app[MINUTE_QUOTA].take(tenant_id, (await guard.quotas(tenant_id)).get("requests_per_minute"))
+    request.app[MINUTE_QUOTA].take(tenant_id, ctx.quota("requests_per_minute"))
     return await handler(request)
 
 

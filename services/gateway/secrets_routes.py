@@ -1,10 +1,10 @@
 """``/v1/secrets``: the gateway's side of the secrets API (api.md §5).
 
 The gateway authenticates, checks scope, validates the body's types with the
-shared contract, and forwards to the ``secrets`` service over the bus; the
-service applies the rules and answers. Paths are read from the raw URL so
-nothing (``..``, percent-escapes) is normalised behind the caller's back: a
-path the service would not accept is ``invalid_path``.
+shared contract, and forwards to the ``secrets`` service through its typed
+client; the service applies the rules and answers. Paths are read from the raw
+URL so nothing (``..``, percent-escapes) is normalised behind the caller's
+back: a path the service would not accept is ``invalid_path``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ from aiohttp import web
 
 from services.gateway.api_models import SecretGetQuery, SecretListQuery
 from services.gateway.handlers import BUS
-from services.gateway.http import AUDIT_FIELDS, GUARD, Route, context, json_response, principal, read_model
-from shared.contracts.secrets import PutSecretBody, validate_path
+from services.gateway.http import AUDIT_FIELDS, GUARD, Route, context, model_response, principal, read_model
+from shared.contracts import parse
+from shared.contracts.secrets import (
+    ListSecrets,
+    ListVersions,
+    PutSecret,
+    PutSecretBody,
+    SecretRef,
+    SecretsClient,
+    validate_path,
+)
 from shared.errors import InvalidPath, InvalidRequest, ValidationError
 
 PREFIX = "/v1/secrets/"
-
-
-def _fields_error(field: str, message: str) -> ValidationError:
-    return ValidationError("request validation failed",
-                           details={"fields": [{"field": field, "message": message}]})
 
 
 def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str, str | None]:
@@ -40,69 +44,61 @@ def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str
     return validate_path(path), action or None
 
 
-def _int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise _fields_error(name, f"must be a whole number from {low} to {high}")
-    return int(text)
-
-
-async def _call(request: web.Request, method: str, payload: dict[str, Any]) -> Any:
-    return await request.app[BUS].call("secrets", method, payload, context(request))
+def _secrets(request: web.Request) -> SecretsClient:
+    return SecretsClient(request.app[BUS])
 
 
 def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
+def _expected_version(request: web.Request, body: PutSecretBody) -> int | None:
+    """``expected_version`` from the body or ``If-Match`` (both given: they must agree)."""
+    if_match = request.headers.get("If-Match")
+    if if_match is None:
+        return body.expected_version
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise ValidationError.on("If-Match", 'must be a version, like "3"')
+    if body.expected_version is not None and body.expected_version != int(text):
+        raise ValidationError.on("If-Match", "disagrees with expected_version")
+    return int(text)
+
+
 async def put_secret(request: web.Request) -> web.Response:
     path, _ = _target(request, ())
     body = await read_model(request, PutSecretBody)
-    expected = body.expected_version
-    if_match = request.headers.get("If-Match")
-    if if_match is not None:
-        text = if_match.strip().removeprefix("W/").strip('"')
-        if not text.isdigit() or len(text) > 9:
-            raise _fields_error("If-Match", 'must be a version, like "3"')
-        if expected is not None and expected != int(text):
-            raise _fields_error("If-Match", "disagrees with expected_version")
-        expected = int(text)
+    expected = _expected_version(request, body)
     request[AUDIT_FIELDS] = {"value": body.value if isinstance(body.value, str) else orjson.dumps(body.value).decode()}
-    quotas = await request.app[GUARD].quotas(context(request).tenant_id or "")
-    payload = {**body.model_dump(mode="json"), "path": path, "expected_version": expected,
-               "max_secrets": quotas.get("max_secrets")}
-    result = await _call(request, "put", payload)
-    meta = result["secret"]
-    return json_response(meta, status=201 if result["created"] else 200, headers=_etag(meta["version"]))
+    result = await _secrets(request).put(context(request), PutSecret(
+        **body.model_dump(exclude={"expected_version"}), path=path, expected_version=expected))
+    return model_response(result.secret, status=201 if result.created else 200, headers=_etag(result.secret.version))
 
 
 async def get_secret(request: web.Request) -> web.Response:
     path, action = _target(request, ("versions",))
+    query = parse(SecretGetQuery, dict(request.query))
     if action == "versions":
-        limit = _int_query(request, "limit", 100, 1, 1000)
-        page = await _call(request, "versions",
-                           {"path": path, "limit": limit, "cursor": request.query.get("cursor")})
-        return json_response(page)
-    version = _int_query(request, "version", None, 1, 2**31 - 1)
-    secret = await _call(request, "get", {"path": path, "version": version})
-    return json_response(secret, headers=_etag(secret["version"]))
+        page = await _secrets(request).versions(context(request), ListVersions(
+            path=path, limit=query.limit, cursor=query.cursor))
+        return model_response(page)
+    secret = await _secrets(request).get(context(request), SecretRef(path=path, version=query.version))
+    return model_response(secret, headers=_etag(secret.version))
 
 
 async def list_secrets(request: web.Request) -> web.Response:
     """A page of the secrets under ``prefix``, keeping those the caller may ``list``."""
-    limit = _int_query(request, "limit", 100, 1, 1000)
-    page = await _call(request, "list", {"prefix": request.query.get("prefix", ""), "limit": limit,
-                                         "cursor": request.query.get("cursor")})
-    page["items"] = await request.app[GUARD].listable(request, principal(request), page["items"],
-                                                      lambda item: f"secrets/{item['path']}")
-    return json_response(page)
+    query = parse(SecretListQuery, dict(request.query))
+    page = await _secrets(request).list(context(request), ListSecrets(
+        prefix=query.prefix, limit=query.limit, cursor=query.cursor))
+    items = await request.app[GUARD].listable(request, principal(request), page.items,
+                                              lambda item: f"secrets/{item.path}")
+    return model_response(page.model_copy(update={"items": items}))
 
 
 async def delete_secret(request: web.Request) -> web.Response:
     path, _ = _target(request, ())
-    await _call(request, "delete", {"path": path})
+    await _secrets(request).delete(context(request), SecretRef(path=path))
     return web.Response(status=204)
 
 
@@ -111,9 +107,9 @@ async def secret_action(request: web.Request) -> web.Response:
     if action is None:
         raise InvalidRequest(f"no route for POST {PREFIX}…: use :restore or :purge")
     if action == "restore":
-        meta = await _call(request, "restore", {"path": path})
-        return json_response(meta, headers=_etag(meta["version"]))
-    await _call(request, "purge", {"path": path})
+        meta = await _secrets(request).restore(context(request), SecretRef(path=path))
+        return model_response(meta, headers=_etag(meta.version))
+    await _secrets(request).purge(context(request), SecretRef(path=path))
     return web.Response(status=204)
 
 

@@ -13,96 +13,111 @@ from aiohttp import web
 
 from services.gateway.api_models import PageQuery
 from services.gateway.handlers import BUS
-from services.gateway.http import GUARD, Route, context, json_response, principal, read_model
+from services.gateway.http import GUARD, Route, context, model_response, principal, read_model
 from shared.contracts import parse
-from shared.contracts.webhooks import SubscriptionCreate, WebhookCreate, WebhookPatch
+from shared.contracts.webhooks import (
+    DeliveryRef,
+    ListDeliveries,
+    Page,
+    PageRequest,
+    Ref,
+    SubscriptionCreate,
+    WebhookChange,
+    WebhookCreate,
+    WebhookPatch,
+    WebhooksClient,
+)
 
 
-async def _call(request: web.Request, method: str, payload: dict[str, Any]) -> Any:
-    return await request.app[BUS].call("webhooks", method, payload, context(request))
+def _hooks(request: web.Request) -> WebhooksClient:
+    return WebhooksClient(request.app[BUS])
 
 
-def _page(request: web.Request) -> dict[str, Any]:
-    page = parse(PageQuery, dict(request.query))
-    return {"limit": page.limit, "cursor": page.cursor}
+def _page(request: web.Request) -> PageRequest:
+    query = parse(PageQuery, dict(request.query))
+    return PageRequest(limit=query.limit, cursor=query.cursor)
+
+
+def _id(request: web.Request, key: str = "id") -> Ref:
+    return Ref(id=request.match_info[key][:64])
 
 
 async def create_webhook(request: web.Request) -> web.Response:
     """Register an endpoint; its signing secret is in this answer only."""
     body = await read_model(request, WebhookCreate)
-    quotas = await request.app[GUARD].quotas(context(request).tenant_id or "")
-    created = await _call(request, "create", {**body.model_dump(), "max_webhooks": quotas.get("max_webhooks")})
-    return json_response(created, status=201)
+    return model_response(await _hooks(request).create(context(request), body), status=201)
 
 
-async def _visible(request: web.Request, page: dict[str, Any], resource: str) -> dict[str, Any]:
+async def _visible(request: web.Request, page: Page[Any], resource: str) -> Page[Any]:
     """Keep the items the caller may ``list`` (``<resource>/<id>``)."""
-    page["items"] = await request.app[GUARD].listable(request, principal(request), page["items"],
-                                                      lambda item: f"{resource}/{item['id']}")
-    return page
+    items = await request.app[GUARD].listable(request, principal(request), page.items,
+                                              lambda item: f"{resource}/{item.id}")
+    return page.model_copy(update={"items": items})
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
     """A page of the tenant's webhooks the caller may list."""
-    return json_response(await _visible(request, await _call(request, "list", _page(request)), "webhooks"))
+    page = await _hooks(request).list(context(request), _page(request))
+    return model_response(await _visible(request, page, "webhooks"))
 
 
 async def get_webhook(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "get", {"id": request.match_info["id"]}))
+    return model_response(await _hooks(request).get(context(request), _id(request)))
 
 
 async def patch_webhook(request: web.Request) -> web.Response:
     body = await read_model(request, WebhookPatch)
-    return json_response(await _call(request, "patch", {**body.model_dump(exclude_none=True),
-                                                        "id": request.match_info["id"]}))
+    change = WebhookChange(**body.model_dump(), id=request.match_info["id"][:64])
+    return model_response(await _hooks(request).patch(context(request), change))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
-    await _call(request, "delete", {"id": request.match_info["id"]})
+    await _hooks(request).delete(context(request), _id(request))
     return web.Response(status=204)
 
 
 async def webhook_action(request: web.Request) -> web.Response:
     """``:ping`` (a ``webhook.ping`` delivery) or ``:rotate-secret`` (the old secret keeps signing for a while)."""
-    action = request.match_info["action"]
-    if action == "ping":
-        return json_response(await _call(request, "send_ping", {"id": request.match_info["id"]}), status=202)
-    result = await _call(request, "rotate_secret", {"id": request.match_info["id"]})
-    return json_response(result)
+    if request.match_info["action"] == "ping":
+        return model_response(await _hooks(request).ping(context(request), _id(request)), status=202)
+    return model_response(await _hooks(request).rotate_secret(context(request), _id(request)))
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "deliveries", {**_page(request),
-                                                             "webhook_id": request.match_info["id"]}))
+    page = _page(request)
+    return model_response(await _hooks(request).deliveries(context(request), ListDeliveries(
+        webhook_id=request.match_info["id"][:64], limit=page.limit, cursor=page.cursor)))
+
+
+def _delivery(request: web.Request) -> DeliveryRef:
+    return DeliveryRef(webhook_id=request.match_info["id"][:64], id=request.match_info["did"][:64])
 
 
 async def get_delivery(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "delivery", {"webhook_id": request.match_info["id"],
-                                                           "id": request.match_info["did"]}))
+    return model_response(await _hooks(request).delivery(context(request), _delivery(request)))
 
 
 async def retry_delivery(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "retry", {"webhook_id": request.match_info["id"],
-                                                        "id": request.match_info["did"]}), status=202)
+    return model_response(await _hooks(request).retry(context(request), _delivery(request)), status=202)
 
 
 async def create_subscription(request: web.Request) -> web.Response:
     body = await read_model(request, SubscriptionCreate)
-    return json_response(await _call(request, "sub_create", body.model_dump()), status=201)
+    return model_response(await _hooks(request).subscribe(context(request), body), status=201)
 
 
 async def list_subscriptions(request: web.Request) -> web.Response:
     """A page of the tenant's subscriptions the caller may list."""
-    page = await _call(request, "sub_list", _page(request))
-    return json_response(await _visible(request, page, "webhooks/subscriptions"))
+    page = await _hooks(request).subscriptions(context(request), _page(request))
+    return model_response(await _visible(request, page, "webhooks/subscriptions"))
 
 
 async def get_subscription(request: web.Request) -> web.Response:
-    return json_response(await _call(request, "sub_get", {"id": request.match_info["id"]}))
+    return model_response(await _hooks(request).subscription(context(request), _id(request)))
 
 
 async def delete_subscription(request: web.Request) -> web.Response:
-    await _call(request, "sub_delete", {"id": request.match_info["id"]})
+    await _hooks(request).unsubscribe(context(request), _id(request))
     return web.Response(status=204)
 
 

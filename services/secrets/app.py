@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from services.secrets.handlers import SecretsHandlers
 from services.secrets.jobs import run_lifecycle
 from services.secrets.repository import SecretsRepository
 from shared.bus import RpcHandler
+from shared.context import RequestContext
+from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
@@ -21,7 +24,12 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     retention = parse_duration(deps.settings.secret_retention, field="COFFER_SECRET_RETENTION")
     handlers = SecretsHandlers(repo, CursorCodec(cursor_key), retention)
     deps.spawn(run_lifecycle(repo, deps.settings.lifecycle_interval), "secrets-lifecycle")
-    return handlers.table()
+
+    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        moved, unreadable = await repo.rewrap()
+        return {"kek_id": deps.kms.active_key_id, "rewrapped": moved, "unreadable": unreadable}
+
+    return {**rpc_table(handlers), "rewrap": rewrap}
 
 
 SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", build=build,

@@ -9,10 +9,13 @@ never a duplicate version.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import asyncpg
 import structlog
 
 from services.secrets.domain import ValidWrite, associated_data
+from shared.contracts import from_row
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
 from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
@@ -32,7 +35,26 @@ _JOIN_CURRENT = (
 
 
 def _meta(row: asyncpg.Record) -> SecretMeta:
-    return SecretMeta(**{k: row[k] for k in SecretMeta.model_fields})
+    return from_row(SecretMeta, row)
+
+
+class SecretsStore(Protocol):
+    """What the handlers need of storage (``SecretsRepository``; the unit tests' in-memory fake)."""
+
+    async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str, write: ValidWrite,
+                  expected: int | None, max_secrets: int | None = None) -> tuple[bool, SecretMeta]: ...
+
+    async def get(self, tenant_id: str, path: str, version: int | None) -> tuple[SecretMeta, bytes]: ...
+
+    async def versions(self, tenant_id: str, path: str, before: int | None, limit: int) -> list[SecretMeta]: ...
+
+    async def list(self, tenant_id: str, prefix: str, after: str | None, limit: int) -> list[SecretMeta]: ...
+
+    async def soft_delete(self, tenant_id: str, request_id: str, path: str, retention: int) -> None: ...
+
+    async def restore(self, tenant_id: str, request_id: str, path: str) -> SecretMeta: ...
+
+    async def purge(self, tenant_id: str, request_id: str, path: str) -> None: ...
 
 
 class SecretsRepository:

@@ -11,8 +11,8 @@ from services.webhooks.handlers import WebhookHandlers
 from services.webhooks.repository import WebhooksRepository
 from shared.bus import RpcHandler
 from shared.context import RequestContext
-from shared.contracts import parse
-from shared.contracts.iam import Check, MayRequest, MayResult
+from shared.contracts import rpc_table
+from shared.contracts.iam import Check, IamClient, MayRequest
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
@@ -24,11 +24,13 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     settings = deps.settings
     policy = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
     repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
+    iam = IamClient(deps.bus)
+
     async def may_list(owners: list[str], resource: str, ctx: RequestContext) -> list[bool]:
         if not owners:
             return []
         ask = MayRequest(checks=[Check(identity_id=o, resource=resource, capability="list") for o in owners])
-        return parse(MayResult, await deps.bus.call("iam", "may", ask.model_dump(), ctx)).allowed
+        return (await iam.may(ctx, ask)).allowed
 
     dispatcher = Dispatcher(
         repo, policy, may_list, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
@@ -44,7 +46,7 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         return {"kek_id": deps.kms.active_key_id, "rewrapped": await repo.rewrap()}
 
-    return {**handlers.table(), "rewrap": rewrap}
+    return {**rpc_table(handlers), "rewrap": rewrap}
 
 
 SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", build=build,

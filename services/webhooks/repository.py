@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -25,6 +25,41 @@ def _aad(webhook_id: str) -> bytes:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class WebhooksStore(Protocol):
+    """What the API handlers need of storage (``WebhooksRepository``; the unit tests' in-memory fake)."""
+
+    async def create_webhook(self, tenant_id: str, url: str, description: str | None, enabled: bool,
+                             secret: str, max_webhooks: int | None) -> Any: ...
+
+    async def webhook(self, tenant_id: str, webhook_id: str) -> Any: ...
+
+    async def list_webhooks(self, tenant_id: str, after: str | None, limit: int) -> list[Any]: ...
+
+    async def update_webhook(self, tenant_id: str, webhook_id: str, url: str | None, description: str | None,
+                             enabled: bool | None) -> Any: ...
+
+    async def delete_webhook(self, tenant_id: str, webhook_id: str) -> None: ...
+
+    async def rotate_secret(self, tenant_id: str, webhook_id: str, secret: str, overlap: float) -> Any: ...
+
+    async def add_ping(self, tenant_id: str, webhook_id: str, request_id: str) -> str: ...
+
+    async def create_subscription(self, tenant_id: str, webhook_id: str, event_types: list[str],
+                                  path_pattern: str | None, created_by: str | None) -> Any: ...
+
+    async def subscription(self, tenant_id: str, subscription_id: str) -> Any: ...
+
+    async def list_subscriptions(self, tenant_id: str, after: str | None, limit: int) -> list[Any]: ...
+
+    async def delete_subscription(self, tenant_id: str, subscription_id: str) -> None: ...
+
+    async def deliveries(self, tenant_id: str, webhook_id: str, after: str | None, limit: int) -> list[Any]: ...
+
+    async def delivery(self, tenant_id: str, webhook_id: str, delivery_id: str) -> tuple[Any, list[Any]]: ...
+
+    async def retry(self, tenant_id: str, webhook_id: str, delivery_id: str) -> None: ...
 
 
 class WebhooksRepository:

@@ -1,4 +1,4 @@
-"""RPC contracts of the ``secrets`` service (``secrets.<method>``).
+"""RPC contracts of the ``secrets`` service (``secrets.<method>``) and its typed client.
 
 The gateway validates HTTP bodies with the same models, so a wrong type is a
 ``validation_error`` before anything travels; the service re-validates and
@@ -11,8 +11,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AwareDatetime, Field, StrictInt, StrictStr
 
+from shared.context import RequestContext
+from shared.contracts import Contract, Empty, Method, ServiceClient
 from shared.errors import InvalidPath
 
 MAX_PATH = 512
@@ -53,11 +55,7 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PutSecretBody(_Model):
+class PutSecretBody(Contract):
     """The JSON body of ``PUT /v1/secrets/{path}``."""
 
     #: a string, or an object for ``json`` secrets (checked with the type by the service)
@@ -72,22 +70,21 @@ class PutSecretBody(_Model):
 class PutSecret(PutSecretBody):
     """``secrets.put``: write a new version (create-only with ``expected_version: 0``).
 
-    ``max_secrets`` is the tenant's quota, filled in by the gateway: a create
+    The tenant's ``max_secrets`` quota comes in the request context; a create
     that would pass it is ``quota_exceeded`` (checked atomically with the insert).
     """
 
     path: StrictStr
-    max_secrets: StrictInt | None = Field(None, ge=0)
 
 
-class SecretRef(_Model):
+class SecretRef(Contract):
     """``secrets.get`` / ``delete`` / ``restore`` / ``purge``."""
 
     path: StrictStr
     version: StrictInt | None = Field(None, ge=1)
 
 
-class ListSecrets(_Model):
+class ListSecrets(Contract):
     """``secrets.list``: live secrets under ``prefix``, path order."""
 
     prefix: StrictStr = ""
@@ -95,7 +92,7 @@ class ListSecrets(_Model):
     cursor: StrictStr | None = None
 
 
-class ListVersions(_Model):
+class ListVersions(Contract):
     """``secrets.versions``: one secret's versions, newest first."""
 
     path: StrictStr
@@ -103,7 +100,7 @@ class ListVersions(_Model):
     cursor: StrictStr | None = None
 
 
-class SecretMeta(_Model):
+class SecretMeta(Contract):
     """A secret's metadata (never its value)."""
 
     path: str
@@ -118,20 +115,54 @@ class SecretMeta(_Model):
     purge_after: datetime | None
 
 
-class WriteResult(_Model):
+class SecretView(SecretMeta):
+    """``secrets.get``'s answer: the metadata and the value."""
+
+    value: Any = Field(repr=False)
+
+
+class WriteResult(Contract):
     """``secrets.put``'s answer: the metadata and whether the secret was created."""
 
     created: bool
     secret: SecretMeta
 
 
-class SecretPage(_Model):
+class SecretPage(Contract):
     items: list[SecretMeta]
     next_cursor: str | None
 
 
-class KekRotation(_Model):
-    """``secrets.rotate_kek``'s answer."""
+SERVICE = "secrets"
+PUT = Method(SERVICE, "put", PutSecret, WriteResult)
+GET = Method(SERVICE, "get", SecretRef, SecretView)
+VERSIONS = Method(SERVICE, "versions", ListVersions, SecretPage)
+LIST = Method(SERVICE, "list", ListSecrets, SecretPage)
+DELETE = Method(SERVICE, "delete", SecretRef, Empty)
+RESTORE = Method(SERVICE, "restore", SecretRef, SecretMeta)
+PURGE = Method(SERVICE, "purge", SecretRef, Empty)
 
-    kek_id: str
-    rewrapped: int
+
+class SecretsClient(ServiceClient):
+    """The ``secrets`` service, over the bus."""
+
+    async def put(self, ctx: RequestContext, request: PutSecret) -> WriteResult:
+        return await self._call(PUT, ctx, request)
+
+    async def get(self, ctx: RequestContext, request: SecretRef) -> SecretView:
+        return await self._call(GET, ctx, request)
+
+    async def versions(self, ctx: RequestContext, request: ListVersions) -> SecretPage:
+        return await self._call(VERSIONS, ctx, request)
+
+    async def list(self, ctx: RequestContext, request: ListSecrets) -> SecretPage:
+        return await self._call(LIST, ctx, request)
+
+    async def delete(self, ctx: RequestContext, request: SecretRef) -> None:
+        await self._call(DELETE, ctx, request)
+
+    async def restore(self, ctx: RequestContext, request: SecretRef) -> SecretMeta:
+        return await self._call(RESTORE, ctx, request)
+
+    async def purge(self, ctx: RequestContext, request: SecretRef) -> None:
+        await self._call(PURGE, ctx, request)

@@ -160,6 +160,11 @@ class ValidationError(ValidationFailed):
     code = "validation_error"
     status = 422
 
+    @classmethod
+    def on(cls, field: str, message: str, **details: Any) -> ValidationError:
+        """The error of one field: ``details.fields = [{field, message}]`` (never the value)."""
+        return cls("request validation failed", details={"fields": [{"field": field, "message": message}], **details})
+
 
 class NotFound(CofferError):
     """Not found."""
