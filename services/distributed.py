@@ -24,9 +24,10 @@ import time
 import urllib.error
 import urllib.request
 
+from services.gateway.settings import GatewaySettings
 from services.provision import ensure_database, provision
 from shared.registry import SERVICES
-from shared.runtime import distributed_settings
+from shared.runtime import require_distributed
 
 
 def _health(url: str) -> dict[str, object] | None:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared-credentials", action="store_true",
                         help="don't provision per-service users: every process gets COFFER_AMQP_URL/DATABASE_URL")
     args = parser.parse_args(argv)
-    settings = distributed_settings()
+    settings = require_distributed(GatewaySettings())  # the operator's URLs, and where the gateway listens
     replicas = {name: 1 for name in SERVICES}
     for spec in args.replicas:
         name, _, count = spec.partition("=")

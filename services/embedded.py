@@ -60,7 +60,7 @@ async def main() -> None:
     settings = Settings()
     configure(settings.log_level, settings.log_format)
     dsn = settings.database_url.get_secret_value() if settings.database_url else embedded_database(settings)
-    platform = Platform(settings, dsn, name="coffer-embedded")
+    platform = Platform({}, dsn, name="coffer-embedded")  # each service reads its settings from the env
     try:
         await platform.start()
         assert platform.url is not None

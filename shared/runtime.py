@@ -1,9 +1,18 @@
-"""Running a service: pool + migrations + RPC handlers + outbox relay.
+"""Running a service: one lifecycle for every service, the gateway included.
 
 Each service declares a ``ServiceSpec`` in its ``app.py`` (the composition
-root); ``ServiceRuntime`` wires it to a bus and a database, the same way in
+root): its name, migrations, settings class, and a *lifespan* — an async
+context manager (aiohttp's ``cleanup_ctx``, nameko's setup/start/stop) that
+builds the service from its ``ServiceDeps``, yields what it offers
+(``Running``: RPC handlers, an HTTP address), and tears it down on exit.
+``ServiceRuntime`` wires a spec to a bus and a database the same way in
 embedded mode (five runtimes in one process) and distributed mode (one per
-process, ``python -m services.<name>``).
+process, ``python -m services.<name>``); nothing outside a service's package
+knows what the service does.
+
+Every service also gets, from the runtime: ``<service>.ping`` (up and its
+storage answers), ``<service>.rewrap`` (KEK rotation), the outbox relay, and
+the destruction of a deleted tenant's rows in the tables it lists.
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -23,7 +33,7 @@ from shared.bus import Bus, RpcHandler, create_bus
 from shared.config import Settings
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.contracts.system import PingResult
+from shared.contracts.system import PingResult, RewrapResult
 from shared.crypto import LocalKms
 from shared.db import OutboxRelay, create_pool, inbox, migrate, sealed_keys
 from shared.errors import ServiceUnavailable
@@ -31,12 +41,12 @@ from shared.logging import configure
 from shared.registry import rpc_name
 
 log = structlog.get_logger("coffer.runtime")
-
+S = TypeVar("S", bound=Settings)
 
 
 @dataclass
 class ServiceDeps:
-    """What a service's handlers are built from (passed down, never global)."""
+    """What a service is built from (passed down, never global)."""
 
     name: str
     settings: Settings
@@ -47,21 +57,39 @@ class ServiceDeps:
     relay: OutboxRelay
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    def settings_of(self, cls: type[S]) -> S:
+        """The service's own settings (the class its spec names)."""
+        if not isinstance(self.settings, cls):
+            raise TypeError(f"{self.name} runs with {type(self.settings).__name__}, not {cls.__name__}")
+        return self.settings
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background job for the life of the service (cancelled on close)."""
         self.tasks.append(asyncio.create_task(coro, name=name))
 
 
-HandlerFactory = Callable[[ServiceDeps], Awaitable[Mapping[str, RpcHandler]]]
+@dataclass
+class Running:
+    """What a started service offers."""
+
+    #: the methods it answers on the bus (``<rpc name>.<method>``)
+    rpc: Mapping[str, RpcHandler] = field(default_factory=dict)
+    #: where it answers HTTP, if it does (the gateway), and its application (for tests)
+    url: str | None = None
+    app: Any = None
+
+
+Lifespan = Callable[[ServiceDeps], AbstractAsyncContextManager[Running]]
 
 
 @dataclass
 class ServiceSpec:
-    """A service: its name, its migrations, and how to build its RPC handlers."""
+    """A service: its name, migrations, settings and lifespan, and what the runtime does for it."""
 
     name: str
     migrations: Path
-    build: HandlerFactory | None = None
+    lifespan: Lifespan | None = None
+    settings: type[Settings] = Settings
     #: methods other services than the gateway may call, and which (every other method: the gateway
     #: only); in distributed mode the bus refuses requests from any other service's user
     rpc_callers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -83,8 +111,10 @@ class ServiceRuntime:
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.deps: ServiceDeps | None = None
+        self.running: Running | None = None
+        self._stack = AsyncExitStack()
 
-    async def start(self) -> ServiceDeps:
+    async def start(self) -> Running:
         self.pool = await create_pool(self.dsn, self.schema)
         async with self.pool.acquire() as conn:
             await migrate(conn, self.schema, self.spec.migrations)
@@ -95,21 +125,21 @@ class ServiceRuntime:
             name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
             kms=self.kms, schema=self.schema, relay=self.relay,
         )
-        handlers: dict[str, RpcHandler] = {"rewrap": self._rewrap}
-        if self.spec.build is not None:
-            handlers.update(await self.spec.build(self.deps))
-        if "ping" in handlers:  # health depends on it meaning "up and storage answers"
+        running = Running()
+        if self.spec.lifespan is not None:
+            running = await self._stack.enter_async_context(self.spec.lifespan(self.deps))
+        if "ping" in running.rpc:  # health depends on it meaning "up and storage answers"
             raise RuntimeError(f"{self.spec.name}: 'ping' is the runtime's health check, not a service method")
-        handlers["ping"] = self._ping
+        handlers: dict[str, RpcHandler] = {"rewrap": self._rewrap, **running.rpc, "ping": self._ping}
         await self.bus.serve(rpc_name(self.spec.name), handlers, callers=self.spec.rpc_callers)
         if self.spec.tenant_tables:
             await self.bus.subscribe(f"{self.spec.name}-tenants", ["tenant.deleted"], self._tenant_deleted)
         await self.relay.start()
+        self.running = running
         log.info("service_started", service=self.spec.name, schema=self.schema)
-        return self.deps
+        return running
 
     async def _ping(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        assert self.pool is not None
         assert self.relay is not None
         try:
             backlog = await self.relay.backlog()
@@ -137,9 +167,11 @@ class ServiceRuntime:
         assert self.pool is not None
         async with self.pool.acquire() as conn, conn.transaction():
             moved = await sealed_keys.rewrap_all(conn, self.kms, self.schema)
-        return {"kek_id": self.kms.active_key_id, "rewrapped": moved}
+        return RewrapResult(kek_id=self.kms.active_key_id, rewrapped=moved).model_dump()
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()  # the service's own teardown first (the gateway stops listening)
         if self.deps is not None:
             for task in self.deps.tasks:
                 task.cancel()
@@ -168,9 +200,8 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-def distributed_settings() -> Settings:
-    """Settings of a distributed-mode process: RabbitMQ and PostgreSQL are required."""
-    settings = Settings()
+def require_distributed(settings: S) -> S:
+    """The settings of a distributed-mode process: RabbitMQ and PostgreSQL are required."""
     missing = [n for n, v in (("COFFER_AMQP_URL", settings.amqp_url),
                               ("COFFER_DATABASE_URL", settings.database_url)) if v is None]
     if missing:
@@ -180,7 +211,7 @@ def distributed_settings() -> Settings:
 
 async def run_service(spec: ServiceSpec) -> None:
     """``python -m services.<name>``: one service in its own process until a signal."""
-    settings = distributed_settings()
+    settings = require_distributed(spec.settings())
     configure(settings.log_level, settings.log_format)
     assert settings.database_url is not None
     bus = create_bus(settings, name=f"coffer-{spec.name}")
@@ -188,8 +219,9 @@ async def run_service(spec: ServiceSpec) -> None:
     await bus.start()
     runtime = ServiceRuntime(spec, settings, bus, kms, settings.database_url.get_secret_value())
     try:
-        await runtime.start()
-        print(f"coffer {spec.name}: serving RPC '{rpc_name(spec.name)}.*' (Ctrl-C to stop)", flush=True)
+        running = await runtime.start()
+        where = f"listening on {running.url}" if running.url else f"serving RPC '{rpc_name(spec.name)}.*'"
+        print(f"coffer {spec.name}: {where} (Ctrl-C to stop)", flush=True)
         await wait_for_signal()
     finally:
         await runtime.close()

@@ -21,7 +21,6 @@ import structlog
 
 from services.platform import Platform
 from shared.bus import Bus, InProcessBus, RabbitBus
-from shared.config import Settings
 from shared.logging import PROCESSORS, redact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +107,8 @@ def private_amqp() -> Iterator[str]:
     yield from _vhost(f"coffer_test_{RUN_ID}_{secrets.token_hex(3)}")
 
 
-def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> Settings:
+def setting_values(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> dict[str, Any]:
+    """The settings of a test platform (each service's settings class takes the ones it knows)."""
     values: dict[str, Any] = {
         "http_port": 0,
         "data_dir": tmp,
@@ -129,7 +129,7 @@ def make_settings(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) -> 
         "webhook_poll_interval": 0.1,
     }
     values.update(over)
-    return Settings(**values)
+    return values
 
 
 @pytest.fixture(params=["memory", "rabbit"])
@@ -173,11 +173,11 @@ async def start_platform(
     tmp: Path, amqp_url: str | None, pg_dsn: str, *, services: tuple[str, ...] | None = None,
     bus: Bus | None = None, **over: Any
 ) -> Platform:
-    settings = make_settings(tmp, amqp_url, pg_dsn, **over)
+    values = setting_values(tmp, amqp_url, pg_dsn, **over)
     kwargs: dict[str, Any] = {"bus": bus}
     if services is not None:
         kwargs["services"] = services
-    platform = Platform(settings, pg_dsn, name=f"test-{secrets.token_hex(3)}", **kwargs)
+    platform = Platform(values, pg_dsn, name=f"test-{secrets.token_hex(3)}", **kwargs)
     await platform.start()
     return platform
 

@@ -6,7 +6,8 @@ signing keys) and answers ``iam.*`` RPC; it is the only HTTP entry point.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +31,65 @@ from services.gateway.http import (
 from services.gateway.iam_repository import IamRepository
 from services.gateway.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.repository import GatewayRepository
+from services.gateway.server import GatewayRunner
+from services.gateway.settings import GatewaySettings
 from services.gateway.signing import TokenSigner, signing_key_aad
-from shared.bus import RpcHandler
 from shared.context import RequestContext
-from shared.contracts import parse
-from shared.contracts.iam import MayRequest, MayResult
+from shared.contracts import handles, rpc_table
+from shared.contracts.iam import MAY, MayRequest, MayResult
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
-from shared.runtime import ServiceDeps, ServiceSpec
+from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
-async def build_rpc(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
+class IamHandlers:
     """``iam.*``: what other services may ask the gateway."""
-    repo = GatewayRepository(deps.pool)
-    standing = StandingPolicy(IamRepository(deps.pool, deps.schema))
 
-    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        moved = await repo.rewrap_keys(deps.kms, deps.schema, signing_key_aad)
-        return {"kek_id": deps.kms.active_key_id, "rewrapped": moved}
+    def __init__(self, deps: ServiceDeps) -> None:
+        self.deps = deps
+        self.repo = GatewayRepository(deps.pool)
+        self.standing = StandingPolicy(IamRepository(deps.pool, deps.schema))
 
-    async def may(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+    @handles(MAY)
+    async def may(self, req: MayRequest, ctx: RequestContext) -> MayResult:
         """May each identity do each thing now? (the webhook dispatcher asks before delivering)"""
-        req = parse(MayRequest, payload)
-        allowed = [await standing.may(c.identity_id, c.resource, c.capability) for c in req.checks]
-        return MayResult(allowed=allowed).model_dump()
+        return MayResult(allowed=[await self.standing.may(c.identity_id, c.resource, c.capability)
+                                  for c in req.checks])
 
-    return {"rewrap": rewrap, "may": may}
+    async def rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        moved = await self.repo.rewrap_keys(self.deps.kms, self.deps.schema, signing_key_aad)
+        return {"kek_id": self.deps.kms.active_key_id, "rewrapped": moved}
 
 
 VERSION = "0.1.0"
 
-SPEC = ServiceSpec(name="gateway", migrations=Path(__file__).parent / "migrations",
-                   rpc_callers={"may": ("gateway", "webhooks")},  # the dispatcher asks before delivering
-                   build=build_rpc)
+
+@asynccontextmanager
+async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
+    """The HTTP gateway: its app, listening; the ``iam.*`` handlers."""
+    settings = deps.settings_of(GatewaySettings)
+    app = await create_app(deps)
+    limiter = app[LIMITER]
+    runner = GatewayRunner(app, access_log=None, handle_signals=False,
+                           headers_for=lambda remote: limiter.peek("read", f"ip:{remote}").headers())
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        host, port = runner.addresses[0][:2]
+        iam = IamHandlers(deps)
+        yield Running(rpc={**rpc_table(iam), "rewrap": iam.rewrap}, url=f"http://{host}:{port}", app=app)
+    finally:
+        await runner.cleanup()
+
+
+SPEC = ServiceSpec(name="gateway", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
+                   settings=GatewaySettings,
+                   rpc_callers={"may": ("gateway", "webhooks")})  # the dispatcher asks before delivering
 
 
 async def create_app(deps: ServiceDeps) -> web.Application:
     """The gateway's aiohttp application, its signing key loaded (or created)."""
-    settings = deps.settings
+    settings = deps.settings_of(GatewaySettings)
     repo = GatewayRepository(deps.pool)
     signer = TokenSigner(repo, deps.kms, settings.token_ttl)
     await signer.ensure_key()

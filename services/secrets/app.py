@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from services.secrets.handlers import SecretsHandlers
 from services.secrets.jobs import run_lifecycle
 from services.secrets.repository import SecretsRepository
-from shared.bus import RpcHandler
+from services.secrets.settings import SecretsSettings
 from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
-from shared.runtime import ServiceDeps, ServiceSpec
+from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
-async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
+@asynccontextmanager
+async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
+    settings = deps.settings_of(SecretsSettings)
     repo = SecretsRepository(deps.pool, deps.kms, deps.schema)
     cursor_key = await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor")
-    retention = parse_duration(deps.settings.secret_retention, field="COFFER_SECRET_RETENTION")
+    retention = parse_duration(settings.secret_retention, field="COFFER_SECRET_RETENTION")
     handlers = SecretsHandlers(repo, CursorCodec(cursor_key), retention)
-    deps.spawn(run_lifecycle(repo, deps.settings.lifecycle_interval), "secrets-lifecycle")
+    deps.spawn(run_lifecycle(repo, settings.lifecycle_interval), "secrets-lifecycle")
 
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         moved, unreadable = await repo.rewrap()
         return {"kek_id": deps.kms.active_key_id, "rewrapped": moved, "unreadable": unreadable}
 
-    return {**rpc_table(handlers), "rewrap": rewrap}
+    yield Running(rpc={**rpc_table(handlers), "rewrap": rewrap})
 
 
-SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", build=build,
-                   tenant_tables=("secret_versions", "secrets"))
+SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
+                   settings=SecretsSettings, tenant_tables=("secret_versions", "secrets"))

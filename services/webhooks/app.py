@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.handlers import WebhookHandlers
 from services.webhooks.repository import WebhooksRepository
-from shared.bus import RpcHandler
+from services.webhooks.settings import WebhooksSettings
 from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.iam import Check, IamClient, MayRequest
@@ -17,11 +18,12 @@ from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
 from shared.outbound import OutboundPolicy, system_lookup
-from shared.runtime import ServiceDeps, ServiceSpec
+from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
-async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
-    settings = deps.settings
+@asynccontextmanager
+async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
+    settings = deps.settings_of(WebhooksSettings)
     policy = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
     repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
     iam = IamClient(deps.bus)
@@ -33,10 +35,9 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
         return (await iam.may(ctx, ask)).allowed
 
     dispatcher = Dispatcher(
-        repo, policy, may_list, schedule=tuple(float(s) for s in settings.webhook_retry_schedule.split(",")),
-        timeout=settings.webhook_timeout, disable_after=parse_duration(settings.webhook_disable_after),
-        poll_interval=settings.webhook_poll_interval, per_endpoint=settings.webhook_endpoint_concurrency,
-        concurrency=settings.webhook_concurrency)
+        repo, policy, may_list, schedule=settings.retry_schedule, timeout=settings.webhook_timeout,
+        disable_after=parse_duration(settings.webhook_disable_after), poll_interval=settings.webhook_poll_interval,
+        per_endpoint=settings.webhook_endpoint_concurrency, concurrency=settings.webhook_concurrency)
     await deps.bus.subscribe("webhooks", ["#"], dispatcher.on_event)
     deps.spawn(dispatcher.run(), "webhooks-dispatcher")
     cursors = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
@@ -46,8 +47,9 @@ async def build(deps: ServiceDeps) -> Mapping[str, RpcHandler]:
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         return {"kek_id": deps.kms.active_key_id, "rewrapped": await repo.rewrap()}
 
-    return {**rpc_table(handlers), "rewrap": rewrap}
+    yield Running(rpc={**rpc_table(handlers), "rewrap": rewrap})
 
 
-SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", build=build,
+SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
+                   settings=WebhooksSettings,
                    tenant_tables=("deliveries", "subscriptions", "webhooks"))  # attempts go with deliveries

@@ -190,7 +190,7 @@ async def test_replicas_share_the_signing_key(
     http: aiohttp.ClientSession,
 ) -> None:
     """A second gateway on the same database (same KMS key file) accepts the first one's tokens."""
-    second = Platform(platform.settings.model_copy(update={"http_port": 0}), pg_dsn, services=("gateway",))
+    second = Platform({**platform.values, "http_port": 0}, pg_dsn, services=("gateway",))
     await second.start()
     try:
         assert second.url

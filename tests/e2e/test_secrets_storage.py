@@ -159,7 +159,7 @@ async def test_retention_purges_once_across_two_replicas_and_expiry_fires_once(
     await bus.start()
     first = await start_platform(tmp_path, None, pg_dsn, bus=bus, secret_retention="1s",
                                  lifecycle_interval=0.1)
-    second = Platform(first.settings, pg_dsn, services=("secrets",), bus=bus)
+    second = Platform(first.values, pg_dsn, services=("secrets",), bus=bus)
     await second.start()
     got: list[Event] = []
 

@@ -1,0 +1,37 @@
+"""The gateway's settings, on top of every process's (``shared.config.Settings``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from shared.config import Settings, check_cidrs, comma_separated
+
+#: areas an operator can switch off (COFFER_DISABLED_FEATURES): their calls answer feature_disabled
+FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
+
+
+class GatewaySettings(Settings):
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8700, ge=0, le=65535)
+    health_timeout: float = Field(2.0, gt=0, le=60)
+    token_ttl: int = Field(3600, ge=60, le=86400 * 7)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    disabled_features: Annotated[frozenset[str], NoDecode] = frozenset()
+    #: proxies whose X-Forwarded-For is believed (comma-separated CIDRs)
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
+    rate_limits: str = ""
+
+    _split_gateway = field_validator("disabled_features", "trusted_proxies", mode="before")(comma_separated)
+    _check_proxies = field_validator("trusted_proxies")(check_cidrs)
+
+    @field_validator("disabled_features")
+    @classmethod
+    def _known_features(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = value - FEATURES
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}; known: {sorted(FEATURES)}")
+        return value
