@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from structlog.testing import capture_logs
 
-from services.gateway.http import SIGNER
+from services.gateway.state import STATE
 from services.platform import Platform
 from shared.logging import PROCESSORS
 from tests.conftest import Api, start_platform
@@ -102,7 +102,7 @@ def forged_tokens(good: str, platform: Platform) -> dict[str, tuple[str, str]]:
     claims = jwt.decode(good, options={"verify_signature": False})
     kid = header["kid"]
     now = int(time.time())
-    signer = platform.app[SIGNER]
+    signer = platform.app[STATE].signer
     real_key = signer._signing[1]  # noqa: SLF001 - a test may sign with the real key
     pub_raw = signer._public[kid].public_bytes_raw()  # noqa: SLF001
     return {
@@ -179,7 +179,7 @@ async def test_secrets_are_stored_hashed_and_sealed(
         assert row["secret_hash"].startswith("sha256$") and admin["client_secret"] not in row["secret_hash"]
         key = await conn.fetchrow(f'SELECT * FROM "{schema}".signing_keys')
         assert platform.app is not None
-        private_raw = platform.app[SIGNER]._signing[1].private_bytes_raw()  # noqa: SLF001
+        private_raw = platform.app[STATE].signer._signing[1].private_bytes_raw()  # noqa: SLF001
         assert private_raw not in b"".join(v for v in key.values() if isinstance(v, bytes))
     finally:
         await conn.close()

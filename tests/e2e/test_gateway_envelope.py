@@ -10,10 +10,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from services.gateway.handlers import REPO
-from services.gateway.http import (
-    MAX_BODY,
-)
+from services.gateway.state import STATE
 from services.platform import Platform
 from shared.bus import RabbitBus
 from shared.context import RequestContext
@@ -62,7 +59,7 @@ async def test_non_json_or_non_object_body_is_invalid_request(api: Api, raw: byt
 
 async def test_body_over_one_mib_is_invalid_request(api: Api, platform: Platform) -> None:
     assert platform.app is not None
-    big = b'{"client_id": "' + b"a" * (platform.app[MAX_BODY] + 1) + b'"}'
+    big = b'{"client_id": "' + b"a" * (platform.app[STATE].settings.max_body_bytes + 1) + b'"}'
     status, body, headers = await api.request(
         "POST", "/v1/auth/token", data=big, headers={"Content-Type": "application/json"}, token=None)
     err = assert_envelope(status, body, headers, "invalid_request")
@@ -93,7 +90,7 @@ async def test_unexpected_exception_is_internal_error_without_details(
     async def broken(*args: Any) -> Any:
         raise RuntimeError("SELECT secret FROM t -- password=hunter2")
 
-    monkeypatch.setattr(platform.app[REPO], "whoami", broken)
+    monkeypatch.setattr(platform.app[STATE].identities, "whoami", broken)
     with capture_logs(processors=PROCESSORS[:1]) as logs:
         status, body, headers = await api.request("GET", "/v1/auth/whoami")
     err = assert_envelope(status, body, headers, "internal_error")

@@ -21,7 +21,7 @@ import aiohttp
 import jwt
 import pytest
 
-from services.gateway.http import ROUTES, SIGNER
+from services.gateway.state import STATE
 from services.platform import Platform
 from tests.conftest import AMQP_BASE, Api, free_port, initialised, rabbitmqctl, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
@@ -107,7 +107,7 @@ def _concrete(path: str) -> str:
 async def test_every_v1_route_answers_no_store(platform: Platform, api: Api) -> None:
     """Every route of the table, success or failure, with or without a token: ``Cache-Control: no-store``."""
     assert platform.app is not None
-    routes = {(r.method, r.path) for r in platform.app[ROUTES].values() if r.path.startswith("/v1/")}
+    routes = {(r.method, r.path) for r in platform.app[STATE].routes.values() if r.path.startswith("/v1/")}
     assert len(routes) > 40
     missing = []
     for method, path in sorted(routes):
@@ -205,7 +205,7 @@ async def test_a_password_alone_cannot_replace_or_remove_mfa(api: Api, platform:
         assert err["details"]["max_age_seconds"] == 300
 
     assert platform.app is not None  # a step-up older than 5 minutes is not enough either
-    stale, _ = platform.app[SIGNER].issue(user["id"], user["tenant_id"], ("secrets:read",),
+    stale, _ = platform.app[STATE].signer.issue(user["id"], user["tenant_id"], ("secrets:read",),
                                           mfa_at=int(time.time()) - 301)
     status, body, headers = await api.request("POST", enrol, token=remember_secret(stale))
     assert_envelope(status, body, headers, "mfa_required")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from services.gateway.audit import AuditLog
+from services.gateway.audit.log import AuditLog
 from shared.db import create_pool
 from shared.db.migrations import migrate
 

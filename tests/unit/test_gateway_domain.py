@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.gateway.domain import (
+from services.gateway.iam.domain import (
     ALL_SCOPES,
     grant_scopes,
     hash_client_secret,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.gateway.policy import client_address, decide, parse_rules
+from services.gateway.iam.policy import client_address, decide, parse_rules
 from shared.errors import CofferError
 from shared.globs import compile_glob, glob_matches
 

@@ -1,27 +1,23 @@
 """Identity and token rules of the gateway, without I/O.
 
-Request models (what a caller may send), scope arithmetic, the slow hash of
-client secrets, and the claims of a token.
+Scope arithmetic, the hashes of client secrets and passwords, and the claims
+of a token. (Request models are in ``iam/models.py``.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
 import hmac
-import os
 import secrets
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.cpu import run_cpu
 from shared.errors import InsufficientScope
 
 ALL_SCOPES: tuple[str, ...] = ("secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin")
@@ -60,23 +56,17 @@ def hash_client_secret(secret: str) -> str:
     return "sha256$" + base64.b64encode(hashlib.sha256(secret.encode()).digest()).decode()
 
 
+async def hash_password(password: str) -> str:
+    """``hash_secret`` in the CPU pool (scrypt: ~50 ms and 32 MiB)."""
+    return await run_cpu(hash_secret, password)
+
+
 def hash_secret(secret: str) -> str:
-    """A slow salted hash for passwords: ``scrypt$N$r$p$salt$hash`` (CPU-heavy: run it in an executor)."""
+    """A slow salted hash for passwords: ``scrypt$N$r$p$salt$hash`` (CPU-heavy: ``hash_password`` off the loop)."""
     salt = secrets.token_bytes(16)
     digest = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(secret.encode())
     b64 = base64.b64encode
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-#: scrypt runs here, one hash per core at a time: each needs 32 MiB, and more
-#: threads than cores only add memory (6 default workers peaked the gateway at
-#: 274 MB RSS under 64 token requests) without adding throughput.
-_HASHING = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="scrypt")
-
-
-async def slow_hash(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a slow-hash function (``hash_secret`` / ``verify_secret``) off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(_HASHING, fn, *args)
 
 
 @functools.cache
@@ -99,7 +89,7 @@ async def check_secret(secret: str, stored: str) -> bool:
     """``verify_secret``, inline for a client secret's fast hash, in the hashing threads for scrypt."""
     if _is_fast_hash(stored):
         return verify_secret(secret, stored)
-    return bool(await slow_hash(verify_secret, secret, stored))
+    return await run_cpu(verify_secret, secret, stored)
 
 
 def verify_secret(secret: str, stored: str) -> bool:
@@ -128,44 +118,6 @@ def grant_scopes(allowed: tuple[str, ...] | list[str], requested: list[str] | No
             "requested scopes exceed what this identity is allowed", details={"scopes": extra}
         )
     return tuple(s for s in ALL_SCOPES if s in requested)
-
-
-class ClientCredentials(BaseModel):
-    """``POST /v1/auth/token`` with client credentials (JSON or form)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    grant_type: str | None = Field(None, pattern="^client_credentials$")
-    client_id: str = Field(min_length=1, max_length=200)
-    client_secret: str = Field(min_length=1, max_length=500, repr=False)
-    scopes: list[str] | None = Field(None, max_length=len(ALL_SCOPES))
-
-    @field_validator("scopes")
-    @classmethod
-    def _known_scopes(cls, value: list[str] | None) -> list[str] | None:
-        unknown = sorted(set(value or ()) - set(ALL_SCOPES))
-        if unknown:
-            raise ValueError(f"unknown scopes {unknown}; known: {list(ALL_SCOPES)}")
-        return value
-
-
-class InitRequest(BaseModel):
-    """``POST /v1/sys/init``: optional names for the root tenant and its admin."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tenant_name: str = Field("root", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-    admin_name: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-ROOT_POLICY_RULES: list[dict[str, Any]] = [
-    {
-        "effect": "allow",
-        "paths": ["**"],
-        "capabilities": ["read", "list", "write", "delete", "restore", "purge", "rotate",
-                         "issue", "sign", "approve", "revoke", "manage"],
-    }
-]
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor import InvalidToken
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
-from services.gateway.iam_domain import TOTP_DIGITS, TOTP_STEP
-from services.gateway.iam_repository import IamRepository
+from services.gateway.iam.models import TOTP_DIGITS, TOTP_STEP
+from services.gateway.iam.repository import IamRepository
 from shared.crypto import KmsProvider, unseal
 
 

@@ -1,11 +1,10 @@
-"""The gateway's SQL: tenants, identities, policies, bindings, signing keys."""
+"""The gateway's own operations in SQL: the first initialisation, KEK rotation, maintenance mode."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
+from services.gateway.iam.store import SchemaRepository
 from shared.contracts.events import Event
 from shared.crypto import KmsProvider, Sealed, rewrap
 from shared.db import outbox, sealed_keys
@@ -14,15 +13,7 @@ _INIT_LOCK = 0x5157_1417  # serialises POST /v1/sys/init across replicas
 _KEK_ROTATION_LOCK = 0x6B656B  # one KEK rotation at a time, across replicas
 
 
-class GatewayRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def ping(self) -> None:
-        await self.pool.fetchval("SELECT 1")
-
-    # -- bootstrap -----------------------------------------------------------
-
+class SystemRepository(SchemaRepository):
     async def initialise(
         self,
         *,
@@ -58,51 +49,6 @@ class GatewayRepository:
             )
         return True
 
-    # -- identities ------------------------------------------------------------
-
-    async def identity_by_client_id(self, client_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            "SELECT id, tenant_id, allowed_scopes, secret_hash, token_generation FROM identities WHERE client_id = $1",
-            client_id,
-        )
-
-    async def whoami(self, identity_id: str, tenant_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            "SELECT i.id, i.name, i.kind, i.partner_admin, i.allowed_scopes,"
-            " t.id AS tenant_id, t.name AS tenant_name, t.kind AS tenant_kind"
-            " FROM identities i JOIN tenants t ON t.id = i.tenant_id"
-            " WHERE i.id = $1 AND i.tenant_id = $2",
-            identity_id, tenant_id,
-        )
-
-    # -- signing keys ----------------------------------------------------------
-
-    async def signing_keys(self) -> list[asyncpg.Record]:
-        """Every unretired key, newest first."""
-        return await self.pool.fetch(
-            "SELECT kid, public_key, kek_id, wrapped_key, nonce, ciphertext, created_at"
-            " FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC"
-        )
-
-    async def insert_signing_key_if_none(self, kid: str, public_key: bytes, sealed: Sealed) -> bool:
-        """Store a first signing key unless a replica already did; ``True`` if ours won."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer.signing_keys'))")
-            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)"):
-                return False
-            await conn.execute(
-                "INSERT INTO signing_keys (kid, public_key, kek_id, wrapped_key, nonce, ciphertext)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                kid, public_key, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext,
-            )
-        return True
-
-    async def insert_signing_key(self, kid: str, public_key: bytes, sealed: Sealed) -> None:
-        await self.pool.execute(
-            "INSERT INTO signing_keys (kid, public_key, kek_id, wrapped_key, nonce, ciphertext)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            kid, public_key, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
-
     async def rewrap_keys(self, kms: KmsProvider, schema: str, aad_of: Any) -> int:
         """Re-wrap signing keys (and sealed keys) not under the active KEK."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -125,13 +71,11 @@ class GatewayRepository:
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _KEK_ROTATION_LOCK)
 
-    # -- maintenance mode ------------------------------------------------------
-
     async def maintenance(self) -> dict[str, Any]:
         value = await self.pool.fetchval("SELECT value FROM system_state WHERE key = 'maintenance'")
         return dict(value) if value else {"enabled": False, "message": None}
 
-    async def set_maintenance(self, enabled: bool, message: str | None, schema: str, request_id: str) -> None:
+    async def set_maintenance(self, enabled: bool, message: str | None, request_id: str) -> None:
         """Persist the switch and tell every replica (``system.maintenance``)."""
         value = {"enabled": enabled, "message": message}
         async with self.pool.acquire() as conn, conn.transaction():
@@ -139,4 +83,4 @@ class GatewayRepository:
                 "INSERT INTO system_state (key, value) VALUES ('maintenance', $1)"
                 " ON CONFLICT (key) DO UPDATE SET value = $1, updated_at = now()", value)
             await outbox.add(conn, Event(type="system.maintenance", request_id=request_id, data=value),
-                             schema=schema)
+                             schema=self.schema)

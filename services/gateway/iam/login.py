@@ -19,14 +19,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from services.gateway import domain
-from services.gateway.domain import ClientCredentials
-from services.gateway.handlers import IAM_REPO, KMS, REPO
-from services.gateway.http import AUDIT, GUARD, SIGNER, Route, context, json_response, read_object
-from services.gateway.iam_domain import UserCredentials
-from services.gateway.totp import check_totp
+from services.gateway.edge.middlewares import record_audit
+from services.gateway.edge.routes import Route, json_response, read_object
+from services.gateway.iam import domain
+from services.gateway.iam.models import ClientCredentials, UserCredentials
+from services.gateway.iam.totp import check_totp
+from services.gateway.state import state
 from shared.contracts import parse
-from shared.errors import AuthenticationRequired, StorageError
+from shared.errors import AuthenticationRequired
 
 log = structlog.get_logger("coffer.gateway.login")
 
@@ -46,32 +46,34 @@ async def _matches(row: Any, column: str, secret: str) -> bool:
 async def issue_token(request: web.Request) -> web.Response:
     """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form)."""
     data = await read_object(request, allow_form=True)
+    st = state(request)
     if "username" in data:
         row, mfa_at, requested = await _user_login(request, parse(UserCredentials, data))
     else:
         creds = parse(ClientCredentials, data)
-        row = await request.app[REPO].identity_by_client_id(creds.client_id)
+        row = await st.identities.identity_by_client_id(creds.client_id)
         ok = await _matches(row, "secret_hash", creds.client_secret)
         await _audit(request, row, creds.client_id, ok)
         if not ok:
             raise AuthenticationRequired("invalid client credentials")
         mfa_at, requested = None, creds.scopes
     scopes = domain.grant_scopes(row["allowed_scopes"], requested)
-    token, ttl = request.app[SIGNER].issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
-                                           generation=row["token_generation"])
+    token, ttl = st.signer.issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
+                                 generation=row["token_generation"])
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
                           "scope": " ".join(scopes), "tenant_id": row["tenant_id"]})
 
 
 async def _user_login(request: web.Request, user: UserCredentials) -> tuple[Any, int | None, list[str] | None]:
-    repo = request.app[IAM_REPO]
+    st = state(request)
+    repo = st.identities
     row = await repo.user_by_name(user.tenant_id, user.username)
     key = f"user:{row['id']}" if row is not None else \
-        "name:" + request.app[AUDIT].field_mac(user.tenant_id or "(root)", user.username)
+        "name:" + st.audit.field_mac(user.tenant_id or "(root)", user.username)
     ok = await _matches(row, "password_hash", user.password)
     mfa_at = None
     if ok and user.totp_code is not None:
-        ok = await check_totp(repo, request.app[KMS], row["id"], user.totp_code)
+        ok = await check_totp(repo, st.kms, row["id"], user.totp_code)
         mfa_at = int(time.time())
     if ok and await repo.login_locked(key):
         ok = False  # the right password, but locked: the answer can't differ from a wrong one
@@ -91,20 +93,15 @@ async def _audit(request: web.Request, row: Any, login: str, ok: bool) -> None:
 
     The name tried is kept only as an HMAC (it may be a mistyped password).
     """
-    tenant = row["tenant_id"] if row is not None else await request.app[GUARD].root_tenant_id()
+    tenant = row["tenant_id"] if row is not None else await state(request).tenancy.root_tenant_id()
     if tenant is None:
         return  # not initialised: there is no audit chain yet
     error = None if ok else AuthenticationRequired()
-    try:
-        await request.app[AUDIT].record(
-            tenant_id=tenant, identity_id=row["id"] if row is not None else None, action="POST /v1/auth/token",
-            resource=f"identities/{row['id']}" if row is not None else "auth/token",
-            outcome=error.code if error else "ok", status=error.status if error else 200,
-            client_ip=str(request.app[GUARD].client_ip(request) or "") or None,
-            request_id=context(request).request_id, sensitive={"login": login})
-    except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
-        log.error("audit_write_failed", error=type(exc).__name__)
-        raise StorageError("the audit log could not be written") from None
+    await record_audit(request, tenant_id=tenant, identity_id=row["id"] if row is not None else None,
+                       action="POST /v1/auth/token",
+                       resource=f"identities/{row['id']}" if row is not None else "auth/token",
+                       outcome=error.code if error else "ok", status=error.status if error else 200,
+                       sensitive={"login": login})
 
 
 ROUTES: tuple[Route, ...] = (

@@ -1,21 +1,52 @@
-"""Identity, tenant, policy and binding requests: their shapes and rules, without I/O."""
+"""What callers send to the identity API and what it shows them: request models and views, without I/O."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
-from services.gateway.domain import ALL_SCOPES
+from services.gateway.iam.domain import ALL_SCOPES
+from shared.contracts import Contract
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$"
 POLICY_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TOTP_DIGITS, TOTP_STEP = 6, 30
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ClientCredentials(Contract):
+    """``POST /v1/auth/token`` with client credentials (JSON or form)."""
+
+    grant_type: str | None = Field(None, pattern="^client_credentials$")
+    client_id: str = Field(min_length=1, max_length=200)
+    client_secret: str = Field(min_length=1, max_length=500, repr=False)
+    scopes: list[str] | None = Field(None, max_length=len(ALL_SCOPES))
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - set(ALL_SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {list(ALL_SCOPES)}")
+        return value
+
+
+class InitRequest(Contract):
+    """``POST /v1/sys/init``: optional names for the root tenant and its admin."""
+
+    tenant_name: str = Field("root", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    admin_name: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+ROOT_POLICY_RULES: list[dict[str, Any]] = [
+    {
+        "effect": "allow",
+        "paths": ["**"],
+        "capabilities": ["read", "list", "write", "delete", "restore", "purge", "rotate",
+                         "issue", "sign", "approve", "revoke", "manage"],
+    }
+]
 
 
 def _scopes(value: list[str] | None) -> list[str] | None:
@@ -27,7 +58,7 @@ def _scopes(value: list[str] | None) -> list[str] | None:
     return [s for s in ALL_SCOPES if s in value]
 
 
-class IdentityCreate(_Body):
+class IdentityCreate(Contract):
     name: StrictStr = Field(pattern=NAME)
     kind: Literal["service", "user"]
     allowed_scopes: list[StrictStr] = Field(max_length=len(ALL_SCOPES) * 2)
@@ -45,7 +76,7 @@ class IdentityCreate(_Body):
         return self
 
 
-class IdentityPatch(_Body):
+class IdentityPatch(Contract):
     allowed_scopes: list[StrictStr] | None = None
     password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
     partner_admin: StrictBool | None = None
@@ -54,7 +85,7 @@ class IdentityPatch(_Body):
     _check_scopes = field_validator("allowed_scopes")(_scopes)
 
 
-class Quotas(_Body):
+class Quotas(Contract):
     max_secrets: StrictInt | None = Field(None, ge=0)
     max_leases: StrictInt | None = Field(None, ge=0)
     max_certificates: StrictInt | None = Field(None, ge=0)
@@ -62,14 +93,14 @@ class Quotas(_Body):
     requests_per_minute: StrictInt | None = Field(None, ge=0)
 
 
-class TenantCreate(_Body):
+class TenantCreate(Contract):
     name: StrictStr = Field(pattern=NAME)
     parent_id: StrictStr | None = None
     kind: Literal["standard", "partner"] = "standard"
     quotas: Quotas = Field(default_factory=Quotas)
 
 
-class TenantPatch(_Body):
+class TenantPatch(Contract):
     """``PATCH /v1/tenants/{id}``, a JSON merge patch (RFC 7396): omitted fields stay, ``null`` removes.
 
     ``quotas`` merges key by key (``{"max_secrets": null}`` lifts that quota,
@@ -99,7 +130,7 @@ class TenantPatch(_Body):
 PARTNER_FIELDS = ("quotas", "kind")
 
 
-class PolicyBody(_Body):
+class PolicyBody(Contract):
     """``POST /v1/policies`` (with ``name``) and ``PUT /v1/policies/{name}`` (without)."""
 
     name: StrictStr | None = Field(None, pattern=POLICY_NAME)
@@ -107,12 +138,12 @@ class PolicyBody(_Body):
     rules: Any = None  # checked by policy.parse_rules → invalid_policy / invalid_glob
 
 
-class BindingCreate(_Body):
+class BindingCreate(Contract):
     policy: StrictStr = Field(pattern=POLICY_NAME)
     identity_id: StrictStr = Field(min_length=1, max_length=64)
 
 
-class RevokeRequest(_Body):
+class RevokeRequest(Contract):
     token: StrictStr | None = Field(None, max_length=8192, repr=False)
     jti: StrictStr | None = Field(None, max_length=64)
 
@@ -123,11 +154,11 @@ class RevokeRequest(_Body):
         return self
 
 
-class TotpCode(_Body):
+class TotpCode(Contract):
     totp_code: StrictStr = Field(pattern=r"^[0-9]{6}$", repr=False)
 
 
-class UserCredentials(_Body):
+class UserCredentials(Contract):
     """``POST /v1/auth/token`` for users: names are unique per tenant, ``tenant_id`` left out = the root tenant."""
 
     grant_type: StrictStr | None = Field(None, pattern="^password$")

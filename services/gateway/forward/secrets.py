@@ -13,11 +13,19 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import Field
 
-from services.gateway.api_models import SecretGetQuery, SecretListQuery
-from services.gateway.handlers import BUS
-from services.gateway.http import AUDIT_FIELDS, GUARD, Route, context, model_response, principal, read_model
-from shared.contracts import parse
+from services.gateway.edge.routes import (
+    AUDIT_FIELDS,
+    PageQuery,
+    Route,
+    context,
+    model_response,
+    principal,
+    query,
+    read_model,
+)
+from services.gateway.state import state
 from shared.contracts.secrets import (
     ListSecrets,
     ListVersions,
@@ -30,6 +38,15 @@ from shared.contracts.secrets import (
 from shared.errors import InvalidPath, InvalidRequest, ValidationError
 
 PREFIX = "/v1/secrets/"
+
+
+class SecretListQuery(PageQuery):
+    prefix: str = Field("", max_length=512)
+
+
+class SecretGetQuery(PageQuery):
+    #: a given version (``GET /v1/secrets/{path}``); ``limit``/``cursor`` page ``:versions``
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str, str | None]:
@@ -45,7 +62,7 @@ def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str
 
 
 def _secrets(request: web.Request) -> SecretsClient:
-    return SecretsClient(request.app[BUS])
+    return state(request).secrets
 
 
 def _etag(version: int) -> dict[str, str]:
@@ -77,22 +94,22 @@ async def put_secret(request: web.Request) -> web.Response:
 
 async def get_secret(request: web.Request) -> web.Response:
     path, action = _target(request, ("versions",))
-    query = parse(SecretGetQuery, dict(request.query))
+    params = query(request, SecretGetQuery)
     if action == "versions":
         page = await _secrets(request).versions(context(request), ListVersions(
-            path=path, limit=query.limit, cursor=query.cursor))
+            path=path, limit=params.limit, cursor=params.cursor))
         return model_response(page)
-    secret = await _secrets(request).get(context(request), SecretRef(path=path, version=query.version))
+    secret = await _secrets(request).get(context(request), SecretRef(path=path, version=params.version))
     return model_response(secret, headers=_etag(secret.version))
 
 
 async def list_secrets(request: web.Request) -> web.Response:
     """A page of the secrets under ``prefix``, keeping those the caller may ``list``."""
-    query = parse(SecretListQuery, dict(request.query))
+    params = query(request, SecretListQuery)
     page = await _secrets(request).list(context(request), ListSecrets(
-        prefix=query.prefix, limit=query.limit, cursor=query.cursor))
-    items = await request.app[GUARD].listable(request, principal(request), page.items,
-                                              lambda item: f"secrets/{item.path}")
+        prefix=params.prefix, limit=params.limit, cursor=params.cursor))
+    items = await state(request).authorizer.listable(request, principal(request), page.items,
+                                                     lambda item: f"secrets/{item.path}")
     return model_response(page.model_copy(update={"items": items}))
 
 

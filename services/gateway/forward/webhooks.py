@@ -11,10 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.api_models import PageQuery
-from services.gateway.handlers import BUS
-from services.gateway.http import GUARD, Route, context, model_response, principal, read_model
-from shared.contracts import parse
+from services.gateway.edge.routes import PageQuery, Route, context, model_response, principal, query, read_model
+from services.gateway.state import state
 from shared.contracts.webhooks import (
     DeliveryRef,
     ListDeliveries,
@@ -30,12 +28,12 @@ from shared.contracts.webhooks import (
 
 
 def _hooks(request: web.Request) -> WebhooksClient:
-    return WebhooksClient(request.app[BUS])
+    return state(request).webhooks
 
 
 def _page(request: web.Request) -> PageRequest:
-    query = parse(PageQuery, dict(request.query))
-    return PageRequest(limit=query.limit, cursor=query.cursor)
+    params = query(request, PageQuery)
+    return PageRequest(limit=params.limit, cursor=params.cursor)
 
 
 def _id(request: web.Request, key: str = "id") -> Ref:
@@ -50,8 +48,8 @@ async def create_webhook(request: web.Request) -> web.Response:
 
 async def _visible(request: web.Request, page: Page[Any], resource: str) -> Page[Any]:
     """Keep the items the caller may ``list`` (``<resource>/<id>``)."""
-    items = await request.app[GUARD].listable(request, principal(request), page.items,
-                                              lambda item: f"{resource}/{item.id}")
+    items = await state(request).authorizer.listable(request, principal(request), page.items,
+                                                     lambda item: f"{resource}/{item.id}")
     return page.model_copy(update={"items": items})
 
 

@@ -14,13 +14,13 @@ import secrets
 import time
 from typing import Any
 
+import asyncpg
 import jwt
 import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from services.gateway.domain import Principal, principal_from_claims, token_claims
-from services.gateway.repository import GatewayRepository
+from services.gateway.iam.domain import Principal, principal_from_claims, token_claims
 from shared.crypto import KmsProvider, Sealed, seal, unseal
 from shared.errors import ServiceUnavailable, TokenExpired, TokenInvalid
 
@@ -39,10 +39,43 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+class SigningKeyStore:
+    """The signing keys in the gateway's schema (the private half sealed by the KMS)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def signing_keys(self) -> list[asyncpg.Record]:
+        """Every unretired key, newest first."""
+        return await self.pool.fetch(
+            "SELECT kid, public_key, kek_id, wrapped_key, nonce, ciphertext, created_at"
+            " FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC")
+
+    async def insert_signing_key_if_none(self, kid: str, public_key: bytes, sealed: Sealed) -> bool:
+        """Store a first signing key unless a replica already did; ``True`` if ours won."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer.signing_keys'))")
+            if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)"):
+                return False
+            await self._insert(conn, kid, public_key, sealed)
+        return True
+
+    async def insert_signing_key(self, kid: str, public_key: bytes, sealed: Sealed) -> None:
+        async with self.pool.acquire() as conn:
+            await self._insert(conn, kid, public_key, sealed)
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, kid: str, public_key: bytes, sealed: Sealed) -> None:
+        await conn.execute(
+            "INSERT INTO signing_keys (kid, public_key, kek_id, wrapped_key, nonce, ciphertext)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            kid, public_key, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+
+
 class TokenSigner:
     """Issues and verifies the gateway's access tokens."""
 
-    def __init__(self, repo: GatewayRepository, kms: KmsProvider, ttl: int) -> None:
+    def __init__(self, repo: SigningKeyStore, kms: KmsProvider, ttl: int) -> None:
         self.repo = repo
         self.kms = kms
         self.ttl = ttl

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.gateway.http import Route
+from services.gateway.edge.routes import Route
 from shared.errors import REGISTRY
 
 ALWAYS = ("invalid_request", "rate_limited", "internal_error", "service_unavailable")

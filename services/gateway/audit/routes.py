@@ -1,0 +1,81 @@
+"""Audit routes (api.md §2): the tenant's hash-chained log, "was this value used?", and the chain's walk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, Field, StrictStr
+
+from services.gateway.audit.log import view
+from services.gateway.edge.routes import (
+    AUDIT_FIELDS,
+    Route,
+    json_response,
+    principal,
+    query,
+    read_model,
+    tenant_of,
+)
+from services.gateway.state import state
+from shared.contracts import Contract, Query
+
+
+class AuditQuery(Query):
+    identity_id: str | None = Field(None, max_length=64)
+    path_prefix: str | None = Field(None, max_length=600)
+    code: str | None = Field(None, max_length=64)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class AuditMatch(Contract):
+    value: StrictStr = Field(min_length=1, max_length=65536, repr=False)
+
+
+async def audit_events(request: web.Request) -> web.Response:
+    return await _events(request, query(request, AuditQuery), None)
+
+
+async def audit_match(request: web.Request) -> web.Response:
+    """Entries whose sensitive fields hold ``value`` ("was this value used?"), compared as HMACs.
+
+    Only entries whose resource the caller may ``read`` match (else the answer
+    would tell whether a guessed value is the one stored at a path the caller
+    can't read), and the call is rate-limited like authentication.
+    """
+    body = await read_model(request, AuditMatch)
+    request[AUDIT_FIELDS] = {"value": body.value}
+    mac = state(request).audit.field_mac(tenant_of(request), body.value)
+    return await _events(request, query(request, AuditQuery), mac, readable=True)
+
+
+async def _events(request: web.Request, params: AuditQuery, mac: str | None, *, readable: bool = False
+                  ) -> web.Response:
+    st, tenant = state(request), tenant_of(request)
+    shape = {"kind": "audit", **params.model_dump(mode="json", exclude={"cursor"})}
+
+    async def fetch(after: int | None, n: int) -> Any:
+        return await st.audit.events(
+            tenant, identity_id=params.identity_id, path_prefix=params.path_prefix, code=params.code,
+            since=params.since, until=params.until, after=after, limit=n, field_mac=mac)
+
+    rows, cursor = await st.cursors.page(tenant, shape, params.cursor, params.limit, fetch, lambda last: last["seq"])
+    if readable:
+        rows = await st.authorizer.listable_as(request, principal(request), rows, lambda r: r["resource"], "read")
+    return json_response({"items": [view(r) for r in rows], "next_cursor": cursor})
+
+
+async def audit_verify(request: web.Request) -> web.Response:
+    return json_response(await state(request).audit.verify(tenant_of(request)))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/audit/events", audit_events, scope="admin", target=lambda r: ("sys/audit", "read"),
+          query=AuditQuery, errors=("validation_error", "invalid_cursor")),
+    Route("POST", "/v1/audit/events:match", audit_match, scope="admin", target=lambda r: ("sys/audit", "read"),
+          body=AuditMatch, query=AuditQuery, errors=("invalid_cursor",), category="auth"),
+    Route("GET", "/v1/audit/verify", audit_verify, scope="admin", target=lambda r: ("sys/audit", "read")),
+)

@@ -1,0 +1,1 @@
+"""Forwarding routes: one module per service behind the gateway, each through its typed client."""

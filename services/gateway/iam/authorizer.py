@@ -1,0 +1,137 @@
+"""Policy decisions of this replica: the rules bound to each identity (cached), allowed or not.
+
+Rules live in PostgreSQL; each replica caches them per identity for
+``refresh`` seconds and forgets them all at once on a ``policy.*`` event (a
+policy or binding changed, here or on another replica).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import structlog
+from aiohttp import web
+
+from services.gateway.edge.clients import ClientAddresses
+from services.gateway.edge.routes import AUDIT_TARGET
+from services.gateway.iam.domain import Principal, scope_to_list
+from services.gateway.iam.policies_repository import PolicyRepository
+from services.gateway.iam.policy import Rule, decide, parse_rules
+from services.gateway.iam.repository import IamRepository
+from shared.errors import CofferError
+
+log = structlog.get_logger("coffer.gateway.authz")
+Item = TypeVar("Item")
+
+
+class RuleCache:
+    """The parsed rules of every policy bound to an identity, cached."""
+
+    def __init__(self, policies: PolicyRepository, refresh: float = 30.0) -> None:
+        self.policies = policies
+        self.refresh = refresh
+        self._rules: dict[str, tuple[float, tuple[Rule, ...]]] = {}
+
+    async def rules(self, identity_id: str) -> tuple[Rule, ...]:
+        cached = self._rules.get(identity_id)
+        if cached and time.monotonic() - cached[0] < self.refresh:
+            return cached[1]
+        raw = await self.policies.rules_for(identity_id)
+        try:
+            rules = parse_rules(raw) if raw else ()
+        except CofferError:  # a stored policy that no longer parses grants nothing
+            log.error("stored_policy_invalid", identity_id=identity_id)
+            rules = ()
+        if len(self._rules) > 100_000:
+            self._rules.clear()
+        self._rules[identity_id] = (time.monotonic(), rules)
+        return rules
+
+    def forget(self, identity_id: str | None = None) -> None:
+        """A policy or a binding changed (here or on another replica): cached decisions are stale.
+
+        ``identity_id``: only that identity's (it was deleted or its tokens voided).
+        """
+        if identity_id is None:
+            self._rules.clear()
+        else:
+            self._rules.pop(identity_id, None)
+
+
+class Authorizer:
+    """May this request's caller do that? (api.md §4)"""
+
+    def __init__(self, rules: RuleCache, clients: ClientAddresses) -> None:
+        self.rules = rules
+        self.clients = clients
+
+    async def authorize(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
+        """``access_denied`` (or the failed condition) unless a bound policy allows it; the audit entry names it."""
+        request[AUDIT_TARGET] = (resource, capability)
+        await self._decide(request, who, resource, capability)
+
+    async def _decide(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
+        decide(await self.rules.rules(who.identity_id), resource, capability,
+               ip=self.clients.of(request), mfa_at=who.mfa_at)
+
+    async def may(self, request: web.Request, who: Principal, resource: str, capability: str) -> bool:
+        """Would a policy allow it? (A question about one item: the request's audit target stays.)"""
+        try:
+            await self._decide(request, who, resource, capability)
+        except CofferError:
+            return False
+        return True
+
+    async def listable(self, request: web.Request, who: Principal, items: Sequence[Item],
+                       resource_of: Callable[[Item], str]) -> list[Item]:
+        """The items of a list the caller may ``list`` (every list answers only with those)."""
+        return await self.listable_as(request, who, items, resource_of, "list")
+
+    async def listable_as(self, request: web.Request, who: Principal, items: Sequence[Item],
+                          resource_of: Callable[[Item], str], capability: str) -> list[Item]:
+        """The items the caller may ``capability``."""
+        return [item for item in items if await self.may(request, who, resource_of(item), capability)]
+
+
+class StandingPolicy:
+    """Policy questions about an identity that is not making a request (``iam.may``).
+
+    Used when a service acts for an identity later (the webhook dispatcher
+    delivering an event to a subscription its owner made): the identity must
+    hold the scope and a policy must allow it *now*. There is no client address
+    and no MFA step-up, so rules with those conditions don't allow it. Answers
+    are cached for ``ttl`` seconds (a policy change is seen within that).
+    """
+
+    def __init__(self, identities: IamRepository, policies: PolicyRepository, ttl: float = 1.0) -> None:
+        self.identities = identities
+        self.policies = policies
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, frozenset[str], tuple[Rule, ...]]] = {}
+
+    async def may(self, identity_id: str, resource: str, capability: str) -> bool:
+        scopes, rules = await self._load(identity_id)
+        if scope_to_list(resource) not in scopes:
+            return False
+        try:
+            decide(rules, resource, capability, ip=None, mfa_at=None)
+        except CofferError:
+            return False
+        return True
+
+    async def _load(self, identity_id: str) -> tuple[frozenset[str], tuple[Rule, ...]]:
+        cached = self._cache.get(identity_id)
+        if cached and time.monotonic() - cached[0] < self.ttl:
+            return cached[1], cached[2]
+        row = await self.identities.identity_any_tenant(identity_id)
+        scopes = frozenset(row["allowed_scopes"]) if row is not None else frozenset()
+        try:
+            rules = parse_rules(raw) if row is not None and (raw := await self.policies.rules_for(identity_id)) else ()
+        except CofferError:
+            rules = ()
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[identity_id] = (time.monotonic(), scopes, rules)
+        return scopes, rules

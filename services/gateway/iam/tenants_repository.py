@@ -1,0 +1,79 @@
+"""SQL of tenants: the tree of tenants, their quotas, and their deletion (``tenant.deleted``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.gateway.iam.store import SchemaRepository
+from shared.errors import Forbidden, NameConflict, TenantNotFound
+
+_SUBTREE = ("WITH RECURSIVE sub AS (SELECT id FROM tenants WHERE id = $1"
+            " UNION SELECT t.id FROM tenants t JOIN sub ON t.parent_id = sub.id)")
+
+
+class TenantRepository(SchemaRepository):
+    async def tenant(self, tenant_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
+
+    async def root_tenant_id(self) -> str | None:
+        return await self.pool.fetchval("SELECT id FROM tenants WHERE parent_id IS NULL")
+
+    async def has_children(self, tenant_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)", tenant_id))
+
+    async def in_subtree(self, root_id: str, tenant_id: str) -> bool:
+        """Is ``tenant_id`` ``root_id`` or one of its descendants?"""
+        return bool(await self.pool.fetchval(f"{_SUBTREE} SELECT EXISTS (SELECT 1 FROM sub WHERE id = $2)",
+                                             root_id, tenant_id))
+
+    async def create_tenant(self, row: dict[str, Any]) -> asyncpg.Record:
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO tenants (id, name, kind, parent_id, quotas) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"])
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
+
+    async def list_tenants(self, root_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"{_SUBTREE} SELECT t.* FROM tenants t JOIN sub ON sub.id = t.id"
+            " WHERE ($2::text IS NULL OR t.id > $2) ORDER BY t.id LIMIT $3", root_id, after, limit)
+
+    async def update_tenant(self, tenant_id: str, fields: dict[str, Any],
+                            quota_patch: dict[str, Any] | None) -> asyncpg.Record:
+        """Set ``fields`` (name, kind); merge ``quota_patch`` into the quotas (RFC 7396: a null removes a key,
+        ``{}`` from ``"quotas": null`` removes them all)."""
+        quotas = "quotas" if quota_patch is None else (
+            "'{}'::jsonb" if not quota_patch else "jsonb_strip_nulls(quotas || $4::jsonb)")
+        try:
+            row = await self.pool.fetchrow(
+                f"UPDATE tenants SET name = coalesce($2, name), kind = coalesce($3, kind), quotas = {quotas},"
+                " updated_at = now() WHERE id = $1 RETURNING *",
+                tenant_id, fields.get("name"), fields.get("kind"), *([quota_patch] if quota_patch else []))
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("a tenant with this name exists", details={"name": fields.get("name")}) from None
+        if row is None:
+            raise TenantNotFound(details={"tenant_id": tenant_id})
+        return row
+
+    async def delete_tenant(self, tenant_id: str, request_id: str) -> None:
+        """Delete the tenant and its policies; ``tenant.deleted`` tells every service to destroy its data."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT id, name, parent_id FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
+            if row is None:
+                raise TenantNotFound(details={"tenant_id": tenant_id})
+            busy = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id = $1)"
+                " OR EXISTS (SELECT 1 FROM identities WHERE tenant_id = $1)", tenant_id)
+            if busy:
+                raise Forbidden("a tenant with child tenants or identities can't be deleted",
+                                details={"tenant_id": tenant_id})
+            await conn.execute("DELETE FROM bindings WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM policies WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM revoked_tokens WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)
+            await self._event(conn, "tenant.deleted", tenant_id, request_id,
+                              {"tenant_id": tenant_id, "name": row["name"], "parent_id": row["parent_id"]})
+

@@ -1,0 +1,1 @@
+"""System routes and storage: health, metrics, initialisation, KEK rotation, maintenance."""

@@ -1,0 +1,133 @@
+"""System routes (api.md §2): health, metrics, init, KEK rotation, maintenance, the OpenAPI description."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field, StrictBool, StrictStr
+
+from services.gateway.edge.routes import Route, context, json_response, read_model
+from services.gateway.iam import domain
+from services.gateway.iam.models import ROOT_POLICY_RULES, InitRequest
+from services.gateway.state import state
+from shared.contracts import Contract
+from shared.errors import CofferError, NameConflict, ServiceUnavailable
+from shared.metrics import OUTBOX_BACKLOG
+from shared.metrics import render as render_metrics
+from shared.registry import SERVICES
+
+REWRAP_TIMEOUT = 300.0
+
+
+class MaintenanceBody(Contract):
+    enabled: StrictBool
+    message: StrictStr | None = Field(None, max_length=500)
+
+
+async def _service_states(request: web.Request) -> dict[str, str]:
+    """Ping every service (the gateway's own storage too) over the bus; record their outbox backlogs."""
+    st, ctx = state(request), context(request)
+
+    async def ping(service: str) -> str:
+        try:
+            result = await st.services.ping(ctx, service, timeout=st.settings.health_timeout)
+        except CofferError:
+            return "unavailable"
+        if result.outbox_backlog is not None:
+            OUTBOX_BACKLOG.labels(service).set(result.outbox_backlog)
+        return "ok"
+
+    return dict(zip(SERVICES, await asyncio.gather(*(ping(s) for s in SERVICES)), strict=True))
+
+
+async def health(request: web.Request) -> web.Response:
+    """Ping every service over the bus; 200 when all answer, else 503 naming the failing ones."""
+    services = await _service_states(request)
+    down = sorted(name for name, status in services.items() if status != "ok")
+    body: dict[str, Any] = {"status": "degraded" if down else "ok", "services": services}
+    if not down:
+        return json_response(body)
+    # Still the error envelope (with the health body beside it) so every failure reads alike.
+    error = ServiceUnavailable("some services are unavailable", details={"unavailable": down})
+    body["error"] = {**error.to_wire(), "request_id": context(request).request_id}
+    return json_response(body, status=error.status)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: requests, latencies, RPC latency, outbox backlogs (no tenant data)."""
+    await _service_states(request)
+    return web.Response(body=render_metrics(), content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def init(request: web.Request) -> web.Response:
+    """Once, on an empty system: root tenant, admin identity, allow-all policy, a token."""
+    body = await read_model(request, InitRequest)
+    st = state(request)
+    secret = domain.new_client_secret()
+    tenant = {"id": domain.new_id("ten"), "name": body.tenant_name, "kind": "partner"}
+    identity = {
+        "id": domain.new_id("idn"), "name": body.admin_name, "kind": "service",
+        "allowed_scopes": domain.ALL_SCOPES, "partner_admin": True,
+        "client_id": domain.new_id("cli"), "secret_hash": domain.hash_client_secret(secret),
+    }
+    policy = {
+        "id": domain.new_id("pol"), "name": "root-admin",
+        "description": "Allows everything; bound to the admin created by sys/init.", "rules": ROOT_POLICY_RULES,
+    }
+    if not await st.system.initialise(tenant=tenant, identity=identity, policy=policy,
+                                      binding_id=domain.new_id("bnd")):
+        raise NameConflict("Coffer is already initialised")
+    token, _ = st.signer.issue(identity["id"], tenant["id"], domain.ALL_SCOPES)
+    return json_response({"tenant_id": tenant["id"], "client_id": identity["client_id"], "client_secret": secret,
+                          "token": token}, status=201)
+
+
+async def rotate_kek(request: web.Request) -> web.Response:
+    """A new key-encryption key; every service re-wraps its data keys under it (no value re-encrypted)."""
+    st = state(request)
+    kek_id = await st.system.rotate_kek(st.kms)
+    rewrapped: dict[str, int] = {}
+    unreadable: dict[str, int] = {}
+    for service in SERVICES:
+        result = await st.services.rewrap(context(request), service, timeout=REWRAP_TIMEOUT)
+        rewrapped[service] = result.rewrapped
+        if result.unreadable:
+            unreadable[service] = result.unreadable
+    # Unreadable data keys stay under their old KEK (which is kept): the
+    # rotation goes on, and the operator learns where to look from the logs.
+    return json_response({"kek_id": kek_id, "rewrapped": rewrapped, "unreadable": unreadable})
+
+
+async def get_maintenance(request: web.Request) -> web.Response:
+    return json_response(state(request).gates.maintenance)
+
+
+async def put_maintenance(request: web.Request) -> web.Response:
+    """Root admins only: while on, every call but ``/v1/sys/*`` is 503 ``maintenance_mode``."""
+    body = await read_model(request, MaintenanceBody)
+    st = state(request)
+    await st.system.set_maintenance(body.enabled, body.message, context(request).request_id)
+    st.gates.switched(body.enabled, body.message)  # here at once; other replicas on the event
+    return json_response(st.gates.maintenance)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API, generated from the route table."""
+    return json_response(state(request).openapi)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
+    Route("GET", "/metrics", metrics, public=True),
+    Route("POST", "/v1/sys/init", init, public=True, body=InitRequest, statuses=(201,), errors=("name_conflict",)),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
+          target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),
+    Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin", platform=True, errors=("forbidden",),
+          target=lambda r: ("sys/maintenance", "read")),
+    Route("PUT", "/v1/sys/maintenance", put_maintenance, scope="admin", platform=True,
+          target=lambda r: ("sys/maintenance", "manage"), body=MaintenanceBody, errors=("forbidden",)),
+    Route("GET", "/v1/openapi.json", openapi_json, public=True),
+)
