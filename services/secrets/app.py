@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from services.secrets.handlers import SecretsHandlers
-from services.secrets.jobs import run_lifecycle
 from services.secrets.repository import SecretsRepository
 from services.secrets.settings import SecretsSettings
 from shared.context import RequestContext
@@ -16,6 +15,7 @@ from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from shared.durations import parse_duration
+from shared.jobs import Sweep, run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -26,7 +26,9 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     cursor_key = await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor")
     retention = parse_duration(settings.secret_retention, field="COFFER_SECRET_RETENTION")
     handlers = SecretsHandlers(repo, CursorCodec(cursor_key), retention)
-    deps.spawn(run_lifecycle(repo, settings.lifecycle_interval), "secrets-lifecycle")
+    # expiry events once per version, retention purges once per secret, across replicas
+    lifecycle = [Sweep("secret-expiry", repo.publish_expired), Sweep("secret-retention", repo.purge_due)]
+    deps.spawn(run_sweeps(lifecycle, settings.lifecycle_interval), "secrets-lifecycle")
 
     async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         moved, unreadable = await repo.rewrap()

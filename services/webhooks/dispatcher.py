@@ -2,19 +2,17 @@
 
 - ``on_event`` (the ``webhooks`` consumer of every event, ``#``) writes one
   delivery per matching subscription, idempotently (inbox + unique index).
-- ``Dispatcher.run`` claims due deliveries with a lease (``SKIP LOCKED``, so
-  replicas share the queue and a restarted replica picks up what a dead one
-  held once its lease ends), posts them concurrently — at most
-  ``per_endpoint`` at a time to one endpoint, so a slow one can't starve the
-  others — and records every attempt. Failures retry on the schedule with
+- ``Dispatcher`` is a leased queue (``shared.jobs``): it claims due
+  deliveries with a lease (``SKIP LOCKED``, so replicas share the queue and a
+  restarted replica picks up what a dead one held once its lease ends), posts
+  them concurrently — at most ``per_endpoint`` at a time to one endpoint, so a
+  slow one can't starve the others — and records every attempt. Failures retry on the schedule with
   jitter; ``Retry-After`` is honoured; 410 or failing for too long disables
   the endpoint (``webhook.disabled``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -30,6 +28,7 @@ from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
 from shared.contracts.events import Event, resource_of
 from shared.errors import CofferError
+from shared.jobs import QueueRunner
 from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
 
 log = structlog.get_logger("coffer.webhooks")
@@ -53,13 +52,13 @@ class Dispatcher:
         self.per_endpoint = per_endpoint
         self.concurrency = concurrency
         self.lookup = lookup
-        self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = defaultdict(int)
-        self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._runner: QueueRunner[Any] = QueueRunner(self, name="webhook-deliveries", concurrency=concurrency,
+                                                     poll_interval=poll_interval)
 
     def wake(self, *_: Any) -> None:
-        self._wake.set()
+        self._runner.wake()
 
     async def on_event(self, event: Event, ctx: RequestContext) -> None:
         """Deliveries for the matching subscriptions whose owner may ``list`` the event's resource now.
@@ -83,45 +82,29 @@ class Dispatcher:
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
                                               headers={"User-Agent": USER_AGENT}, auto_decompress=False)
         try:
-            while True:
-                try:
-                    await self._claim_and_start()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - the database may be away: try again
-                    log.warning("webhook_claim_failed", error=type(exc).__name__)
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll_interval):
-                        await self._wake.wait()
+            await self._runner.run()
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._session.close()
 
-    async def _claim_and_start(self) -> None:
-        free = self.concurrency - len(self._tasks)
-        if free <= 0:
-            return
+    # -- the leased queue of deliveries (shared.jobs.QueueRunner runs it) -------------------
+
+    async def claim(self, free: int) -> list[Any]:
+        """Due deliveries, at most ``per_endpoint`` per endpoint: one slow endpoint can't take every slot."""
         saturated = [w for w, n in self._in_flight.items() if n >= self.per_endpoint]
         # long enough for one attempt and its bookkeeping; a worker that died
         # holding a delivery gives it back this soon
-        lease = self.timeout + 5
-        for row in await self.repo.claim_due(free, lease, saturated, self.per_endpoint):
+        rows = await self.repo.claim_due(free, self.timeout + 5, saturated, self.per_endpoint)
+        for row in rows:
             self._in_flight[row["webhook_id"]] += 1
-            task = asyncio.create_task(self._deliver(row))
-            self._tasks.add(task)
-            task.add_done_callback(self._done(row["webhook_id"]))
+        return list(rows)
 
-    def _done(self, webhook_id: str) -> Any:
-        def done(task: asyncio.Task[None]) -> None:
-            self._tasks.discard(task)
-            self._in_flight[webhook_id] -= 1
-            if self._in_flight[webhook_id] <= 0:
-                self._in_flight.pop(webhook_id, None)
-            self._wake.set()  # a slot is free
-        return done
+    async def work(self, row: Any) -> None:
+        try:
+            await self._deliver(row)
+        finally:
+            self._in_flight[row["webhook_id"]] -= 1
+            if self._in_flight[row["webhook_id"]] <= 0:
+                self._in_flight.pop(row["webhook_id"], None)
 
     async def _deliver(self, row: Any) -> None:
         started = time.perf_counter()
