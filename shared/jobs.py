@@ -35,8 +35,8 @@ T = TypeVar("T")
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 3600.0, jitter: float = 0.2,
             rng: random.Random | None = None) -> float:
     """Seconds before retry number ``attempt`` (1, 2, …): ``base`` doubling up to ``cap``, ± ``jitter``."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    spread: float = (rng or random.Random()).uniform(1 - jitter, 1 + jitter)
+    delay = min(cap, base * 2.0 ** max(0, attempt - 1))
+    spread = (rng or random).uniform(1 - jitter, 1 + jitter)
     return delay * spread
 
 
