@@ -35,7 +35,7 @@ from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.contracts.system import PingResult, RewrapResult
 from shared.crypto import LocalKms
-from shared.db import OutboxRelay, create_pool, inbox, migrate, sealed_keys
+from shared.db import OutboxRelay, SealedColumns, create_pool, inbox, migrate, rewrap_all, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
 from shared.registry import rpc_name
@@ -96,6 +96,8 @@ class ServiceSpec:
     #: tables holding tenant data (each with a ``tenant_id`` column), emptied of a tenant's rows
     #: in this order when ``tenant.deleted`` arrives (children before parents).
     tenant_tables: tuple[str, ...] = ()
+    #: where the service keeps sealed values (beyond its named keys): KEK rotation re-wraps them all
+    sealed: tuple[SealedColumns, ...] = ()
 
 
 class ServiceRuntime:
@@ -128,9 +130,9 @@ class ServiceRuntime:
         running = Running()
         if self.spec.lifespan is not None:
             running = await self._stack.enter_async_context(self.spec.lifespan(self.deps))
-        if "ping" in running.rpc:  # health depends on it meaning "up and storage answers"
-            raise RuntimeError(f"{self.spec.name}: 'ping' is the runtime's health check, not a service method")
-        handlers: dict[str, RpcHandler] = {"rewrap": self._rewrap, **running.rpc, "ping": self._ping}
+        if {"ping", "rewrap"} & set(running.rpc):  # health and KEK rotation are the runtime's, for all alike
+            raise RuntimeError(f"{self.spec.name}: 'ping' and 'rewrap' are the runtime's methods")
+        handlers: dict[str, RpcHandler] = {**running.rpc, "rewrap": self._rewrap, "ping": self._ping}
         await self.bus.serve(rpc_name(self.spec.name), handlers, callers=self.spec.rpc_callers)
         if self.spec.tenant_tables:
             await self.bus.subscribe(f"{self.spec.name}-tenants", ["tenant.deleted"], self._tenant_deleted)
@@ -163,11 +165,11 @@ class ServiceRuntime:
         log.info("tenant_data_destroyed", service=self.spec.name, tenant_id=tenant_id, rows=removed)
 
     async def _rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        """Re-wrap this service's sealed keys under the active KEK (services with more override it)."""
+        """Re-wrap every data key of this service not under the active KEK (values untouched)."""
         assert self.pool is not None
-        async with self.pool.acquire() as conn, conn.transaction():
-            moved = await sealed_keys.rewrap_all(conn, self.kms, self.schema)
-        return RewrapResult(kek_id=self.kms.active_key_id, rewrapped=moved).model_dump()
+        places = (*self.spec.sealed, sealed_keys.sealed_columns(self.schema))
+        moved, unreadable = await rewrap_all(self.pool, self.kms, places)
+        return RewrapResult(kek_id=self.kms.active_key_id, rewrapped=moved, unreadable=unreadable).model_dump()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -19,9 +19,12 @@ from services.gateway.bootstrap import build_app, build_state
 from services.gateway.edge.server import GatewayRunner
 from services.gateway.iam.authorizer import StandingPolicy
 from services.gateway.iam.rpc import IamHandlers
+from services.gateway.iam.tokens import signing_key_aad
+from services.gateway.iam.totp import totp_aad
 from services.gateway.replica import ReplicaSync
 from services.gateway.settings import GatewaySettings
 from shared.contracts import rpc_table
+from shared.db import SealedColumns
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -37,14 +40,18 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     try:
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         host, port = runner.addresses[0][:2]
-        iam = IamHandlers(StandingPolicy(state.identities, state.policies), state.system, deps.kms)
-        yield Running(rpc={**rpc_table(iam), "rewrap": iam.rewrap}, url=f"http://{host}:{port}", app=runner.app)
+        iam = IamHandlers(StandingPolicy(state.identities, state.policies))
+        yield Running(rpc=rpc_table(iam), url=f"http://{host}:{port}", app=runner.app)
     finally:
         await runner.cleanup()
         await sync.close()
         await state.audit.close()
 
 
-SPEC = ServiceSpec(name="gateway", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
-                   settings=GatewaySettings,
-                   rpc_callers={"may": ("gateway", "webhooks")})  # the dispatcher asks before delivering
+SPEC = ServiceSpec(
+    name="gateway", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=GatewaySettings,
+    rpc_callers={"may": ("gateway", "webhooks")},  # the dispatcher asks before delivering
+    # token signing keys, and every identity's TOTP secret
+    sealed=(SealedColumns("signing_keys", key=("kid",), aad=lambda row: signing_key_aad(row["kid"])),
+            SealedColumns("identities", key=("id",), prefix="mfa_", aad=lambda row: totp_aad(row["id"]))),
+)

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
+from services.secrets.domain import associated_data
 from services.secrets.handlers import SecretsHandlers
 from services.secrets.repository import SecretsRepository
 from services.secrets.settings import SecretsSettings
-from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
-from shared.db import sealed_keys
+from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import Sweep, run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
@@ -29,13 +28,13 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     # expiry events once per version, retention purges once per secret, across replicas
     lifecycle = [Sweep("secret-expiry", repo.publish_expired), Sweep("secret-retention", repo.purge_due)]
     deps.spawn(run_sweeps(lifecycle, settings.lifecycle_interval), "secrets-lifecycle")
-
-    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        moved, unreadable = await repo.rewrap()
-        return {"kek_id": deps.kms.active_key_id, "rewrapped": moved, "unreadable": unreadable}
-
-    yield Running(rpc={**rpc_table(handlers), "rewrap": rewrap})
+    yield Running(rpc=rpc_table(handlers))
 
 
-SPEC = ServiceSpec(name="secrets", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
-                   settings=SecretsSettings, tenant_tables=("secret_versions", "secrets"))
+SPEC = ServiceSpec(
+    name="secrets", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=SecretsSettings,
+    tenant_tables=("secret_versions", "secrets"),
+    # every version's data key (values are never re-encrypted)
+    sealed=(SealedColumns("secret_versions", key=("tenant_id", "path", "version"),
+                          aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"])),),
+)

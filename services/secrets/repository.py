@@ -18,9 +18,9 @@ from services.secrets.domain import ValidWrite, associated_data
 from shared.contracts import from_row
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
-from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
-from shared.db import outbox, sealed_keys
-from shared.errors import EncryptionError, QuotaExceeded, SecretExists, SecretNotFound, VersionConflict, VersionNotFound
+from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.db import outbox
+from shared.errors import QuotaExceeded, SecretExists, SecretNotFound, VersionConflict, VersionNotFound
 
 log = structlog.get_logger("coffer.secrets")
 
@@ -231,39 +231,3 @@ class SecretsRepository:
 
     # -- key-encryption-key rotation ------------------------------------------
 
-    async def rewrap(self, batch: int = 500) -> tuple[int, int]:
-        """Re-wrap every data key not under the active KEK (values untouched).
-
-        Returns ``(moved, unreadable)``: a version whose key does not open (a
-        corrupted or moved row) is logged by place, left as it is, and does not
-        stop the rotation.
-        """
-        moved = unreadable = 0
-        kek_id = self.kms.active_key_id
-        after: tuple[str, str, int] = ("", "", 0)
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT tenant_id, path, version, kek_id, wrapped_key, nonce, ciphertext"
-                    " FROM secret_versions WHERE kek_id <> $1 AND (tenant_id, path, version) > ($2, $3, $4)"
-                    " ORDER BY tenant_id, path, version LIMIT $5 FOR UPDATE",
-                    kek_id, *after, batch)
-                for r in rows:
-                    try:
-                        new = rewrap(self.kms, Sealed(r["kek_id"], r["wrapped_key"], r["nonce"], r["ciphertext"]),
-                                     associated_data(r["tenant_id"], r["path"], r["version"]))
-                    except EncryptionError:
-                        unreadable += 1
-                        log.error("rewrap_unreadable_version", tenant_id=r["tenant_id"], path=r["path"],
-                                  version=r["version"], kek_id=r["kek_id"])
-                        continue
-                    await conn.execute(
-                        "UPDATE secret_versions SET kek_id = $4, wrapped_key = $5"
-                        " WHERE tenant_id = $1 AND path = $2 AND version = $3",
-                        r["tenant_id"], r["path"], r["version"], new.kek_id, new.wrapped_key)
-                    moved += 1
-                if not rows:
-                    moved += await sealed_keys.rewrap_all(conn, self.kms, self.schema)
-                    return moved, unreadable
-                last = rows[-1]
-                after = (last["tenant_id"], last["path"], last["version"])

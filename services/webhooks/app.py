@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.handlers import WebhookHandlers
-from services.webhooks.repository import WebhooksRepository
+from services.webhooks.repository import WebhooksRepository, secret_aad
 from services.webhooks.settings import WebhooksSettings
 from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.iam import Check, IamClient, MayRequest
 from shared.cursors import CursorCodec
-from shared.db import sealed_keys
+from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
 from shared.outbound import OutboundPolicy, system_lookup
 from shared.runtime import Running, ServiceDeps, ServiceSpec
@@ -43,13 +42,13 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     cursors = CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
     handlers = WebhookHandlers(repo, cursors, policy, float(parse_duration(settings.webhook_secret_overlap)),
                                system_lookup, dispatcher.wake)
-
-    async def rewrap(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        return {"kek_id": deps.kms.active_key_id, "rewrapped": await repo.rewrap()}
-
-    yield Running(rpc={**rpc_table(handlers), "rewrap": rewrap})
+    yield Running(rpc=rpc_table(handlers))
 
 
-SPEC = ServiceSpec(name="webhooks", migrations=Path(__file__).parent / "migrations", lifespan=lifespan,
-                   settings=WebhooksSettings,
-                   tenant_tables=("deliveries", "subscriptions", "webhooks"))  # attempts go with deliveries
+SPEC = ServiceSpec(
+    name="webhooks", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=WebhooksSettings,
+    tenant_tables=("deliveries", "subscriptions", "webhooks"),  # attempts go with deliveries
+    # each endpoint's signing secret, and the previous one while a rotation's overlap lasts
+    sealed=(SealedColumns("webhooks", key=("id",), aad=lambda row: secret_aad(row["id"])),
+            SealedColumns("webhooks", key=("id",), prefix="prev_", aad=lambda row: secret_aad(row["id"]))),
+)

@@ -10,8 +10,8 @@ import asyncpg
 
 from services.webhooks.domain import subscription_matches
 from shared.contracts.events import Event
-from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
-from shared.db import inbox, outbox, sealed_keys
+from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.db import inbox, outbox
 from shared.errors import QuotaExceeded, SubscriptionNotFound, WebhookNotFound
 
 CONSUMER = "webhooks"
@@ -19,7 +19,8 @@ _WEBHOOK = ("id, tenant_id, url, description, enabled, disabled_reason, failing_
             " updated_at")
 
 
-def _aad(webhook_id: str) -> bytes:
+def secret_aad(webhook_id: str) -> bytes:
+    """What an endpoint's signing secret is bound to."""
     return f"webhooks/secret/{webhook_id}".encode()
 
 
@@ -73,7 +74,7 @@ class WebhooksRepository:
     async def create_webhook(self, tenant_id: str, url: str, description: str | None, enabled: bool,
                              secret: str, max_webhooks: int | None) -> asyncpg.Record:
         webhook_id = new_id("whk")
-        sealed = seal(self.kms, secret.encode(), _aad(webhook_id))
+        sealed = seal(self.kms, secret.encode(), secret_aad(webhook_id))
         async with self.pool.acquire() as conn, conn.transaction():
             if max_webhooks is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks-quota:' || $1))", tenant_id)
@@ -117,7 +118,7 @@ class WebhooksRepository:
 
     async def rotate_secret(self, tenant_id: str, webhook_id: str, secret: str, overlap: float) -> asyncpg.Record:
         """A new secret; the old one keeps signing (beside it) for ``overlap`` seconds."""
-        sealed = seal(self.kms, secret.encode(), _aad(webhook_id))
+        sealed = seal(self.kms, secret.encode(), secret_aad(webhook_id))
         row = await self.pool.fetchrow(
             "UPDATE webhooks SET prev_kek_id = kek_id, prev_wrapped_key = wrapped_key, prev_nonce = nonce,"
             " prev_ciphertext = ciphertext, prev_until = now() + make_interval(secs => $7),"
@@ -131,10 +132,10 @@ class WebhooksRepository:
     def secrets_in_force(self, row: Any) -> list[str]:
         """The current secret, and the previous one while its overlap lasts."""
         found = [unseal(self.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-                        _aad(row["webhook_id"])).decode()]
+                        secret_aad(row["webhook_id"])).decode()]
         if row["prev_kek_id"] and row["prev_until"] and row["prev_until"] > datetime.now(UTC):
             found.append(unseal(self.kms, Sealed(row["prev_kek_id"], row["prev_wrapped_key"], row["prev_nonce"],
-                                                 row["prev_ciphertext"]), _aad(row["webhook_id"])).decode())
+                                                 row["prev_ciphertext"]), secret_aad(row["webhook_id"])).decode())
         return found
 
     # -- subscriptions -------------------------------------------------------------
@@ -295,26 +296,3 @@ class WebhooksRepository:
             raise WebhookNotFound("delivery not found", details={"delivery_id": delivery_id[:64]})
         await self.pool.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
 
-    async def rewrap(self) -> int:
-        """Re-wrap endpoint secrets (current and previous) under the active KEK."""
-        moved = 0
-        active = self.kms.active_key_id
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, kek_id, wrapped_key, nonce, ciphertext, prev_kek_id, prev_wrapped_key, prev_nonce,"
-                " prev_ciphertext FROM webhooks WHERE kek_id <> $1 OR prev_kek_id <> $1 FOR UPDATE", active)
-            for r in rows:
-                if r["kek_id"] != active:
-                    new = rewrap(self.kms, Sealed(r["kek_id"], r["wrapped_key"], r["nonce"], r["ciphertext"]),
-                                 _aad(r["id"]))
-                    await conn.execute("UPDATE webhooks SET kek_id = $2, wrapped_key = $3 WHERE id = $1",
-                                       r["id"], new.kek_id, new.wrapped_key)
-                    moved += 1
-                if r["prev_kek_id"] and r["prev_kek_id"] != active:
-                    new = rewrap(self.kms, Sealed(r["prev_kek_id"], r["prev_wrapped_key"], r["prev_nonce"],
-                                                  r["prev_ciphertext"]), _aad(r["id"]))
-                    await conn.execute("UPDATE webhooks SET prev_kek_id = $2, prev_wrapped_key = $3 WHERE id = $1",
-                                       r["id"], new.kek_id, new.wrapped_key)
-                    moved += 1
-            moved += await sealed_keys.rewrap_all(conn, self.kms, self.schema)
-        return moved

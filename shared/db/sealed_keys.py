@@ -10,7 +10,8 @@ import secrets
 
 import asyncpg
 
-from shared.crypto import KmsProvider, Sealed, rewrap, seal, unseal
+from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.db.rewrap import SealedColumns
 
 
 def _aad(schema: str, name: str) -> bytes:
@@ -31,17 +32,6 @@ async def ensure_key(pool: asyncpg.Pool, kms: KmsProvider, schema: str, name: st
     return unseal(kms, Sealed(*row), _aad(schema, name))
 
 
-async def rewrap_all(conn: asyncpg.Connection, kms: KmsProvider, schema: str) -> int:
-    """Re-wrap every sealed key's data key under the active KEK; returns how many moved."""
-    rows = await conn.fetch(
-        "SELECT name, kek_id, wrapped_key, nonce, ciphertext FROM sealed_keys"
-        " WHERE kek_id <> $1 FOR UPDATE", kms.active_key_id,
-    )
-    for row in rows:
-        moved = rewrap(kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-                       _aad(schema, row["name"]))
-        await conn.execute(
-            "UPDATE sealed_keys SET kek_id = $2, wrapped_key = $3 WHERE name = $1",
-            row["name"], moved.kek_id, moved.wrapped_key,
-        )
-    return len(rows)
+def sealed_columns(schema: str) -> SealedColumns:
+    """Where the named keys are, for KEK rotation (``shared.db.rewrap``): every service has them."""
+    return SealedColumns("sealed_keys", key=("name",), aad=lambda row: _aad(schema, row["name"]))

@@ -15,6 +15,7 @@ from services.platform import Platform
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from tests.conftest import Api, initialised, remember_secret, start_platform
+from tests.e2e.iam_helpers import totp_code
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_secrets import put, unique
 from tests.integration.test_bus_contract import wait_until
@@ -89,6 +90,19 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
     schema = platform.settings.schema_for("secrets")
     before = await pool.fetch(f'SELECT path, version, kek_id, ciphertext, nonce FROM "{schema}".secret_versions')
     old_keks = {r["kek_id"] for r in before}
+    # a TOTP enrolment and a webhook's signing secret, sealed before the rotation too
+    username, password = f"rot-{base[-6:]}", remember_secret("rotation-password-" + secrets.token_hex(4))
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": username, "kind": "user", "allowed_scopes": ["secrets:read"], "password": password})
+    assert status == 201
+    _, login, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                    json={"username": username, "password": password})
+    user_token = remember_secret(login["access_token"])
+    _, enrol, _ = await api.request("POST", f"/v1/identities/{user['id']}/mfa/totp", token=user_token)
+    remember_secret(enrol["otpauth_uri"])
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": "http://127.0.0.1:9999/rot"})
+    assert status == 201
+    remember_secret(hook["secret"])
 
     status, body, _ = await api.request("POST", "/v1/sys/kms:rotate")
     assert status == 200, body
@@ -107,6 +121,18 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
     gateway = platform.settings.schema_for("gateway")
     assert await gateway_pool.fetchval(
         f'SELECT count(*) FROM "{gateway}".signing_keys WHERE kek_id <> $1', new_kek) == 0
+    assert await gateway_pool.fetchval(  # TOTP secrets were left under the old KEK before
+        f'SELECT count(*) FROM "{gateway}".identities WHERE mfa_kek_id <> $1', new_kek) == 0
+    webhooks = platform.settings.schema_for("webhooks")
+    assert await gateway_pool.fetchval(
+        f'SELECT count(*) FROM "{webhooks}".webhooks WHERE kek_id <> $1 OR prev_kek_id <> $1', new_kek) == 0
+    for service in ("gateway", "secrets", "pki", "lease", "webhooks"):
+        assert await gateway_pool.fetchval(
+            f'SELECT count(*) FROM "{platform.settings.schema_for(service)}".sealed_keys WHERE kek_id <> $1',
+            new_kek) == 0, service
+    status, _, _ = await api.request("POST", "/v1/auth/mfa", token=user_token,
+                                     json={"totp_code": totp_code(enrol["otpauth_uri"])})
+    assert status == 200  # the re-wrapped TOTP secret still opens
     for path, value in values.items():
         status, got, _ = await api.request("GET", f"/v1/secrets/{path}")
         assert status == 200 and got["value"] == value

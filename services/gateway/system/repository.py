@@ -6,8 +6,8 @@ from typing import Any
 
 from services.gateway.iam.store import SchemaRepository
 from shared.contracts.events import Event
-from shared.crypto import KmsProvider, Sealed, rewrap
-from shared.db import outbox, sealed_keys
+from shared.crypto import KmsProvider
+from shared.db import outbox
 
 _INIT_LOCK = 0x5157_1417  # serialises POST /v1/sys/init across replicas
 _KEK_ROTATION_LOCK = 0x6B656B  # one KEK rotation at a time, across replicas
@@ -49,18 +49,6 @@ class SystemRepository(SchemaRepository):
             )
         return True
 
-    async def rewrap_keys(self, kms: KmsProvider, schema: str, aad_of: Any) -> int:
-        """Re-wrap signing keys (and sealed keys) not under the active KEK."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT kid, kek_id, wrapped_key, nonce, ciphertext FROM signing_keys"
-                " WHERE kek_id <> $1 FOR UPDATE", kms.active_key_id)
-            for r in rows:
-                new = rewrap(kms, Sealed(r["kek_id"], r["wrapped_key"], r["nonce"], r["ciphertext"]),
-                             aad_of(r["kid"]))
-                await conn.execute("UPDATE signing_keys SET kek_id = $2, wrapped_key = $3 WHERE kid = $1",
-                                   r["kid"], new.kek_id, new.wrapped_key)
-            return len(rows) + await sealed_keys.rewrap_all(conn, kms, schema)
 
     async def rotate_kek(self, kms: KmsProvider) -> str:
         """A new KEK in the key file, one rotation at a time across every process."""
