@@ -23,7 +23,8 @@ import structlog
 
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.errors import CofferError, InternalError, ServiceUnavailable, from_wire
+from shared.errors import CofferError, InternalError, ServiceUnavailable, StorageError, from_wire
+from shared.failures import storage_failure
 from shared.metrics import RPC_LATENCY
 
 RPC_EXCHANGE = "coffer.rpc"
@@ -51,8 +52,9 @@ async def handle_request(
     """Run one RPC request; the reply body, or ``None`` when the deadline had passed.
 
     Shared by both buses so that they answer alike: a handler's ``CofferError``
-    becomes an error reply with its code, anything unexpected ``internal_error``
-    (logged here with its traceback, never sent).
+    becomes an error reply with its code, a database failure ``storage_error``,
+    anything else unexpected ``internal_error`` (logged here with its frames,
+    never sent).
     """
     if ctx.expired():
         log.warning("rpc_dropped_expired", method=method)
@@ -72,9 +74,13 @@ async def handle_request(
     except CofferError as exc:
         log.info("rpc_error", method=method, code=exc.code)
         reply = {"ok": False, "error": exc.to_wire()}
-    except Exception:
-        log.exception("rpc_handler_crashed", method=method)
-        reply = {"ok": False, "error": InternalError().to_wire()}
+    except Exception as exc:
+        if storage_failure(exc):
+            log.exception("rpc_storage_failed", method=method)
+            reply = {"ok": False, "error": StorageError("the service's storage failed").to_wire()}
+        else:
+            log.exception("rpc_handler_crashed", method=method)
+            reply = {"ok": False, "error": InternalError().to_wire()}
     log.debug("rpc_handled", method=method, ok=reply["ok"])
     try:
         return encode(reply)

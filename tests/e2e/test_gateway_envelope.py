@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -202,3 +204,36 @@ async def test_services_gone_on_rabbitmq_are_503_within_the_timeout(
         assert body["services"]["gateway"] == "ok"
     finally:
         await gateway.close()
+
+
+async def test_a_storage_failure_in_the_gateway_is_storage_error(
+    api: Api, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert platform.app is not None
+
+    async def lost(*args: Any) -> Any:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection to password=hunter2 lost")
+
+    monkeypatch.setattr(platform.app[STATE].identities, "whoami", lost)
+    status, body, headers = await api.request("GET", "/v1/auth/whoami")
+    assert_envelope(status, body, headers, "storage_error")
+    assert "hunter2" not in str(body)
+
+
+async def test_a_storage_failure_behind_the_bus_is_storage_error(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """The secrets service's table is gone: every call that touches it answers storage_error, naming no SQL."""
+    platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
+    try:
+        api = await initialised(platform, http)
+        assert (await api.request("PUT", "/v1/secrets/a/b", json={"value": "v"}))[0] == 201
+        pool = platform.runtimes["secrets"].pool
+        assert pool is not None
+        await pool.execute(f'DROP TABLE "{platform.settings.schema_for("secrets")}".secret_versions CASCADE')
+        for method, body in (("GET", None), ("PUT", {"value": "w"})):
+            status, answer, headers = await api.request(method, "/v1/secrets/a/b", json=body)
+            err = assert_envelope(status, answer, headers, "storage_error")
+            assert "secret_versions" not in err["message"] and "SELECT" not in str(answer)
+    finally:
+        await platform.close()

@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -56,6 +57,22 @@ async def test_an_errors_retry_after_travels_with_it(bus: Bus) -> None:
     with pytest.raises(QuotaExceeded) as caught:
         await bus.call(name, "throttled", {}, RequestContext())
     assert caught.value.headers == {"Retry-After": "42"}
+
+
+async def test_a_database_failure_in_a_handler_is_storage_error(bus: Bus) -> None:
+    name = svc()
+
+    async def lost(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection lost; password=hunter2")
+
+    async def broken(payload: dict[str, Any], ctx: RequestContext) -> Any:
+        raise asyncpg.exceptions.UndefinedTableError('relation "secret_versions" does not exist')
+
+    await bus.serve(name, {"lost": lost, "broken": broken})
+    for method in ("lost", "broken"):
+        with pytest.raises(StorageError) as caught:
+            await bus.call(name, method, {}, RequestContext())
+        assert "hunter2" not in caught.value.message and "secret_versions" not in caught.value.message
 
 
 async def test_errors_travel_as_vocabulary_codes(bus: Bus) -> None:

@@ -37,6 +37,7 @@ from shared.errors import (
     InvalidRequest,
     StorageError,
 )
+from shared.failures import storage_failure
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("coffer.gateway")
@@ -81,9 +82,13 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = error_response(_translate(exc, request), request_id)
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("request_crashed", method=request.method, route=_route_name(request))
-        response = error_response(InternalError("unexpected error"), request_id)
+    except Exception as exc:
+        if storage_failure(exc):
+            log.exception("request_storage_failed", method=request.method, route=_route_name(request))
+            response = error_response(StorageError("the gateway's storage failed"), request_id)
+        else:
+            log.exception("request_crashed", method=request.method, route=_route_name(request))
+            response = error_response(InternalError("unexpected error"), request_id)
     response.headers["X-Request-ID"] = request_id
     if request.path.startswith("/v1/"):
         # any /v1 answer can carry a secret, a key or a token (and errors are not worth caching)
@@ -165,8 +170,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         outcome, status = "invalid_request", 400 if exc.status >= 400 else exc.status
         raise
-    except Exception:
-        outcome, status = "internal_error", 500
+    except Exception as exc:
+        outcome, status = ("storage_error" if storage_failure(exc) else "internal_error"), 500
         raise
     finally:
         resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
