@@ -1,16 +1,20 @@
 # Coffer — the commands the README names. Everything installs into .venv.
-PYTHON ?= python3.11
-VENV   := .venv
+# Python 3.12 or 3.11, whichever is there (PYTHON=... to choose); the venv is made anew
+# when the interpreter's version changes.
+PYTHON ?= $(shell .ci/find-python 3.12 || .ci/find-python 3.11)
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(PYVER)
 
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: run run-distributed test test-unit docs lint bench clean
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
-	@test -x $(PY) || { echo "creating $(VENV) ..."; $(PYTHON) -m venv $(VENV); }
+	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
+	@test -f $(STAMP) || test ! -e $(VENV) || { echo "$(VENV) is another Python's: making it anew"; rm -rf $(VENV); }
+	@test -x $(PY) || { echo "creating $(VENV) with Python $(PYVER) ..."; $(PYTHON) -m venv $(VENV); }
 	@echo "installing Coffer and its dependencies into $(VENV) ..."
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -m pip install --quiet -e '.[embedded,test]'
