@@ -19,11 +19,6 @@ MAX_METADATA_KEY = 128
 MAX_METADATA_VALUE = 1024
 
 
-def _field_error(field: str, message: str) -> ValidationError:
-    return ValidationError("request validation failed",
-                           details={"fields": [{"field": field, "message": message}]})
-
-
 @dataclass(frozen=True)
 class ValidWrite:
     """A write that passed every rule: the plaintext to seal and the version's metadata."""
@@ -37,26 +32,26 @@ class ValidWrite:
 def _check_value(secret_type: str, value: object) -> bytes:
     if secret_type == "json":
         if not isinstance(value, dict):
-            raise _field_error("value", "a 'json' secret takes a JSON object")
+            raise ValidationError.on("value", "a 'json' secret takes a JSON object")
         size_of = orjson.dumps(value)
     else:
         if not isinstance(value, str):
-            raise _field_error("value", f"a '{secret_type}' secret takes a string")
+            raise ValidationError.on("value", f"a '{secret_type}' secret takes a string")
         size_of = value.encode("utf-8", "surrogatepass")
     if len(size_of) > MAX_VALUE_BYTES:
-        raise _field_error("value", f"value is larger than {MAX_VALUE_BYTES} bytes")
+        raise ValidationError.on("value", f"value is larger than {MAX_VALUE_BYTES} bytes")
     if secret_type == "certificate":
         try:
             x509.load_pem_x509_certificate(size_of)
         except ValueError:
-            raise _field_error("value", "not a PEM X.509 certificate") from None
+            raise ValidationError.on("value", "not a PEM X.509 certificate") from None
     elif secret_type == "private_key":
         try:
             serialization.load_pem_private_key(size_of, password=None)
         except TypeError:
             pass  # an encrypted PEM key: it is a key, we can't (and needn't) open it
         except (ValueError, Exception):  # noqa: BLE001 - unsupported algorithms raise others
-            raise _field_error("value", "not a PEM private key") from None
+            raise ValidationError.on("value", "not a PEM private key") from None
     return orjson.dumps(value)
 
 
@@ -66,19 +61,19 @@ def validate_write(body: PutSecretBody, now: datetime) -> ValidWrite:
         raise InvalidSecretType(
             "unknown secret_type", details={"secret_type": body.secret_type[:64], "allowed": list(SECRET_TYPES)})
     if len(body.metadata) > MAX_METADATA_KEYS:
-        raise _field_error("metadata", f"at most {MAX_METADATA_KEYS} keys")
+        raise ValidationError.on("metadata", f"at most {MAX_METADATA_KEYS} keys")
     for key, val in body.metadata.items():
         if not key or len(key) > MAX_METADATA_KEY or len(val) > MAX_METADATA_VALUE:
-            raise _field_error(
+            raise ValidationError.on(
                 "metadata", f"keys 1–{MAX_METADATA_KEY} characters, values at most {MAX_METADATA_VALUE}")
     plaintext = _check_value(body.secret_type, body.value)
     if body.ttl is not None and body.expires_at is not None:
-        raise _field_error("ttl", "give either ttl or expires_at, not both")
+        raise ValidationError.on("ttl", "give either ttl or expires_at, not both")
     expires_at = body.expires_at
     if body.ttl is not None:
         expires_at = now + timedelta(seconds=parse_duration(body.ttl, field="ttl"))
     if expires_at is not None and expires_at <= now:
-        raise _field_error("expires_at", "must be in the future")
+        raise ValidationError.on("expires_at", "must be in the future")
     return ValidWrite(plaintext, body.secret_type, dict(body.metadata), expires_at)
 
 
