@@ -46,7 +46,7 @@ class SecretsHandlers:
         if meta.expires_at is not None and meta.expires_at <= datetime.now(UTC):
             raise SecretExpired(f"Secret '{path}' expired",
                                 details={"path": path, "expires_at": meta.expires_at.isoformat()})
-        return SecretView(**meta.model_dump(), value=value_of(plaintext))
+        return SecretView.model_validate({**vars(meta), "value": value_of(plaintext)})
 
     @handles(contract.VERSIONS)
     async def versions(self, req: ListVersions, ctx: RequestContext) -> SecretPage:

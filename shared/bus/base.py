@@ -28,6 +28,8 @@ from shared.failures import storage_failure
 from shared.metrics import RPC_LATENCY
 
 RPC_EXCHANGE = "coffer.rpc"
+#: how every successful reply begins (``encode`` writes keys in order and no spaces)
+OK_REPLY = b'{"ok":true'
 EVENTS_EXCHANGE = "coffer.events"
 DEAD_LETTER_EXCHANGE = "coffer.dlx"
 
@@ -140,13 +142,30 @@ class Bus(abc.ABC):
         *,
         timeout: float | None = None,
     ) -> Any:
-        """Ask ``<service>.<method>`` and wait for the answer (at most ``timeout``)."""
+        """Ask ``<service>.<method>`` and wait for the answer (at most ``timeout``); its error raised."""
+        return unpack_reply(await self.call_raw(service, method, payload, ctx, timeout=timeout))
+
+    async def call_raw(
+        self,
+        service: str,
+        method: str,
+        payload: Mapping[str, Any] | bytes,
+        ctx: RequestContext,
+        *,
+        timeout: float | None = None,
+    ) -> bytes:
+        """``call``, answering the reply's bytes (``{"ok": …, "result"|"error": …}``) for a typed client
+        to validate in one pass; a transport failure still raises ``service_unavailable``."""
         started = time.perf_counter()
         outcome = "ok"
         timeout = self.rpc_timeout if timeout is None else timeout
         try:
-            body = encode(dict(payload))  # JSON only: a TypeError here, before anything is sent
-            return await self._call(service, method, body, ctx.with_deadline(timeout), timeout)
+            # JSON only (a TypeError here, before anything is sent); bytes: a typed client's, already JSON
+            body = payload if isinstance(payload, bytes) else encode(dict(payload))
+            reply = await self._call(service, method, body, ctx.with_deadline(timeout), timeout)
+            if not reply.startswith(OK_REPLY):
+                outcome = "error"
+            return reply
         except CofferError as exc:
             outcome = exc.code
             raise
@@ -154,8 +173,9 @@ class Bus(abc.ABC):
             RPC_LATENCY.labels(service, method, outcome).observe(time.perf_counter() - started)
 
     @abc.abstractmethod
-    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
-        """The implementation's round trip: ``body`` is the encoded payload, ``ctx`` carries the deadline."""
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> bytes:
+        """The implementation's round trip: ``body`` is the encoded payload, ``ctx`` carries the deadline;
+        the answer is the reply's body."""
 
     @abc.abstractmethod
     async def serve(self, service: str, handlers: Mapping[str, RpcHandler],

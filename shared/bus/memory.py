@@ -26,7 +26,6 @@ from shared.bus.base import (
     event_headers,
     handle_request,
     topic_matches,
-    unpack_reply,
 )
 from shared.context import RequestContext
 from shared.contracts.events import Event
@@ -64,7 +63,7 @@ class InProcessBus(Bus):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
-    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> bytes:
         handlers = self._services.get(service)
         if not self._open or handlers is None or method not in handlers:
             raise ServiceUnavailable(
@@ -81,7 +80,7 @@ class InProcessBus(Bus):
             raise ServiceUnavailable(
                 f"service {service!r} did not answer in time", details={"service": service}
             )
-        return unpack_reply(reply)
+        return reply
 
     async def serve(self, service: str, handlers: Mapping[str, RpcHandler],
                     callers: Mapping[str, Sequence[str]] | None = None) -> None:

@@ -13,19 +13,22 @@ or parses a raw dict for the bus.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as _PydanticError
 
-from shared.errors import ValidationError
+from shared.errors import InternalError, ValidationError, from_wire
 
 if TYPE_CHECKING:
     from shared.context import RequestContext
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res", bound=BaseModel)
 
@@ -54,11 +57,26 @@ def field_errors(exc: _PydanticError) -> list[dict[str, str]]:
     ]
 
 
+@functools.cache
+def _field_names(model: type[BaseModel]) -> tuple[str, ...]:
+    # pydantic's class-level ``model_fields`` costs ~0.6 µs a call: it was a fifth of a list's time
+    return tuple(model.model_fields)
+
+
+_MISSING = object()
+
+
 def from_row(model: type[M], row: Mapping[str, Any], **extra: Any) -> M:
     """``model`` from a database row (the model's fields the row has; the others keep defaults), plus ``extra``."""
-    columns = set(row.keys())
-    return model(**{name: row[name] for name in model.model_fields if name in columns and name not in extra},
-                 **extra)
+    data = {name: value for name in _field_names(model) if (value := row.get(name, _MISSING)) is not _MISSING}
+    data.update(extra)
+    return model.model_validate(data)
+
+
+@functools.cache
+def _reply_type(result: type[BaseModel]) -> type[Reply[Any]]:
+    """``Reply[result]``, made once (pydantic's generic-class lookup costs a few µs a call)."""
+    return Reply[result]  # type: ignore[valid-type]
 
 
 def parse(model: type[M], data: Any) -> M:
@@ -82,20 +100,42 @@ class Method(Generic[Req, Res]):
 class Caller(Protocol):
     """What a client needs of the bus."""
 
-    async def call(self, service: str, method: str, payload: Mapping[str, Any], ctx: RequestContext, *,
-                   timeout: float | None = None) -> Any: ...
+    async def call_raw(self, service: str, method: str, payload: Mapping[str, Any] | bytes, ctx: RequestContext,
+                       *, timeout: float | None = None) -> bytes: ...
+
+
+class Reply(BaseModel, Generic[T]):
+    """An RPC reply as it travels: ``{"ok": true, "result": …}`` or ``{"ok": false, "error": {code, …}}``."""
+
+    ok: bool
+    result: T | None = None
+    error: Any = None
 
 
 class ServiceClient:
-    """The base of the typed clients: one method per RPC method, models in, models out."""
+    """The base of the typed clients: one method per RPC method, models in, models out.
+
+    A reply is validated from its bytes in one pass (pydantic's JSON parser
+    and validator together), not decoded to dicts and validated again.
+    """
 
     def __init__(self, bus: Caller) -> None:
         self.bus = bus
 
     async def _call(self, method: Method[Req, Res], ctx: RequestContext, request: Req, *,
                     timeout: float | None = None) -> Res:
-        raw = await self.bus.call(method.service, method.name, request.model_dump(mode="json"), ctx, timeout=timeout)
-        return method.result.model_validate(raw if raw is not None else {})
+        payload = request.__pydantic_serializer__.to_json(request)  # the request's JSON, in one pass
+        body = await self.bus.call_raw(method.service, method.name, payload, ctx, timeout=timeout)
+        try:
+            reply = _reply_type(method.result).model_validate_json(body)
+        except _PydanticError:
+            raise InternalError(f"malformed reply from {method.service}.{method.name}") from None
+        if not reply.ok:
+            raise from_wire(reply.error)
+        if reply.result is None:
+            return method.result()  # Empty: the method answers nothing
+        result: Res = reply.result
+        return result
 
 
 Handler = Callable[[Any, Any, "RequestContext"], Awaitable[Any]]
@@ -123,6 +163,11 @@ def rpc_table(handlers: object) -> dict[str, RpcFunction]:
 def _adapter(method: Method[Any, Any], fn: Callable[[Any, RequestContext], Awaitable[Any]]) -> RpcFunction:
     async def handler(payload: dict[str, Any], ctx: RequestContext) -> Any:
         result = await fn(parse(method.request, payload), ctx)
-        return None if method.result is Empty else method.result.model_validate(result).model_dump(mode="json")
+        if method.result is Empty:
+            return None
+        # a handler's own result model is used as it is (validating it again would copy it for nothing)
+        model = result if type(result) is method.result else method.result.model_validate(result)
+        # the result's JSON, made by pydantic's serializer and put in the reply as it is
+        return orjson.Fragment(model.__pydantic_serializer__.to_json(model))
     handler.__name__ = f"{method.service}.{method.name}"
     return handler

@@ -1,7 +1,8 @@
 """The secrets service's handlers and domain, on an in-memory store: the rules without a broker or a database.
 
-Calls go through ``rpc_table`` exactly as the bus delivers them (a JSON
-payload in, the context with tenant and quotas, a JSON result out); the
+Calls go through the in-process bus exactly as in production (a JSON
+payload in, the context with tenant and quotas, a JSON result or a
+vocabulary error out); the
 repository's SQL (compare-and-set, quotas under racing writers) is the
 integration tests' business.
 """
@@ -9,6 +10,7 @@ integration tests' business.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from services.secrets.domain import ValidWrite
 from services.secrets.handlers import SecretsHandlers
+from shared.bus import InProcessBus
 from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.secrets import SecretMeta
@@ -105,14 +108,23 @@ class FakeSecretsStore:
 
 @dataclass
 class Service:
+    """The handlers on the in-process bus, over a fake store: calls go through the wire as in production."""
+
     store: FakeSecretsStore
-    rpc: dict[str, Any]
+    bus: InProcessBus
+
+    async def call(self, method: str, payload: dict[str, Any], context: RequestContext) -> Any:
+        return await self.bus.call("secrets", method, payload, context)
 
 
 @pytest.fixture
-def svc() -> Service:
-    store = FakeSecretsStore()
-    return Service(store, rpc_table(SecretsHandlers(store, CursorCodec(secrets.token_bytes(32)), retention_seconds=60)))
+async def svc() -> AsyncIterator[Service]:
+    store, bus = FakeSecretsStore(), InProcessBus()
+    await bus.start()
+    await bus.serve("secrets", rpc_table(SecretsHandlers(store, CursorCodec(secrets.token_bytes(32)),
+                                                         retention_seconds=60)))
+    yield Service(store, bus)
+    await bus.close()
 
 
 def ctx(tenant: str = "ten_a", **quotas: int) -> RequestContext:
@@ -120,41 +132,41 @@ def ctx(tenant: str = "ten_a", **quotas: int) -> RequestContext:
 
 
 async def test_versions_compare_and_set_and_create_only(svc: Service) -> None:
-    first = await svc.rpc["put"]({"path": "app/db", "value": "v1"}, ctx())
+    first = await svc.call("put", {"path": "app/db", "value": "v1"}, ctx())
     assert first["created"] is True and first["secret"]["version"] == 1
-    second = await svc.rpc["put"]({"path": "app/db", "value": "v2", "expected_version": 1}, ctx())
+    second = await svc.call("put", {"path": "app/db", "value": "v2", "expected_version": 1}, ctx())
     assert second["created"] is False and second["secret"]["version"] == 2
     for expected in (1, 0):  # stale, and create-only on an existing secret
         with pytest.raises(VersionConflict):
-            await svc.rpc["put"]({"path": "app/db", "value": "v3", "expected_version": expected}, ctx())
-    got = await svc.rpc["get"]({"path": "app/db", "version": 1}, ctx())
+            await svc.call("put", {"path": "app/db", "value": "v3", "expected_version": expected}, ctx())
+    got = await svc.call("get", {"path": "app/db", "version": 1}, ctx())
     assert got["value"] == "v1" and got["version"] == 1
     with pytest.raises(VersionNotFound):
-        await svc.rpc["get"]({"path": "app/db", "version": 9}, ctx())
+        await svc.call("get", {"path": "app/db", "version": 9}, ctx())
 
 
 async def test_the_quota_comes_from_the_context_and_carries_retry_after(svc: Service) -> None:
-    await svc.rpc["put"]({"path": "q/1", "value": "v"}, ctx(max_secrets=1))
-    await svc.rpc["put"]({"path": "q/1", "value": "v2"}, ctx(max_secrets=1))  # an update is no create
+    await svc.call("put", {"path": "q/1", "value": "v"}, ctx(max_secrets=1))
+    await svc.call("put", {"path": "q/1", "value": "v2"}, ctx(max_secrets=1))  # an update is no create
     with pytest.raises(QuotaExceeded) as caught:
-        await svc.rpc["put"]({"path": "q/2", "value": "v"}, ctx(max_secrets=1))
+        await svc.call("put", {"path": "q/2", "value": "v"}, ctx(max_secrets=1))
     assert caught.value.headers["Retry-After"].isdigit()
 
 
 async def test_an_expired_secret_is_gone_and_soft_delete_restores(svc: Service) -> None:
     past = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-    await svc.rpc["put"]({"path": "exp/a", "value": "v", "expires_at": past}, ctx())
+    await svc.call("put", {"path": "exp/a", "value": "v", "expires_at": past}, ctx())
     version = svc.store.secrets[("ten_a", "exp/a")].versions
     version[0] = (version[0][0].model_copy(update={"expires_at": datetime.now(UTC)}), version[0][1])  # time passes
     with pytest.raises(SecretExpired):
-        await svc.rpc["get"]({"path": "exp/a"}, ctx())
-    await svc.rpc["put"]({"path": "del/a", "value": "v"}, ctx())
-    await svc.rpc["delete"]({"path": "del/a"}, ctx())
+        await svc.call("get", {"path": "exp/a"}, ctx())
+    await svc.call("put", {"path": "del/a", "value": "v"}, ctx())
+    await svc.call("delete", {"path": "del/a"}, ctx())
     with pytest.raises(SecretNotFound):
-        await svc.rpc["get"]({"path": "del/a"}, ctx())
+        await svc.call("get", {"path": "del/a"}, ctx())
     with pytest.raises(SecretExists):
-        await svc.rpc["put"]({"path": "del/a", "value": "again"}, ctx())
-    assert (await svc.rpc["restore"]({"path": "del/a"}, ctx()))["version"] == 1
+        await svc.call("put", {"path": "del/a", "value": "again"}, ctx())
+    assert (await svc.call("restore", {"path": "del/a"}, ctx()))["version"] == 1
 
 
 @pytest.mark.parametrize(("payload", "error"), [
@@ -174,30 +186,30 @@ async def test_an_expired_secret_is_gone_and_soft_delete_restores(svc: Service) 
 async def test_writes_that_break_a_rule_are_refused_naming_the_rule_not_the_value(
         svc: Service, payload: dict[str, Any], error: type[CofferError]) -> None:
     with pytest.raises(error) as caught:
-        await svc.rpc["put"](payload, ctx())
+        await svc.call("put", payload, ctx())
     assert "x" * 100 not in str(caught.value.to_wire()) and "not PEM" not in str(caught.value.to_wire())
 
 
 async def test_tenants_do_not_see_each_other_and_a_request_needs_a_tenant(svc: Service) -> None:
-    await svc.rpc["put"]({"path": "shared/name", "value": "a's"}, ctx("ten_a"))
+    await svc.call("put", {"path": "shared/name", "value": "a's"}, ctx("ten_a"))
     with pytest.raises(SecretNotFound):
-        await svc.rpc["get"]({"path": "shared/name"}, ctx("ten_b"))
-    assert (await svc.rpc["list"]({"prefix": "shared/"}, ctx("ten_b")))["items"] == []
+        await svc.call("get", {"path": "shared/name"}, ctx("ten_b"))
+    assert (await svc.call("list", {"prefix": "shared/"}, ctx("ten_b")))["items"] == []
     with pytest.raises(Forbidden):
-        await svc.rpc["get"]({"path": "shared/name"}, RequestContext())
+        await svc.call("get", {"path": "shared/name"}, RequestContext())
 
 
 async def test_lists_page_with_cursors_bound_to_tenant_and_query(svc: Service) -> None:
     for i in range(5):
-        await svc.rpc["put"]({"path": f"list/k{i}", "value": "v"}, ctx())
+        await svc.call("put", {"path": f"list/k{i}", "value": "v"}, ctx())
     seen, cursor = [], None
     while True:
-        page = await svc.rpc["list"]({"prefix": "list/", "limit": 2, "cursor": cursor}, ctx())
+        page = await svc.call("list", {"prefix": "list/", "limit": 2, "cursor": cursor}, ctx())
         seen += [item["path"] for item in page["items"]]
         if not (cursor := page["next_cursor"]):
             break
         with pytest.raises(InvalidCursor):  # another tenant, or another query, can't continue it
-            await svc.rpc["list"]({"prefix": "list/", "limit": 2, "cursor": cursor}, ctx("ten_b"))
+            await svc.call("list", {"prefix": "list/", "limit": 2, "cursor": cursor}, ctx("ten_b"))
         with pytest.raises(InvalidCursor):
-            await svc.rpc["list"]({"prefix": "list/k", "limit": 2, "cursor": cursor}, ctx())
+            await svc.call("list", {"prefix": "list/k", "limit": 2, "cursor": cursor}, ctx())
     assert seen == [f"list/k{i}" for i in range(5)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from services.webhooks.dispatcher import Dispatcher
 from services.webhooks.handlers import WebhookHandlers
+from shared.bus import InProcessBus
 from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.events import Event
@@ -121,17 +123,31 @@ def store() -> FakeWebhooksStore:
     return FakeWebhooksStore()
 
 
+class Rpc:
+    """The handlers on the in-process bus: ``rpc["create"](payload, ctx)`` goes through the wire."""
+
+    def __init__(self, bus: InProcessBus) -> None:
+        self.bus = bus
+
+    def __getitem__(self, method: str) -> Any:
+        return lambda payload, context: self.bus.call("webhooks", method, payload, context)
+
+
 @pytest.fixture
-def rpc(store: FakeWebhooksStore) -> dict[str, Any]:
-    return rpc_table(WebhookHandlers(store, CursorCodec(secrets.token_bytes(32)), OutboundPolicy(), 60.0, lookup,
-                                     lambda: None))
+async def rpc(store: FakeWebhooksStore) -> AsyncIterator[Rpc]:
+    bus = InProcessBus()
+    await bus.start()
+    await bus.serve("webhooks", rpc_table(WebhookHandlers(store, CursorCodec(secrets.token_bytes(32)),
+                                                          OutboundPolicy(), 60.0, lookup, lambda: None)))
+    yield Rpc(bus)
+    await bus.close()
 
 
 def ctx(tenant: str = "ten_a", identity: str = "idn_owner", **quotas: int) -> RequestContext:
     return RequestContext(tenant_id=tenant, identity_id=identity, quotas=quotas)
 
 
-async def test_a_webhook_shows_its_secret_once_and_its_url_is_guarded(rpc: dict[str, Any]) -> None:
+async def test_a_webhook_shows_its_secret_once_and_its_url_is_guarded(rpc: Rpc) -> None:
     created = await rpc["create"]({"url": "https://hooks.example/in"}, ctx())
     assert created["secret"].startswith("whsec_") and created["created_at"].endswith("Z")
     got = await rpc["get"]({"id": created["id"]}, ctx())
@@ -145,14 +161,14 @@ async def test_a_webhook_shows_its_secret_once_and_its_url_is_guarded(rpc: dict[
         await rpc["get"]({"id": created["id"]}, ctx("ten_b"))
 
 
-async def test_the_webhook_quota_comes_from_the_context(rpc: dict[str, Any]) -> None:
+async def test_the_webhook_quota_comes_from_the_context(rpc: Rpc) -> None:
     await rpc["create"]({"url": "https://hooks.example/1"}, ctx(max_webhooks=1))
     with pytest.raises(QuotaExceeded):
         await rpc["create"]({"url": "https://hooks.example/2"}, ctx(max_webhooks=1))
 
 
 async def test_subscriptions_check_types_and_globs_and_remember_their_owner(
-        rpc: dict[str, Any], store: FakeWebhooksStore) -> None:
+        rpc: Rpc, store: FakeWebhooksStore) -> None:
     hook = await rpc["create"]({"url": "https://hooks.example/in"}, ctx())
     for bad in (["Secret.Created"], ["secret..x"], [""]):
         with pytest.raises(ValidationError):
@@ -164,7 +180,7 @@ async def test_subscriptions_check_types_and_globs_and_remember_their_owner(
     assert store.subscriptions[sub["id"]]["created_by"] == "idn_owner"
 
 
-async def test_deliveries_show_their_attempts(rpc: dict[str, Any], store: FakeWebhooksStore) -> None:
+async def test_deliveries_show_their_attempts(rpc: Rpc, store: FakeWebhooksStore) -> None:
     hook = await rpc["create"]({"url": "https://hooks.example/in"}, ctx())
     now = datetime.now(UTC)
     store.deliveries["msg_1"] = {"id": "msg_1", "webhook_id": hook["id"], "event_id": "e1",

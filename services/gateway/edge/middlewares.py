@@ -189,7 +189,7 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
     quotas = await st.tenancy.quotas(tenant_id)
     ctx = context(request).model_copy(update={
         "tenant_id": tenant_id, "identity_id": who.identity_id, "scopes": tuple(sorted(who.scopes)),
-        "quotas": {k: v for k, v in quotas.items() if isinstance(v, int)}})
+        "quotas": quotas})
     request[CONTEXT] = ctx
     ctx.bind()
     if route.scope and route.scope not in who.scopes:

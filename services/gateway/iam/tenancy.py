@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +19,7 @@ class Tenancy:
         self.tenants = tenants
         self.identities = identities
         self._root: str | None = None  # the root tenant never changes once sys/init made it
-        self._quotas: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._quotas: dict[str, tuple[float, dict[str, int]]] = {}
 
     async def resolve(self, request: web.Request, who: Principal) -> str:
         """The tenant the request acts in: the caller's, or a descendant named by a partner admin."""
@@ -47,13 +46,14 @@ class Tenancy:
     async def is_root(self, tenant_id: str) -> bool:
         return tenant_id == await self.root_tenant_id()
 
-    async def quotas(self, tenant_id: str) -> dict[str, Any]:
-        """The tenant's quotas (cached a few seconds; a change on this replica drops the cache at once)."""
+    async def quotas(self, tenant_id: str) -> dict[str, int]:
+        """The tenant's quotas that are set (cached a few seconds; a change on this replica drops the cache
+        at once). The dict is shared: read it, don't change it."""
         cached = self._quotas.get(tenant_id)
         if cached and time.monotonic() - cached[0] < QUOTA_TTL:
             return cached[1]
         row = await self.tenants.tenant(tenant_id)
-        quotas = dict(row["quotas"]) if row is not None else {}
+        quotas = {k: v for k, v in (row["quotas"] if row is not None else {}).items() if isinstance(v, int)}
         if len(self._quotas) > 100_000:
             self._quotas.clear()
         self._quotas[tenant_id] = (time.monotonic(), quotas)

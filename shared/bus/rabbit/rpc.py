@@ -6,7 +6,6 @@ import asyncio
 import secrets
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
 
 import aio_pika
 import aiormq
@@ -21,7 +20,6 @@ from shared.bus.base import (
     RpcHandler,
     encode,
     handle_request,
-    unpack_reply,
 )
 from shared.bus.rabbit.connection import DIRECT_REPLY_TO, JSON, RabbitConnection, log
 from shared.context import RequestContext
@@ -42,7 +40,7 @@ class RabbitRpc(RabbitConnection):
         await raw.basic_consume(queue.name, partial(self._on_request, service, raw), no_ack=True)
         self._consuming.add(f"rpc:{service}")
 
-    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> Any:
+    async def _call(self, service: str, method: str, body: bytes, ctx: RequestContext, timeout: float) -> bytes:
         correlation_id = secrets.token_hex(16)
         details = {"service": service}
         try:
@@ -87,7 +85,7 @@ class RabbitRpc(RabbitConnection):
         finally:
             self._pending.pop(correlation_id, None)
             self._repliers.pop(correlation_id, None)
-        return unpack_reply(reply)
+        return reply
 
     async def _on_reply(self, message: DeliveredMessage) -> None:
         props = message.header.properties
