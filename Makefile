@@ -30,8 +30,14 @@ run-distributed: $(STAMP)
 	COFFER_DATABASE_URL=$${COFFER_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/coffer} \
 	$(PY) -m services.distributed
 
+# a Debian package's command, installed when missing: $(call need,command,package,why)
+need = @command -v $(1) >/dev/null || { echo "installing $(2) ($(3), Debian package) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq $(2) >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(2) >/dev/null; }; }
+
 ## make test: unit + integration + e2e against the real RabbitMQ and PostgreSQL on 127.0.0.1
 test: $(STAMP)
+	$(call need,openssl,openssl,the relying party of the PKI tests)
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP)
@@ -49,9 +55,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-## make bench: secrets read/write/list throughput and latency, embedded and distributed (see bench/run.py)
+## make bench: secrets, tokens and PKI throughput and latency, embedded and distributed (see bench/run.py)
 bench: $(STAMP)
-	@command -v wrk >/dev/null || { echo "installing wrk (the load generator, Debian package) ..."; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }; }
+	$(call need,wrk,wrk,the load generator)
 	$(PY) -m bench.run $(BENCH_ARGS)

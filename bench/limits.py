@@ -3,12 +3,15 @@
     python -m bench.limits direct-read --dsn DSN --schema S --key-file F --tenant T --duration 10 --clients 64
     python -m bench.limits {rpc-server,bus-server} --amqp URL
     python -m bench.limits {rpc-client,bus-client} --amqp URL --duration 10 --clients 64
+    python -m bench.limits pki-issue --key-type ec-p256 --duration 10 --clients 16
 
 ``direct-read`` is what a secret read costs without HTTP and without the bus
 (asyncpg fetch + unwrap + AES-GCM decrypt, the secrets repository's own
 code). ``rpc-*`` is the raw RPC round trip the issue names as the ceiling:
 plain aio-pika between two processes, JSON bodies, direct reply-to, no
-publisher confirms, an empty handler. ``bus-*`` is the same round trip
+publisher confirms, an empty handler. ``pki-issue`` is what
+``:issue`` costs in ``cryptography`` alone (key, leaf, signature, PEM) in
+one process's CPU pool. ``bus-*`` is the same round trip
 through Coffer's own bus (shared.bus.RabbitBus: context headers, deadlines,
 mandatory publishes, the error envelope). All run on uvloop, as the services
 do. Each client prints one JSON line of results.
@@ -70,6 +73,35 @@ async def direct_read(args: argparse.Namespace) -> dict[str, Any]:
     result = await _load(args.clients, args.duration, read)
     await pool.close()
     return result
+
+
+async def pki_issue(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``:issue`` costs in cryptography alone: a key made, a leaf built and signed by an EC P-256 CA,
+    both serialised to PEM — in this process's CPU pool (the threads the pki service uses), no HTTP, no
+    bus, no database."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.pki import certs, keys
+    from services.pki.names import NameRules, check_names
+    from shared.cpu import run_cpu
+
+    ca_key = keys.generate("ec-p256")
+    now = datetime.now(UTC)
+    ca = certs.Issuer(certs.build_ca("Bench CA", ca_key, certs.new_serial(), now, now + timedelta(days=365), None),
+                      ca_key, "http://127.0.0.1/v1/pki/cas/ca_bench/crl", "http://127.0.0.1/v1/pki/ocsp")
+    names = check_names(NameRules(("bench.test",), True, False, False, False), "svc.bench.test")
+
+    def one() -> tuple[str, str]:
+        key = keys.generate(args.key_type)
+        cert = certs.build_leaf(key.public_key(), names, certs.new_serial(), now, now + timedelta(days=30),
+                                ("server_auth",), ca)
+        return keys.to_pem(key), certs.pem(cert)
+
+    async def call(i: int, n: int) -> None:
+        await run_cpu(one)
+
+    await _load(args.clients, 1.0, call)
+    return await _load(args.clients, args.duration, call)
 
 
 async def rpc_server(args: argparse.Namespace) -> None:
@@ -145,7 +177,9 @@ async def bus_client(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client"])
+    parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client",
+                                         "pki-issue"])
+    parser.add_argument("--key-type", default="ec-p256")
     parser.add_argument("--dsn")
     parser.add_argument("--schema", default="secrets")
     parser.add_argument("--key-file")
@@ -159,7 +193,7 @@ def main() -> None:
     if args.what.endswith("-server"):
         asyncio.run(rpc_server(args) if args.what == "rpc-server" else bus_server(args))
         return
-    clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client}
+    clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client, "pki-issue": pki_issue}
     result = asyncio.run(clients[args.what](args))
     sys.stdout.write(json.dumps(result) + "\n")
 

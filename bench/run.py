@@ -36,6 +36,7 @@ import aiohttp
 import asyncpg
 
 from bench import globs
+from bench.pki import ISSUE_BODY, pki_setup
 from shared.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +166,8 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
                 assert r.status in (200, 201), await r.text()
 
         await asyncio.gather(*(seed(p) for p in paths))
+        pki = await pki_setup(session, stack.url, auth) if {"issue-ec", "issue-rsa", "ocsp"} & set(
+            args.scenarios.split(",")) else {}
 
         scenarios = {
             "read": ("secret read", "GET", [f"/v1/secrets/{p}" for p in paths], "-", args.clients),
@@ -175,6 +178,9 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
                      args.clients),
             "token": ("token issue", "POST", ["/v1/auth/token"], json.dumps(
                 {"client_id": init["client_id"], "client_secret": init["client_secret"]}), args.clients),
+            "issue-ec": ("issue EC P-256 leaf", "POST", ["/v1/pki/roles/bench-ec:issue"], ISSUE_BODY, 16),
+            "issue-rsa": ("issue RSA-2048 leaf", "POST", ["/v1/pki/roles/bench-rsa:issue"], ISSUE_BODY, 16),
+            "ocsp": ("OCSP answer (GET, no token)", "GET", pki.get("ocsp", []), "-", args.clients),
         }
         results = []
         for key in args.scenarios.split(","):
@@ -190,6 +196,12 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
                                 "--key-file", str(data / "kms.key"), "--tenant", init["tenant_id"],
                                 "--duration", str(args.duration), "--clients", str(args.clients))
         results.append({"mode": mode, "scenario": "limit: direct read (no HTTP, no bus)", **direct})
+        for key, key_type, label in (("issue-ec", "ec-p256", "EC P-256"), ("issue-rsa", "rsa-2048", "RSA-2048")):
+            if key in args.scenarios.split(","):
+                print(f"bench: {mode}: limit: {label} leaf in cryptography alone, in one process ...", flush=True)
+                limit = await run_json(sys.executable, "-m", "bench.limits", "pki-issue", "--key-type", key_type,
+                                       "--duration", str(args.duration), "--clients", "16")
+                results.append({"mode": mode, "scenario": f"limit: {label} leaf, cryptography only", **limit})
         if args.fanout:
             print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
             results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
@@ -303,6 +315,14 @@ def versions() -> dict[str, str]:
     return found
 
 
+def _limit_of(scenario: str) -> str:
+    """Which limit a scenario is measured against: its own key type's for issuing, else the direct read."""
+    for label in ("EC P-256 leaf", "RSA-2048 leaf"):
+        if label in scenario:
+            return label
+    return "-" if scenario.startswith("OCSP") else "direct read"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description="Coffer benchmark")
     parser.add_argument("--duration", type=float, default=10.0)
@@ -310,8 +330,8 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
-    parser.add_argument("--scenarios", default="read,read32,write,list,token",
-                        help="HTTP scenarios, of read, read32, write, list, token")
+    parser.add_argument("--scenarios", default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp",
+                        help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()
@@ -328,14 +348,15 @@ async def main() -> None:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
     results += [bus, rpc]
-    limits = {r["mode"]: r["rps"] for r in results if r["scenario"].startswith("limit: direct")}
+    limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
+              for r in results if r["scenario"].startswith("limit: ")}
     print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "
           f"Python {pyplatform.python_version()}\n")
-    print("| mode | scenario | req/s | × direct read | × raw RPC | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |")
+    print("| mode | scenario | req/s | × its limit | × raw RPC | p50 ms | p95 ms | p99 ms | errors | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rss = ", ".join(f"{k} {v}" for k, v in r.get("peak_rss_mb", {}).items())
-        direct = limits.get(r["mode"])
+        direct = limits.get((r["mode"], _limit_of(r["scenario"])))
         r["ratio_direct_read"] = round(r["rps"] / direct, 3) if direct else None
         r["ratio_raw_rpc"] = round(r["rps"] / rpc["rps"], 3) if rpc["rps"] else None
         print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['ratio_direct_read'] or ''} | "

@@ -6,6 +6,7 @@ mocks the broker or the database.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -182,13 +183,32 @@ async def start_platform(
     return platform
 
 
+@contextlib.asynccontextmanager
+async def own_platform(mode: str, tmp: Path, pg_dsn: str, **over: Any) -> AsyncIterator[Platform]:
+    """A platform of a test module's own: on the in-process bus (``embedded``), or on RabbitMQ in a vhost
+    of its own (``rabbitmq``), so that its consumers meet no other module's."""
+    vhost = None
+    if mode == "rabbitmq":
+        vhost = f"coffer_{tmp.name[:20]}_{secrets.token_hex(3)}"
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    p = await start_platform(tmp, f"{AMQP_BASE}/{vhost}" if vhost else None, pg_dsn, **over)
+    try:
+        yield p
+    finally:
+        await p.close()
+        if vhost:
+            rabbitmqctl("delete_vhost", vhost)
+
+
 async def initialised(platform: Platform, http: aiohttp.ClientSession) -> Api:
     """An admin client of a freshly started platform (``sys/init`` done)."""
     assert platform.url
     api = Api(platform.url, http)
     status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
     assert status == 201, init
-    api.token = init["token"]
+    api.token = remember_secret(init["token"])
+    remember_secret(init["client_secret"])
     return api
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shared.bus import Bus
+from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
 from shared.contracts.system import SystemClient
 from shared.contracts.webhooks import WebhooksClient
@@ -63,6 +64,7 @@ class GatewayState:
     # the services behind the gateway
     secrets: SecretsClient
     webhooks: WebhooksClient
+    pki: PkiClient
     services: SystemClient
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 
 from services.gateway.state import STATE
 from services.platform import Platform
-from tests.conftest import AMQP_BASE, Api, free_port, initialised, rabbitmqctl, remember_secret, start_platform
+from tests.conftest import Api, free_port, initialised, own_platform, remember_secret, start_platform
 from tests.e2e.iam_helpers import allow, identity, name, token, totp_code
 from tests.e2e.receiver import Receiver
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -36,16 +35,8 @@ NOWHERE = "http://127.0.0.1:9999/h"  # an allowed port where nothing listens
 async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                    pg_dsn: str) -> AsyncIterator[Platform]:
     """This module's own platform: the in-process bus, or RabbitMQ in a vhost of its own."""
-    vhost = None
-    if request.param == "rabbitmq":
-        vhost = f"coffer_hardening_{secrets.token_hex(3)}"
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    p = await start_platform(tmp_path_factory.mktemp(request.param), f"{AMQP_BASE}/{vhost}" if vhost else None, pg_dsn)
-    yield p
-    await p.close()
-    if vhost:
-        rabbitmqctl("delete_vhost", vhost)
+    async with own_platform(request.param, tmp_path_factory.mktemp(request.param), pg_dsn) as p:
+        yield p
 
 
 @pytest.fixture(scope="module")

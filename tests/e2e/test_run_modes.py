@@ -20,6 +20,9 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
 
 from shared.registry import SERVICES
 from tests.conftest import ROOT, Api, free_port, rabbitmqctl
@@ -169,6 +172,24 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
         finally:
             await admin.close()
 
+        # the PKI under its own user: a CA, a role, a certificate; OCSP and the CRL answer without a token
+        status, ca, _ = await api.request("POST", "/v1/pki/cas", json={
+            "name": "dist", "common_name": "Dist CA", "key_type": "ec-p256", "ttl": "720h"})
+        assert status == 201, ca
+        status, _, _ = await api.request("PUT", "/v1/pki/roles/web", json={
+            "ca_id": ca["id"], "allowed_domains": ["example.com"], "allow_subdomains": True})
+        status, cert, _ = await api.request("POST", "/v1/pki/roles/web:issue", json={"common_name": "a.example.com"})
+        assert status == 201, cert
+        leaf = x509.load_pem_x509_certificate(cert["certificate"].encode())
+        issuer = x509.load_pem_x509_certificate(ca["certificate"].encode())
+        ocsp_request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+        assert (await api.request("POST", f"/v1/pki/certificates/{cert['serial']}:revoke", json={}))[0] == 200
+        async with http.post(f"{api.url}/v1/pki/ocsp", data=ocsp_request.public_bytes(serialization.Encoding.DER)) as r:
+            assert ocsp.load_der_ocsp_response(await r.read()).certificate_status == ocsp.OCSPCertStatus.REVOKED
+        async with http.get(f"{api.url}/v1/pki/cas/{ca['id']}/crl") as r:
+            assert x509.load_der_x509_crl(await r.read()).get_revoked_certificate_by_serial_number(
+                leaf.serial_number) is not None
+
         pki_pid = int(next(line for line in started if " pki " in line).split("pid ")[1].rstrip(")"))
         os.kill(pki_pid, signal.SIGKILL)
         deadline = time.monotonic() + 15
@@ -182,7 +203,8 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
     assert "pki#1 exited" in launcher.output
     assert launcher.output.count("coffer: stopped ") == 6
     assert launcher.output.count('"event": "http_request"') > 5 and '"event": "webhook_attempt"' in launcher.output
-    for secret in ("v-dist-secret-value", init["token"], init["client_secret"], hook["secret"]):
+    key_line = cert["private_key"].splitlines()[1]
+    for secret in ("v-dist-secret-value", init["token"], init["client_secret"], hook["secret"], key_line):
         assert secret not in launcher.output  # every process's log lines are in it
 
 

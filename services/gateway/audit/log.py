@@ -87,7 +87,8 @@ class AuditLog:
                      outcome: str, status: int, client_ip: str | None, request_id: str,
                      sensitive: dict[str, str] | None = None) -> None:
         entry: dict[str, Any] = {
-            "tenant_id": tenant_id, "identity_id": identity_id, "action": action, "resource": resource[:600],
+            "tenant_id": tenant_id, "identity_id": identity_id, "action": _text(action[:300]),
+            "resource": _text(resource[:600]),
             "outcome": outcome, "status": status, "client_ip": client_ip, "request_id": request_id,
             "fields": {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()},
             "at": datetime.now(UTC),
@@ -210,3 +211,8 @@ class AuditLog:
             if len(rows) < batch:
                 return {"ok": True, "checked": checked, "first_broken": None}
             after = rows[-1]["seq"]
+
+
+def _text(value: str) -> str:
+    """What a caller put in a URL, storable as PostgreSQL text: NUL and lone surrogates escaped."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")

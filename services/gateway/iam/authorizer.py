@@ -77,6 +77,11 @@ class Authorizer:
         decide(await self.rules.rules(who.identity_id), resource, capability,
                ip=self.clients.of(request), mfa_at=who.mfa_at)
 
+    async def authorize_also(self, request: web.Request, who: Principal, resource: str, capability: str) -> None:
+        """A second resource the request acts through (a role's CA): allowed too, or the reason raised;
+        the audit entry keeps naming the request's own target."""
+        await self._decide(request, who, resource, capability)
+
     async def may(self, request: web.Request, who: Principal, resource: str, capability: str) -> bool:
         """Would a policy allow it? (A question about one item: the request's audit target stays.)"""
         try:
