@@ -292,3 +292,33 @@ async def test_rsa_4096_keys_are_made_off_the_event_loop(api: Api, platform: Pla
     assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 4096
     print(f"two RSA-4096 CAs in {took:.2f}s; the loop's longest pause {worst * 1000:.0f} ms")
     assert worst < 0.25
+
+
+async def test_every_pki_endpoint_answers_in_this_run_mode(api: Api, hierarchy: dict[str, Any]) -> None:
+    """The reads, lists and deletes the flows above don't reach, once each."""
+    inter, role = hierarchy["inter"], hierarchy["server"]
+    assert (await api.request("GET", f"/v1/pki/cas/{inter['id']}"))[1]["id"] == inter["id"]
+    status, page, _ = await api.request("GET", "/v1/pki/cas?limit=1")
+    assert status == 200 and len(page["items"]) == 1 and page["next_cursor"]
+    status, page, _ = await api.request("GET", f"/v1/pki/cas?limit=1&cursor={page['next_cursor']}")
+    assert status == 200 and len(page["items"]) == 1
+    status, got, _ = await api.request("GET", f"/v1/pki/roles/{role}")
+    assert status == 200 and got["name"] == role and got["allowed_domains"] == ["example.com"]
+    assert role in [r["name"] for r in (await api.request("GET", "/v1/pki/roles?limit=1000"))[1]["items"]]
+    cert = await issue(api, role, "every.example.com")
+    status, view, _ = await api.request("GET", f"/v1/pki/certificates/{cert['serial'].upper()}")
+    assert status == 200 and view["serial"] == cert["serial"] and view["status"] == "valid"
+    assert view["sans"] == ["every.example.com"] and view["role"] == role and "private_key" not in view
+    status, csr, _ = await api.request("POST", "/v1/pki/csrs", json={"csr": csr_pem("c.example.com"), "role": role})
+    assert (await api.request("GET", f"/v1/pki/csrs/{csr['id']}"))[1]["status"] == "pending"
+    status, anchor, _ = await api.request("POST", "/v1/pki/trust-anchors", json={
+        "name": unique("anchor-"), "certificate": hierarchy["root"]["certificate"]})
+    assert status == 201 and anchor["subject"] == "CN=Coffer Test Root"
+    assert (await api.request("GET", f"/v1/pki/trust-anchors/{anchor['id']}"))[1]["name"] == anchor["name"]
+    assert anchor["id"] in [a["id"] for a in (await api.request("GET", "/v1/pki/trust-anchors"))[1]["items"]]
+    assert (await api.request("DELETE", f"/v1/pki/trust-anchors/{anchor['id']}"))[0] == 204
+    spare_role = await make_role(api, inter["id"])
+    assert (await api.request("DELETE", f"/v1/pki/roles/{spare_role}"))[0] == 204
+    spare_ca = await make_ca(api)
+    assert (await api.request("DELETE", f"/v1/pki/cas/{spare_ca['id']}"))[0] == 204
+    assert (await api.request("GET", f"/v1/pki/cas/{spare_ca['id']}"))[0] == 404

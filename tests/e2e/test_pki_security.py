@@ -7,14 +7,21 @@ narrow policy, or a role manager could make the PKI do — and can't.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.pki import keys
+from services.pki.authority import ca_aad
 from services.platform import Platform
-from tests.conftest import Api
+from shared.crypto import Sealed, unseal
+from shared.errors import EncryptionError
+from tests.conftest import Api, initialised, own_platform, remember_secret
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.pki_helpers import csr_pem, issue, make_ca, make_role, unique
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -279,3 +286,60 @@ async def test_kek_rotation_rewraps_ca_keys_and_issuing_goes_on(api: Api, setup:
     assert body["rewrapped"]["pki"] >= 2 and "pki" not in body["unreadable"]  # the CAs' keys (and the cursor key)
     cert = await issue(api, setup["role"], "after-rotation.example.com")
     assert cert["ca_id"] == setup["ca"]["id"]
+
+
+async def test_ca_keys_are_sealed_at_rest_and_never_logged(api: Api, platform: Platform, pg_dsn: str,
+                                                           setup: dict[str, Any]) -> None:
+    """The CA's key, unsealed here with the platform's KMS, is registered: no log line of the run may hold it."""
+    schema = platform.values["schema_prefix"] + "pki"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        row = await conn.fetchrow(f'SELECT kek_id, wrapped_key, nonce, ciphertext FROM "{schema}".cas WHERE id = $1',
+                                  setup["ca"]["id"])
+    finally:
+        await conn.close()
+    der = unseal(platform.kms, Sealed(*row), ca_aad(setup["ca"]["id"]))
+    key = keys.from_der(der)
+    pem = keys.to_pem(key)
+    for line in pem.splitlines()[1:-1]:
+        remember_secret(line)
+    cert = x509.load_pem_x509_certificate(setup["ca"]["certificate"].encode())
+    assert cert.public_key() == key.public_key()
+    with pytest.raises(EncryptionError):  # bound to its CA: the same row under another id does not open
+        unseal(platform.kms, Sealed(*row), ca_aad("ca_other"))
+    leaf = await issue(api, setup["role"], "logged.example.com")  # work that logs, with the key in use
+    await api.request("POST", f"/v1/pki/certificates/{leaf['serial']}:revoke", json={"reason": "superseded"})
+    await api.request("POST", f"/v1/pki/roles/{setup['role']}:sign", json={"csr": pem})
+
+
+async def test_crls_are_re_signed_before_they_lapse_and_pki_calls_have_their_own_rate_limit(
+        tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession) -> None:
+    """CRLs of 6 s are re-signed when 2 s are left; ``pki=5/m`` limits PKI calls, not the public CRL's."""
+    async with own_platform("embedded", tmp_path, pg_dsn, pki_crl_lifetime="6s",
+                            rate_limits="read=100000/s,write=100000/s,pki=5/m,auth=100000/s") as platform:
+        api = await initialised(platform, http)
+        ca = await make_ca(api)
+        role = await make_role(api, ca["id"])
+        await issue(api, role)
+        await issue(api, role)
+
+        async def crl() -> x509.CertificateRevocationList:
+            async with http.get(f"{platform.url}/v1/pki/cas/{ca['id']}/crl") as resp:
+                assert resp.status == 200
+                return x509.load_der_x509_crl(await resp.read())
+
+        first = await crl()
+        number = first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        deadline = asyncio.get_running_loop().time() + 15
+        while (current := await crl()).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == number:
+            assert asyncio.get_running_loop().time() < deadline, "the CRL was not re-signed"
+            await asyncio.sleep(0.3)
+        assert current.next_update_utc > first.next_update_utc
+        assert current.last_update_utc < current.next_update_utc  # type: ignore[operator]
+
+        status, _, headers = await api.request("GET", "/v1/pki/cas")  # the 5th PKI call in the minute
+        assert status == 200 and headers["X-RateLimit-Remaining"] == "0"
+        status, body, headers = await api.request("GET", "/v1/pki/cas")
+        err = assert_envelope(status, body, headers, "rate_limited")
+        assert err["details"]["category"] == "pki" and int(headers["Retry-After"]) >= 1
+        assert (await api.request("GET", "/v1/secrets"))[0] == 200  # other categories unaffected
