@@ -224,12 +224,11 @@ class Authority:
             return certs.ocsp_refusal(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         if algorithm not in ("sha1", "sha256"):
             return certs.ocsp_refusal(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-        ca = await self.repo.ca_by_hashes(algorithm, request.issuer_name_hash, request.issuer_key_hash)
+        ca = await self.repo.ocsp_subject(algorithm, request.issuer_name_hash, request.issuer_key_hash,
+                                          certs.serial_hex(serial))
         if ca is None:  # not one of our CAs: we can't answer for it
             return certs.ocsp_refusal(ocsp.OCSPResponseStatus.UNAUTHORIZED)
-        row = await self.repo.status(ca["id"], certs.serial_hex(serial))
-        status = OcspStatus(known=False) if row is None else OcspStatus(True, row["revoked_at"],
-                                                                         row["revocation_reason"])
+        status = OcspStatus(ca["known"], ca["cert_revoked_at"], ca["cert_revocation_reason"])
         try:
             request.extensions.get_extension_for_class(x509.OCSPNonce)
             nonce = True

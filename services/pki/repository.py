@@ -114,12 +114,15 @@ class PkiRepository:
         """A CA's current CRL, by id alone (public)."""
         return await self.pool.fetchrow("SELECT crl, crl_next_update FROM cas WHERE id = $1", ca_id)
 
-    async def ca_by_hashes(self, algorithm: str, name_hash: bytes, key_hash: bytes) -> Row | None:
-        """The CA an OCSP request names (public)."""
+    async def ocsp_subject(self, algorithm: str, name_hash: bytes, key_hash: bytes, serial: str) -> Row | None:
+        """The CA an OCSP request names (public), with what it recorded of ``serial``: one round trip.
+        ``known`` is false for a serial it never signed."""
         column = {"sha1": "sha1", "sha256": "sha256"}[algorithm]
         return await self.pool.fetchrow(
-            f"SELECT {_CA_KEY} FROM cas WHERE {column}_key_hash = $1 AND {column}_name_hash = $2 LIMIT 1",
-            key_hash, name_hash)
+            f"SELECT {', '.join('ca.' + c.strip() for c in _CA_KEY.split(','))}, c.serial IS NOT NULL AS known,"
+            " c.revoked_at AS cert_revoked_at, c.revocation_reason AS cert_revocation_reason FROM cas ca"
+            " LEFT JOIN certificates c ON c.ca_id = ca.id AND c.serial = $3"
+            f" WHERE ca.{column}_key_hash = $1 AND ca.{column}_name_hash = $2 LIMIT 1", key_hash, name_hash, serial)
 
     async def refresh_crls(self, signer: CrlSigner, before: datetime, batch: int = 20) -> int:
         """Re-sign the CRLs whose ``next_update`` comes before ``before`` (once across replicas)."""
@@ -225,11 +228,6 @@ class PkiRepository:
                 await self._event(conn, "certificate.revoked", tenant_id, request_id,
                                   {"serial": serial, "ca_id": cert["ca_id"], "reason": reason})
             return await conn.fetchrow(f"SELECT {_CERT} FROM certificates WHERE serial = $1", serial)
-
-    async def status(self, ca_id: str, serial: str) -> Row | None:
-        """What OCSP says of a serial of this CA (public)."""
-        return await self.pool.fetchrow("SELECT revoked_at, revocation_reason FROM certificates"
-                                        " WHERE serial = $1 AND ca_id = $2", serial, ca_id)
 
     async def publish_expiring(self, notice_seconds: int, batch: int = 100) -> int:
         """``certificate.expiring`` once per live certificate within ``notice_seconds`` of its end."""

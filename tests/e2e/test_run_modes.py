@@ -189,6 +189,14 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
         async with http.get(f"{api.url}/v1/pki/cas/{ca['id']}/crl") as r:
             assert x509.load_der_x509_crl(await r.read()).get_revoked_certificate_by_serial_number(
                 leaf.serial_number) is not None
+        admin = await asyncpg.connect(pg_dsn)
+        try:  # certificate.issued and .revoked left the pki's outbox under its own user's topic permissions
+            query = f'SELECT count(*) FILTER (WHERE sent_at IS NULL), count(*) FROM "{prefix}pki".outbox'
+            while (counts := await admin.fetchrow(query))[0] or counts[1] < 2:
+                assert time.monotonic() < deadline + 20, launcher.output
+                await asyncio.sleep(0.1)
+        finally:
+            await admin.close()
 
         pki_pid = int(next(line for line in started if " pki " in line).split("pid ")[1].rstrip(")"))
         os.kill(pki_pid, signal.SIGKILL)
