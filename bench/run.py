@@ -37,6 +37,7 @@ import asyncpg
 
 from bench import globs
 from bench.pki import ISSUE_BODY, pki_setup
+from bench.settle import settle
 from shared.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,6 +186,7 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         results = []
         for key in args.scenarios.split(","):
             name, method, targets, body, clients = scenarios[key]
+            await settle(PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", mode, vhost if amqp else None)
             print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
                   f"at {clients} clients ...", flush=True)
             await wrk(stack.url, auth, method, targets, body, clients, args.warmup)
