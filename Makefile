@@ -36,8 +36,12 @@ need = @command -v $(1) >/dev/null || { echo "installing $(2) ($(3), Debian pack
 	  $$SUDO apt-get install -y -qq $(2) >/dev/null 2>&1 || { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(2) >/dev/null; }; }
 
 ## make test: unit + integration + e2e against the real RabbitMQ and PostgreSQL on 127.0.0.1
+## (and, for the lease service, Redis, RabbitMQ's management API and a password-auth PostgreSQL cluster)
 test: $(STAMP)
 	$(call need,openssl,openssl,the relying party of the PKI tests)
+	$(call need,curl,curl,to wait for RabbitMQ's management API)
+	$(call need,redis-server,redis-server,a target of the lease tests)
+	.ci/lease-targets
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP)
@@ -55,7 +59,10 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-## make bench: secrets, tokens and PKI throughput and latency, embedded and distributed (see bench/run.py)
+## make bench: secrets, tokens, PKI and lease throughput and latency, embedded and distributed (see bench/run.py)
 bench: $(STAMP)
 	$(call need,wrk,wrk,the load generator)
+	$(call need,curl,curl,to wait for RabbitMQ's management API)
+	$(call need,redis-server,redis-server,a target of the lease service)
+	.ci/lease-targets
 	$(PY) -m bench.run $(BENCH_ARGS)

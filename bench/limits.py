@@ -4,6 +4,7 @@
     python -m bench.limits {rpc-server,bus-server} --amqp URL
     python -m bench.limits {rpc-client,bus-client} --amqp URL --duration 10 --clients 64
     python -m bench.limits pki-issue --key-type ec-p256 --duration 10 --clients 16
+    python -m bench.limits pg-roles --dsn ADMIN_URL --duration 10 --clients 8
 
 ``direct-read`` is what a secret read costs without HTTP and without the bus
 (asyncpg fetch + unwrap + AES-GCM decrypt, the secrets repository's own
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import statistics
 import sys
 import time
@@ -104,6 +106,28 @@ async def pki_issue(args: argparse.Namespace) -> dict[str, Any]:
     return await _load(args.clients, args.duration, call)
 
 
+async def pg_roles(args: argparse.Namespace) -> dict[str, Any]:
+    """What a lease's credentials + revoke cost PostgreSQL at least: ``CREATE ROLE … LOGIN PASSWORD`` then
+    ``DROP ROLE``, straight from asyncpg on one TLS connection per client (as the engine connects)."""
+    import asyncpg
+
+    conns = [await asyncpg.connect(args.dsn, ssl="require") for _ in range(args.clients)]
+    tag = secrets.token_hex(3)
+
+    async def call(i: int, n: int) -> None:
+        role = f"limit_{tag}_{i}_{n}"
+        await conns[i].execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secrets.token_urlsafe(24)}'")
+        await conns[i].execute(f"DROP ROLE {role}")
+
+    try:
+        await _load(args.clients, 1.0, call)
+        tag = secrets.token_hex(3)
+        return await _load(args.clients, args.duration, call)
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
 async def rpc_server(args: argparse.Namespace) -> None:
     """Raw aio-pika: a queue, an empty JSON handler, replies to direct reply-to."""
     conn = await aio_pika.connect(args.amqp)
@@ -178,7 +202,7 @@ async def bus_client(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client",
-                                         "pki-issue"])
+                                         "pki-issue", "pg-roles"])
     parser.add_argument("--key-type", default="ec-p256")
     parser.add_argument("--dsn")
     parser.add_argument("--schema", default="secrets")
@@ -193,7 +217,8 @@ def main() -> None:
     if args.what.endswith("-server"):
         asyncio.run(rpc_server(args) if args.what == "rpc-server" else bus_server(args))
         return
-    clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client, "pki-issue": pki_issue}
+    clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client, "pki-issue": pki_issue,
+               "pg-roles": pg_roles}
     result = asyncio.run(clients[args.what](args))
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -9,7 +9,7 @@ at N keep-alive connections for a fixed time. Beside them, the limits of
 bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
 
     python -m bench.run [--duration 10] [--clients 64] [--modes embedded,distributed]
-                        [--scenarios read,read32,write,list,token] [--no-fanout]
+                        [--scenarios read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease] [--no-fanout]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import aiohttp
 import asyncpg
 
 from bench import globs
+from bench.leases import credentials_cycle, expiry_delay, lease_setup, pg_admin
 from bench.pki import ISSUE_BODY, pki_setup
 from bench.settle import settle
 from shared.registry import SERVICES
@@ -71,7 +72,7 @@ class Stack:
                     "COFFER_DATABASE_URL": dsn, "COFFER_DATA_DIR": str(data),
                     # the webhook scenario delivers to a receiver on this machine
                     "COFFER_OUTBOUND_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_OUTBOUND_ALLOW_HTTP": "true",
-                    "COFFER_WEBHOOK_POLL_INTERVAL": "0.2",
+                    "COFFER_WEBHOOK_POLL_INTERVAL": "0.2", "COFFER_ENGINE_ALLOWED_CIDRS": "127.0.0.0/8",
                     "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,auth=1000000/s,pki=1000000/s"})
         if amqp:
             env["COFFER_AMQP_URL"] = amqp
@@ -185,6 +186,10 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         }
         results = []
         for key in args.scenarios.split(","):
+            if key == "lease":
+                results += await leases(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
+                                        vhost if amqp else None)
+                continue
             name, method, targets, body, clients = scenarios[key]
             await settle(PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", mode, vhost if amqp else None)
             print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
@@ -219,6 +224,28 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         if amqp:
             subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
         subprocess.run(["rm", "-rf", str(data)])
+
+
+async def leases(mode: str, url: str, auth: dict[str, str], session: aiohttp.ClientSession,
+                 args: argparse.Namespace, dsn: str, vhost: str | None) -> list[dict[str, Any]]:
+    """PostgreSQL credentials + revoke at 8 clients beside the same CREATE/DROP ROLE by asyncpg alone, and
+    the delay from a lease's expiry to its user's removal."""
+    rows = []
+    async with pg_admin() as admin_url:
+        await lease_setup(session, url, auth, admin_url)
+        await settle(dsn, mode, vhost)
+        print(f"bench: {mode}: PG credentials + revoke: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
+              "at 8 clients ...", flush=True)
+        await credentials_cycle(session, url, auth, 8, args.warmup)
+        rows.append({"mode": mode, "scenario": "PG credentials + revoke (8 clients)",
+                     **await credentials_cycle(session, url, auth, 8, args.duration)})
+        print(f"bench: {mode}: lease expiry to revocation, 20 leases of 2s ...", flush=True)
+        rows.append({"mode": mode, **await expiry_delay(session, url, auth)})
+        print(f"bench: {mode}: limit: CREATE ROLE + DROP ROLE by asyncpg alone, 8 connections ...", flush=True)
+        limit = await run_json(sys.executable, "-m", "bench.limits", "pg-roles", "--dsn", admin_url,
+                               "--duration", str(args.duration), "--clients", "8")
+        rows.append({"mode": mode, "scenario": "limit: PG CREATE ROLE + DROP ROLE, asyncpg alone", **limit})
+    return rows
 
 
 async def webhook_fanout(session: aiohttp.ClientSession, url: str, auth: dict[str, str],
@@ -322,7 +349,9 @@ def _limit_of(scenario: str) -> str:
     for label in ("EC P-256 leaf", "RSA-2048 leaf"):
         if label in scenario:
             return label
-    return "-" if scenario.startswith("OCSP") else "direct read"
+    if scenario.startswith("PG credentials"):
+        return "PG CREATE ROLE + DROP ROLE"
+    return "-" if scenario.startswith(("OCSP", "lease expiry")) else "direct read"
 
 
 async def main() -> None:
@@ -332,8 +361,8 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
-    parser.add_argument("--scenarios", default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp",
-                        help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp")
+    parser.add_argument("--scenarios", default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease",
+                        help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp, lease")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()
@@ -359,8 +388,8 @@ async def main() -> None:
     for r in results:
         rss = ", ".join(f"{k} {v}" for k, v in r.get("peak_rss_mb", {}).items())
         direct = limits.get((r["mode"], _limit_of(r["scenario"])))
-        r["ratio_direct_read"] = round(r["rps"] / direct, 3) if direct else None
-        r["ratio_raw_rpc"] = round(r["rps"] / rpc["rps"], 3) if rpc["rps"] else None
+        r["ratio_direct_read"] = round(r["rps"] / direct, 3) if direct and r["rps"] else None
+        r["ratio_raw_rpc"] = round(r["rps"] / rpc["rps"], 3) if rpc["rps"] and r["rps"] else None
         print(f"| {r['mode']} | {r['scenario']} | {r['rps']} | {r['ratio_direct_read'] or ''} | "
               f"{r['ratio_raw_rpc'] or ''} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['errors']} | {rss} |")
     print()

@@ -61,10 +61,13 @@ class OutboundPolicy:
 
     allowed: tuple[IpNetwork, ...] = ()
     allow_http: bool = False
+    #: public addresses too (webhooks); ``False``: only ``allowed`` — dynamic-credential engines, which
+    #: live on private networks the operator names, and nowhere else a tenant could aim them
+    public: bool = True
 
     @classmethod
-    def from_cidrs(cls, cidrs: tuple[str, ...], allow_http: bool) -> OutboundPolicy:
-        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs), allow_http)
+    def from_cidrs(cls, cidrs: tuple[str, ...], allow_http: bool, *, public: bool = True) -> OutboundPolicy:
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in cidrs), allow_http, public)
 
     def permits(self, address: str) -> bool:
         """Is ``address`` (a literal IPv4 or IPv6 address) one we may connect to?"""
@@ -74,6 +77,8 @@ class OutboundPolicy:
             return False
         if any(ip.version == net.version and ip in net for net in self.allowed):
             return True
+        if not self.public:
+            return False
         if isinstance(ip, ipaddress.IPv6Address):
             inner = _embedded_ipv4(ip)
             if inner is not None and not self.permits(str(inner)):
@@ -139,6 +144,24 @@ async def check(raw: object, policy: OutboundPolicy, lookup: Lookup = system_loo
     if any(not policy.permits(a) for a in addresses):
         raise OutboundRefused("host resolves to a private, loopback, link-local or reserved address")
     return addresses
+
+
+async def check_host(host: object, port: object, policy: OutboundPolicy, lookup: Lookup = system_lookup) -> str:
+    """The address to connect to for ``host:port`` (a non-URL target: a database, Redis); every address the
+    host resolves to must be permitted, and the caller connects to the one returned, not to the name."""
+    if not isinstance(host, str) or not host or len(host) > 253 or any(c.isspace() or c in "/@?#" for c in host):
+        raise OutboundRefused("not a host name")
+    if not isinstance(port, int) or isinstance(port, bool) or not port_allowed(port):
+        raise OutboundRefused("port must be 80, 443 or 1024-65535")
+    try:
+        addresses = await lookup(host, port)
+    except (OSError, UnicodeError):
+        raise OutboundRefused("host does not resolve") from None
+    if not addresses:
+        raise OutboundRefused("host does not resolve")
+    if any(not policy.permits(a) for a in addresses):
+        raise OutboundRefused("host resolves to an address the operator has not allowed")
+    return addresses[0]
 
 
 class GuardedResolver(AbstractResolver):

@@ -128,6 +128,10 @@ def setting_values(tmp: Path, amqp_url: str | None, pg_dsn: str, **over: Any) ->
         "webhook_retry_schedule": "0,0.3,0.3,0.3,0.3",
         "webhook_timeout": 1.0,
         "webhook_poll_interval": 0.1,
+        # engines of the lease tests are this machine's PostgreSQL, RabbitMQ and Redis
+        "engine_allowed_cidrs": ("127.0.0.0/8",),
+        "lease_sweep_interval": 0.2,
+        "engine_timeout": 3.0,
     }
     values.update(over)
     return values

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shared.bus import Bus
+from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
 from shared.contracts.system import SystemClient
@@ -65,6 +66,7 @@ class GatewayState:
     secrets: SecretsClient
     webhooks: WebhooksClient
     pki: PkiClient
+    lease: LeaseClient
     services: SystemClient
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as _PydanticError
 
 from shared.errors import InternalError, ValidationError, from_wire
@@ -47,6 +47,20 @@ class Query(BaseModel):
 
 class Empty(Contract):
     """A request or result with nothing in it."""
+
+
+class PageRequest(Contract):
+    """``limit`` and ``cursor`` of every list method."""
+
+    limit: StrictInt = Field(100, ge=1, le=1000)
+    cursor: StrictStr | None = Field(None, max_length=2000)
+
+
+class Page(Contract, Generic[T]):
+    """One page of a list, and where the next one starts (``None``: this was the last)."""
+
+    items: list[T]
+    next_cursor: str | None
 
 
 def field_errors(exc: _PydanticError) -> list[dict[str, str]]:

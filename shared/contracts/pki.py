@@ -8,14 +8,12 @@ Binary answers (a CRL, an OCSP response) travel base64-encoded.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, ServiceClient
-
-T = TypeVar("T")
+from shared.contracts import Contract, Empty, Method, Page, PageRequest, ServiceClient
 
 KeyTypeName = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 ExtKeyUsage = Literal["server_auth", "client_auth", "code_signing", "email_protection", "time_stamping",
@@ -28,16 +26,6 @@ SERIAL_PATTERN = r"^[0-9a-fA-F]{1,40}$"
 #: PEM texts: a CSR or a certificate is a few KiB; a chain of them stays far below this
 MAX_PEM = 65_536
 MAX_SANS = 100
-
-
-class PageRequest(Contract):
-    limit: StrictInt = Field(100, ge=1, le=1000)
-    cursor: StrictStr | None = Field(None, max_length=2000)
-
-
-class Page(Contract, Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 class Ref(Contract):

@@ -6,16 +6,14 @@ The gateway validates HTTP bodies with the same models.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, ServiceClient
+from shared.contracts import Contract, Empty, Method, Page, PageRequest, ServiceClient
 from shared.globs import MAX_PATTERN
 
 EVENT_PATTERN = r"^(\*|#|[a-z][a-z0-9_]*)(\.(\*|#|[a-z][a-z0-9_]*))*$"
-T = TypeVar("T")
 
 
 class WebhookCreate(Contract):
@@ -51,11 +49,6 @@ class Ref(Contract):
 class DeliveryRef(Contract):
     webhook_id: StrictStr = Field(max_length=64)
     id: StrictStr = Field(max_length=64)
-
-
-class PageRequest(Contract):
-    limit: StrictInt = Field(100, ge=1, le=1000)
-    cursor: StrictStr | None = Field(None, max_length=2000)
 
 
 class ListDeliveries(PageRequest):
@@ -109,11 +102,6 @@ class Attempt(Contract):
 
 class DeliveryDetail(DeliveryView):
     attempts: list[Attempt]
-
-
-class Page(Contract, Generic[T]):
-    items: list[T]
-    next_cursor: str | None
 
 
 class Ping(Contract):

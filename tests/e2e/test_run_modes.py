@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -20,12 +21,14 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import redis.asyncio as aioredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from shared.registry import SERVICES
 from tests.conftest import ROOT, Api, free_port, rabbitmqctl
+from tests.e2e.lease_targets import redis_admin
 from tests.e2e.receiver import Receiver
 
 
@@ -129,11 +132,14 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
         "COFFER_SCHEMA_PREFIX": prefix, "COFFER_HEALTH_TIMEOUT": "1.5",
         "COFFER_OUTBOUND_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_OUTBOUND_ALLOW_HTTP": "true",
         "COFFER_WEBHOOK_POLL_INTERVAL": "0.1", "COFFER_LOG_LEVEL": "info",  # every line, to look for secrets in
+        "COFFER_ENGINE_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_LEASE_SWEEP_INTERVAL": "0.2",
     }
     api = Api(f"http://127.0.0.1:{port}", http)
     receiver = await Receiver().start()
     launcher = await spawn("services.distributed", env, "--replicas", "secrets=2")
+    targets = contextlib.AsyncExitStack()
     try:
+        rds = await targets.enter_async_context(redis_admin())
         await wait_healthy(api, launcher)
         status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
         assert status == 201
@@ -162,6 +168,18 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
         assert status == 201
         there = {"X-Tenant-ID": child["id"]}
         assert (await api.request("PUT", "/v1/secrets/c/k", json={"value": "v"}, headers=there))[0] == 201
+        # dynamic credentials under the lease service's own user: one revoked by hand, one by the tenant's end
+        status, _, _ = await api.request("POST", "/v1/engines", headers=there, json={
+            "name": "cache", "type": "redis", "config": rds})
+        assert status == 201, launcher.output
+        status, _, _ = await api.request("PUT", "/v1/engines/cache/roles/app", headers=there,
+                                         json={"acl_rules": ["+ping"]})
+        leases = [(await api.request("POST", "/v1/engines/cache/roles/app:credentials", headers=there, json={}))[1]
+                  for _ in range(2)]
+        assert all("lease_id" in lease for lease in leases), leases
+        assert (await api.request("POST", f"/v1/leases/{leases[0]['lease_id']}:revoke", headers=there))[0] == 204
+        assert not await redis_user_exists(leases[0]["data"]["username"])
+        assert await redis_user_exists(leases[1]["data"]["username"])
         assert (await api.request("DELETE", f"/v1/tenants/{child['id']}"))[0] == 204
         admin = await asyncpg.connect(pg_dsn)
         try:
@@ -171,6 +189,9 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
                 await asyncio.sleep(0.1)
         finally:
             await admin.close()
+        while await redis_user_exists(leases[1]["data"]["username"]):  # revoked in Redis, not merely forgotten
+            assert time.monotonic() < deadline + 20, launcher.output
+            await asyncio.sleep(0.1)
 
         # the PKI under its own user: a CA, a role, a certificate; OCSP and the CRL answer without a token
         status, ca, _ = await api.request("POST", "/v1/pki/cas", json={
@@ -207,13 +228,23 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
     finally:
         await launcher.stop()
         await receiver.stop()
+        await targets.aclose()
         await drop_service_credentials(pg_dsn, prefix)
     assert "pki#1 exited" in launcher.output
     assert launcher.output.count("coffer: stopped ") == 6
     assert launcher.output.count('"event": "http_request"') > 5 and '"event": "webhook_attempt"' in launcher.output
     key_line = cert["private_key"].splitlines()[1]
-    for secret in ("v-dist-secret-value", init["token"], init["client_secret"], hook["secret"], key_line):
+    for secret in ("v-dist-secret-value", init["token"], init["client_secret"], hook["secret"], key_line,
+                   rds["password"], *(lease["data"]["password"] for lease in leases)):
         assert secret not in launcher.output  # every process's log lines are in it
+
+
+async def redis_user_exists(username: str) -> bool:
+    client = aioredis.Redis(host="127.0.0.1", port=6379, decode_responses=True)
+    try:
+        return username in await client.execute_command("ACL", "USERS")
+    finally:
+        await client.aclose()
 
 
 async def drop_service_credentials(pg_dsn: str, prefix: str) -> None:

@@ -25,10 +25,10 @@ from services.gateway.edge.routes import (
     Route,
     context,
     model_response,
-    principal,
     query,
     read_model,
 )
+from services.gateway.forward.access import also, authorize, fetched, listed, listed_through
 from services.gateway.state import state
 from shared.contracts import parse
 from shared.contracts.pki import (
@@ -44,7 +44,6 @@ from shared.contracts.pki import (
     CsrView,
     Issue,
     IssueBody,
-    Page,
     PageRequest,
     PkiClient,
     Ref,
@@ -57,7 +56,7 @@ from shared.contracts.pki import (
     Sign,
     SignBody,
 )
-from shared.errors import CertificateNotFound, CofferError, CsrNotFound, InvalidRequest
+from shared.errors import CertificateNotFound, CsrNotFound, InvalidRequest
 
 PEM_TYPE = "application/x-pem-file"
 
@@ -88,34 +87,18 @@ def _pem(text: str) -> web.Response:
     return web.Response(text=text, content_type=PEM_TYPE)
 
 
-async def _authorize(request: web.Request, resource: str, capability: str) -> None:
-    """The request's own target, when the URL does not say it (the audit entry names it)."""
-    await state(request).authorizer.authorize(request, principal(request), resource, capability)
-
-
-async def _also(request: web.Request, resource: str, capability: str) -> None:
-    """A second resource the request acts through, allowed too."""
-    await state(request).authorizer.authorize_also(request, principal(request), resource, capability)
-
-
-async def _listed(request: web.Request, page: Page[Any], resource_of: Callable[[Any], str]) -> web.Response:
-    """A page answered with the items the caller may ``list``."""
-    items = await state(request).authorizer.listable(request, principal(request), page.items, resource_of)
-    return model_response(page.model_copy(update={"items": items}))
-
-
 # -- CAs ---------------------------------------------------------------------------------------
 
 async def create_ca(request: web.Request) -> web.Response:
     body = await read_model(request, CaCreate)
     if body.parent_id is not None:  # signing with the parent is the parent's managers' to allow
-        await _also(request, f"pki/cas/{body.parent_id}", "manage")
+        await also(request, f"pki/cas/{body.parent_id}", "manage")
     return model_response(await _pki(request).ca_create(context(request), body), status=201)
 
 
 async def list_cas(request: web.Request) -> web.Response:
     page = await _pki(request).ca_list(context(request), _page(request))
-    return await _listed(request, page, lambda ca: f"pki/cas/{ca.id}")
+    return await listed(request, page, lambda ca: f"pki/cas/{ca.id}")
 
 
 async def get_ca(request: web.Request) -> web.Response:
@@ -146,14 +129,14 @@ def _role_and_action(request: web.Request, actions: tuple[str, ...] = ()) -> tup
 async def put_role(request: web.Request) -> web.Response:
     name, _ = _role_and_action(request)
     body = await read_model(request, RoleBody)
-    await _also(request, f"pki/cas/{body.ca_id}", "manage")  # the CA the role will issue from
+    await also(request, f"pki/cas/{body.ca_id}", "manage")  # the CA the role will issue from
     role = await _pki(request).role_put(context(request), RolePut(**body.model_dump(), name=name))
     return model_response(role, status=201 if role.created_at == role.updated_at else 200)
 
 
 async def list_roles(request: web.Request) -> web.Response:
     page = await _pki(request).role_list(context(request), _page(request))
-    return await _listed(request, page, lambda role: f"pki/roles/{role.name}")
+    return await listed(request, page, lambda role: f"pki/roles/{role.name}")
 
 
 async def get_role(request: web.Request) -> web.Response:
@@ -189,26 +172,13 @@ def _role_target(request: web.Request) -> tuple[str, str]:
 
 # -- CSRs and certificates: authorised once fetched ----------------------------------------------
 
-async def _fetched(request: web.Request, resources: tuple[str, ...], capability: str, hidden: CofferError) -> None:
-    """Allow ``capability`` on any of ``resources`` (the first that allows is the audit's target);
-    who may not ``read`` any of them is answered ``hidden`` (not found)."""
-    st, who = state(request), principal(request)
-    for resource in resources:
-        if await st.authorizer.may(request, who, resource, capability):
-            await st.authorizer.authorize(request, who, resource, capability)
-            return
-    if capability != "read" and any([await st.authorizer.may(request, who, r, "read") for r in resources]):
-        await st.authorizer.authorize(request, who, resources[0], capability)  # raises, naming the reason
-    raise hidden
-
-
 def _cert_resources(cert: CertView) -> tuple[str, ...]:
     return (f"pki/cas/{cert.ca_id}",) + ((f"pki/roles/{cert.role}",) if cert.role else ())
 
 
 async def submit_csr(request: web.Request) -> web.Response:
     body = await read_model(request, CsrSubmit)
-    await _authorize(request, f"pki/roles/{body.role[:200]}", "write")
+    await authorize(request, f"pki/roles/{body.role[:200]}", "write")
     return model_response(await _pki(request).csr_submit(context(request), body), status=201)
 
 
@@ -216,13 +186,13 @@ async def list_csrs(request: web.Request) -> web.Response:
     params = query(request, CsrQuery)
     page = await _pki(request).csr_list(context(request), CsrList(
         limit=params.limit, cursor=params.cursor, status=params.status))
-    return await _listed(request, page, lambda csr: f"pki/roles/{csr.role}")
+    return await listed(request, page, lambda csr: f"pki/roles/{csr.role}")
 
 
 async def _csr(request: web.Request, capability: str) -> CsrView:
     csr = await _pki(request).csr_get(context(request), _id(request))
     hidden = CsrNotFound(f"CSR '{csr.id}' not found", details={"id": csr.id})
-    await _fetched(request, (f"pki/roles/{csr.role}",), capability, hidden)
+    await fetched(request, (f"pki/roles/{csr.role}",), capability, hidden)
     return csr
 
 
@@ -245,7 +215,7 @@ async def _certificate(request: web.Request, capability: str) -> CertView:
     serial = request.match_info["serial"]
     cert = await _pki(request).cert_get(context(request), parse(CertRef, {"serial": serial[:64]}))
     hidden = CertificateNotFound(f"certificate '{cert.serial}' not found", details={"serial": cert.serial})
-    await _fetched(request, _cert_resources(cert), capability, hidden)
+    await fetched(request, _cert_resources(cert), capability, hidden)
     return cert
 
 
@@ -257,14 +227,7 @@ async def list_certificates(request: web.Request) -> web.Response:
     params = query(request, CertQuery)
     page = await _pki(request).cert_list(context(request), CertList(
         limit=params.limit, cursor=params.cursor, ca_id=params.ca_id, expiring_within=params.expiring_within))
-    st, who = state(request), principal(request)
-    items = []
-    for cert in page.items:  # listed if the caller may list it through its CA or its role
-        for resource in _cert_resources(cert):
-            if await st.authorizer.may(request, who, resource, "list"):
-                items.append(cert)
-                break
-    return model_response(page.model_copy(update={"items": items}))
+    return await listed_through(request, page, _cert_resources)  # through its CA or its role
 
 
 async def revoke_certificate(request: web.Request) -> web.Response:
@@ -283,7 +246,7 @@ async def create_anchor(request: web.Request) -> web.Response:
 
 async def list_anchors(request: web.Request) -> web.Response:
     page = await _pki(request).anchor_list(context(request), _page(request))
-    return await _listed(request, page, lambda anchor: f"pki/trust-anchors/{anchor.id}")
+    return await listed(request, page, lambda anchor: f"pki/trust-anchors/{anchor.id}")
 
 
 async def get_anchor(request: web.Request) -> web.Response:

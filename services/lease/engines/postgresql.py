@@ -1,0 +1,288 @@
+"""The ``postgresql`` engine: roles made by SQL templates, removed with their sessions and objects.
+
+Config ``{connection_url, password?, username?, sslmode?, ca_certificate?}``:
+the URL names an admin role with ``CREATEROLE`` (or superuser) that is a
+member of ``pg_signal_backend`` (to end leased sessions). ``sslmode`` is
+``disable``, ``require`` (the default: encrypted, the server's certificate
+not checked — libpq's meaning) or ``verify-full`` (checked against
+``ca_certificate`` or the system's trust store, and the host name).
+
+Passwords reach the target only as SCRAM-SHA-256 verifiers (RFC 5802/7677,
+computed here): ``{{password}}`` in a template renders as the verifier, which
+PostgreSQL stores as it is, so a server logging its DDL
+(``log_statement = ddl``) never writes a leased or an admin password.
+
+Revocation (every lease, whatever the role's own ``revocation_statements``,
+which run first): ``NOLOGIN`` (no new sessions), ``pg_terminate_backend`` of
+every session of the user, then ``REASSIGN OWNED`` to the admin, ``DROP
+OWNED`` and ``DROP ROLE`` in one transaction — a user owning tables goes
+cleanly, in the engine's database.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import ssl
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import structlog
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from services.lease.engines.base import (
+    Engine,
+    TargetDown,
+    TargetRefused,
+    TargetRejected,
+    field_of,
+    only_fields,
+    role_error,
+)
+from shared.cpu import run_cpu
+from shared.errors import InvalidConfig
+
+log = structlog.get_logger("coffer.lease.postgresql")
+
+SSLMODES = ("disable", "require", "verify-full")
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+_KNOWN = {"name", "password", "expiration"}
+SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
+
+#: errors that mean "could not talk to the server" (retry later), as opposed to its answers
+_DOWN = (OSError, TimeoutError, ConnectionError, ssl.SSLError, asyncpg.CannotConnectNowError,
+         asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError)
+_REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError)
+
+
+def scram_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
+    """The ``SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`` PostgreSQL stores for ``password``."""
+    salt = secrets.token_bytes(16)
+    salted = PBKDF2HMAC(hashes.SHA256(), 32, salt, iterations).derive(password.encode())
+
+    def mac(key: bytes, text: bytes) -> bytes:
+        h = hmac.HMAC(key, hashes.SHA256())
+        h.update(text)
+        return h.finalize()
+
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(mac(salted, b"Client Key"))
+    stored, server = digest.finalize(), mac(salted, b"Server Key")
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored)}:{b64(server)}"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def _statements(body: dict[str, Any], field: str, *, required: bool, allowed: set[str]) -> list[str] | None:
+    statements = body.get(field)
+    if statements is None:
+        if required:
+            raise role_error(f"a postgresql role needs '{field}' (SQL templates with {{{{name}}}})", field)
+        return None
+    if not statements or any(not s.strip() or len(s) > 8192 or "\x00" in s for s in statements):
+        raise role_error(f"'{field}': 1-20 non-empty statements of at most 8 KiB", field)
+    for statement in statements:
+        unknown = {m.group(1) for m in _PLACEHOLDER.finditer(statement)} - allowed
+        if unknown:
+            raise role_error(f"'{field}' names unknown placeholders: {', '.join(sorted(unknown))[:80]}", field)
+    if not any("{{name}}" in s.replace(" ", "") for s in statements):
+        raise role_error(f"'{field}' must name the user ({{{{name}}}})", field)
+    return list(statements)
+
+
+class PostgresEngine(Engine):
+    type = "postgresql"
+    role_fields = ("creation_statements", "revocation_statements")
+
+    def __init__(self, public: dict[str, Any], secret: dict[str, Any], reach: Any) -> None:
+        super().__init__(public, secret, reach)
+        self._pool: asyncpg.Pool | None = None
+
+    # -- config and roles --------------------------------------------------------------------
+
+    @classmethod
+    def parse_config(cls, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        only_fields(raw, ("connection_url", "username", "password", "sslmode", "ca_certificate"))
+        url = field_of(raw, "connection_url", str)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 5432
+        except ValueError:
+            raise InvalidConfig("config.connection_url is not a URL",
+                                details={"field": "config.connection_url"}) from None
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise InvalidConfig("config.connection_url must be postgresql://user:password@host:port/database",
+                                details={"field": "config.connection_url"})
+        if parts.query or parts.fragment:
+            raise InvalidConfig("config.connection_url takes no parameters: use config.sslmode",
+                                details={"field": "config.connection_url"})
+        database = unquote(parts.path.lstrip("/")) or "postgres"
+        username = field_of(raw, "username", str, required=False, max_length=63) or unquote(parts.username or "")
+        password = field_of(raw, "password", str, required=False, max_length=1000) or unquote(parts.password or "")
+        if not username or not password:
+            raise InvalidConfig("the engine needs the admin's username and password (in the URL or as fields)",
+                                details={"field": "config.connection_url"})
+        sslmode = field_of(raw, "sslmode", str, required=False, default="require")
+        if sslmode not in SSLMODES:
+            raise InvalidConfig(f"config.sslmode is one of {', '.join(SSLMODES)}", details={"field": "config.sslmode"})
+        ca = field_of(raw, "ca_certificate", str, required=False, max_length=64_000)
+        if ca is not None:
+            try:
+                ssl.create_default_context(cadata=ca)
+            except (ssl.SSLError, ValueError):
+                raise InvalidConfig("config.ca_certificate is not a PEM certificate",
+                                    details={"field": "config.ca_certificate"}) from None
+        if any(c in database + username for c in "\x00/\\") or len(database) > 63 or len(username) > 63:
+            raise InvalidConfig("the database or user name is not one PostgreSQL accepts",
+                                details={"field": "config.connection_url"})
+        host = parts.hostname
+        shown = f"[{host}]" if ":" in host else host
+        public = {"connection_url": f"postgresql://{username}@{shown}:{port}/{database}", "host": host, "port": port,
+                  "database": database, "username": username, "sslmode": sslmode, "ca_certificate": ca}
+        return public, {"password": password}
+
+    @classmethod
+    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
+        return {"creation_statements": _statements(body, "creation_statements", required=True, allowed=_KNOWN),
+                "revocation_statements": _statements(body, "revocation_statements", required=False,
+                                                     allowed={"name"})}
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        mode = self.public["sslmode"]
+        if mode == "disable":
+            return False
+        if mode == "require":
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        return ssl.create_default_context(cadata=self.public.get("ca_certificate") or None)
+
+    async def _connect(self, password: str) -> asyncpg.Connection:
+        return await self._open(asyncpg.connect, password)
+
+    async def _open(self, opener: Any, password: str, **extra: Any) -> Any:
+        host, port = self.public["host"], self.public["port"]
+        address = await self.reach.address(host, port)
+        # verify-full checks the certificate against the name, so it connects by the name (checked
+        # above; a rebinding to elsewhere fails the TLS check); every other mode to the checked address
+        target = host if self.public["sslmode"] == "verify-full" else address
+        try:
+            return await opener(host=target, port=port, user=self.public["username"], password=password,
+                                database=self.public["database"], ssl=self._ssl(), timeout=self.reach.timeout,
+                                command_timeout=self.reach.timeout, statement_cache_size=0,
+                                server_settings={"application_name": "coffer-lease"}, **extra)
+        except _REFUSED:
+            raise TargetRefused("the target refused the engine's admin credentials") from None
+        except _DOWN as exc:
+            raise TargetDown(type(exc).__name__) from None
+        except asyncpg.PostgresError as exc:
+            raise TargetDown(f"postgres {exc.sqlstate}") from None
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await self._open(asyncpg.create_pool, self.secret["password"], min_size=0, max_size=4,
+                                          max_inactive_connection_lifetime=60)
+        return self._pool
+
+    async def _run(self, work: Any) -> Any:
+        """``work(connection)`` on a pooled admin connection; the target's errors as ours."""
+        pool = await self.pool()
+        try:
+            async with pool.acquire(timeout=self.reach.timeout) as conn:
+                return await work(conn)
+        except _REFUSED:
+            raise TargetRefused("the target refused the engine's admin credentials") from None
+        except (TargetRejected, TargetRefused):
+            raise
+        except asyncpg.InsufficientPrivilegeError:
+            raise TargetRefused("the engine's admin lacks a privilege this needs") from None
+        except _DOWN as exc:
+            raise TargetDown(type(exc).__name__) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+
+    # -- what leases need --------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        async def privileges(conn: asyncpg.Connection) -> None:
+            row = await conn.fetchrow(
+                "SELECT rolsuper, rolcreaterole, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal"
+                " FROM pg_roles WHERE rolname = current_user")
+            if not (row["rolsuper"] or row["rolcreaterole"]):
+                raise TargetRefused("the engine's admin needs CREATEROLE")
+            if not (row["rolsuper"] or row["signal"]):
+                raise TargetRefused("the engine's admin needs membership of pg_signal_backend (to end sessions)")
+        await self._run(privileges)
+
+    async def create_user(self, spec: dict[str, Any], username: str, password: str, expires: datetime) -> None:
+        verifier = await run_cpu(scram_verifier, password)
+        values = {"name": username, "password": verifier,
+                  "expiration": expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")}
+        statements = [render(s, values) for s in spec["creation_statements"]]
+
+        async def create(conn: asyncpg.Connection) -> None:
+            try:
+                async with conn.transaction():
+                    for statement in statements:
+                        await conn.execute(statement)
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+                    raise
+                # the server's message may quote the statement: only its SQLSTATE goes on
+                raise TargetRejected("the role's creation statements failed in the target",
+                                     sqlstate=str(exc.sqlstate)) from None
+        await self._run(create)
+
+    async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
+        role = quote_ident(username)
+        custom = [render(s, {"name": username}) for s in spec.get("revocation_statements") or ()]
+
+        async def revoke(conn: asyncpg.Connection) -> None:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", username):
+                return
+            try:
+                await conn.execute(f"ALTER ROLE {role} NOLOGIN")  # no new sessions from here on
+                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                                   username)
+                if custom:
+                    async with conn.transaction():
+                        for statement in custom:
+                            await conn.execute(statement)
+                async with conn.transaction():
+                    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", username):
+                        await conn.execute(f"GRANT {role} TO CURRENT_USER")  # REASSIGN needs its privileges
+                        await conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+                        await conn.execute(f"DROP OWNED BY {role}")
+                        await conn.execute(f"DROP ROLE {role}")
+            except asyncpg.InsufficientPrivilegeError:
+                raise
+            except asyncpg.PostgresError as exc:
+                raise TargetRejected("the target refused to remove the user", sqlstate=str(exc.sqlstate)) from None
+        await self._run(revoke)
+
+    async def rotate_admin(self, password: str) -> None:
+        verifier = await run_cpu(scram_verifier, password)
+
+        async def alter(conn: asyncpg.Connection) -> None:
+            await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{verifier}'")
+        await self._run(alter)
+        check = await self._connect(password)  # the new password works before anything forgets the old
+        await check.close()

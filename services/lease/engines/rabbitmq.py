@@ -1,0 +1,156 @@
+"""The ``rabbitmq`` engine: users made and removed through the management HTTP API (as Vault's does).
+
+Config ``{management_url, username, password}``: a user tagged
+``administrator`` (only those may manage users). A role is ``vhosts``
+(``{"/": {"configure": "", "write": ".*", "read": ".*"}}``) and ``tags``.
+Revocation deletes the user, then closes every connection it still has open
+(RabbitMQ keeps an authenticated connection alive after its user is gone).
+Every request goes through the outbound guard at connect time, to the
+operator's allowed ranges only; plain ``http`` is allowed, as management
+listeners on private networks usually are.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from services.lease.engines.base import (
+    Engine,
+    TargetDown,
+    TargetRefused,
+    TargetRejected,
+    field_of,
+    only_fields,
+    role_error,
+)
+from shared.errors import InvalidConfig
+from shared.outbound import OutboundPolicy, OutboundRefused, guarded_connector, parse_url
+
+_TAG = re.compile(r"^[a-z_]{1,40}$")
+_VHOST = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+_PERMISSIONS = ("configure", "write", "read")
+#: the form check of a management URL (http allowed); its addresses are the engine policy's, at connect time
+_ANY_HTTP = OutboundPolicy(allow_http=True)
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
+
+
+class RabbitEngine(Engine):
+    type = "rabbitmq"
+    role_fields = ("vhosts", "tags")
+
+    def __init__(self, public: dict[str, Any], secret: dict[str, Any], reach: Any) -> None:
+        super().__init__(public, secret, reach)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def parse_config(cls, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        only_fields(raw, ("management_url", "username", "password"))
+        url = field_of(raw, "management_url", str)
+        username = field_of(raw, "username", str, max_length=200)
+        password = field_of(raw, "password", str, max_length=1000)
+        try:
+            parsed = parse_url(url, _ANY_HTTP)
+        except OutboundRefused as exc:
+            raise InvalidConfig(f"config.management_url: {exc}", details={"field": "config.management_url"}) from None
+        if parsed.query_string or not username or not password:
+            raise InvalidConfig("config.management_url takes no query; username and password are required",
+                                details={"field": "config"})
+        base = str(parsed.with_path(parsed.path.rstrip("/")))
+        return {"management_url": base, "username": username}, {"password": password}
+
+    @classmethod
+    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
+        vhosts = body.get("vhosts")
+        if not vhosts:
+            raise role_error('a rabbitmq role needs \'vhosts\' ({"/": {"configure": "", "write": ".*", "read": ".*"}})',
+                             "vhosts")
+        spec: dict[str, dict[str, str]] = {}
+        for vhost, permissions in vhosts.items():
+            if not _VHOST.fullmatch(vhost) or set(permissions) - set(_PERMISSIONS) \
+                    or any(len(v) > 1024 or "\x00" in v for v in permissions.values()):
+                raise role_error("'vhosts' maps a vhost name to {configure, write, read} regular expressions",
+                                 "vhosts")
+            spec[vhost] = {p: permissions.get(p, "") for p in _PERMISSIONS}
+        tags = body.get("tags") or []
+        if any(not _TAG.fullmatch(t) for t in tags):
+            raise role_error("'tags' are user tags of RabbitMQ (management, monitoring, …)", "tags")
+        return {"vhosts": spec, "tags": list(tags)}
+
+    # -- the management API ------------------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=guarded_connector(self.reach.policy, self.reach.lookup, limit=4),
+                timeout=aiohttp.ClientTimeout(total=self.reach.timeout))
+        return self._session
+
+    async def _call(self, method: str, path: str, *, body: Any = None, password: str | None = None,
+                    ok_missing: bool = False) -> Any:
+        headers = {"Authorization": aiohttp.encode_basic_auth(self.public["username"],
+                                                              password or self.secret["password"])}
+        if method == "DELETE":
+            headers["X-Reason"] = "coffer lease revoked"
+        try:
+            async with self._client().request(method, self.public["management_url"] + path, json=body,
+                                              headers=headers, allow_redirects=False) as response:
+                if response.status in (401, 403):
+                    raise TargetRefused("the target refused the engine's admin credentials")
+                if response.status == 404 and ok_missing:
+                    return None
+                if response.status >= 500:
+                    raise TargetDown(f"HTTP {response.status}")
+                if response.status >= 300:
+                    raise TargetRejected("the management API refused the request", status=str(response.status))
+                if response.status == 204 or response.content_length == 0:
+                    return None
+                return await response.json(content_type=None)
+        except OutboundRefused:
+            raise TargetRefused("the engine's address is not one the operator allows") from None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise TargetDown(type(exc).__name__) from None
+
+    async def check(self) -> None:
+        me = await self._call("GET", "/api/whoami")
+        tags = me.get("tags") if isinstance(me, dict) else None
+        tags = tags.split(",") if isinstance(tags, str) else tags or []
+        if "administrator" not in tags:
+            raise TargetRefused("the engine's user needs the administrator tag (to manage users)")
+
+    async def create_user(self, spec: dict[str, Any], username: str, password: str, expires: datetime) -> None:
+        user = _segment(username)
+        await self._call("PUT", f"/api/users/{user}", body={"password": password, "tags": ",".join(spec["tags"])})
+        for vhost, permissions in spec["vhosts"].items():
+            try:
+                await self._call("PUT", f"/api/permissions/{_segment(vhost)}/{user}", body=permissions)
+            except TargetRejected:
+                raise TargetRejected("a vhost of the role does not exist in the target", vhost=vhost[:80]) from None
+
+    async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
+        await self._call("DELETE", f"/api/users/{_segment(username)}", ok_missing=True)
+        connections = await self._call("GET", "/api/connections?columns=name,user") or []
+        for connection in connections:
+            if isinstance(connection, dict) and connection.get("user") == username:
+                await self._call("DELETE", f"/api/connections/{_segment(str(connection.get('name')))}",
+                                 ok_missing=True)
+
+    async def rotate_admin(self, password: str) -> None:
+        admin = _segment(self.public["username"])
+        me = await self._call("GET", f"/api/users/{admin}")
+        tags = me.get("tags") if isinstance(me, dict) else []
+        tags = ",".join(tags) if isinstance(tags, list) else str(tags or "")
+        await self._call("PUT", f"/api/users/{admin}", body={"password": password, "tags": tags})
+        await self._call("GET", "/api/whoami", password=password)  # the new password works
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
