@@ -4,13 +4,15 @@
     python -m bench.limits {rpc-server,bus-server} --amqp URL
     python -m bench.limits {rpc-client,bus-client} --amqp URL --duration 10 --clients 64
     python -m bench.limits pki-issue --key-type ec-p256 --duration 10 --clients 16
-    python -m bench.limits pg-roles --dsn ADMIN_URL --duration 10 --clients 8
+    python -m bench.limits {pg-roles,pg-engine} --dsn ADMIN_URL --duration 10 --clients 8
 
 ``direct-read`` is what a secret read costs without HTTP and without the bus
 (asyncpg fetch + unwrap + AES-GCM decrypt, the secrets repository's own
 code). ``rpc-*`` is the raw RPC round trip the issue names as the ceiling:
 plain aio-pika between two processes, JSON bodies, direct reply-to, no
-publisher confirms, an empty handler. ``pki-issue`` is what
+publisher confirms, an empty handler. ``pg-roles`` is a lease's credentials + revoke as
+bare ``CREATE ROLE … LOGIN PASSWORD`` + ``DROP ROLE``; ``pg-engine`` the same
+through the lease service's PostgreSQL engine alone. ``pki-issue`` is what
 ``:issue`` costs in ``cryptography`` alone (key, leaf, signature, PEM) in
 one process's CPU pool. ``bus-*`` is the same round trip
 through Coffer's own bus (shared.bus.RabbitBus: context headers, deadlines,
@@ -128,6 +130,35 @@ async def pg_roles(args: argparse.Namespace) -> dict[str, Any]:
             await conn.close()
 
 
+async def pg_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """The lease service's PostgreSQL engine alone (services/lease/engines/postgresql.py: SCRAM verifier,
+    creation script, NOLOGIN, sessions ended, owned objects reassigned and dropped, role dropped) on its
+    own pool, in one process: no HTTP, no bus, no lease bookkeeping."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.lease.engines.base import Reach
+    from services.lease.engines.postgresql import PostgresEngine
+    from shared.outbound import OutboundPolicy
+
+    public, secret = PostgresEngine.parse_config({"connection_url": args.dsn})
+    engine = PostgresEngine(public, secret, Reach(OutboundPolicy.from_cidrs(("127.0.0.0/8",), True, public=False),
+                                                  10.0, args.clients))
+    spec = PostgresEngine.role_spec({"creation_statements": [
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'"]})
+    expires = datetime.now(UTC) + timedelta(hours=1)
+
+    async def call(i: int, n: int) -> None:
+        name = f"v-bench-{secrets.token_hex(6)}"
+        await engine.create_user(spec, name, secrets.token_urlsafe(24), expires)
+        await engine.revoke_user(spec, name)
+
+    try:
+        await _load(args.clients, 1.0, call)
+        return await _load(args.clients, args.duration, call)
+    finally:
+        await engine.close()
+
+
 async def rpc_server(args: argparse.Namespace) -> None:
     """Raw aio-pika: a queue, an empty JSON handler, replies to direct reply-to."""
     conn = await aio_pika.connect(args.amqp)
@@ -202,7 +233,7 @@ async def bus_client(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client",
-                                         "pki-issue", "pg-roles"])
+                                         "pki-issue", "pg-roles", "pg-engine"])
     parser.add_argument("--key-type", default="ec-p256")
     parser.add_argument("--dsn")
     parser.add_argument("--schema", default="secrets")
@@ -218,7 +249,7 @@ def main() -> None:
         asyncio.run(rpc_server(args) if args.what == "rpc-server" else bus_server(args))
         return
     clients = {"direct-read": direct_read, "rpc-client": rpc_client, "bus-client": bus_client, "pki-issue": pki_issue,
-               "pg-roles": pg_roles}
+               "pg-roles": pg_roles, "pg-engine": pg_engine}
     result = asyncio.run(clients[args.what](args))
     sys.stdout.write(json.dumps(result) + "\n")
 

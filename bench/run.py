@@ -245,6 +245,11 @@ async def leases(mode: str, url: str, auth: dict[str, str], session: aiohttp.Cli
         limit = await run_json(sys.executable, "-m", "bench.limits", "pg-roles", "--dsn", admin_url,
                                "--duration", str(args.duration), "--clients", "8")
         rows.append({"mode": mode, "scenario": "limit: PG CREATE ROLE + DROP ROLE, asyncpg alone", **limit})
+        print(f"bench: {mode}: the same through the lease service's PostgreSQL engine alone ...", flush=True)
+        engine = await run_json(sys.executable, "-m", "bench.limits", "pg-engine", "--dsn", admin_url,
+                                "--duration", str(args.duration), "--clients", "8")
+        rows.append({"mode": mode, "scenario": "PG engine alone: create + revoke, no HTTP/bus/bookkeeping",
+                     **engine})
     return rows
 
 
@@ -349,7 +354,7 @@ def _limit_of(scenario: str) -> str:
     for label in ("EC P-256 leaf", "RSA-2048 leaf"):
         if label in scenario:
             return label
-    if scenario.startswith("PG credentials"):
+    if scenario.startswith(("PG credentials", "limit: PG", "PG engine alone")):
         return "PG CREATE ROLE + DROP ROLE"
     return "-" if scenario.startswith(("OCSP", "lease expiry")) else "direct read"
 

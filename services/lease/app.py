@@ -38,7 +38,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     repo = LeaseRepository(deps.pool, deps.schema)
     # engines reach only the ranges the operator names; plain http for management APIs on them
     policy = OutboundPolicy.from_cidrs(settings.engine_allowed_cidrs, True, public=False)
-    engines = Engines(deps.kms, Reach(policy, settings.engine_timeout))
+    engines = Engines(deps.kms, Reach(policy, settings.engine_timeout, settings.engine_connections))
     leases = Leases(repo, engines)
     sweeper: QueueRunner[Any] = QueueRunner(leases, name="lease-revocations",
                                             concurrency=settings.lease_revoke_concurrency,

@@ -150,8 +150,7 @@ class LeaseHandlers:
     @handles(contract.CREDENTIALS)
     async def credentials(self, req: CredentialsRequest, ctx: RequestContext) -> Credentials:
         tenant = ctx.require_tenant()
-        role = await self.repo.role(tenant, req.engine, req.role)
-        engine = await self.repo.engine(tenant, req.engine, with_key=True)
+        engine, role = await self.repo.issuing(tenant, req.engine, req.role)
         max_ttl = parse_duration(role["spec"]["max_ttl"], field="max_ttl")
         ttl = parse_duration(req.ttl, field="ttl") if req.ttl is not None \
             else min(parse_duration(role["spec"]["default_ttl"], field="default_ttl"), max_ttl)

@@ -141,7 +141,7 @@ class Leases:
 
     # -- credentials -------------------------------------------------------------------------------
 
-    async def create(self, engine_row: Row, role: Row, ttl: int, max_ttl: int, request_id: str,
+    async def create(self, engine_row: Row, role: Row | dict[str, Any], ttl: int, max_ttl: int, request_id: str,
                      max_leases: int | None) -> tuple[dict[str, Any], str]:
         """A user in the target and its lease: ``(lease, password)``."""
         now = datetime.now(UTC).replace(microsecond=0)
@@ -180,11 +180,12 @@ class Leases:
         row, mine = await self.repo.start_revoke(tenant_id, lease_id)
         if not mine:
             return row
-        if await self._remove(row, request_id) is None:
+        ended = await self._remove(row, request_id)
+        if ended is None:
             raise EngineUnreachable(f"engine '{row['engine']}' can't be reached: the lease is revoked as soon as"
                                     " it can be", details={"engine": row["engine"], "lease_id": row["id"],
                                                            "status": "revoking"})
-        return await self.repo.lease(tenant_id, lease_id)
+        return ended
 
     async def _remove(self, row: Row, request_id: str) -> Row | None:
         """The user gone from the target, then the lease ended; ``None`` (a retry scheduled) if not."""

@@ -116,6 +116,16 @@ class LeaseRepository:
             raise RoleNotFound(f"role '{name[:200]}' not found", details={"engine": engine[:200], "name": name[:200]})
         return row
 
+    async def issuing(self, tenant_id: str, engine: str, name: str) -> tuple[Row, dict[str, Any]]:
+        """What credentials need, in one round trip: the engine with its sealed config, and the role."""
+        row = await self.pool.fetchrow(
+            f"SELECT {', '.join('e.' + c.strip() for c in _ENGINE_KEY.split(','))}, r.spec AS role_spec"
+            " FROM engines e JOIN roles r ON r.tenant_id = e.tenant_id AND r.engine = e.name"
+            " WHERE e.tenant_id = $1 AND e.name = $2 AND r.name = $3 AND NOT e.tenant_deleted", tenant_id, engine, name)
+        if row is None:
+            await self.role(tenant_id, engine, name)  # says which of the two is missing
+        return row, {"name": name, "spec": row["role_spec"]}
+
     async def list_roles(self, tenant_id: str, engine: str, after: str | None, limit: int) -> list[Row]:
         await self.engine(tenant_id, engine)
         return list(await self.pool.fetch(
@@ -187,14 +197,15 @@ class LeaseRepository:
                 return row, "ended"
             seconds = increment if increment is not None else default_ttl
             row = await conn.fetchrow(
-                "UPDATE leases SET expires_at = LEAST(max_expires_at, now() + make_interval(secs => $2))"
-                f" WHERE id = $1 RETURNING {_LEASE}", lease_id, seconds)
+                "UPDATE leases SET expires_at = LEAST(max_expires_at, date_trunc('second', now())"
+                f" + make_interval(secs => $2)) WHERE id = $1 RETURNING {_LEASE}", lease_id, seconds)
             await self._event(conn, "lease.renewed", row, request_id)
             return row, None
 
     async def start_revoke(self, tenant_id: str, lease_id: str) -> tuple[Row, bool]:
         """Mark the lease for removal and hold it: ``(lease, True)`` when this caller is to remove its user
-        now; ``(lease, False)`` when it has ended already or another worker holds it."""
+        now; ``(lease, False)`` when it has ended already or another worker holds it. A lease held by a
+        worker stays held: a second revoke waits for none, it answers what is under way."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(f"SELECT {_LEASE}, locked_until > now() AS held FROM leases"
                                       " WHERE tenant_id = $1 AND id = $2 AND status <> 'creating' FOR UPDATE",

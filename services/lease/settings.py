@@ -25,6 +25,8 @@ class LeaseSettings(Settings):
     lease_revoke_concurrency: int = Field(8, ge=1, le=256)
     #: seconds a target may take to connect or to answer one operation
     engine_timeout: float = Field(10.0, gt=0, le=60)
+    #: connections one engine may hold open to its target, per replica
+    engine_connections: int = Field(8, ge=1, le=100)
 
     _split_engines = field_validator("engine_allowed_cidrs", mode="before")(comma_separated)
     _check_engines = field_validator("engine_allowed_cidrs")(check_cidrs)

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from services.gateway.edge.routes import PageQuery, Route, context, model_response, query, read_model
+from services.gateway.edge.routes import PageQuery, Route, context, model_response, principal, query, read_model
 from services.gateway.forward.access import authorize, fetched, listed, listed_through
 from services.gateway.state import state
 from shared.contracts import parse
@@ -189,6 +189,16 @@ async def _fetched_lease(request: web.Request, capability: str) -> LeaseView:
     return lease
 
 
+async def _allowed_lease(request: web.Request, capability: str) -> str:
+    """The lease's id once the caller may act on it: straight away when a policy allows it on
+    ``leases/<id>`` (no fetch), else fetched and allowed through its role, or hidden."""
+    lease_id, st, who = _lease_id(request), state(request), principal(request)
+    if await st.authorizer.may(request, who, f"leases/{lease_id}", capability):
+        await st.authorizer.authorize(request, who, f"leases/{lease_id}", capability)
+        return lease_id
+    return (await _fetched_lease(request, capability)).id
+
+
 async def get_lease(request: web.Request) -> web.Response:
     return model_response(await _fetched_lease(request, "read"))
 
@@ -197,12 +207,12 @@ async def lease_action(request: web.Request) -> web.Response:
     """``:renew`` ``{increment?}`` (capability ``write``) or ``:revoke`` (``revoke``; 204 once the user is
     gone, 202 while another worker is removing it)."""
     if request.match_info["action"] == "renew":
-        lease = await _fetched_lease(request, "write")
+        lease_id = await _allowed_lease(request, "write")
         body = await read_model(request, RenewBody)
         return model_response(await _lease(request).renew(context(request), Renew(
-            id=lease.id, increment=body.increment)))
-    lease = await _fetched_lease(request, "revoke")
-    ended = await _lease(request).revoke(context(request), LeaseRef(id=lease.id))
+            id=lease_id, increment=body.increment)))
+    lease_id = await _allowed_lease(request, "revoke")
+    ended = await _lease(request).revoke(context(request), LeaseRef(id=lease_id))
     if ended.status in ("revoked", "expired"):
         return web.Response(status=204)
     return model_response(ended, status=202)

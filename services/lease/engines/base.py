@@ -42,6 +42,8 @@ class Reach:
 
     policy: OutboundPolicy
     timeout: float
+    #: connections an engine may hold open to its target (per replica)
+    connections: int = 8
     lookup: Lookup = system_lookup
 
     async def address(self, host: str, port: int) -> str:

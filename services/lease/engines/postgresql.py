@@ -13,10 +13,12 @@ PostgreSQL stores as it is, so a server logging its DDL
 (``log_statement = ddl``) never writes a leased or an admin password.
 
 Revocation (every lease, whatever the role's own ``revocation_statements``,
-which run first): ``NOLOGIN`` (no new sessions), ``pg_terminate_backend`` of
-every session of the user, then ``REASSIGN OWNED`` to the admin, ``DROP
-OWNED`` and ``DROP ROLE`` in one transaction — a user owning tables goes
-cleanly, in the engine's database.
+which run first): ``NOLOGIN`` committed (no new sessions from then on), then
+in one transaction ``pg_terminate_backend`` of every session of the user,
+``REASSIGN OWNED`` to the admin, ``DROP OWNED`` and ``DROP ROLE`` — a user
+owning tables goes cleanly, in the engine's database. Statements go as one
+simple-protocol message each step: a credentials request costs the target
+one round trip, a revocation two.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def scram_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def render(template: str, values: dict[str, str]) -> str:
@@ -195,8 +201,8 @@ class PostgresEngine(Engine):
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            self._pool = await self._open(asyncpg.create_pool, self.secret["password"], min_size=0, max_size=4,
-                                          max_inactive_connection_lifetime=60)
+            self._pool = await self._open(asyncpg.create_pool, self.secret["password"], min_size=0,
+                                          max_size=self.reach.connections, max_inactive_connection_lifetime=60)
         return self._pool
 
     async def _run(self, work: Any) -> Any:
@@ -236,42 +242,41 @@ class PostgresEngine(Engine):
         verifier = await run_cpu(scram_verifier, password)
         values = {"name": username, "password": verifier,
                   "expiration": expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")}
-        statements = [render(s, values) for s in spec["creation_statements"]]
+        # one simple-protocol message: the statements run as one implicit transaction, in one round trip
+        script = ";\n".join(render(s, values) for s in spec["creation_statements"])
 
         async def create(conn: asyncpg.Connection) -> None:
             try:
-                async with conn.transaction():
-                    for statement in statements:
-                        await conn.execute(statement)
+                await conn.execute(script)
+            except asyncpg.InsufficientPrivilegeError:
+                raise
             except asyncpg.PostgresError as exc:
-                if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-                    raise
                 # the server's message may quote the statement: only its SQLSTATE goes on
                 raise TargetRejected("the role's creation statements failed in the target",
                                      sqlstate=str(exc.sqlstate)) from None
         await self._run(create)
 
     async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
-        role = quote_ident(username)
-        custom = [render(s, {"name": username}) for s in spec.get("revocation_statements") or ()]
+        role, literal = quote_ident(username), quote_literal(username)
+        custom = ";\n".join(render(s, {"name": username}) for s in spec.get("revocation_statements") or ())
+        # after NOLOGIN has committed no new session can start, so the terminate below ends them all;
+        # the rest is one implicit transaction in one round trip
+        removal = (f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {literal};"
+                   f" GRANT {role} TO CURRENT_USER; REASSIGN OWNED BY {role} TO CURRENT_USER;"
+                   f" DROP OWNED BY {role}; DROP ROLE {role}")
 
         async def revoke(conn: asyncpg.Connection) -> None:
-            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", username):
-                return
             try:
-                await conn.execute(f"ALTER ROLE {role} NOLOGIN")  # no new sessions from here on
-                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-                                   username)
+                await conn.execute(f"ALTER ROLE {role} NOLOGIN")
+            except asyncpg.UndefinedObjectError:
+                return  # gone already (removed before, or never made)
+            try:
                 if custom:
-                    async with conn.transaction():
-                        for statement in custom:
-                            await conn.execute(statement)
-                async with conn.transaction():
-                    if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", username):
-                        await conn.execute(f"GRANT {role} TO CURRENT_USER")  # REASSIGN needs its privileges
-                        await conn.execute(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
-                        await conn.execute(f"DROP OWNED BY {role}")
-                        await conn.execute(f"DROP ROLE {role}")
+                    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                       f" WHERE usename = {literal}; {custom}")
+                await conn.execute(removal)
+            except asyncpg.UndefinedObjectError:
+                return  # the role's own revocation statements dropped it
             except asyncpg.InsufficientPrivilegeError:
                 raise
             except asyncpg.PostgresError as exc:

@@ -89,7 +89,7 @@ class RabbitEngine(Engine):
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=guarded_connector(self.reach.policy, self.reach.lookup, limit=4),
+                connector=guarded_connector(self.reach.policy, self.reach.lookup, limit=self.reach.connections),
                 timeout=aiohttp.ClientTimeout(total=self.reach.timeout))
         return self._session
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rx
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -84,11 +85,15 @@ class RedisEngine(Engine):
         host, port = self.public["host"], self.public["port"]
         address = await self.reach.address(host, port)
         tls = bool(self.public["tls"])
-        return aioredis.Redis(
+        extra: dict[str, Any] = {"connection_class": SSLConnection,
+                                 "ssl_ca_data": self.public.get("ca_certificate")} if tls else {}
+        # callers wait for a free connection (at most ``connections`` open) rather than fail
+        pool = BlockingConnectionPool(
+            max_connections=self.reach.connections, timeout=self.reach.timeout,
             host=host if tls else address, port=port, username=self.public["username"], password=password,
-            ssl=tls, ssl_ca_data=self.public.get("ca_certificate") if tls else None,
             socket_timeout=self.reach.timeout, socket_connect_timeout=self.reach.timeout,
-            retry=Retry(NoBackoff(), 0), max_connections=4, decode_responses=True, client_name="coffer-lease")
+            retry=Retry(NoBackoff(), 0), decode_responses=True, client_name="coffer-lease", **extra)
+        return aioredis.Redis(connection_pool=pool)
 
     async def _run(self, work: Any, client: aioredis.Redis | None = None) -> Any:
         try:
@@ -149,9 +154,9 @@ class RedisEngine(Engine):
         try:
             await self._run(lambda c: c.ping(), fresh)
         finally:
-            await fresh.aclose()
+            await fresh.aclose(close_connection_pool=True)
 
     async def close(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)
