@@ -11,13 +11,13 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: run run-distributed test test-unit docs lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
 	@test -f $(STAMP) || test ! -e $(VENV) || { echo "$(VENV) is another Python's: making it anew"; rm -rf $(VENV); }
 	@test -x $(PY) || { echo "creating $(VENV) with Python $(PYVER) ..."; $(PYTHON) -m venv $(VENV); }
 	@echo "installing Coffer and its dependencies into $(VENV) ..."
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[embedded,test]'
+	@$(PY) -m pip install --quiet -e '.[embedded,test]' -e ./clients/python
 	@touch $(STAMP)
 
 ## make run: the whole platform in one process (embedded PostgreSQL unless COFFER_DATABASE_URL is set)
@@ -47,13 +47,14 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-## make docs: regenerate docs/error-codes.md from shared/errors
+## make docs: regenerate docs/error-codes.md and the Python client's error classes from shared/errors
 docs: $(STAMP)
 	$(PY) -m shared.errors > docs/error-codes.md
+	$(PY) -m shared.errors --client > clients/python/coffer_client/errors.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
-	$(VENV)/bin/ruff check shared services tests bench
+	$(VENV)/bin/ruff check shared services tests bench clients/python
 	$(VENV)/bin/mypy shared
 
 clean:

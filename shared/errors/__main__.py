@@ -1,4 +1,5 @@
-"""``python -m shared.errors`` prints ``docs/error-codes.md`` (generated from the code)."""
+"""``python -m shared.errors`` prints ``docs/error-codes.md`` (generated from the code); with
+``--client``, the Python client's ``coffer_client/errors.py``."""
 
 from __future__ import annotations
 
@@ -35,4 +36,9 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if sys.argv[1:] == ["--client"]:
+        from ._client import render_client
+
+        sys.stdout.write(render_client())
+    else:
+        sys.stdout.write(render())

@@ -29,7 +29,7 @@ class IamRepository(SchemaRepository):
 
     async def whoami(self, identity_id: str, tenant_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT i.id, i.name, i.kind, i.partner_admin, i.allowed_scopes,"
+            "SELECT i.id, i.name, i.kind, i.partner_admin, i.allowed_scopes, i.mfa_kek_id IS NOT NULL AS mfa_enrolled,"
             " t.id AS tenant_id, t.name AS tenant_name, t.kind AS tenant_kind"
             " FROM identities i JOIN tenants t ON t.id = i.tenant_id WHERE i.id = $1 AND i.tenant_id = $2",
             identity_id, tenant_id)

@@ -80,10 +80,13 @@ async def whoami(request: web.Request) -> web.Response:
     if row is None:
         raise TokenInvalid("the token's identity no longer exists")
     return json_response({
-        "identity": {"id": row["id"], "name": row["name"], "kind": row["kind"], "partner_admin": row["partner_admin"]},
+        "identity": {"id": row["id"], "name": row["name"], "kind": row["kind"], "partner_admin": row["partner_admin"],
+                     "mfa_enrolled": row["mfa_enrolled"]},
         "tenant": {"id": row["tenant_id"], "name": row["tenant_name"], "kind": row["tenant_kind"]},
         "scopes": sorted(who.scopes),
         "expires_at": who.expires_at.isoformat().replace("+00:00", "Z"),
+        # when this token's holder last proved a second factor (None: never, with this token)
+        "mfa_at": who.mfa_at.isoformat().replace("+00:00", "Z") if who.mfa_at else None,
     })
 
 

@@ -1,0 +1,346 @@
+"""``Client`` (sync) and ``AsyncClient`` (asyncio): one method per API call, on httpx.
+
+Both share ``_Api``: each method describes its call (``_Call``) and how to read
+the answer; ``Client._call`` runs it at once, ``AsyncClient._call`` returns a
+coroutine — so ``AsyncClient`` has the same methods, awaited, and its lists are
+async iterators. Lists follow ``next_cursor`` to the last page.
+
+Retries: a 429 is retried after its ``Retry-After``; a 503 too, for GET, PUT
+and DELETE only (a POST that timed out behind the gateway may have been done:
+it is not repeated). At most ``retries`` more tries (2: three in all), and only
+when the wait the server asks for is at most ``max_wait`` seconds; otherwise
+the error is raised at once, ``retry_after`` on it. ``retries=0``: never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from coffer_client.errors import CofferError, from_response
+from coffer_client.models import Engine, Issued, Lease, LeaseCredentials, Secret, SecretMeta, Token
+
+DEFAULT_ADDR = "http://127.0.0.1:8700"
+VERSION = "0.1.0"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
+def _identity(body: Any) -> Any:
+    return body
+
+
+def _seg(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _secret_path(path: str) -> str:
+    return quote(path.strip("/"), safe="/")
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    convert: Callable[[Any], Any] = _identity
+    #: statuses besides 2xx whose body is the answer (health's 503 with its report)
+    answers: tuple[int, ...] = ()
+
+
+class _Base:
+    def __init__(self, addr: str | None = None, token: str | None = None, *, tenant: str | None = None,
+                 retries: int = 2, max_wait: float = 10.0, timeout: float = 30.0) -> None:
+        self.addr = (addr or os.environ.get("COFFER_ADDR") or DEFAULT_ADDR).rstrip("/")
+        self.token = token if token is not None else os.environ.get("COFFER_TOKEN") or None
+        self.tenant = tenant if tenant is not None else os.environ.get("COFFER_TENANT") or None
+        self.retries = max(0, retries)
+        self.max_wait = max_wait
+        self.timeout = timeout
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": f"coffer-client/{VERSION}", "Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if self.tenant:
+            headers["X-Tenant-ID"] = self.tenant
+        return headers
+
+    def _request(self, call: _Call) -> dict[str, Any]:
+        return {"method": call.method, "url": self.addr + call.path, "json": call.json,
+                "params": _drop_none(call.params) or None, "headers": self._headers()}
+
+    def _read(self, call: _Call, response: httpx.Response, attempt: int) -> tuple[float | None, Any]:
+        """``(wait, None)`` to try again after ``wait`` s; else ``(None, result)`` (or it raises)."""
+        if response.is_success or response.status_code in call.answers:
+            if response.status_code == 204 or not response.content:
+                return None, call.convert(None)
+            return None, call.convert(response.json())
+        retry_after = _retry_after(response)
+        if attempt < self.retries and (response.status_code == 429 or (
+                response.status_code == 503 and call.method in _IDEMPOTENT)):
+            wait = retry_after if retry_after is not None else min(2.0 ** attempt, self.max_wait)
+            if wait <= self.max_wait:
+                return wait, None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise from_response(response.status_code, body, response.headers.get("X-Request-ID"), retry_after)
+
+    def _page_call(self, call: _Call, cursor: str | None) -> _Call:
+        return _Call(call.method, call.path, call.json, {**call.params, "cursor": cursor}, _identity)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
+
+
+class _Api:
+    """Every API call the client offers, described once for both clients."""
+
+    def _call(self, call: _Call) -> Any:
+        raise NotImplementedError
+
+    def _list(self, call: _Call, convert: Callable[[Any], Any]) -> Any:
+        raise NotImplementedError
+
+    def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        """Any call of the API by path (``/v1/...``): its JSON answer."""
+        return self._call(_Call(method.upper(), path, json, params or {}))
+
+    # -- system and tokens ---------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``{status: ok|degraded, services: {...}}`` (a degraded platform answers too, not an error)."""
+        return self._call(_Call("GET", "/v1/sys/health", answers=(503,)))
+
+    def init(self) -> dict[str, Any]:
+        """Once, on an empty system: the root tenant, its admin's client id and secret, and a token."""
+        return self._call(_Call("POST", "/v1/sys/init"))
+
+    def login_client(self, client_id: str, client_secret: str, scopes: list[str] | None = None) -> Token:
+        """A token from client credentials; the client uses it from now on."""
+        return self._call(_Call("POST", "/v1/auth/token", _drop_none(
+            {"client_id": client_id, "client_secret": client_secret, "scopes": scopes}), convert=self._use_token))
+
+    def login_password(self, username: str, password: str, *, tenant_id: str | None = None,
+                       totp_code: str | None = None, scopes: list[str] | None = None) -> Token:
+        """A token for a user (``tenant_id`` left out: the root tenant's users)."""
+        return self._call(_Call("POST", "/v1/auth/token", _drop_none(
+            {"username": username, "password": password, "tenant_id": tenant_id, "totp_code": totp_code,
+             "scopes": scopes}), convert=self._use_token))
+
+    def step_up(self, totp_code: str) -> Token:
+        """A fresh token proving a second factor now (``mfa_at``)."""
+        return self._call(_Call("POST", "/v1/auth/mfa", {"totp_code": totp_code}, convert=self._use_token))
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call(_Call("GET", "/v1/auth/whoami"))
+
+    def revoke_token(self, token: str | None = None) -> None:
+        """Revoke a token (this client's own by default)."""
+        return self._call(_Call("POST", "/v1/auth/revoke", {"token": token or self.token}))  # type: ignore[attr-defined]
+
+    def _use_token(self, body: Any) -> Token:
+        token = Token.from_dict(body)
+        self.token = token.access_token  # type: ignore[attr-defined]
+        return token
+
+    # -- secrets ---------------------------------------------------------------------------------
+
+    def get_secret(self, path: str, version: int | None = None) -> Secret:
+        return self._call(_Call("GET", f"/v1/secrets/{_secret_path(path)}", params={"version": version},
+                                convert=Secret.from_dict))
+
+    def put_secret(self, path: str, value: Any, *, secret_type: str | None = None,
+                   metadata: dict[str, str] | None = None, ttl: str | None = None, expires_at: str | None = None,
+                   expected_version: int | None = None) -> SecretMeta:
+        """A new version (``expected_version``: only if that is the current one; 0: create only)."""
+        return self._call(_Call("PUT", f"/v1/secrets/{_secret_path(path)}", _drop_none(
+            {"value": value, "secret_type": secret_type, "metadata": metadata, "ttl": ttl, "expires_at": expires_at,
+             "expected_version": expected_version}), convert=SecretMeta.from_dict))
+
+    def list_secrets(self, prefix: str = "", *, page_size: int = 100) -> Iterator[SecretMeta]:
+        """Every live secret under ``prefix`` the caller may list, page after page, in path order."""
+        return self._list(_Call("GET", "/v1/secrets", params={"prefix": prefix, "limit": page_size}),
+                          SecretMeta.from_dict)
+
+    def versions(self, path: str, *, page_size: int = 100) -> Iterator[SecretMeta]:
+        """A secret's versions, newest first."""
+        return self._list(_Call("GET", f"/v1/secrets/{_secret_path(path)}:versions", params={"limit": page_size}),
+                          SecretMeta.from_dict)
+
+    def delete_secret(self, path: str) -> None:
+        """Soft delete (restorable until its ``purge_after``)."""
+        return self._call(_Call("DELETE", f"/v1/secrets/{_secret_path(path)}"))
+
+    def restore_secret(self, path: str) -> SecretMeta:
+        return self._call(_Call("POST", f"/v1/secrets/{_secret_path(path)}:restore", convert=SecretMeta.from_dict))
+
+    def purge_secret(self, path: str) -> None:
+        """Destroy every version now."""
+        return self._call(_Call("POST", f"/v1/secrets/{_secret_path(path)}:purge"))
+
+    # -- PKI -------------------------------------------------------------------------------------
+
+    def issue_certificate(self, role: str, common_name: str, *, alt_names: list[str] | None = None,
+                          ip_sans: list[str] | None = None, ttl: str | None = None) -> Issued:
+        """A key made by the PKI and its certificate (the key is in this answer only)."""
+        return self._call(_Call("POST", f"/v1/pki/roles/{_seg(role)}:issue", _drop_none(
+            {"common_name": common_name, "alt_names": alt_names, "ip_sans": ip_sans, "ttl": ttl}),
+            convert=Issued.from_dict))
+
+    # -- dynamic credentials ---------------------------------------------------------------------
+
+    def create_engine(self, name: str, type: str, config: dict[str, Any]) -> Engine:
+        return self._call(_Call("POST", "/v1/engines", {"name": name, "type": type, "config": config},
+                                convert=Engine.from_dict))
+
+    def get_engine(self, name: str) -> Engine:
+        return self._call(_Call("GET", f"/v1/engines/{_seg(name)}", convert=Engine.from_dict))
+
+    def list_engines(self, *, page_size: int = 100) -> Iterator[Engine]:
+        return self._list(_Call("GET", "/v1/engines", params={"limit": page_size}), Engine.from_dict)
+
+    def rotate_engine_admin(self, name: str) -> Engine:
+        """A new admin password set in the target and kept only by Coffer."""
+        return self._call(_Call("PATCH", f"/v1/engines/{_seg(name)}", {"rotate_admin_password": True},
+                                convert=Engine.from_dict))
+
+    def delete_engine(self, name: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/engines/{_seg(name)}"))
+
+    def put_role(self, engine: str, role: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(_Call("PUT", f"/v1/engines/{_seg(engine)}/roles/{_seg(role)}", body))
+
+    def get_role(self, engine: str, role: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/engines/{_seg(engine)}/roles/{_seg(role)}"))
+
+    def list_roles(self, engine: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", f"/v1/engines/{_seg(engine)}/roles", params={"limit": page_size}), _identity)
+
+    def delete_role(self, engine: str, role: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/engines/{_seg(engine)}/roles/{_seg(role)}"))
+
+    def lease_credentials(self, engine: str, role: str, ttl: str | None = None) -> LeaseCredentials:
+        """A user made in the target now, and its lease (the password is in this answer only)."""
+        return self._call(_Call("POST", f"/v1/engines/{_seg(engine)}/roles/{_seg(role)}:credentials",
+                                _drop_none({"ttl": ttl}), convert=LeaseCredentials.from_dict))
+
+    def get_lease(self, lease_id: str) -> Lease:
+        return self._call(_Call("GET", f"/v1/leases/{_seg(lease_id)}", convert=Lease.from_dict))
+
+    def list_leases(self, *, engine: str | None = None, role: str | None = None,
+                    page_size: int = 100) -> Iterator[Lease]:
+        return self._list(_Call("GET", "/v1/leases", params={"engine": engine, "role": role, "limit": page_size}),
+                          Lease.from_dict)
+
+    def renew_lease(self, lease_id: str, increment: str | None = None) -> Lease:
+        return self._call(_Call("POST", f"/v1/leases/{_seg(lease_id)}:renew", _drop_none({"increment": increment}),
+                                convert=Lease.from_dict))
+
+    def revoke_lease(self, lease_id: str) -> None:
+        """The lease's user removed from its target and its sessions ended (``engine_unreachable`` while
+        the target is down: Coffer keeps trying)."""
+        return self._call(_Call("POST", f"/v1/leases/{_seg(lease_id)}:revoke", convert=lambda _: None))
+
+    def revoke_prefix(self, engine: str, role: str | None = None) -> int:
+        """Every active lease of the engine (and role) revoked in the background; how many."""
+        return self._call(_Call("POST", "/v1/leases:revoke-prefix", _drop_none({"engine": engine, "role": role}),
+                                convert=lambda body: int(body["revoking"])))
+
+
+class Client(_Base, _Api):
+    """Coffer over HTTP, synchronously. ``Client(addr, token)``; both default to ``COFFER_ADDR`` /
+    ``COFFER_TOKEN`` (and ``COFFER_TENANT`` for ``X-Tenant-ID``)."""
+
+    def __init__(self, addr: str | None = None, token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(addr, token, **kwargs)
+        self._http = httpx.Client(timeout=self.timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, call: _Call) -> Any:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.request(**self._request(call))
+            except httpx.HTTPError as exc:
+                raise CofferError(f"cannot reach {self.addr}: {type(exc).__name__}", status=0) from None
+            wait, result = self._read(call, response, attempt)
+            if wait is None:
+                return result
+            time.sleep(wait)
+            attempt += 1
+
+    def _list(self, call: _Call, convert: Callable[[Any], Any]) -> Iterator[Any]:
+        cursor = None
+        while True:
+            page = self._call(self._page_call(call, cursor))
+            for item in page["items"]:
+                yield convert(item)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+
+class AsyncClient(_Base, _Api):
+    """Coffer over HTTP, for asyncio: the same methods as ``Client``, awaited; lists are ``async for``."""
+
+    def __init__(self, addr: str | None = None, token: str | None = None, **kwargs: Any) -> None:
+        super().__init__(addr, token, **kwargs)
+        self._http = httpx.AsyncClient(timeout=self.timeout)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, call: _Call) -> Any:  # type: ignore[override]
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(**self._request(call))
+            except httpx.HTTPError as exc:
+                raise CofferError(f"cannot reach {self.addr}: {type(exc).__name__}", status=0) from None
+            wait, result = self._read(call, response, attempt)
+            if wait is None:
+                return result
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def _list(self, call: _Call, convert: Callable[[Any], Any]) -> AsyncIterator[Any]:  # type: ignore[override]
+        cursor = None
+        while True:
+            page = await self._call(self._page_call(call, cursor))
+            for item in page["items"]:
+                yield convert(item)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
