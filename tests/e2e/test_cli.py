@@ -323,6 +323,21 @@ async def test_client_errors_are_the_vocabularys_classes(platform: Platform, adm
         assert paths == [f"{base}/a"] + [f"{base}/p{i}" for i in range(5)]  # three pages followed
         with pytest.raises(errors.InvalidPath):
             await aclient.get_secret("bad path!")
+        # the administration calls, text and binary answers included
+        ca = await aclient.create_ca({"name": name("ca"), "common_name": "SDK CA", "key_type": "ec-p256",
+                                      "ttl": "24h"})
+        assert (await aclient.ca_chain(ca["id"])).startswith("-----BEGIN CERTIFICATE-----")
+        crl = await aclient.ca_crl(ca["id"])
+        assert isinstance(crl, bytes) and crl[:1] == b"\x30"  # DER
+        assert (await aclient.ca_crl(ca["id"], pem=True)).startswith("-----BEGIN X509 CRL-----")
+        assert "coffer_" in await aclient.metrics()
+        assert ca["id"] in [c["id"] async for c in aclient.list_cas()]
+        policy = name("pol")
+        await aclient.create_policy(policy, [{"effect": "allow", "paths": ["secrets/x/**"], "capabilities": ["read"]}])
+        assert (await aclient.get_policy(policy))["name"] == policy
+        await aclient.delete_policy(policy)
+        with pytest.raises(errors.PolicyNotFound):
+            await aclient.get_policy(policy)
 
 
 async def test_client_waits_out_a_real_rate_limit(tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession) -> None:

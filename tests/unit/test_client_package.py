@@ -60,3 +60,15 @@ def test_exit_codes_and_variable_names() -> None:
     assert env_name("app/prod/db/password", "app/prod/") == "DB_PASSWORD"
     assert env_name("app/prod/api.key-v2", "app/prod/") == "API_KEY_V2"
     assert env_name("app/prod/ключ", "app/prod/") == "____"
+
+
+def test_every_api_call_has_a_client_method() -> None:
+    from coffer_client import AsyncClient, Client
+    from coffer_client.client import API_CALLS
+    from services.gateway.bootstrap import ROUTES
+
+    served = {(r.method, p) for r in ROUTES for p in (r.doc_paths or (r.path,))}
+    assert set(API_CALLS) == served, {"no method": sorted(served - set(API_CALLS)),
+                                      "no route": sorted(set(API_CALLS) - served)}
+    for method in API_CALLS.values():
+        assert callable(getattr(Client, method)) and callable(getattr(AsyncClient, method)), method
