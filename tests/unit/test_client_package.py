@@ -65,6 +65,7 @@ def test_exit_codes_and_variable_names() -> None:
 def test_every_api_call_has_a_client_method() -> None:
     from coffer_client import AsyncClient, Client
     from coffer_client.client import API_CALLS
+
     from services.gateway.bootstrap import ROUTES
 
     served = {(r.method, p) for r in ROUTES for p in (r.doc_paths or (r.path,))}
