@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(PYVER)
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-distributed test test-unit docs lint bench clean
+.PHONY: run run-distributed test test-unit docs lint bench fuzz clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
@@ -43,6 +43,10 @@ test: $(STAMP)
 	$(call need,redis-server,redis-server,a target of the lease tests)
 	.ci/lease-targets
 	$(PY) -m pytest tests
+
+## make fuzz: the whole API under schemathesis (every check but 405, stateful, seed 7, >= 10,000 cases)
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz $(FUZZ_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

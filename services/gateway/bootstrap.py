@@ -93,5 +93,5 @@ def build_app(state: GatewayState) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
         state.routes[route.handler] = route
-    state.openapi = openapi.document(ROUTES, version=VERSION)
+    state.openapi = openapi.document(ROUTES, version=VERSION, https_only=not state.settings.outbound_allow_http)
     return app

@@ -16,10 +16,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as _PydanticError
 
 from shared.errors import InternalError, ValidationError, from_wire
@@ -49,10 +49,26 @@ class Empty(Contract):
     """A request or result with nothing in it."""
 
 
+#: a duration as the description shows it (``90s``, ``1h30m``, ``30d``); the field stays a string so the
+#: service's own check answers ``invalid_duration`` (not a generic ``validation_error``)
+DURATION_SCHEMA: dict[str, Any] = {"pattern": r"^([0-9]{1,12}[smhdw]){1,5}$"}
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's ``integer`` takes ``2.0``: so does a request (as 2), but never ``true`` or ``2.5``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: an integer field of a request, as JSON Schema reads ``integer``
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class PageRequest(Contract):
     """``limit`` and ``cursor`` of every list method."""
 
-    limit: StrictInt = Field(100, ge=1, le=1000)
+    limit: JsonInt = Field(100, ge=1, le=1000)
     cursor: StrictStr | None = Field(None, max_length=2000)
 
 

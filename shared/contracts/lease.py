@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, Page, PageRequest, ServiceClient
+from shared.contracts import DURATION_SCHEMA, Contract, Empty, Method, Page, PageRequest, ServiceClient
 
 EngineType = Literal["postgresql", "rabbitmq", "redis"]
 LeaseStatus = Literal["active", "revoking", "revoked", "expired"]
@@ -57,8 +57,8 @@ class EngineView(Contract):
 # -- roles -------------------------------------------------------------------------------------
 
 class RoleBody(Contract):
-    default_ttl: StrictStr = Field("1h", max_length=40)
-    max_ttl: StrictStr = Field("24h", max_length=40)
+    default_ttl: StrictStr = Field("1h", max_length=40, json_schema_extra=DURATION_SCHEMA)
+    max_ttl: StrictStr = Field("24h", max_length=40, json_schema_extra=DURATION_SCHEMA)
     #: postgresql: SQL templates with {{name}}, {{password}}, {{expiration}}
     creation_statements: list[StrictStr] | None = Field(None, max_length=20)
     revocation_statements: list[StrictStr] | None = Field(None, max_length=20)
@@ -93,7 +93,7 @@ class RoleView(RoleBody):
 # -- credentials and leases ------------------------------------------------------------------------
 
 class CredentialsBody(Contract):
-    ttl: StrictStr | None = Field(None, max_length=40)
+    ttl: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class CredentialsRequest(CredentialsBody):
@@ -131,7 +131,7 @@ class LeaseList(PageRequest):
 
 
 class RenewBody(Contract):
-    increment: StrictStr | None = Field(None, max_length=40)
+    increment: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class Renew(RenewBody):

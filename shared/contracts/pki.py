@@ -8,12 +8,12 @@ Binary answers (a CRL, an OCSP response) travel base64-encoded.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, Page, PageRequest, ServiceClient
+from shared.contracts import DURATION_SCHEMA, Contract, Empty, JsonInt, Method, Page, PageRequest, ServiceClient
 
 KeyTypeName = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096", "ed25519"]
 ExtKeyUsage = Literal["server_auth", "client_auth", "code_signing", "email_protection", "time_stamping",
@@ -26,6 +26,8 @@ SERIAL_PATTERN = r"^[0-9a-fA-F]{1,40}$"
 #: PEM texts: a CSR or a certificate is a few KiB; a chain of them stays far below this
 MAX_PEM = 65_536
 MAX_SANS = 100
+#: the form of the ids the API hands out (``ca_…``): an id of another form is refused, never looked up
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class Ref(Contract):
@@ -41,9 +43,9 @@ class CaCreate(Contract):
     #: X.520's upper bound for a common name
     common_name: StrictStr = Field(min_length=1, max_length=64)
     key_type: KeyTypeName = "ec-p256"
-    ttl: StrictStr = Field("87600h", max_length=40)
-    parent_id: StrictStr | None = Field(None, min_length=1, max_length=64)
-    max_path_length: StrictInt | None = Field(None, ge=0, le=8)
+    ttl: StrictStr = Field("87600h", max_length=40, json_schema_extra=DURATION_SCHEMA)
+    parent_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+    max_path_length: JsonInt | None = Field(None, ge=0, le=8)
 
 
 class CaView(Contract):
@@ -92,15 +94,15 @@ class OcspAnswer(Contract):
 # -- roles -----------------------------------------------------------------------------------
 
 class RoleBody(Contract):
-    ca_id: StrictStr = Field(min_length=1, max_length=64)
+    ca_id: StrictStr = Field(pattern=ID_PATTERN)
     allowed_domains: list[StrictStr] = Field(default_factory=list, max_length=1000)
     allow_subdomains: StrictBool = False
     allow_wildcards: StrictBool = False
     allow_bare_domains: StrictBool = False
     allow_ip_sans: StrictBool = False
     key_type: KeyTypeName | Literal["any"] = "ec-p256"
-    ttl: StrictStr = Field("720h", max_length=40)
-    max_ttl: StrictStr = Field("2160h", max_length=40)
+    ttl: StrictStr = Field("720h", max_length=40, json_schema_extra=DURATION_SCHEMA)
+    max_ttl: StrictStr = Field("2160h", max_length=40, json_schema_extra=DURATION_SCHEMA)
     ext_key_usage: list[ExtKeyUsage] = Field(default_factory=lambda: list[ExtKeyUsage](["server_auth"]),
                                              max_length=6)
 
@@ -125,7 +127,7 @@ class IssueBody(Contract):
     common_name: StrictStr = Field(min_length=1, max_length=1024)
     alt_names: list[StrictStr] = Field(default_factory=list, max_length=MAX_SANS)
     ip_sans: list[StrictStr] = Field(default_factory=list, max_length=MAX_SANS)
-    ttl: StrictStr | None = Field(None, max_length=40)
+    ttl: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class Issue(IssueBody):
@@ -134,7 +136,7 @@ class Issue(IssueBody):
 
 class SignBody(Contract):
     csr: StrictStr = Field(max_length=MAX_PEM, repr=False)
-    ttl: StrictStr | None = Field(None, max_length=40)
+    ttl: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class Sign(SignBody):
@@ -160,7 +162,8 @@ class Issued(Signed):
 
 class CsrSubmit(Contract):
     csr: StrictStr = Field(max_length=MAX_PEM, repr=False)
-    role: StrictStr = Field(max_length=200)
+    #: a role's name (the service answers invalid_role for another form)
+    role: StrictStr = Field(max_length=200, json_schema_extra={"pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"})
 
 
 class CsrView(Contract):
@@ -215,8 +218,8 @@ class CertView(Contract):
 
 
 class CertList(PageRequest):
-    ca_id: StrictStr | None = Field(None, max_length=64)
-    expiring_within: StrictStr | None = Field(None, max_length=40)
+    ca_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
+    expiring_within: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class RevokeBody(Contract):

@@ -11,10 +11,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, Field, StrictInt, StrictStr
+from pydantic import AwareDatetime, Field, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, ServiceClient
+from shared.contracts import DURATION_SCHEMA, Contract, Empty, JsonInt, Method, ServiceClient
 from shared.errors import InvalidPath
 
 MAX_PATH = 512
@@ -60,11 +60,12 @@ class PutSecretBody(Contract):
 
     #: a string, or an object for ``json`` secrets (checked with the type by the service)
     value: Any = Field(repr=False)
-    secret_type: StrictStr = "generic"
+    # checked by the service (invalid_secret_type, invalid_duration); the description lists what it accepts
+    secret_type: StrictStr = Field("generic", json_schema_extra={"enum": list(SECRET_TYPES)})
     metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=64)
     expires_at: AwareDatetime | None = None
-    ttl: StrictStr | None = None
-    expected_version: StrictInt | None = Field(None, ge=0)
+    ttl: StrictStr | None = Field(None, json_schema_extra=DURATION_SCHEMA)
+    expected_version: JsonInt | None = Field(None, ge=0)
 
 
 class PutSecret(PutSecretBody):
@@ -81,14 +82,14 @@ class SecretRef(Contract):
     """``secrets.get`` / ``delete`` / ``restore`` / ``purge``."""
 
     path: StrictStr
-    version: StrictInt | None = Field(None, ge=1)
+    version: JsonInt | None = Field(None, ge=1)
 
 
 class ListSecrets(Contract):
     """``secrets.list``: live secrets under ``prefix``, path order."""
 
     prefix: StrictStr = ""
-    limit: StrictInt = Field(100, ge=1, le=1000)
+    limit: JsonInt = Field(100, ge=1, le=1000)
     cursor: StrictStr | None = None
 
 
@@ -96,7 +97,7 @@ class ListVersions(Contract):
     """``secrets.versions``: one secret's versions, newest first."""
 
     path: StrictStr
-    limit: StrictInt = Field(100, ge=1, le=1000)
+    limit: JsonInt = Field(100, ge=1, le=1000)
     cursor: StrictStr | None = None
 
 

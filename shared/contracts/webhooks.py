@@ -6,6 +6,7 @@ The gateway validates HTTP bodies with the same models.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictStr
 
@@ -36,7 +37,8 @@ class WebhookChange(WebhookPatch):
 
 class SubscriptionCreate(Contract):
     webhook_id: StrictStr = Field(min_length=1, max_length=64)
-    event_types: list[StrictStr] = Field(min_length=1, max_length=20)
+    event_types: list[Annotated[StrictStr, Field(pattern=EVENT_PATTERN, max_length=200)]] = Field(
+        min_length=1, max_length=20)
     path_pattern: StrictStr | None = Field(None, max_length=MAX_PATTERN)
 
 

@@ -32,6 +32,12 @@ async def ensure_key(pool: asyncpg.Pool, kms: KmsProvider, schema: str, name: st
     return unseal(kms, Sealed(*row), _aad(schema, name))
 
 
+async def existing_key(pool: asyncpg.Pool, kms: KmsProvider, schema: str, name: str) -> bytes | None:
+    """The key called ``name`` if there is one (``EncryptionError`` if ``kms`` can't open it); never makes one."""
+    row = await pool.fetchrow("SELECT kek_id, wrapped_key, nonce, ciphertext FROM sealed_keys WHERE name = $1", name)
+    return None if row is None else unseal(kms, Sealed(*row), _aad(schema, name))
+
+
 def sealed_columns(schema: str) -> SealedColumns:
     """Where the named keys are, for KEK rotation (``shared.db.rewrap``): every service has them."""
     return SealedColumns("sealed_keys", key=("name",), aad=lambda row: _aad(schema, row["name"]))

@@ -16,6 +16,7 @@ import contextlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -131,9 +132,17 @@ async def rabbit_admin() -> AsyncIterator[dict[str, Any]]:
 
 
 def rabbit_login_works(user: str, password: str) -> bool:
-    """Does RabbitMQ accept this user and password (``rabbitmqctl authenticate_user``)?"""
-    return subprocess.run(["rabbitmqctl", "authenticate_user", user, password], capture_output=True,
-                          timeout=60).returncode == 0
+    """Does RabbitMQ accept this user and password (``rabbitmqctl authenticate_user``)? Exit 65 is
+    RabbitMQ's "refused"; any other failure is the CLI's (the node busy, a timeout): asked again."""
+    for _ in range(5):
+        run = subprocess.run(["rabbitmqctl", "authenticate_user", user, password], capture_output=True, text=True,
+                             timeout=60)
+        if run.returncode == 0:
+            return True
+        if run.returncode == 65:
+            return False
+        time.sleep(1)
+    raise AssertionError(f"rabbitmqctl authenticate_user kept failing: {run.returncode} {run.stderr[-300:]}")
 
 
 class TcpProxy:

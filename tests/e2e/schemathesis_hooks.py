@@ -27,3 +27,37 @@ def error_is_the_envelope(ctx: Any, response: Any, case: Any) -> None:
     for name in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
         assert name in headers, f"{name} missing"
     return None
+
+
+#: 400s a request the description allows can still get, each for a reason no JSON Schema can state
+SEMANTIC_REFUSALS = {
+    "invalid_cursor": "a cursor is signed by the server; one made up is refused",
+    "invalid_duration": "durations of zero or over 100 years match the grammar",
+    "invalid_policy": "a rule's meaning (capabilities, conditions) is checked by the policy engine",
+    "invalid_glob": "a glob is compiled by the server",
+    "invalid_config": "an engine's config depends on its type, and is checked by connecting",
+    "webhook_url_invalid": "the host must resolve to an address the operator allows",
+    "invalid_role": "default_ttl against max_ttl, fields of another engine type",
+    "csr_invalid": "a CSR's signature and encoding", "domain_not_allowed": "a role's name rules",
+    "key_type_mismatch": "a CSR's key against its role", "ttl_exceeds_max": "a ttl against its role",
+}
+#: pydantic's messages for a request's shape: a request the description allows must never get one
+SHAPE_MESSAGES = ("Field required", "Input should", "String should", "Extra inputs", "List should",
+                  "Value should", "Dictionary should", "Tuple should", "Object has", "Invalid JSON")
+
+
+@schemathesis.check
+def valid_requests_are_refused_only_for_what_no_schema_says(ctx: Any, response: Any, case: Any) -> None:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code not in (400, 422):
+        return None
+    error = response.json().get("error", {})
+    code = error.get("code")
+    if code == "validation_error":
+        for field in error.get("details", {}).get("fields", []):
+            message = str(field.get("message", ""))
+            assert not message.startswith(SHAPE_MESSAGES), \
+                f"a request the description allows was refused for its shape: {field}"
+        return None
+    assert code in SEMANTIC_REFUSALS, f"a request the description allows was refused with {code}"
+    return None

@@ -237,3 +237,18 @@ async def test_a_storage_failure_behind_the_bus_is_storage_error(
             assert "secret_versions" not in err["message"] and "SELECT" not in str(answer)
     finally:
         await platform.close()
+
+
+async def test_a_nul_character_anywhere_is_refused_not_a_storage_failure(api: Api) -> None:
+    """PostgreSQL stores no NUL: in a body's strings and keys, or a query, it is the caller's 422."""
+    for method, path, kwargs in (
+            ("PUT", "/v1/secrets/nul/meta", {"json": {"value": "v", "metadata": {"k": "a\x00b"}}}),
+            ("PUT", "/v1/secrets/nul/key", {"json": {"value": "v", "metadata": {"k\x00": "v"}}}),
+            ("POST", "/v1/policies", {"json": {"name": "nul", "description": "\x00", "rules": [
+                {"effect": "allow", "paths": ["x"], "capabilities": ["read"]}]}}),
+            ("POST", "/v1/subscriptions", {"json": {"webhook_id": "wh_\x00", "event_types": ["#"]}}),
+            ("GET", "/v1/leases?engine=a%002", {}), ("GET", "/v1/secrets?prefix=a%00", {})):
+        status, body, headers = await api.request(method, path, **kwargs)
+        err = assert_envelope(status, body, headers, "validation_error")
+        assert "NUL" in err["details"]["fields"][0]["message"], (path, err)
+    assert (await api.request("GET", "/v1/secrets/nul/meta"))[0] == 404  # nothing was written

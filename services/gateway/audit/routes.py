@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field, StrictStr
+from pydantic import AwareDatetime, BeforeValidator, Field, StrictStr
 
 from services.gateway.audit.log import view
 from services.gateway.edge.routes import (
@@ -21,12 +22,24 @@ from services.gateway.state import state
 from shared.contracts import Contract, Query
 
 
+def _iso_only(value: object) -> object:
+    """ISO 8601 only: pydantic would also read ``0.5`` as seconds since the epoch, which the
+    description (``format: date-time``) does not allow."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]", value):
+        raise ValueError("an ISO 8601 date-time, like 2026-01-31T12:00:00Z")
+    return value
+
+
+#: a moment in a query: ISO 8601 with a zone
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+
+
 class AuditQuery(Query):
     identity_id: str | None = Field(None, max_length=64)
     path_prefix: str | None = Field(None, max_length=600)
     code: str | None = Field(None, max_length=64)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: IsoTime | None = None
+    until: IsoTime | None = None
     limit: int = Field(100, ge=1, le=1000)
     cursor: str | None = None
 

@@ -8,6 +8,7 @@ the checks of api.md §1 in order and writes the audit entry.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import orjson
@@ -125,10 +126,18 @@ def _code_of(response: web.Response) -> str | None:
         return None
 
 
+_PARAM_REGEX = re.compile(r"\{(\w+):[^{}]*\}")
+
+
+def template(path: str) -> str:
+    """A route's path with its parameters' regular expressions left out: ``/v1/secrets/{tail}``."""
+    return _PARAM_REGEX.sub(r"{\1}", path)
+
+
 def _route_name(request: web.Request) -> str:
     """The route template (never the raw path, which may hold secret paths)."""
     info = request.match_info.route.resource
-    return info.canonical if info is not None else "<unmatched>"
+    return template(info.canonical) if info is not None else "<unmatched>"
 
 
 @web.middleware
@@ -177,7 +186,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
         await record_audit(request, tenant_id=context(request).tenant_id or who.tenant_id,
                            identity_id=who.identity_id, resource=str(resource), outcome=outcome, status=status,
-                           action=f"{request.method} {route.path}" + (f" ({capability})" if capability else ""),
+                           action=f"{request.method} {template(route.path)}"
+                           + (f" ({capability})" if capability else ""),
                            sensitive=request.get(AUDIT_FIELDS))
 
 

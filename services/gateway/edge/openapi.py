@@ -1,10 +1,19 @@
 """``GET /v1/openapi.json``: OpenAPI 3.1, generated from the route table and the pydantic models.
 
 Each route contributes its method and path, its body and query models (their
-JSON Schemas), its success statuses, and the error codes it can answer: the
-route's own plus those the middlewares add (authentication, tenant, scope,
-policy, limits, maintenance). Every error response is the one envelope, its
+JSON Schemas), its success statuses and media type, and the error codes it
+can answer: the route's own plus those the middlewares add (authentication,
+tenant, scope, policy, limits, maintenance; ``validation_error`` wherever a
+body or a query is parsed). Every error response is the one envelope, its
 ``code`` restricted to the codes of that status.
+
+What the description promises is what the server checks, from the same
+models: path parameters carry the grammar the server holds them to (a secret
+path segment as api.md §5 says it; role and engine names; serials), query
+parameters are never ``null`` (absent is how a query says "none"), a body is
+``required`` exactly when its model has a required field, and a create
+(``201``) links to the operations that take the id it returns, so a stateful
+fuzzer can chain create → get → delete.
 """
 
 from __future__ import annotations
@@ -25,13 +34,54 @@ AUTHENTICATED = ("authentication_required", "token_expired", "token_invalid", "t
                  "insufficient_scope", "access_denied", "ip_not_allowed", "time_window_violation", "mfa_required")
 _PARAM = re.compile(r"\{([a-z_]+)(?::[^}]*)?\}")
 
+#: one segment of a secret path (api.md §5); a path of several is the same joined by literal ``/``,
+#: which a path parameter can't carry, so the description names one segment
+SECRET_SEGMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: names of PKI roles, engines and engine roles
+NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+#: ids the API hands out (``ten_…``, ``idn_…``, ``lea_…``): an unknown one is not found
+ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "path": {"type": "string", "pattern": SECRET_SEGMENT},
+    "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"},
+    "role": {"type": "string", "pattern": NAME},
+    "serial": {"type": "string", "pattern": r"^[0-9a-fA-F]{1,40}$"},
+    # an OCSP request, base64: one that does not decode is answered by OCSP itself (malformedRequest, 200)
+    "request": {"type": "string", "minLength": 1},
+}
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema(model: type[BaseModel], **kwargs: Any) -> dict[str, Any]:
+    """``model``'s JSON Schema, bounds in JSON Schema's words: pydantic leaves ``ge``/``le`` as they are on
+    a number wrapped in a validator (``JsonInt``), which a reader of the description would not apply."""
+    def fix(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("default", 0) is None and node.get("type") not in (None, "null"):
+                node = {k: v for k, v in node.items() if k != "default"}  # "absent", not null (SkipJsonSchema)
+            return {_BOUNDS.get(k, k) if k in _BOUNDS and node.get("type") in ("integer", "number") else k: fix(v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+    return dict(fix(model.model_json_schema(**kwargs)))
+
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    for name, definition in schema.pop("$defs", {}).items():
-        components[name] = definition
-    components[model.__name__] = schema
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+    """A body's schema among the components, under its class name — or, when another module has a
+    class of that name (the PKI's and the lease service's ``RoleBody``), its module's name before it."""
+    name = model.__name__
+    owner = components.setdefault("x-owners", {})
+    if owner.get(name, model) is not model:
+        name = model.__module__.rsplit(".", 1)[-1].title() + name
+    owner[name] = model
+    schema = _json_schema(model, ref_template="#/components/schemas/{model}")
+    for def_name, definition in schema.pop("$defs", {}).items():
+        components[def_name] = definition
+    components[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _envelope(codes: list[str]) -> dict[str, Any]:
@@ -44,16 +94,31 @@ def _envelope(codes: list[str]) -> dict[str, Any]:
     }
 
 
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema without ``null``: leaving the parameter out is its "none"."""
+    options = [o for o in prop.get("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        prop = {**{k: v for k, v in prop.items() if k != "anyOf"}, **options[0]}
+    if "default" in prop and prop["default"] is None:
+        prop = {k: v for k, v in prop.items() if k != "default"}
+    return prop
+
+
 def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    schema = model.model_json_schema()
+    schema = _json_schema(model)
     required = set(schema.get("required", []))
-    return [{"name": name, "in": "query", "required": name in required, "schema": prop}
+    return [{"name": name, "in": "query", "required": name in required, "schema": _not_null(prop)}
             for name, prop in schema.get("properties", {}).items()]
+
+
+def _body_required(model: type[BaseModel]) -> bool:
+    return bool(model.model_json_schema().get("required"))
 
 
 def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str, Any]:
     codes = [*ALWAYS, *route.errors]
-    if route.body is not None:
+    body = route.doc_bodies.get(path, route.body)
+    if body is not None or route.query is not None:
         codes += WITH_BODY
     if not route.public:
         codes += AUTHENTICATED
@@ -64,17 +129,20 @@ def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str,
     op: dict[str, Any] = {
         "operationId": f"{route.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}",
         "summary": doc, "tags": [path.split("/")[2] if path.startswith("/v1/") else "metrics"],
-        "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        "parameters": [{"name": name, "in": "path", "required": True,
+                        "schema": route.params.get(name) or PARAM_SCHEMAS.get(name) or {"type": "string",
+                                                                                         "pattern": ID}}
                        for name in _PARAM.findall(path)],
         "responses": {},
     }
     if route.query is not None:
         op["parameters"] += _query_parameters(route.query)
-    if route.body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(route.body,
-                                                                                                  components)}}}
+    if body is not None:
+        op["requestBody"] = {"required": _body_required(body),
+                             "content": {"application/json": {"schema": _schema(body, components)}}}
     for status in route.statuses:
-        content = {} if status == 204 else {"application/json": {"schema": {"type": "object"}}}
+        answer = {"type": "object"} if route.media == "application/json" else {"type": "string"}
+        content = {} if status == 204 else {route.media: {"schema": answer}}
         op["responses"][str(status)] = {"description": "success", **({"content": content} if content else {})}
     for status, status_codes in sorted(by_status.items()):
         op["responses"][str(status)] = {
@@ -88,13 +156,40 @@ def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str,
     return op
 
 
-def document(routes: tuple[Route, ...] | list[Route], version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of ``routes``."""
+def _link(paths: dict[str, dict[str, Any]]) -> None:
+    """Each create (201 on a collection) links to the operations on the item it made."""
+    for path, operations in paths.items():
+        create = operations.get("post")
+        if create is None or "201" not in create["responses"]:
+            continue
+        for item_path, item_ops in paths.items():
+            found = re.fullmatch(re.escape(path) + r"/\{([a-z_]+)\}(?::[a-z-]+)?", item_path)
+            if not found:
+                continue
+            field = found[1] if found[1] in ("id", "name") else None
+            if field is None:
+                continue
+            links = create["responses"]["201"].setdefault("links", {})
+            for method, op in item_ops.items():
+                links[f"{method}_{op['operationId']}"] = {
+                    "operationId": op["operationId"], "parameters": {found[1]: f"$response.body#/{field}"}}
+
+
+def document(routes: tuple[Route, ...] | list[Route], version: str, *, https_only: bool = True) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``routes``. ``https_only``: outbound URLs (webhooks) must be https,
+    as the server is configured (``COFFER_OUTBOUND_ALLOW_HTTP`` unset)."""
     components: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
     for route in routes:
         for path in route.doc_paths or (route.path,):
             paths[path][route.method.lower()] = _operation(route, path, components)
+    _link(paths)
+    if https_only:
+        for name in ("WebhookCreate", "WebhookPatch"):
+            url = components.get(name, {}).get("properties", {}).get("url")
+            if url is not None:
+                target = next((o for o in url.get("anyOf", []) if o.get("type") == "string"), url)
+                target["pattern"] = "^https://"
     return {
         "openapi": "3.1.0",
         "info": {"title": "Coffer API", "version": version,
@@ -102,6 +197,6 @@ def document(routes: tuple[Route, ...] | list[Route], version: str) -> dict[str,
                                 "{error: {code, message, details, request_id}}; branch on error.code."},
         "servers": [{"url": "/"}],
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": dict(sorted(components.items())),
+        "components": {"schemas": dict(sorted((k, v) for k, v in components.items() if k != "x-owners")),
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }

@@ -9,8 +9,8 @@ read.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl
 
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from services.gateway.iam.domain import Principal
 from shared.context import RequestContext
 from shared.contracts import Query, parse
-from shared.errors import CofferError, InvalidRequest, envelope
+from shared.errors import CofferError, InvalidRequest, ValidationError, envelope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -55,6 +55,12 @@ class Route:
     errors: tuple[str, ...] = ()
     #: documented paths when one route serves several (``{path}:restore`` ...)
     doc_paths: tuple[str, ...] = ()
+    #: the body of a documented path, where it is not ``body`` (``…:sign`` beside ``…:issue``)
+    doc_bodies: Mapping[str, type[BaseModel]] = field(default_factory=dict)
+    #: the success answer's media type
+    media: str = "application/json"
+    #: JSON Schemas of path parameters beyond the defaults of edge/openapi.py (by name)
+    params: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def at(kind: str, key: str, capability: str) -> Callable[[web.Request], tuple[str, str]]:
@@ -143,14 +149,32 @@ async def read_object(request: web.Request, *, allow_form: bool = False) -> dict
                 raise InvalidRequest("request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
+    _refuse_nul(data, "body")
     return data
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """No NUL character anywhere in a request's strings (keys included): PostgreSQL's text and jsonb hold
+    none, and a value that can't be stored is the caller's mistake (422), not a storage failure (500)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValidationError.on(where, "NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_nul(key, where)
+            _refuse_nul(item, f"{where}.{key}" if where != "body" else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}.{index}")
 
 
 def query(request: web.Request, model: type[M]) -> M:
     """The query string as ``model`` (``validation_error`` when a parameter is wrong)."""
     if not request.query_string:
         return cast(M, _defaults(model))  # most requests have none: nothing to validate
-    return parse(model, dict(request.query))
+    params = dict(request.query)
+    _refuse_nul(params, "query")
+    return parse(model, params)
 
 
 @functools.cache

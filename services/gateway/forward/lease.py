@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
+from services.gateway.edge.openapi import NAME
 from services.gateway.edge.routes import PageQuery, Route, context, model_response, principal, query, read_model
 from services.gateway.forward.access import authorize, fetched, listed, listed_through
 from services.gateway.state import state
@@ -229,7 +230,7 @@ async def revoke_prefix(request: web.Request) -> web.Response:
     return model_response(await _lease(request).revoke_prefix(context(request), body), status=202)
 
 
-_L: dict[str, Any] = {"scope": "leases"}
+_L: dict[str, Any] = {"scope": "leases", "params": {"name": {"type": "string", "pattern": NAME}}}
 ENGINE = "/v1/engines/{name}"
 ROLE = "/v1/engines/{name}/roles/{role}"
 TARGET_ERRORS = ("engine_unreachable", "invalid_config")

@@ -15,11 +15,12 @@ its CA or on the role that issued it; on a CSR, on its role. Who may not even
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field
 
+from services.gateway.edge.openapi import NAME
 from services.gateway.edge.routes import (
     PageQuery,
     Route,
@@ -32,6 +33,7 @@ from services.gateway.forward.access import also, authorize, fetched, listed, li
 from services.gateway.state import state
 from shared.contracts import parse
 from shared.contracts.pki import (
+    ID_PATTERN,
     AnchorCreate,
     CaCreate,
     CertList,
@@ -62,7 +64,7 @@ PEM_TYPE = "application/x-pem-file"
 
 
 class CertQuery(PageQuery):
-    ca_id: str | None = Field(None, max_length=64)
+    ca_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
     expiring_within: str | None = Field(None, max_length=40)
 
 
@@ -267,6 +269,7 @@ def _on(kind: str, capability: str, key: str | None = "id") -> Callable[[web.Req
 
 
 _P: dict[str, Any] = {"scope": "pki"}
+_NAMED: dict[str, Any] = {"params": {"name": {"type": "string", "pattern": NAME}}}
 CA_NF = ("ca_not_found",)
 ROLE = "/v1/pki/roles/{name}"
 ISSUE_ERRORS = ("role_not_found", "ca_not_found", "invalid_role", "domain_not_allowed", "ttl_exceeds_max",
@@ -277,18 +280,20 @@ ROUTES: tuple[Route, ...] = (
           statuses=(201,), errors=(*CA_NF, "name_conflict", "invalid_duration", "ttl_exceeds_max")),
     Route("GET", "/v1/pki/cas", list_cas, **_P, query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/pki/cas/{id}", get_ca, **_P, target=_on("pki/cas", "read"), errors=CA_NF),
-    Route("GET", "/v1/pki/cas/{id}/chain", ca_chain, **_P, target=_on("pki/cas", "read"), errors=CA_NF),
+    Route("GET", "/v1/pki/cas/{id}/chain", ca_chain, **_P, target=_on("pki/cas", "read"), errors=CA_NF,
+          media=PEM_TYPE),
     Route("DELETE", "/v1/pki/cas/{id}", delete_ca, **_P, target=_on("pki/cas", "manage"), statuses=(204,),
           errors=(*CA_NF, "ca_has_certificates")),
     Route("GET", "/v1/pki/roles", list_roles, **_P, query=PageQuery, errors=("invalid_cursor",)),
-    Route("PUT", "/v1/pki/roles/{tail}", put_role, **_P, target=_role_target, body=RoleBody, statuses=(200, 201),
-          doc_paths=(ROLE,), errors=(*CA_NF, "invalid_role", "invalid_duration")),
-    Route("GET", "/v1/pki/roles/{tail}", get_role, **_P, target=_role_target, doc_paths=(ROLE,),
+    Route("PUT", "/v1/pki/roles/{tail}", put_role, **_P, **_NAMED, target=_role_target, body=RoleBody,
+          statuses=(200, 201), doc_paths=(ROLE,), errors=(*CA_NF, "invalid_role", "invalid_duration")),
+    Route("GET", "/v1/pki/roles/{tail}", get_role, **_P, **_NAMED, target=_role_target, doc_paths=(ROLE,),
           errors=("role_not_found", "invalid_role")),
-    Route("DELETE", "/v1/pki/roles/{tail}", delete_role, **_P, target=_role_target, statuses=(204,),
+    Route("DELETE", "/v1/pki/roles/{tail}", delete_role, **_P, **_NAMED, target=_role_target, statuses=(204,),
           doc_paths=(ROLE,), errors=("role_not_found", "invalid_role")),
-    Route("POST", "/v1/pki/roles/{tail}", role_action, **_P, target=_role_target, body=IssueBody,
-          statuses=(201,), doc_paths=(ROLE + ":issue", ROLE + ":sign"), errors=(*ISSUE_ERRORS, "csr_invalid")),
+    Route("POST", "/v1/pki/roles/{tail}", role_action, **_P, **_NAMED, target=_role_target, body=IssueBody,
+          statuses=(201,), doc_paths=(ROLE + ":issue", ROLE + ":sign"), doc_bodies={ROLE + ":sign": SignBody},
+          errors=(*ISSUE_ERRORS, "csr_invalid")),
     Route("POST", "/v1/pki/csrs", submit_csr, **_P, body=CsrSubmit, statuses=(201,),
           errors=("role_not_found", "invalid_role", "csr_invalid", "domain_not_allowed", "key_type_mismatch")),
     Route("GET", "/v1/pki/csrs", list_csrs, **_P, query=CsrQuery, errors=("invalid_cursor",)),
@@ -298,9 +303,10 @@ ROUTES: tuple[Route, ...] = (
           errors=("csr_not_found", "csr_already_processed", *ISSUE_ERRORS)),
     Route("GET", "/v1/pki/certificates", list_certificates, **_P, query=CertQuery,
           errors=("invalid_cursor", "invalid_duration")),
-    Route("GET", "/v1/pki/certificates/{serial}", get_certificate, **_P, errors=("certificate_not_found",)),
+    Route("GET", "/v1/pki/certificates/{serial}", get_certificate, **_P,
+          errors=("certificate_not_found", "validation_error")),
     Route("POST", "/v1/pki/certificates/{serial}:revoke", revoke_certificate, **_P, body=RevokeBody,
-          errors=("certificate_not_found",)),
+          errors=("certificate_not_found", "validation_error")),
     Route("POST", "/v1/pki/trust-anchors", create_anchor, **_P, target=_on("pki/trust-anchors", "manage", None),
           body=AnchorCreate, statuses=(201,), errors=("name_conflict",)),
     Route("GET", "/v1/pki/trust-anchors", list_anchors, **_P, query=PageQuery, errors=("invalid_cursor",)),
@@ -308,5 +314,6 @@ ROUTES: tuple[Route, ...] = (
           errors=("trust_anchor_not_found",)),
     Route("DELETE", "/v1/pki/trust-anchors/{id}", delete_anchor, **_P, target=_on("pki/trust-anchors", "manage"),
           statuses=(204,), errors=("trust_anchor_not_found",)),
-    Route("GET", "/v1/pki/trust-bundle", trust_bundle, **_P, target=_on("pki/trust-bundle", "read", None)),
+    Route("GET", "/v1/pki/trust-bundle", trust_bundle, **_P, target=_on("pki/trust-bundle", "read", None),
+          media=PEM_TYPE),
 )

@@ -64,8 +64,9 @@ async def ocsp_get(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/pki/cas/{id}/crl", get_crl, public=True, category="read", errors=("ca_not_found",)),
-    Route("POST", "/v1/pki/ocsp", ocsp_post, public=True, category="read"),
-    Route("GET", "/v1/pki/ocsp/{tail:.+}", ocsp_get, public=True, category="read",
-          doc_paths=("/v1/pki/ocsp/{request}",)),
+    Route("GET", "/v1/pki/cas/{id}/crl", get_crl, public=True, category="read", errors=("ca_not_found",),
+          media="application/pkix-crl"),
+    Route("POST", "/v1/pki/ocsp", ocsp_post, public=True, category="read", media="application/ocsp-response"),
+    Route("GET", r"/v1/pki/ocsp/{tail:[\s\S]+}", ocsp_get, public=True, category="read",
+          doc_paths=("/v1/pki/ocsp/{request}",), media="application/ocsp-response"),
 )

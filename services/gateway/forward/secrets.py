@@ -40,8 +40,12 @@ from shared.errors import InvalidPath, InvalidRequest, ValidationError
 PREFIX = "/v1/secrets/"
 
 
+#: a list prefix as the description shows it: empty, or up to 16 path segments, ``/`` at the end allowed
+PREFIX_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,15}/?)?$"
+
+
 class SecretListQuery(PageQuery):
-    prefix: str = Field("", max_length=512)
+    prefix: str = Field("", max_length=512, json_schema_extra={"pattern": PREFIX_PATTERN})
 
 
 class SecretGetQuery(PageQuery):
@@ -143,18 +147,18 @@ ONE = "/v1/secrets/{path}"
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/secrets", list_secrets, scope="secrets:read", query=SecretListQuery,
           errors=("invalid_path", "invalid_cursor")),
-    Route("GET", "/v1/secrets/{tail:.+}", get_secret, scope="secrets:read", query=SecretGetQuery,
+    Route("GET", r"/v1/secrets/{tail:[\s\S]+}", get_secret, scope="secrets:read", query=SecretGetQuery,
           target=_policy_target("read", ("versions",)), doc_paths=(ONE, ONE + ":versions"),
           errors=("invalid_path", "secret_not_found", "version_not_found", "secret_expired", "encryption_error",
                   "invalid_cursor")),
-    Route("PUT", "/v1/secrets/{tail:.+}", put_secret, scope="secrets:write", target=_policy_target("write"),
+    Route("PUT", r"/v1/secrets/{tail:[\s\S]+}", put_secret, scope="secrets:write", target=_policy_target("write"),
           body=PutSecretBody, statuses=(200, 201), doc_paths=(ONE,),
           errors=("invalid_path", "invalid_secret_type", "invalid_duration", "version_conflict", "secret_exists",
                   "encryption_error", "quota_exceeded")),
-    Route("DELETE", "/v1/secrets/{tail:.+}", delete_secret, scope="secrets:write",
+    Route("DELETE", r"/v1/secrets/{tail:[\s\S]+}", delete_secret, scope="secrets:write",
           target=_policy_target("delete"), statuses=(204,), doc_paths=(ONE,), errors=("invalid_path",
                                                                                         "secret_not_found")),
-    Route("POST", "/v1/secrets/{tail:.+}", secret_action, scope="secrets:write",
+    Route("POST", r"/v1/secrets/{tail:[\s\S]+}", secret_action, scope="secrets:write",
           target=_policy_target(None, ("restore", "purge")), statuses=(200, 204),
           doc_paths=(ONE + ":restore", ONE + ":purge"), errors=("invalid_path", "secret_not_found")),
 )

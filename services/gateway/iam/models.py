@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.iam.domain import ALL_SCOPES
-from shared.contracts import Contract
+from shared.contracts import Contract, JsonInt
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$"
 POLICY_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 TOTP_DIGITS, TOTP_STEP = 6, 30
+
+
+#: a scope, as the description shows it: one of the known ones (validators below say which were unknown)
+Scope = Annotated[str, Field(json_schema_extra={"enum": list(ALL_SCOPES)})]
+StrictScope = Annotated[StrictStr, Field(json_schema_extra={"enum": list(ALL_SCOPES)})]
 
 
 class ClientCredentials(Contract):
@@ -21,7 +27,7 @@ class ClientCredentials(Contract):
     grant_type: str | None = Field(None, pattern="^client_credentials$")
     client_id: str = Field(min_length=1, max_length=200)
     client_secret: str = Field(min_length=1, max_length=500, repr=False)
-    scopes: list[str] | None = Field(None, max_length=len(ALL_SCOPES))
+    scopes: list[Scope] | None = Field(None, max_length=len(ALL_SCOPES))
 
     @field_validator("scopes")
     @classmethod
@@ -61,7 +67,7 @@ def _scopes(value: list[str] | None) -> list[str] | None:
 class IdentityCreate(Contract):
     name: StrictStr = Field(pattern=NAME)
     kind: Literal["service", "user"]
-    allowed_scopes: list[StrictStr] = Field(max_length=len(ALL_SCOPES) * 2)
+    allowed_scopes: list[StrictScope] = Field(max_length=len(ALL_SCOPES) * 2)
     password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
     partner_admin: StrictBool = False
 
@@ -77,7 +83,7 @@ class IdentityCreate(Contract):
 
 
 class IdentityPatch(Contract):
-    allowed_scopes: list[StrictStr] | None = None
+    allowed_scopes: list[StrictScope] | None = None
     password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
     partner_admin: StrictBool | None = None
     rotate_client_secret: StrictBool = False
@@ -85,12 +91,16 @@ class IdentityPatch(Contract):
     _check_scopes = field_validator("allowed_scopes")(_scopes)
 
 
+#: a quota: a count (null in a merge patch lifts it)
+Quota = Annotated[JsonInt, Field(ge=0, le=2_000_000_000)]
+
+
 class Quotas(Contract):
-    max_secrets: StrictInt | None = Field(None, ge=0)
-    max_leases: StrictInt | None = Field(None, ge=0)
-    max_certificates: StrictInt | None = Field(None, ge=0)
-    max_webhooks: StrictInt | None = Field(None, ge=0)
-    requests_per_minute: StrictInt | None = Field(None, ge=0)
+    max_secrets: Quota | None = None
+    max_leases: Quota | None = None
+    max_certificates: Quota | None = None
+    max_webhooks: Quota | None = None
+    requests_per_minute: Quota | None = None
 
 
 class TenantCreate(Contract):
@@ -108,8 +118,9 @@ class TenantPatch(Contract):
     partner's above, never the tenant's own.
     """
 
-    name: StrictStr | None = Field(None, pattern=NAME)  # absent or a name: an explicit null is refused
-    kind: Literal["standard", "partner"] | None = None  # likewise
+    # absent or a value: an explicit null is refused (so the description does not offer null)
+    name: Annotated[StrictStr, Field(pattern=NAME)] | SkipJsonSchema[None] = None
+    kind: Literal["standard", "partner"] | SkipJsonSchema[None] = None
     quotas: Quotas | None = None
 
     def quota_changes(self) -> dict[str, Any] | None:
@@ -130,12 +141,23 @@ class TenantPatch(Contract):
 PARTNER_FIELDS = ("quotas", "kind")
 
 
+#: what the description says of ``rules`` (policy.parse_rules checks them: invalid_policy / invalid_glob)
+RULES_SCHEMA: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "object"}}
+
+
 class PolicyBody(Contract):
     """``POST /v1/policies`` (with ``name``) and ``PUT /v1/policies/{name}`` (without)."""
 
-    name: StrictStr | None = Field(None, pattern=POLICY_NAME)
+    name: Annotated[StrictStr, Field(pattern=POLICY_NAME)] | SkipJsonSchema[None] = None
     description: StrictStr | None = Field(None, max_length=1000)
-    rules: Any = None  # checked by policy.parse_rules → invalid_policy / invalid_glob
+    rules: Any = Field(None, json_schema_extra=RULES_SCHEMA)
+
+
+class PolicyCreate(PolicyBody):
+    """What the description says ``POST /v1/policies`` takes: ``PolicyBody`` with ``name`` and ``rules``."""
+
+    name: StrictStr = Field(pattern=POLICY_NAME)
+    rules: Any = Field(json_schema_extra=RULES_SCHEMA)
 
 
 class BindingCreate(Contract):
@@ -144,8 +166,17 @@ class BindingCreate(Contract):
 
 
 class RevokeRequest(Contract):
-    token: StrictStr | None = Field(None, max_length=8192, repr=False)
-    jti: StrictStr | None = Field(None, max_length=64)
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["token"]}, {"required": ["jti"]}]})
+
+    token: Annotated[StrictStr, Field(max_length=8192)] | SkipJsonSchema[None] = Field(None, repr=False)
+    jti: Annotated[StrictStr, Field(max_length=64)] | SkipJsonSchema[None] = None
+
+    @field_validator("token", "jti", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RevokeRequest:
@@ -166,7 +197,7 @@ class UserCredentials(Contract):
     username: StrictStr = Field(min_length=1, max_length=200)
     password: StrictStr = Field(min_length=1, max_length=1024, repr=False)
     totp_code: StrictStr | None = Field(None, pattern=r"^[0-9]{6}$", repr=False)
-    scopes: list[StrictStr] | None = None
+    scopes: list[StrictScope] | None = None
 
     _check_scopes = field_validator("scopes")(_scopes)
 

@@ -13,7 +13,7 @@ import asyncpg
 
 from services.gateway.iam.store import SchemaRepository
 from shared.crypto import Sealed
-from shared.errors import IdentityNotFound, NameConflict
+from shared.errors import Forbidden, IdentityNotFound, NameConflict
 
 _IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id, token_generation,"
              " created_at, updated_at")
@@ -68,14 +68,41 @@ class IamRepository(SchemaRepository):
         if void_tokens:
             sets += "token_generation = token_generation + 1, "
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._admins_lock(conn, tenant_id)
             row = await conn.fetchrow(
                 f"UPDATE identities SET {sets}updated_at = now() WHERE id = $1 AND tenant_id = $2"
                 f" RETURNING {_IDENTITY}", identity_id, tenant_id, *fields.values())
             if row is None:
                 raise IdentityNotFound(details={"identity_id": identity_id})
+            await self._an_admin_remains(conn, tenant_id)
             if void_tokens:
                 await self._tokens_voided(conn, row, request_id)
             return row
+
+    @staticmethod
+    async def _admins_lock(conn: asyncpg.Connection, tenant_id: str) -> None:
+        """Changes to one tenant's identities queue here, so two admins removing each other at once can't
+        both pass the check below."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tenant-admins:' || $1))", tenant_id)
+
+    @staticmethod
+    async def _an_admin_remains(conn: asyncpg.Connection, tenant_id: str) -> None:
+        """After a change, in its transaction: the root tenant keeps an identity with the ``admin`` scope,
+        and a partner tenant a partner admin; else ``forbidden`` and nothing changes (no lock-out)."""
+        row = await conn.fetchrow(
+            "SELECT t.parent_id IS NULL AS root, t.kind,"
+            " (SELECT count(*) FROM identities i WHERE i.tenant_id = t.id AND 'admin' = ANY(i.allowed_scopes))"
+            " AS admins,"
+            " (SELECT count(*) FROM identities i WHERE i.tenant_id = t.id AND i.partner_admin) AS partner_admins"
+            " FROM tenants t WHERE t.id = $1", tenant_id)
+        if row is None:
+            return
+        if row["root"] and not row["admins"]:
+            raise Forbidden("the root tenant would be left without an identity holding the 'admin' scope: make "
+                            "another admin first", details={"rule": "last_root_admin"})
+        if row["kind"] == "partner" and not row["partner_admins"]:
+            raise Forbidden("the partner tenant would be left without a partner admin: make another first",
+                            details={"rule": "last_partner_admin"})
 
     async def _tokens_voided(self, conn: asyncpg.Connection, row: asyncpg.Record, request_id: str) -> None:
         """Tell every replica that tokens of this identity older than its generation are void."""
@@ -85,11 +112,13 @@ class IamRepository(SchemaRepository):
     async def delete_identity(self, tenant_id: str, identity_id: str, request_id: str) -> None:
         """Delete it, its bindings, and void every token it holds."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._admins_lock(conn, tenant_id)
             if await conn.fetchval("SELECT id FROM identities WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
                                    identity_id, tenant_id) is None:
                 raise IdentityNotFound(details={"identity_id": identity_id})
             await conn.execute("DELETE FROM bindings WHERE identity_id = $1", identity_id)
             await conn.execute("DELETE FROM identities WHERE id = $1", identity_id)
+            await self._an_admin_remains(conn, tenant_id)
             await conn.execute("INSERT INTO revoked_identities (identity_id) VALUES ($1) ON CONFLICT DO NOTHING",
                                identity_id)
             await self._event(conn, "token.revoked", tenant_id, request_id, {"identity_id": identity_id})

@@ -121,7 +121,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
-    Route("GET", "/metrics", metrics, public=True),
+    Route("GET", "/metrics", metrics, public=True, media="text/plain"),
     Route("POST", "/v1/sys/init", init, public=True, body=InitRequest, statuses=(201,), errors=("name_conflict",)),
     Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
           target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),

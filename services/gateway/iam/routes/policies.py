@@ -6,7 +6,7 @@ from aiohttp import web
 
 from services.gateway.edge.routes import PageQuery, Route, at, context, json_response, read_model, tenant_of
 from services.gateway.iam import domain
-from services.gateway.iam.models import BindingCreate, PolicyBody, binding_view, policy_view
+from services.gateway.iam.models import BindingCreate, PolicyBody, PolicyCreate, binding_view, policy_view
 from services.gateway.iam.policy import parse_rules
 from services.gateway.iam.routes import authorize, listed
 from services.gateway.state import state
@@ -93,6 +93,7 @@ _LIST = {"scope": "admin", "query": PageQuery, "errors": ("invalid_cursor",)}
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/policies", create_policy, scope="admin", body=PolicyBody, statuses=(201,),
+          doc_bodies={"/v1/policies": PolicyCreate},
           errors=("name_conflict", "invalid_policy", "invalid_glob")),
     Route("GET", "/v1/policies", list_policies, **_LIST),  # type: ignore[arg-type]
     Route("GET", "/v1/policies/{name}", get_policy, scope="admin", target=at("policies", "name", "read"),
