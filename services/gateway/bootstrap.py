@@ -21,6 +21,7 @@ from services.gateway.edge.routes import Route
 from services.gateway.forward import lease as forward_lease
 from services.gateway.forward import pki as forward_pki
 from services.gateway.forward import pki_public as forward_pki_public
+from services.gateway.forward import secret_policies as forward_secret_policies
 from services.gateway.forward import secrets as forward_secrets
 from services.gateway.forward import webhooks as forward_webhooks
 from services.gateway.iam import login
@@ -50,7 +51,7 @@ VERSION = "0.1.0"
 ROUTES: tuple[Route, ...] = (
     *system_routes.ROUTES, *login.ROUTES, *tokens.ROUTES, *identities.ROUTES, *tenants.ROUTES,
     *policies.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
-    *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES,
+    *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
 )
 
 

@@ -33,7 +33,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
 
 SPEC = ServiceSpec(
     name="secrets", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=SecretsSettings,
-    tenant_tables=("secret_versions", "secrets"),
+    tenant_tables=("secret_versions", "secrets", "secret_policies"),
     # every version's data key (values are never re-encrypted)
     sealed=(SealedColumns("secret_versions", key=("tenant_id", "path", "version"),
                           aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"])),),

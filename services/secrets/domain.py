@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 from cryptography import x509
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from shared.contracts.secrets import SECRET_TYPES, PutSecretBody
 from shared.durations import parse_duration
 from shared.errors import InvalidSecretType, ValidationError
+from shared.globs import glob_matches
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_METADATA_KEYS = 64
@@ -27,6 +30,8 @@ class ValidWrite:
     secret_type: str
     metadata: dict[str, str]
     expires_at: datetime | None
+    #: a string value's length in characters (``None`` for a json secret): secret policies' min_length
+    value_length: int | None = None
 
 
 def _check_value(secret_type: str, value: object) -> bytes:
@@ -74,7 +79,33 @@ def validate_write(body: PutSecretBody, now: datetime) -> ValidWrite:
         expires_at = now + timedelta(seconds=parse_duration(body.ttl, field="ttl"))
     if expires_at is not None and expires_at <= now:
         raise ValidationError.on("expires_at", "must be in the future")
-    return ValidWrite(plaintext, body.secret_type, dict(body.metadata), expires_at)
+    return ValidWrite(plaintext, body.secret_type, dict(body.metadata), expires_at,
+                      len(body.value) if isinstance(body.value, str) else None)
+
+
+def _broken(policy: str, rule: str, message: str) -> ValidationError:
+    """A write that breaks a secret policy: the policy and the rule named, the value never echoed."""
+    return ValidationError(f"the write breaks secret policy '{policy}': {message}",
+                           details={"policy": policy, "rule": rule, "fields": [{"field": rule, "message": message}]})
+
+
+def check_policies(policies: Sequence[Mapping[str, Any]], path: str, write: ValidWrite, now: datetime) -> None:
+    """Every rule of every policy whose ``path_pattern`` matches ``path`` (api.md §5.1)."""
+    for policy in policies:
+        if not glob_matches(policy["path_pattern"], path):
+            continue
+        name = policy["name"]
+        if policy["allowed_types"] and write.secret_type not in policy["allowed_types"]:
+            raise _broken(name, "allowed_types", f"type '{write.secret_type}' is not one of "
+                                                 f"{', '.join(policy['allowed_types'])}")
+        if policy["require_expiry"] and write.expires_at is None:
+            raise _broken(name, "require_expiry", "an expires_at or a ttl is required")
+        if policy["max_ttl"]:
+            limit = parse_duration(policy["max_ttl"], field="max_ttl")
+            if write.expires_at is None or (write.expires_at - now).total_seconds() > limit:
+                raise _broken(name, "max_ttl", f"must expire within {policy['max_ttl']}")
+        if policy["min_length"] and write.value_length is not None and write.value_length < policy["min_length"]:
+            raise _broken(name, "min_length", f"the value must be at least {policy['min_length']} characters")
 
 
 def value_of(plaintext: bytes) -> object:

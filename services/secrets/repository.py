@@ -9,7 +9,8 @@ never a duplicate version.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -20,7 +21,15 @@ from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
 from shared.crypto import KmsProvider, Sealed, seal, unseal
 from shared.db import outbox
-from shared.errors import QuotaExceeded, SecretExists, SecretNotFound, VersionConflict, VersionNotFound
+from shared.errors import (
+    NameConflict,
+    QuotaExceeded,
+    SecretExists,
+    SecretNotFound,
+    SecretPolicyNotFound,
+    VersionConflict,
+    VersionNotFound,
+)
 
 log = structlog.get_logger("coffer.secrets")
 
@@ -42,7 +51,8 @@ class SecretsStore(Protocol):
     """What the handlers need of storage (``SecretsRepository``; the unit tests' in-memory fake)."""
 
     async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str, write: ValidWrite,
-                  expected: int | None, max_secrets: int | None = None) -> tuple[bool, SecretMeta]: ...
+                  expected: int | None, max_secrets: int | None = None,
+                  check: PolicyCheck | None = None) -> tuple[bool, SecretMeta]: ...
 
     async def get(self, tenant_id: str, path: str, version: int | None) -> tuple[SecretMeta, bytes]: ...
 
@@ -55,6 +65,19 @@ class SecretsStore(Protocol):
     async def restore(self, tenant_id: str, request_id: str, path: str) -> SecretMeta: ...
 
     async def purge(self, tenant_id: str, request_id: str, path: str) -> None: ...
+
+    async def put_policy(self, tenant_id: str, values: dict[str, Any], *, create: bool) -> asyncpg.Record: ...
+
+    async def policy(self, tenant_id: str, name: str) -> asyncpg.Record: ...
+
+    async def list_policies(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]: ...
+
+    async def delete_policy(self, tenant_id: str, name: str) -> None: ...
+
+
+#: a write's check against the tenant's secret policies (raises when one is broken)
+PolicyCheck = Callable[[Sequence[asyncpg.Record]], None]
+_POLICY = "name, path_pattern, allowed_types, require_expiry, max_ttl, min_length, created_at, updated_at"
 
 
 class SecretsRepository:
@@ -73,9 +96,16 @@ class SecretsRepository:
     # -- writes ----------------------------------------------------------------
 
     async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str,
-                  write: ValidWrite, expected: int | None, max_secrets: int | None = None) -> tuple[bool, SecretMeta]:
-        """Write a new version; ``(created, metadata)``."""
+                  write: ValidWrite, expected: int | None, max_secrets: int | None = None,
+                  check: PolicyCheck | None = None) -> tuple[bool, SecretMeta]:
+        """Write a new version; ``(created, metadata)``. ``check`` sees the tenant's secret policies, read
+        in this transaction under the lock policy changes take exclusively: a policy whose create
+        returned applies to this write."""
         async with self.pool.acquire() as conn, conn.transaction():
+            if check is not None:
+                check(await conn.fetch(
+                    f"SELECT {_POLICY} FROM secret_policies, (SELECT pg_advisory_xact_lock_shared("
+                    "hashtext('secret-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id))
             row = await conn.fetchrow(
                 "SELECT current_version, deleted_at, purge_after FROM secrets"
                 " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
@@ -152,6 +182,42 @@ class SecretsRepository:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._purge(conn, tenant_id, request_id, path)
 
+
+    # -- secret policies -------------------------------------------------------------------------
+
+    async def put_policy(self, tenant_id: str, values: dict[str, Any], *, create: bool) -> asyncpg.Record:
+        """Create (``name_conflict`` if it exists) or replace a policy; writes wait while this commits."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secret-policies:' || $1))", tenant_id)
+            row = await conn.fetchrow(
+                "INSERT INTO secret_policies (tenant_id, name, path_pattern, allowed_types, require_expiry, max_ttl,"
+                " min_length) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO "
+                + ("NOTHING" if create else "UPDATE SET path_pattern = $3, allowed_types = $4, require_expiry = $5,"
+                   " max_ttl = $6, min_length = $7, updated_at = now()")
+                + f" RETURNING {_POLICY}", tenant_id, values["name"], values["path_pattern"], values["allowed_types"],
+                values["require_expiry"], values["max_ttl"], values["min_length"])
+            if row is None:
+                raise NameConflict(f"a secret policy named '{values['name']}' exists", details={"name": values["name"]})
+            return row
+
+    async def policy(self, tenant_id: str, name: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(f"SELECT {_POLICY} FROM secret_policies WHERE tenant_id = $1 AND name = $2",
+                                       tenant_id, name)
+        if row is None:
+            raise SecretPolicyNotFound(f"secret policy '{name[:200]}' not found", details={"name": name[:200]})
+        return row
+
+    async def list_policies(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(
+            f"SELECT {_POLICY} FROM secret_policies WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
+            " ORDER BY name LIMIT $3", tenant_id, after, limit))
+
+    async def delete_policy(self, tenant_id: str, name: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secret-policies:' || $1))", tenant_id)
+            if await conn.fetchval("DELETE FROM secret_policies WHERE tenant_id = $1 AND name = $2 RETURNING 1",
+                                   tenant_id, name) is None:
+                raise SecretPolicyNotFound(f"secret policy '{name[:200]}' not found", details={"name": name[:200]})
     async def _purge(self, conn: asyncpg.Connection, tenant_id: str, request_id: str, path: str) -> None:
         row = await conn.fetchrow(
             f"SELECT v.version, v.secret_type {_JOIN_CURRENT} WHERE s.tenant_id = $1 AND s.path = $2",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StrictStr
+from pydantic import AwareDatetime, Field, StrictBool, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import DURATION_SCHEMA, Contract, Empty, JsonInt, Method, ServiceClient
+from shared.contracts import DURATION_SCHEMA, Contract, Empty, JsonInt, Method, Page, PageRequest, ServiceClient
 from shared.errors import InvalidPath
 
 MAX_PATH = 512
@@ -134,6 +134,35 @@ class SecretPage(Contract):
     next_cursor: str | None
 
 
+# -- secret policies (api.md §5.1) ----------------------------------------------------------------
+
+SECRET_POLICY_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class SecretPolicyBody(Contract):
+    """What every write to a matching path must keep. ``path_pattern`` is a glob over the secret path."""
+
+    path_pattern: StrictStr = Field(min_length=1, max_length=512)
+    allowed_types: list[Annotated[StrictStr, Field(json_schema_extra={"enum": list(SECRET_TYPES)})]] | None = Field(
+        None, min_length=1, max_length=len(SECRET_TYPES))
+    require_expiry: StrictBool = False
+    max_ttl: StrictStr | None = Field(None, max_length=40, json_schema_extra=DURATION_SCHEMA)
+    min_length: JsonInt | None = Field(None, ge=1, le=65536)
+
+
+class SecretPolicyCreate(SecretPolicyBody):
+    name: StrictStr = Field(pattern=SECRET_POLICY_NAME)
+
+
+class SecretPolicyRef(Contract):
+    name: StrictStr = Field(max_length=200)
+
+
+class SecretPolicyView(SecretPolicyCreate):
+    created_at: datetime
+    updated_at: datetime
+
+
 SERVICE = "secrets"
 PUT = Method(SERVICE, "put", PutSecret, WriteResult)
 GET = Method(SERVICE, "get", SecretRef, SecretView)
@@ -142,6 +171,11 @@ LIST = Method(SERVICE, "list", ListSecrets, SecretPage)
 DELETE = Method(SERVICE, "delete", SecretRef, Empty)
 RESTORE = Method(SERVICE, "restore", SecretRef, SecretMeta)
 PURGE = Method(SERVICE, "purge", SecretRef, Empty)
+POLICY_CREATE = Method(SERVICE, "policy_create", SecretPolicyCreate, SecretPolicyView)
+POLICY_PUT = Method(SERVICE, "policy_put", SecretPolicyCreate, SecretPolicyView)
+POLICY_GET = Method(SERVICE, "policy_get", SecretPolicyRef, SecretPolicyView)
+POLICY_LIST = Method(SERVICE, "policy_list", PageRequest, Page[SecretPolicyView])
+POLICY_DELETE = Method(SERVICE, "policy_delete", SecretPolicyRef, Empty)
 
 
 class SecretsClient(ServiceClient):
@@ -167,3 +201,18 @@ class SecretsClient(ServiceClient):
 
     async def purge(self, ctx: RequestContext, request: SecretRef) -> None:
         await self._call(PURGE, ctx, request)
+
+    async def policy_create(self, ctx: RequestContext, request: SecretPolicyCreate) -> SecretPolicyView:
+        return await self._call(POLICY_CREATE, ctx, request)
+
+    async def policy_put(self, ctx: RequestContext, request: SecretPolicyCreate) -> SecretPolicyView:
+        return await self._call(POLICY_PUT, ctx, request)
+
+    async def policy_get(self, ctx: RequestContext, request: SecretPolicyRef) -> SecretPolicyView:
+        return await self._call(POLICY_GET, ctx, request)
+
+    async def policy_list(self, ctx: RequestContext, request: PageRequest) -> Page[SecretPolicyView]:
+        return await self._call(POLICY_LIST, ctx, request)
+
+    async def policy_delete(self, ctx: RequestContext, request: SecretPolicyRef) -> None:
+        await self._call(POLICY_DELETE, ctx, request)

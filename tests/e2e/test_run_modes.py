@@ -195,7 +195,7 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
 
         # the PKI under its own user: a CA, a role, a certificate; OCSP and the CRL answer without a token
         status, ca, _ = await api.request("POST", "/v1/pki/cas", json={
-            "name": "dist", "common_name": "Dist CA", "key_type": "ec-p256", "ttl": "720h"})
+            "name": "dist", "common_name": "Dist CA", "key_type": "ec-p256", "ttl": "8760h"})
         assert status == 201, ca
         status, _, _ = await api.request("PUT", "/v1/pki/roles/web", json={
             "ca_id": ca["id"], "allowed_domains": ["example.com"], "allow_subdomains": True})

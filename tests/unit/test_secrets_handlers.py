@@ -53,7 +53,10 @@ class FakeSecretsStore:
         self.secrets: dict[tuple[str, str], Secret] = {}
 
     async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str, write: ValidWrite,
-                  expected: int | None, max_secrets: int | None = None) -> tuple[bool, SecretMeta]:
+                  expected: int | None, max_secrets: int | None = None,
+                  check: Any = None) -> tuple[bool, SecretMeta]:
+        if check is not None:
+            check([])  # no secret policies in this store
         secret = self.secrets.get((tenant_id, path))
         if secret is None and max_secrets is not None and \
                 sum(t == tenant_id for t, _ in self.secrets) >= max_secrets:

@@ -431,6 +431,25 @@ class _AdminApi(_Api):
     def delete_subscription(self, subscription_id: str) -> None:
         return self._call(_Call("DELETE", f"/v1/subscriptions/{_seg(subscription_id)}"))
 
+    # -- secret policies ----------------------------------------------------------------------------------
+
+    def create_secret_policy(self, name: str, path_pattern: str, **rules: Any) -> dict[str, Any]:
+        """Rules every write under ``path_pattern`` must keep: ``allowed_types``, ``require_expiry``,
+        ``max_ttl``, ``min_length``."""
+        return self._call(_Call("POST", "/v1/secret-policies", {"name": name, "path_pattern": path_pattern, **rules}))
+
+    def list_secret_policies(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", "/v1/secret-policies", params={"limit": page_size}), _identity)
+
+    def get_secret_policy(self, name: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/secret-policies/{_seg(name)}"))
+
+    def put_secret_policy(self, name: str, path_pattern: str, **rules: Any) -> dict[str, Any]:
+        return self._call(_Call("PUT", f"/v1/secret-policies/{_seg(name)}", {"path_pattern": path_pattern, **rules}))
+
+    def delete_secret_policy(self, name: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/secret-policies/{_seg(name)}"))
+
     # -- the PKI's administration ------------------------------------------------------------------------
 
     def create_ca(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -582,6 +601,10 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/leases"): "list_leases", ("POST", "/v1/leases:revoke-prefix"): "revoke_prefix",
     ("GET", "/v1/leases/{id}"): "get_lease", ("POST", "/v1/leases/{id}:renew"): "renew_lease",
     ("POST", "/v1/leases/{id}:revoke"): "revoke_lease",
+    ("POST", "/v1/secret-policies"): "create_secret_policy", ("GET", "/v1/secret-policies"): "list_secret_policies",
+    ("GET", "/v1/secret-policies/{name}"): "get_secret_policy",
+    ("PUT", "/v1/secret-policies/{name}"): "put_secret_policy",
+    ("DELETE", "/v1/secret-policies/{name}"): "delete_secret_policy",
 }
 
 

@@ -103,6 +103,13 @@ class Quotas(Contract):
     requests_per_minute: Quota | None = None
 
 
+def _not_null(value: object) -> object:
+    """For fields that may be left out but not sent as ``null`` (the description offers no ``null``)."""
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
+
+
 class TenantCreate(Contract):
     name: StrictStr = Field(pattern=NAME)
     parent_id: StrictStr | None = None
@@ -129,12 +136,7 @@ class TenantPatch(Contract):
             return None
         return {} if self.quotas is None else self.quotas.model_dump(exclude_unset=True)
 
-    @field_validator("name", "kind", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
+    _absent_not_null = field_validator("name", "kind", mode="before")(_not_null)
 
 
 #: the tenant fields only the partner above may set
@@ -171,12 +173,7 @@ class RevokeRequest(Contract):
     token: Annotated[StrictStr, Field(max_length=8192)] | SkipJsonSchema[None] = Field(None, repr=False)
     jti: Annotated[StrictStr, Field(max_length=64)] | SkipJsonSchema[None] = None
 
-    @field_validator("token", "jti", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be left out, but not null")
-        return value
+    _absent_not_null = field_validator("token", "jti", mode="before")(_not_null)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RevokeRequest:
