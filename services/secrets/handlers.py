@@ -75,7 +75,8 @@ class SecretsHandlers:
 
     @handles(contract.DELETE)
     async def delete(self, req: SecretRef, ctx: RequestContext) -> None:
-        await self.repo.soft_delete(ctx.require_tenant(), ctx.request_id, validate_path(req.path), self.retention)
+        retention = ctx.quota("secret_retention") or self.retention  # the tenant's, else the platform's
+        await self.repo.soft_delete(ctx.require_tenant(), ctx.request_id, validate_path(req.path), retention)
 
     @handles(contract.RESTORE)
     async def restore(self, req: SecretRef, ctx: RequestContext) -> SecretMeta:

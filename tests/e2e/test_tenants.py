@@ -198,3 +198,36 @@ async def test_revocation_and_policy_changes_reach_another_gateway_process_withi
         assert_envelope(status, body, headers, "token_revoked")
     finally:
         await other.stop()
+
+
+async def test_a_tenant_sets_how_long_its_deleted_secrets_stay_restorable(api: Api) -> None:
+    from datetime import datetime
+
+    from tests.e2e.test_gateway_envelope import assert_envelope
+
+    async def restorable_for(there: dict[str, str], path: str) -> float:
+        assert (await api.request("PUT", f"/v1/secrets/{path}", json={"value": "v"}, headers=there))[0] == 201
+        assert (await api.request("DELETE", f"/v1/secrets/{path}", headers=there))[0] == 204
+        status, body, _ = await api.request("PUT", f"/v1/secrets/{path}", json={"value": "v"}, headers=there)
+        assert status == 409 and body["error"]["code"] == "secret_exists"
+        until = datetime.fromisoformat(body["error"]["details"]["purge_after"])
+        return (until - datetime.now(until.tzinfo)).total_seconds()
+
+    child = await tenant(api, secret_retention="2h")
+    assert child["secret_retention"] == "2h"
+    there = {"X-Tenant-ID": child["id"]}
+    assert 7100 < await restorable_for(there, "ret/a") <= 7200
+    status, patched, _ = await api.request("PATCH", f"/v1/tenants/{child['id']}", json={"secret_retention": "3d"})
+    assert status == 200 and patched["secret_retention"] == "3d"
+    assert 3 * 86400 - 100 < await restorable_for(there, "ret/b") <= 3 * 86400
+    status, patched, _ = await api.request("PATCH", f"/v1/tenants/{child['id']}", json={"secret_retention": None})
+    assert status == 200 and patched["secret_retention"] is None  # back to the platform's default (30d)
+    assert 30 * 86400 - 100 < await restorable_for(there, "ret/c") <= 30 * 86400
+    for value, code in (("5m", "validation_error"), ("5000d", "validation_error"), ("soon", "invalid_duration"),
+                        (7, "validation_error")):
+        status, body, headers = await api.request("PATCH", f"/v1/tenants/{child['id']}",
+                                                  json={"secret_retention": value})
+        assert_envelope(status, body, headers, code)
+        status, body, headers = await api.request("POST", "/v1/tenants", json={"name": name("t"),
+                                                                               "secret_retention": value})
+        assert_envelope(status, body, headers, code)

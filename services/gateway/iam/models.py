@@ -9,7 +9,9 @@ from pydantic import ConfigDict, Field, StrictBool, StrictStr, field_validator, 
 from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.iam.domain import ALL_SCOPES
-from shared.contracts import Contract, JsonInt
+from shared.contracts import DURATION_SCHEMA, Contract, JsonInt
+from shared.durations import parse_duration
+from shared.errors import ValidationError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$"
 POLICY_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -110,11 +112,28 @@ def _not_null(value: object) -> object:
     return value
 
 
+#: a tenant's secret retention: how long its deleted secrets stay restorable
+Retention = Annotated[StrictStr, Field(max_length=40, json_schema_extra=DURATION_SCHEMA)]
+RETENTION_BOUNDS = (3600, 3650 * 86400)
+
+
+def retention_seconds(text: str | None) -> int | None:
+    """Seconds of a tenant's ``secret_retention`` (``invalid_duration``; between 1 hour and 10 years)."""
+    if text is None:
+        return None
+    seconds = parse_duration(text, field="secret_retention")
+    if not RETENTION_BOUNDS[0] <= seconds <= RETENTION_BOUNDS[1]:
+        raise ValidationError.on("secret_retention", "between 1h and 3650d")
+    return seconds
+
+
 class TenantCreate(Contract):
     name: StrictStr = Field(pattern=NAME)
     parent_id: StrictStr | None = None
     kind: Literal["standard", "partner"] = "standard"
     quotas: Quotas = Field(default_factory=Quotas)
+    #: left out: the platform's COFFER_SECRET_RETENTION (30d by default)
+    secret_retention: Retention | None = None
 
 
 class TenantPatch(Contract):
@@ -129,6 +148,8 @@ class TenantPatch(Contract):
     name: Annotated[StrictStr, Field(pattern=NAME)] | SkipJsonSchema[None] = None
     kind: Literal["standard", "partner"] | SkipJsonSchema[None] = None
     quotas: Quotas | None = None
+    #: null: back to the platform's default
+    secret_retention: Retention | None = None
 
     def quota_changes(self) -> dict[str, Any] | None:
         """The quotas merge patch as given (explicit nulls kept), ``None`` when ``quotas`` is absent."""
@@ -215,7 +236,8 @@ def identity_view(row: Any) -> dict[str, Any]:
 
 def tenant_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "kind": row["kind"], "parent_id": row["parent_id"],
-            "quotas": row["quotas"], "created_at": row["created_at"].isoformat(),
+            "quotas": row["quotas"], "secret_retention": row["secret_retention"],
+            "created_at": row["created_at"].isoformat(),
             "updated_at": row["updated_at"].isoformat()}
 
 

@@ -7,6 +7,7 @@ import time
 from aiohttp import web
 
 from services.gateway.iam.domain import Principal
+from services.gateway.iam.models import retention_seconds
 from services.gateway.iam.repository import IamRepository
 from services.gateway.iam.tenants_repository import TenantRepository
 from shared.errors import TenantAccessDenied, TenantNotFound
@@ -54,6 +55,9 @@ class Tenancy:
             return cached[1]
         row = await self.tenants.tenant(tenant_id)
         quotas = {k: v for k, v in (row["quotas"] if row is not None else {}).items() if isinstance(v, int)}
+        retention = retention_seconds(row["secret_retention"]) if row is not None else None
+        if retention is not None:  # travels with the quotas: the secrets service applies it on delete
+            quotas = {**quotas, "secret_retention": retention}
         if len(self._quotas) > 100_000:
             self._quotas.clear()
         self._quotas[tenant_id] = (time.monotonic(), quotas)

@@ -31,8 +31,9 @@ class TenantRepository(SchemaRepository):
     async def create_tenant(self, row: dict[str, Any]) -> asyncpg.Record:
         try:
             return await self.pool.fetchrow(
-                "INSERT INTO tenants (id, name, kind, parent_id, quotas) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"])
+                "INSERT INTO tenants (id, name, kind, parent_id, quotas, secret_retention)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"], row.get("secret_retention"))
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
 
@@ -45,13 +46,19 @@ class TenantRepository(SchemaRepository):
                             quota_patch: dict[str, Any] | None) -> asyncpg.Record:
         """Set ``fields`` (name, kind); merge ``quota_patch`` into the quotas (RFC 7396: a null removes a key,
         ``{}`` from ``"quotas": null`` removes them all)."""
+        args: list[Any] = [tenant_id, fields.get("name"), fields.get("kind")]
         quotas = "quotas" if quota_patch is None else (
-            "'{}'::jsonb" if not quota_patch else "jsonb_strip_nulls(quotas || $4::jsonb)")
+            "'{}'::jsonb" if not quota_patch else f"jsonb_strip_nulls(quotas || ${len(args) + 1}::jsonb)")
+        if quota_patch:
+            args.append(quota_patch)
+        retention = "secret_retention"
+        if "secret_retention" in fields:  # sent: a duration, or null for the platform's default
+            args.append(fields["secret_retention"])
+            retention = f"${len(args)}::text"
         try:
             row = await self.pool.fetchrow(
                 f"UPDATE tenants SET name = coalesce($2, name), kind = coalesce($3, kind), quotas = {quotas},"
-                " updated_at = now() WHERE id = $1 RETURNING *",
-                tenant_id, fields.get("name"), fields.get("kind"), *([quota_patch] if quota_patch else []))
+                f" secret_retention = {retention}, updated_at = now() WHERE id = $1 RETURNING *", *args)
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": fields.get("name")}) from None
         if row is None:

@@ -18,7 +18,7 @@ from services.gateway.edge.routes import (
     tenant_of,
 )
 from services.gateway.iam import domain
-from services.gateway.iam.models import PARTNER_FIELDS, TenantCreate, TenantPatch, tenant_view
+from services.gateway.iam.models import PARTNER_FIELDS, TenantCreate, TenantPatch, retention_seconds, tenant_view
 from services.gateway.iam.routes import authorize, caller_is_partner_admin, listed
 from services.gateway.iam.routes.identities import partner_admin_grant
 from services.gateway.state import state
@@ -50,9 +50,10 @@ async def create_tenant(request: web.Request) -> web.Response:
     await partner_admin_grant(request, principal(request).tenant_id)
     parent = body.parent_id or tenant_of(request)
     await _reachable(request, parent)
+    retention_seconds(body.secret_retention)
     row = await state(request).tenants.create_tenant({
         "id": domain.new_id("ten"), "name": body.name, "kind": body.kind, "parent_id": parent,
-        "quotas": body.quotas.model_dump(exclude_none=True)})
+        "quotas": body.quotas.model_dump(exclude_none=True), "secret_retention": body.secret_retention})
     return json_response(tenant_view(row), status=201)
 
 
@@ -78,7 +79,8 @@ async def patch_tenant(request: web.Request) -> web.Response:
     body = parse(TenantPatch, raw)
     if body.kind == "standard" and await st.tenants.has_children(tenant_id):
         raise Forbidden("a tenant with child tenants stays a partner", details={"tenant_id": tenant_id})
-    fields = body.model_dump(include={"name", "kind"}, exclude_unset=True)
+    fields = body.model_dump(include={"name", "kind", "secret_retention"}, exclude_unset=True)
+    retention_seconds(body.secret_retention)
     row = await st.tenants.update_tenant(tenant_id, fields, body.quota_changes())
     st.tenancy.quotas_changed(row["id"])
     return json_response(tenant_view(row))
@@ -95,11 +97,11 @@ async def delete_tenant(request: web.Request) -> web.Response:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/tenants", create_tenant, scope="admin", body=TenantCreate, statuses=(201,),
-          errors=("name_conflict", "forbidden")),
+          errors=("name_conflict", "forbidden", "invalid_duration")),
     Route("GET", "/v1/tenants", list_tenants, scope="admin", query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=at("tenants", "id", "read")),
     Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=at("tenants", "id", "write"),
-          body=TenantPatch, errors=("name_conflict", "forbidden")),
+          body=TenantPatch, errors=("name_conflict", "forbidden", "invalid_duration")),
     Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=at("tenants", "id", "delete"),
           statuses=(204,), errors=("forbidden",)),
 )
