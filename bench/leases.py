@@ -11,11 +11,13 @@ through the gateway. Its limit (bench/limits.py ``pg-roles``) is the same
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 import secrets
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -23,6 +25,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+
+from bench.procs import run_json
+from bench.settle import settle
 
 LEASE_PG = os.environ.get("COFFER_BENCH_LEASE_PG", "postgresql://postgres:coffer-leases-test@127.0.0.1:5433/postgres")
 CREATE = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'"
@@ -120,3 +125,30 @@ async def expiry_delay(session: aiohttp.ClientSession, url: str, auth: dict[str,
             "p50_ms": round(statistics.median(values), 1) if values else None,
             "p95_ms": round(values[int(0.95 * (len(values) - 1))], 1) if values else None,
             "p99_ms": round(values[-1], 1) if values else None}
+
+
+async def lease_rows(mode: str, url: str, auth: dict[str, str], session: aiohttp.ClientSession,
+                 args: argparse.Namespace, dsn: str, vhost: str | None) -> list[dict[str, Any]]:
+    """PostgreSQL credentials + revoke at 8 clients beside the same CREATE/DROP ROLE by asyncpg alone, and
+    the delay from a lease's expiry to its user's removal."""
+    rows = []
+    async with pg_admin() as admin_url:
+        await lease_setup(session, url, auth, admin_url)
+        await settle(dsn, mode, vhost)
+        print(f"bench: {mode}: PG credentials + revoke: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
+              "at 8 clients ...", flush=True)
+        await credentials_cycle(session, url, auth, 8, args.warmup)
+        rows.append({"mode": mode, "scenario": "PG credentials + revoke (8 clients)",
+                     **await credentials_cycle(session, url, auth, 8, args.duration)})
+        print(f"bench: {mode}: lease expiry to revocation, 20 leases of 2s ...", flush=True)
+        rows.append({"mode": mode, **await expiry_delay(session, url, auth)})
+        print(f"bench: {mode}: limit: CREATE ROLE + DROP ROLE by asyncpg alone, 8 connections ...", flush=True)
+        limit = await run_json(sys.executable, "-m", "bench.limits", "pg-roles", "--dsn", admin_url,
+                               "--duration", str(args.duration), "--clients", "8")
+        rows.append({"mode": mode, "scenario": "limit: PG CREATE ROLE + DROP ROLE, asyncpg alone", **limit})
+        print(f"bench: {mode}: the same through the lease service's PostgreSQL engine alone ...", flush=True)
+        engine = await run_json(sys.executable, "-m", "bench.limits", "pg-engine", "--dsn", admin_url,
+                                "--duration", str(args.duration), "--clients", "8")
+        rows.append({"mode": mode, "scenario": "PG engine alone: create + revoke, no HTTP/bus/bookkeeping",
+                     **engine})
+    return rows

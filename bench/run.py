@@ -22,13 +22,10 @@ import platform as pyplatform
 import secrets
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +33,16 @@ import aiohttp
 import asyncpg
 
 from bench import globs
-from bench.leases import credentials_cycle, expiry_delay, lease_setup, pg_admin
+from bench.fanout import webhook_fanout
+from bench.leases import lease_rows
 from bench.pki import ISSUE_BODY, pki_setup
+from bench.procs import free_port, rss_peak_mb, run_json
 from bench.settle import settle
 from shared.registry import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP = os.environ.get("COFFER_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_peak_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class Stack:
@@ -187,7 +170,7 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         results = []
         for key in args.scenarios.split(","):
             if key == "lease":
-                results += await leases(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
+                results += await lease_rows(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
                                         vhost if amqp else None)
                 continue
             name, method, targets, body, clients = scenarios[key]
@@ -224,94 +207,6 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         if amqp:
             subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True)
         subprocess.run(["rm", "-rf", str(data)])
-
-
-async def leases(mode: str, url: str, auth: dict[str, str], session: aiohttp.ClientSession,
-                 args: argparse.Namespace, dsn: str, vhost: str | None) -> list[dict[str, Any]]:
-    """PostgreSQL credentials + revoke at 8 clients beside the same CREATE/DROP ROLE by asyncpg alone, and
-    the delay from a lease's expiry to its user's removal."""
-    rows = []
-    async with pg_admin() as admin_url:
-        await lease_setup(session, url, auth, admin_url)
-        await settle(dsn, mode, vhost)
-        print(f"bench: {mode}: PG credentials + revoke: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
-              "at 8 clients ...", flush=True)
-        await credentials_cycle(session, url, auth, 8, args.warmup)
-        rows.append({"mode": mode, "scenario": "PG credentials + revoke (8 clients)",
-                     **await credentials_cycle(session, url, auth, 8, args.duration)})
-        print(f"bench: {mode}: lease expiry to revocation, 20 leases of 2s ...", flush=True)
-        rows.append({"mode": mode, **await expiry_delay(session, url, auth)})
-        print(f"bench: {mode}: limit: CREATE ROLE + DROP ROLE by asyncpg alone, 8 connections ...", flush=True)
-        limit = await run_json(sys.executable, "-m", "bench.limits", "pg-roles", "--dsn", admin_url,
-                               "--duration", str(args.duration), "--clients", "8")
-        rows.append({"mode": mode, "scenario": "limit: PG CREATE ROLE + DROP ROLE, asyncpg alone", **limit})
-        print(f"bench: {mode}: the same through the lease service's PostgreSQL engine alone ...", flush=True)
-        engine = await run_json(sys.executable, "-m", "bench.limits", "pg-engine", "--dsn", admin_url,
-                                "--duration", str(args.duration), "--clients", "8")
-        rows.append({"mode": mode, "scenario": "PG engine alone: create + revoke, no HTTP/bus/bookkeeping",
-                     **engine})
-    return rows
-
-
-async def webhook_fanout(session: aiohttp.ClientSession, url: str, auth: dict[str, str],
-                         events: int) -> dict[str, Any]:
-    """``events`` secret writes, each delivered to 3 subscriptions; deliveries/s and event-to-delivery latency."""
-    from aiohttp import web
-
-    latencies: list[float] = []
-    done = asyncio.Event()
-    expected = events * 3
-
-    async def receive(request: web.Request) -> web.Response:
-        event = await request.json()
-        occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")).timestamp()
-        latencies.append((time.time() - occurred) * 1000)
-        if len(latencies) >= expected:
-            done.set()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/{hook}", receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        for n in range(3):
-            async with session.post(f"{url}/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/h{n}"},
-                                    headers=auth) as r:
-                hook = await r.json()
-            async with session.post(f"{url}/v1/subscriptions", headers=auth, json={
-                    "webhook_id": hook["id"], "event_types": ["secret.created"], "path_pattern": "bench/hooks/**"}):
-                pass
-        sem = asyncio.Semaphore(64)
-        started = time.monotonic()
-
-        async def write(i: int) -> None:
-            async with sem, session.put(f"{url}/v1/secrets/bench/hooks/k{i}", json={"value": "v"},
-                                        headers=auth) as r:
-                await r.read()
-
-        await asyncio.gather(*(write(i) for i in range(events)))
-        try:
-            await asyncio.wait_for(done.wait(), 300)
-        except TimeoutError:
-            pass
-        elapsed = time.monotonic() - started
-    finally:
-        await runner.cleanup()
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return {"scenario": f"webhook fan-out ({events}x3)", "requests": len(latencies),
-            "errors": expected - len(latencies), "rps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(q[49], 2), "p95_ms": round(q[94], 2), "p99_ms": round(q[98], 2)}
-
-
-async def run_json(*command: str) -> dict[str, Any]:
-    """Run a limit measurement in its own process; its last stdout line is JSON."""
-    proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                env={**os.environ, "PYTHONPATH": str(ROOT)})
-    out, _ = await proc.communicate()
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
 
 async def raw_rpc(args: argparse.Namespace, kind: str = "rpc") -> dict[str, Any]:

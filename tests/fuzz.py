@@ -28,13 +28,14 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -61,12 +62,6 @@ def schemathesis_env() -> dict[str, str]:
 def cases_of(output: str) -> int:
     found = re.search(r"(\d+) generated", output)
     return int(found[1]) if found else 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthy(url: str) -> bool:
