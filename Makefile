@@ -39,6 +39,7 @@ need = @command -v $(1) >/dev/null || { echo "installing $(2) ($(3), Debian pack
 ## (and, for the lease service, Redis, RabbitMQ's management API and a password-auth PostgreSQL cluster)
 test: $(STAMP)
 	$(call need,openssl,openssl,the relying party of the PKI tests)
+	$(call need,age,age,opens the bundles of the export tests)
 	$(call need,curl,curl,to wait for RabbitMQ's management API)
 	$(call need,redis-server,redis-server,a target of the lease tests)
 	.ci/lease-targets

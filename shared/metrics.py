@@ -19,6 +19,8 @@ OUTBOX_BACKLOG = Gauge("coffer_outbox_backlog", "Outbox rows not yet confirmed b
                        ["service"], registry=REGISTRY)
 BUS_RECONNECTS = Counter("coffer_bus_reconnects", "Times this process's RabbitMQ connection was re-established",
                          ["bus"], registry=REGISTRY)
+SECRET_ROTATIONS = Counter("coffer_secret_rotations", "Secret rotations by trigger (request, schedule) and outcome",
+                           ["trigger", "outcome"], registry=REGISTRY)
 
 
 def render() -> bytes:

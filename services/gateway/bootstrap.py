@@ -18,6 +18,7 @@ from services.gateway.edge.gates import Gates
 from services.gateway.edge.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
+from services.gateway.forward import exports as forward_exports
 from services.gateway.forward import lease as forward_lease
 from services.gateway.forward import pki as forward_pki
 from services.gateway.forward import pki_public as forward_pki_public
@@ -37,6 +38,7 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.state import STATE, GatewayState
 from services.gateway.system import routes as system_routes
 from services.gateway.system.repository import SystemRepository
+from shared.contracts.exports import ExportsClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
@@ -52,6 +54,7 @@ ROUTES: tuple[Route, ...] = (
     *system_routes.ROUTES, *login.ROUTES, *tokens.ROUTES, *identities.ROUTES, *tenants.ROUTES,
     *policies.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
     *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
+    *forward_exports.ROUTES,
 )
 
 
@@ -80,7 +83,7 @@ async def build_state(deps: ServiceDeps) -> GatewayState:
         audit=AuditLog(pool, await sealed_keys.ensure_key(pool, deps.kms, schema, "audit")),
         cursors=CursorCodec(await sealed_keys.ensure_key(pool, deps.kms, schema, "cursor")),
         secrets=SecretsClient(deps.bus), webhooks=WebhooksClient(deps.bus), pki=PkiClient(deps.bus),
-        lease=LeaseClient(deps.bus),
+        lease=LeaseClient(deps.bus), exports=ExportsClient(deps.bus),
         services=SystemClient(deps.bus),
     )
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shared.bus import Bus
+from shared.contracts.exports import ExportsClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
@@ -67,6 +68,7 @@ class GatewayState:
     webhooks: WebhooksClient
     pki: PkiClient
     lease: LeaseClient
+    exports: ExportsClient
     services: SystemClient
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)

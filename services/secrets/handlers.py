@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from services.secrets.domain import check_policies, validate_write, value_of
 from services.secrets.repository import SecretsStore
+from services.secrets.rotation_store import RotationStore
 from shared.context import RequestContext
 from shared.contracts import Page, PageRequest, from_row, handles
 from shared.contracts import secrets as contract
@@ -15,6 +18,9 @@ from shared.contracts.secrets import (
     ListSecrets,
     ListVersions,
     PutSecret,
+    RotateSecret,
+    RotationPolicyCreate,
+    RotationPolicyView,
     SecretMeta,
     SecretPage,
     SecretPolicyCreate,
@@ -28,15 +34,25 @@ from shared.contracts.secrets import (
 )
 from shared.cursors import CursorCodec
 from shared.durations import parse_duration
-from shared.errors import InvalidSecretType, SecretExpired
+from shared.errors import InvalidDuration, InvalidSecretType, SecretExpired
 from shared.globs import compile_glob
+
+V = TypeVar("V", bound=BaseModel)
 
 
 class SecretsHandlers:
-    def __init__(self, repo: SecretsStore, cursors: CursorCodec, retention_seconds: int) -> None:
+    def __init__(self, repo: SecretsStore, cursors: CursorCodec, retention_seconds: int,
+                 rotation: RotationStore | None = None, min_interval: int = 60) -> None:
         self.repo = repo
         self.cursors = cursors
         self.retention = retention_seconds
+        self._rotation = rotation
+        self.min_interval = min_interval
+
+    @property
+    def rotation(self) -> RotationStore:
+        assert self._rotation is not None, "rotation needs the PostgreSQL store"
+        return self._rotation
 
     @handles(contract.PUT)
     async def put(self, req: PutSecret, ctx: RequestContext) -> WriteResult:
@@ -112,14 +128,59 @@ class SecretsHandlers:
     async def policy_get(self, req: SecretPolicyRef, ctx: RequestContext) -> SecretPolicyView:
         return from_row(SecretPolicyView, await self.repo.policy(ctx.require_tenant(), req.name))
 
-    @handles(contract.POLICY_LIST)
-    async def policy_list(self, req: PageRequest, ctx: RequestContext) -> Page[SecretPolicyView]:
+    async def _named_page(self, kind: str, view: type[V], lister: Any, req: PageRequest,
+                          ctx: RequestContext) -> Page[V]:
+        """A page of a tenant's policies of one ``kind``, in name order: ``lister(tenant, after, n)``."""
         tenant = ctx.require_tenant()
         rows, cursor = await self.cursors.page(
-            tenant, {"kind": "secret-policies", "limit": req.limit}, req.cursor, req.limit,
-            lambda after, n: self.repo.list_policies(tenant, after, n), lambda last: last["name"])
-        return Page[SecretPolicyView](items=[from_row(SecretPolicyView, r) for r in rows], next_cursor=cursor)
+            tenant, {"kind": kind, "limit": req.limit}, req.cursor, req.limit,
+            lambda after, n: lister(tenant, after, n), lambda last: last["name"])
+        return Page[view](items=[from_row(view, r) for r in rows], next_cursor=cursor)  # type: ignore[valid-type]
+
+    @handles(contract.POLICY_LIST)
+    async def policy_list(self, req: PageRequest, ctx: RequestContext) -> Page[SecretPolicyView]:
+        return await self._named_page("secret-policies", SecretPolicyView, self.repo.list_policies, req, ctx)
 
     @handles(contract.POLICY_DELETE)
     async def policy_delete(self, req: SecretPolicyRef, ctx: RequestContext) -> None:
         await self.repo.delete_policy(ctx.require_tenant(), req.name)
+
+    # -- rotation (api.md §5.2) -------------------------------------------------------------------
+
+    @handles(contract.ROTATE)
+    async def rotate(self, req: RotateSecret, ctx: RequestContext) -> SecretMeta:
+        return await self.rotation.rotate(ctx.require_tenant(), ctx.identity_id, ctx.request_id,
+                                          validate_path(req.path))
+
+    def _interval(self, req: RotationPolicyCreate) -> int:
+        compile_glob(req.path_pattern)  # invalid_glob
+        seconds = parse_duration(req.interval, field="interval")  # invalid_duration
+        if seconds < self.min_interval:
+            raise InvalidDuration(f"'interval' must be at least {self.min_interval} seconds",
+                                  details={"field": "interval", "min_seconds": self.min_interval})
+        return seconds
+
+    async def _rotation_put(self, req: RotationPolicyCreate, ctx: RequestContext, create: bool) -> RotationPolicyView:
+        seconds = self._interval(req)
+        row = await self.rotation.put_policy(ctx.require_tenant(), req.model_dump(), seconds, create=create)
+        return from_row(RotationPolicyView, row)
+
+    @handles(contract.ROTATION_CREATE)
+    async def rotation_create(self, req: RotationPolicyCreate, ctx: RequestContext) -> RotationPolicyView:
+        return await self._rotation_put(req, ctx, True)
+
+    @handles(contract.ROTATION_PUT)
+    async def rotation_put(self, req: RotationPolicyCreate, ctx: RequestContext) -> RotationPolicyView:
+        return await self._rotation_put(req, ctx, False)
+
+    @handles(contract.ROTATION_GET)
+    async def rotation_get(self, req: SecretPolicyRef, ctx: RequestContext) -> RotationPolicyView:
+        return from_row(RotationPolicyView, await self.rotation.policy(ctx.require_tenant(), req.name))
+
+    @handles(contract.ROTATION_LIST)
+    async def rotation_list(self, req: PageRequest, ctx: RequestContext) -> Page[RotationPolicyView]:
+        return await self._named_page("rotation-policies", RotationPolicyView, self.rotation.list_policies, req, ctx)
+
+    @handles(contract.ROTATION_DELETE)
+    async def rotation_delete(self, req: SecretPolicyRef, ctx: RequestContext) -> None:
+        await self.rotation.delete_policy(ctx.require_tenant(), req.name)

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 
 from services.secrets.domain import ValidWrite, associated_data
+from services.secrets.rotation import matching_policy
 from shared.contracts import from_row
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
@@ -98,57 +99,75 @@ class SecretsRepository:
     async def put(self, tenant_id: str, identity_id: str | None, request_id: str, path: str,
                   write: ValidWrite, expected: int | None, max_secrets: int | None = None,
                   check: PolicyCheck | None = None) -> tuple[bool, SecretMeta]:
-        """Write a new version; ``(created, metadata)``. ``check`` sees the tenant's secret policies, read
-        in this transaction under the lock policy changes take exclusively: a policy whose create
-        returned applies to this write."""
+        """Write a new version; ``(created, metadata)``."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if check is not None:
-                check(await conn.fetch(
-                    f"SELECT {_POLICY} FROM secret_policies, (SELECT pg_advisory_xact_lock_shared("
-                    "hashtext('secret-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id))
-            row = await conn.fetchrow(
-                "SELECT current_version, deleted_at, purge_after FROM secrets"
-                " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
-            if row is None and max_secrets is not None:
-                # creates of one tenant queue here, so two at the limit can't both pass
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secrets-quota:' || $1))", tenant_id)
-                count = await conn.fetchval("SELECT count(*) FROM secrets WHERE tenant_id = $1", tenant_id)
-                if count >= max_secrets:
-                    raise QuotaExceeded("the tenant's max_secrets quota is reached",
-                                        details={"quota": "max_secrets", "limit": max_secrets})
-            if row is None:
-                inserted = await conn.fetchval(
-                    "INSERT INTO secrets (tenant_id, path, current_version, created_by)"
-                    " VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING RETURNING 1",
-                    tenant_id, path, identity_id)
-                if inserted is None:  # a concurrent writer created it first; take its lock
-                    row = await conn.fetchrow(
-                        "SELECT current_version, deleted_at, purge_after FROM secrets"
-                        " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
-            if row is not None and row["deleted_at"] is not None:
-                raise SecretExists(
-                    "a deleted secret is kept at this path until it is purged",
-                    details={"path": path, "purge_after": row["purge_after"].isoformat()})
-            current = 0 if row is None else row["current_version"]
-            if expected is not None and expected != current:
-                raise VersionConflict(
-                    "the secret changed since the expected version",
-                    details={"path": path, "expected_version": expected, "current_version": current})
-            version = current + 1
-            sealed = seal(self.kms, write.plaintext, associated_data(tenant_id, path, version))
-            # the version and the pointer to it in one round trip
-            meta = await conn.fetchrow(
-                "WITH v AS (INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
-                " expires_at, created_by, kek_id, wrapped_key, nonce, ciphertext)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *)"
-                " UPDATE secrets s SET current_version = $3, updated_at = now()"
-                " FROM v WHERE s.tenant_id = $1 AND s.path = $2"
-                f" RETURNING {_META}",
-                tenant_id, path, version, write.secret_type, write.metadata, write.expires_at,
-                identity_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+            return await self.write(conn, tenant_id, identity_id, request_id, path, write, expected, max_secrets,
+                                    check)
+
+    async def write(self, conn: asyncpg.Connection, tenant_id: str, identity_id: str | None, request_id: str,
+                    path: str, write: ValidWrite, expected: int | None, max_secrets: int | None = None,
+                    check: PolicyCheck | None = None, *, rotated_by: str | None = None) -> tuple[bool, SecretMeta]:
+        """A new version, in the caller's transaction. ``check`` sees the tenant's secret policies, read
+        here under the lock policy changes take exclusively: a policy whose create returned applies to
+        this write. The rotation policy the path follows (read likewise) schedules its next rotation;
+        ``rotated_by`` names the policy when this write is a rotation (``secret.rotated``)."""
+        if check is not None:
+            check(await conn.fetch(
+                f"SELECT {_POLICY} FROM secret_policies, (SELECT pg_advisory_xact_lock_shared("
+                "hashtext('secret-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id))
+        rotation = matching_policy(await conn.fetch(
+            "SELECT name, path_pattern, interval_seconds FROM rotation_policies, (SELECT pg_advisory_xact_lock_shared("
+            "hashtext('rotation-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id), path)
+        row = await conn.fetchrow(
+            "SELECT current_version, deleted_at, purge_after FROM secrets"
+            " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
+        if row is None and max_secrets is not None:
+            # creates of one tenant queue here, so two at the limit can't both pass
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secrets-quota:' || $1))", tenant_id)
+            count = await conn.fetchval("SELECT count(*) FROM secrets WHERE tenant_id = $1", tenant_id)
+            if count >= max_secrets:
+                raise QuotaExceeded("the tenant's max_secrets quota is reached",
+                                    details={"quota": "max_secrets", "limit": max_secrets})
+        if row is None:
+            inserted = await conn.fetchval(
+                "INSERT INTO secrets (tenant_id, path, current_version, created_by)"
+                " VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                tenant_id, path, identity_id)
+            if inserted is None:  # a concurrent writer created it first; take its lock
+                row = await conn.fetchrow(
+                    "SELECT current_version, deleted_at, purge_after FROM secrets"
+                    " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)
+        if row is not None and row["deleted_at"] is not None:
+            raise SecretExists(
+                "a deleted secret is kept at this path until it is purged",
+                details={"path": path, "purge_after": row["purge_after"].isoformat()})
+        current = 0 if row is None else row["current_version"]
+        if expected is not None and expected != current:
+            raise VersionConflict(
+                "the secret changed since the expected version",
+                details={"path": path, "expected_version": expected, "current_version": current})
+        version = current + 1
+        sealed = seal(self.kms, write.plaintext, associated_data(tenant_id, path, version))
+        # the version and the pointer to it in one round trip
+        meta = await conn.fetchrow(
+            "WITH v AS (INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
+            " expires_at, created_by, kek_id, wrapped_key, nonce, ciphertext)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *)"
+            " UPDATE secrets s SET current_version = $3, updated_at = now(), rotation_policy = $12,"
+            " rotate_after = now() + make_interval(secs => $13), rotation_attempts = 0, rotation_error = NULL"
+            " FROM v WHERE s.tenant_id = $1 AND s.path = $2"
+            f" RETURNING {_META}",
+            tenant_id, path, version, write.secret_type, write.metadata, write.expires_at,
+            identity_id, sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext,
+            rotation["name"] if rotation else None, float(rotation["interval_seconds"]) if rotation else None)
+        if rotated_by is not None:
+            await outbox.add(conn, Event(type="secret.rotated", tenant_id=tenant_id, request_id=request_id,
+                                         data={"path": path, "version": version, "rotation_policy": rotated_by}),
+                             schema=self.schema)
+        else:
             await self._event(conn, "created" if version == 1 else "updated", tenant_id, request_id,
                               path, version, write.secret_type)
-            return version == 1, _meta(meta)
+        return version == 1, _meta(meta)
 
     async def soft_delete(self, tenant_id: str, request_id: str, path: str, retention: int) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

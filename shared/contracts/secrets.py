@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, StrictBool, StrictStr
 
@@ -43,6 +43,10 @@ def validate_path(path: str) -> str:
     if not all(_SEGMENT.fullmatch(s) for s in segments):
         raise _bad_path(path, "each segment must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}")
     return path
+
+
+#: a list prefix as the description shows it: empty, or up to 16 path segments, ``/`` at the end allowed
+PREFIX_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,15}/?)?$"
 
 
 def validate_prefix(prefix: str) -> str:
@@ -163,6 +167,41 @@ class SecretPolicyView(SecretPolicyCreate):
     updated_at: datetime
 
 
+# -- rotation (api.md §5.2) -----------------------------------------------------------------------
+
+
+class Generator(Contract):
+    """How a rotation makes a value: drawn with ``secrets.choice`` from ``charset`` (a password's default
+    ``ascii-printable``, an api key's ``alphanumeric``)."""
+
+    type: Literal["password", "api_key"]
+    length: JsonInt = Field(32, ge=16, le=256)
+    charset: Literal["alphanumeric", "ascii-printable", "hex"] | None = None
+
+
+class RotationPolicyBody(Contract):
+    """Secrets whose path matches ``path_pattern`` get a generated value every ``interval``."""
+
+    path_pattern: StrictStr = Field(min_length=1, max_length=512)
+    interval: StrictStr = Field(max_length=40, json_schema_extra=DURATION_SCHEMA)
+    generator: Generator
+
+
+class RotationPolicyCreate(RotationPolicyBody):
+    name: StrictStr = Field(pattern=SECRET_POLICY_NAME)
+
+
+class RotationPolicyView(RotationPolicyCreate):
+    created_at: datetime
+    updated_at: datetime
+
+
+class RotateSecret(Contract):
+    """``secrets.rotate``: a new version with a generated value, from the matching rotation policy."""
+
+    path: StrictStr
+
+
 SERVICE = "secrets"
 PUT = Method(SERVICE, "put", PutSecret, WriteResult)
 GET = Method(SERVICE, "get", SecretRef, SecretView)
@@ -176,6 +215,12 @@ POLICY_PUT = Method(SERVICE, "policy_put", SecretPolicyCreate, SecretPolicyView)
 POLICY_GET = Method(SERVICE, "policy_get", SecretPolicyRef, SecretPolicyView)
 POLICY_LIST = Method(SERVICE, "policy_list", PageRequest, Page[SecretPolicyView])
 POLICY_DELETE = Method(SERVICE, "policy_delete", SecretPolicyRef, Empty)
+ROTATE = Method(SERVICE, "rotate", RotateSecret, SecretMeta)
+ROTATION_CREATE = Method(SERVICE, "rotation_create", RotationPolicyCreate, RotationPolicyView)
+ROTATION_PUT = Method(SERVICE, "rotation_put", RotationPolicyCreate, RotationPolicyView)
+ROTATION_GET = Method(SERVICE, "rotation_get", SecretPolicyRef, RotationPolicyView)
+ROTATION_LIST = Method(SERVICE, "rotation_list", PageRequest, Page[RotationPolicyView])
+ROTATION_DELETE = Method(SERVICE, "rotation_delete", SecretPolicyRef, Empty)
 
 
 class SecretsClient(ServiceClient):
@@ -216,3 +261,21 @@ class SecretsClient(ServiceClient):
 
     async def policy_delete(self, ctx: RequestContext, request: SecretPolicyRef) -> None:
         await self._call(POLICY_DELETE, ctx, request)
+
+    async def rotate(self, ctx: RequestContext, request: RotateSecret) -> SecretMeta:
+        return await self._call(ROTATE, ctx, request)
+
+    async def rotation_create(self, ctx: RequestContext, request: RotationPolicyCreate) -> RotationPolicyView:
+        return await self._call(ROTATION_CREATE, ctx, request)
+
+    async def rotation_put(self, ctx: RequestContext, request: RotationPolicyCreate) -> RotationPolicyView:
+        return await self._call(ROTATION_PUT, ctx, request)
+
+    async def rotation_get(self, ctx: RequestContext, request: SecretPolicyRef) -> RotationPolicyView:
+        return await self._call(ROTATION_GET, ctx, request)
+
+    async def rotation_list(self, ctx: RequestContext, request: PageRequest) -> Page[RotationPolicyView]:
+        return await self._call(ROTATION_LIST, ctx, request)
+
+    async def rotation_delete(self, ctx: RequestContext, request: SecretPolicyRef) -> None:
+        await self._call(ROTATION_DELETE, ctx, request)

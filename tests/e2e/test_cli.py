@@ -42,8 +42,8 @@ async def api(platform: Platform, http: aiohttp.ClientSession) -> Api:
 @pytest.fixture(scope="module")
 async def admin_identity(api: Api) -> dict[str, Any]:
     return await identity(api, ["secrets:read", "secrets:write", "pki", "leases", "admin"],
-                          [allow(["**"], ["read", "list", "write", "delete", "restore", "purge", "issue", "revoke",
-                                          "manage"])])
+                          [allow(["**"], ["read", "list", "write", "delete", "restore", "purge", "rotate", "issue",
+                                          "revoke", "manage"])])
 
 
 class Run:
@@ -165,6 +165,16 @@ async def test_secrets_put_get_ls_versions_rm_restore_purge(tmp_path: Path, plat
     assert (await coffer(home, addr, "secrets", "get", f"{base}/db/password")).code == 5
     restored = await coffer(home, addr, "secrets", "restore", f"{base}/db/password", "-o", "table")
     assert restored.code == 0 and "restored" in restored.out
+    # rotate: a new generated value from the matching rotation policy, never printed
+    norot = await coffer(home, addr, "secrets", "rotate", f"{base}/db/password")
+    assert norot.code == 5 and norot.err.startswith("error: rotation_policy_not_found: ")
+    status, _, _ = await api.request("POST", "/v1/rotation-policies", json={
+        "name": name("rp"), "path_pattern": f"{base}/db/*", "interval": "30d", "generator": {"type": "password"}})
+    assert status == 201
+    rotated = await coffer(home, addr, "secrets", "rotate", f"{base}/db/password", "-o", "table")
+    assert rotated.code == 0 and rotated.out.startswith(f"rotated {base}/db/password: version 3"), rotated.err
+    fresh = remember_secret((await coffer(home, addr, "secrets", "get", f"{base}/db/password")).out)
+    assert len(fresh) == 32 and fresh not in rotated.out + rotated.err
     purged = await coffer(home, addr, "secrets", "purge", f"{base}/db/password")  # stdin is not a terminal
     assert purged.code == 0 and purged.out.strip() == f"purged {base}/db/password"
     missing = await coffer(home, addr, "secrets", "get", f"{base}/db/password")
@@ -356,3 +366,33 @@ async def test_client_waits_out_a_real_rate_limit(tmp_path: Path, pg_dsn: str, h
                 assert (await patient.whoami())["scopes"]
     finally:
         await platform.close()
+
+
+async def test_export_saves_a_bundle_age_opens(tmp_path: Path, platform: Platform, api: Api,
+                                               admin_identity: dict[str, Any]) -> None:
+    home, addr = await logged_in(tmp_path, platform, admin_identity), platform.url or ""
+    base = name("cliexp")
+    for key in ("db-password", "api.key"):
+        status, _, _ = await api.request("PUT", f"/v1/secrets/{base}/{key}",
+                                         json={"value": remember_secret(f"{key}-{base}")})
+        assert status == 201
+    keygen = await asyncio.create_subprocess_exec("age-keygen", "-o", str(tmp_path / "key.txt"),
+                                                  stderr=asyncio.subprocess.PIPE)
+    await keygen.communicate()
+    public = next(line.split(": ")[1] for line in (tmp_path / "key.txt").read_text().splitlines()
+                  if line.startswith("# public key"))
+    (tmp_path / "recipient.txt").write_text(public + "\n")
+    out = tmp_path / "prod.env.age"
+    done = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "dotenv",
+                        "--recipient", str(tmp_path / "recipient.txt"), "-o", str(out))
+    assert done.code == 0, done.err
+    assert "started: 2 secrets" in done.err and done.out.startswith(f"wrote {out}: 2 secrets")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    opened = await asyncio.create_subprocess_exec("age", "-d", "-i", str(tmp_path / "key.txt"), str(out),
+                                                  stdout=asyncio.subprocess.PIPE)
+    text, _ = await opened.communicate()
+    assert text.decode().splitlines() == [f'API_KEY="api.key-{base}"', f'DB_PASSWORD="db-password-{base}"']
+    assert f"db-password-{base}" not in done.out + done.err
+    bad = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", "age1nope",
+                       "-o", str(tmp_path / "x.age"))
+    assert bad.code == 1 and bad.err.startswith("error: validation_error: ") and not (tmp_path / "x.age").exists()

@@ -187,6 +187,29 @@ class _AdminApi(_Api):
     def delete_secret_policy(self, name: str) -> None:
         return self._call(_Call("DELETE", f"/v1/secret-policies/{_seg(name)}"))
 
+    # -- rotation policies --------------------------------------------------------------------------------
+
+    def create_rotation_policy(self, name: str, path_pattern: str, interval: str,
+                               generator: dict[str, Any]) -> dict[str, Any]:
+        """Secrets under ``path_pattern`` get a generated value every ``interval``;
+        ``generator`` = ``{type: password|api_key, length?, charset?}``."""
+        return self._call(_Call("POST", "/v1/rotation-policies", {"name": name, "path_pattern": path_pattern,
+                                                                  "interval": interval, "generator": generator}))
+
+    def list_rotation_policies(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", "/v1/rotation-policies", params={"limit": page_size}), _identity)
+
+    def get_rotation_policy(self, name: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/rotation-policies/{_seg(name)}"))
+
+    def put_rotation_policy(self, name: str, path_pattern: str, interval: str,
+                            generator: dict[str, Any]) -> dict[str, Any]:
+        return self._call(_Call("PUT", f"/v1/rotation-policies/{_seg(name)}", {
+            "path_pattern": path_pattern, "interval": interval, "generator": generator}))
+
+    def delete_rotation_policy(self, name: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/rotation-policies/{_seg(name)}"))
+
     # -- the PKI's administration ------------------------------------------------------------------------
 
     def create_ca(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +326,7 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/secrets"): "list_secrets", ("GET", "/v1/secrets/{path}"): "get_secret",
     ("GET", "/v1/secrets/{path}:versions"): "versions", ("PUT", "/v1/secrets/{path}"): "put_secret",
     ("DELETE", "/v1/secrets/{path}"): "delete_secret", ("POST", "/v1/secrets/{path}:restore"): "restore_secret",
-    ("POST", "/v1/secrets/{path}:purge"): "purge_secret",
+    ("POST", "/v1/secrets/{path}:purge"): "purge_secret", ("POST", "/v1/secrets/{path}:rotate"): "rotate_secret",
     ("POST", "/v1/webhooks"): "create_webhook", ("GET", "/v1/webhooks"): "list_webhooks",
     ("GET", "/v1/webhooks/{id}"): "get_webhook", ("PATCH", "/v1/webhooks/{id}"): "update_webhook",
     ("DELETE", "/v1/webhooks/{id}"): "delete_webhook", ("POST", "/v1/webhooks/{id}:ping"): "ping_webhook",
@@ -342,4 +365,11 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/secret-policies/{name}"): "get_secret_policy",
     ("PUT", "/v1/secret-policies/{name}"): "put_secret_policy",
     ("DELETE", "/v1/secret-policies/{name}"): "delete_secret_policy",
+    ("POST", "/v1/exports"): "create_export", ("GET", "/v1/exports/{id}"): "get_export",
+    ("GET", "/v1/exports/{id}/bundle"): "export_bundle",
+    ("POST", "/v1/rotation-policies"): "create_rotation_policy",
+    ("GET", "/v1/rotation-policies"): "list_rotation_policies",
+    ("GET", "/v1/rotation-policies/{name}"): "get_rotation_policy",
+    ("PUT", "/v1/rotation-policies/{name}"): "put_rotation_policy",
+    ("DELETE", "/v1/rotation-policies/{name}"): "delete_rotation_policy",
 }

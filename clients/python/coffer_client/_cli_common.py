@@ -42,9 +42,11 @@ def exit_code(status: int) -> int:
 
 def env_name(path: str, prefix: str) -> str:
     """A secret's environment variable name under ``prefix``: the rest of its path, upper-cased, every
-    character but ``A-Z0-9`` turned into ``_`` (as the dotenv export names keys)."""
+    character but ``A-Z0-9`` turned into ``_`` (as the dotenv export names keys); a path that is the whole
+    prefix is named by its last segment."""
     rest = path[len(prefix):] if path.startswith(prefix) else path
-    return re.sub(r"[^A-Z0-9]", "_", rest.strip("/").upper())
+    rest = rest.strip("/") or path.rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Z0-9]", "_", rest.upper())
 
 
 class State:
@@ -109,10 +111,10 @@ def _ctx_state() -> State:
     return click.get_current_context().find_object(State)  # type: ignore[return-value]
 
 
-def _write(path: Path, text: str, mode: int) -> None:
+def _write(path: Path, text: str | bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.fchmod(fd, mode)
-        os.write(fd, text.encode())
+        os.write(fd, text.encode() if isinstance(text, str) else text)
     finally:
         os.close(fd)

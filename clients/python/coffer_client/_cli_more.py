@@ -1,7 +1,8 @@
-"""``coffer pki issue`` and ``coffer lease …``."""
+"""``coffer pki issue``, ``coffer lease …`` and ``coffer export``."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -98,3 +99,39 @@ def lease_revoke(lease_id: str, output: str | None) -> None:
     """Revoke a lease: its user removed from the target, its sessions ended."""
     _ctx_state().client().revoke_lease(lease_id)
     click.echo(f"revoked {lease_id}")
+
+
+# -- export -----------------------------------------------------------------------------------------------
+
+@click.command("export")
+@click.option("--prefix", required=True, help="the secrets under this prefix (those you may read)")
+@click.option("--format", "fmt", type=click.Choice(["dotenv", "json"]), required=True)
+@click.option("--recipient", required=True,
+              help="an age recipient (age1…) or an ssh-ed25519 public key, or a file holding one")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="where to save the bundle (age format)")
+@click.option("--wait", type=float, default=600.0, show_default=True, help="seconds to wait for the bundle")
+def export(prefix: str, fmt: str, recipient: str, out: Path, wait: float) -> None:
+    """Export secrets as an age-encrypted bundle: starts the export, shows its progress, saves the bundle."""
+    if Path(recipient).expanduser().is_file():
+        recipient = Path(recipient).expanduser().read_text().strip().splitlines()[0]
+    client = _ctx_state().client()
+    job = client.create_export(prefix, fmt, recipient)
+    click.echo(f"export {job['id']} started: {job['count']} secrets under '{prefix}'", err=True)
+    deadline, shown = time.monotonic() + wait, None
+    while job["status"] == "pending":
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"export {job['id']} is still pending after {wait:.0f} s; "
+                                       f"ask again later with its id")
+        progress = f"{job['done']}/{job['count']}"
+        if progress != shown:
+            click.echo(f"  {progress} secrets", err=True)
+            shown = progress
+        time.sleep(0.5)
+        job = client.get_export(job["id"])
+    if job["status"] != "ready":
+        raise click.ClickException(f"export {job['id']} failed: {job.get('error') or 'unknown error'}")
+    bundle = client.export_bundle(job["id"])
+    _write(out, bundle, 0o600)
+    click.echo(f"wrote {out}: {job['count']} secrets, {len(bundle)} bytes (age -d -i KEY {out} opens it)")
+

@@ -136,6 +136,18 @@ def secrets_restore(path: str, output: str | None) -> None:
         click.echo(f"restored {restored.path} version {restored.version}")
 
 
+@secrets.command("rotate")
+@click.argument("path")
+@output_option
+def secrets_rotate(path: str, output: str | None) -> None:
+    """Give a secret a new generated value now, from its rotation policy (the value is not printed)."""
+    rotated = _ctx_state().client().rotate_secret(path)
+    if _mode(output) == "json":
+        _json(rotated)
+    else:
+        click.echo(f"rotated {rotated.path}: version {rotated.version} (coffer secrets get {rotated.path} shows it)")
+
+
 @secrets.command("purge")
 @click.argument("path")
 @click.option("--yes", is_flag=True, help="do not ask")

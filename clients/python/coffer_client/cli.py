@@ -30,7 +30,7 @@ from coffer_client._cli_common import (
     exit_code,
     output_option,
 )
-from coffer_client._cli_more import lease, pki
+from coffer_client._cli_more import export, lease, pki
 from coffer_client._cli_secrets import run, secrets
 from coffer_client.client import VERSION
 from coffer_client.errors import CofferError
@@ -159,7 +159,7 @@ def status(output: str | None) -> None:
         sys.exit(8)
 
 
-for command in (secrets, run, pki, lease):
+for command in (secrets, run, pki, lease, export):
     cli.add_command(command)
 
 

@@ -157,19 +157,20 @@ def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str,
 
 
 def _link(paths: dict[str, dict[str, Any]]) -> None:
-    """Each create (201 on a collection) links to the operations on the item it made."""
+    """Each create (201, or 202 for a job, on a collection) links to the operations on the item it made."""
     for path, operations in paths.items():
         create = operations.get("post")
-        if create is None or "201" not in create["responses"]:
+        made = next((s for s in ("201", "202") if create is not None and s in create["responses"]), None)
+        if create is None or made is None:
             continue
         for item_path, item_ops in paths.items():
-            found = re.fullmatch(re.escape(path) + r"/\{([a-z_]+)\}(?::[a-z-]+)?", item_path)
+            found = re.fullmatch(re.escape(path) + r"/\{([a-z_]+)\}(?::[a-z-]+|/[a-z]+)?", item_path)
             if not found:
                 continue
             field = found[1] if found[1] in ("id", "name") else None
             if field is None:
                 continue
-            links = create["responses"]["201"].setdefault("links", {})
+            links = create["responses"][made].setdefault("links", {})
             for method, op in item_ops.items():
                 links[f"{method}_{op['operationId']}"] = {
                     "operationId": op["operationId"], "parameters": {found[1]: f"$response.body#/{field}"}}

@@ -1,12 +1,15 @@
-"""``/v1/secret-policies``: rules every write to a matching secret path must keep (api.md §5.1).
+"""``/v1/secret-policies`` and ``/v1/rotation-policies`` (api.md §5.1, §5.2).
 
-Scope ``admin``; policy resource ``secret-policies/<name>`` (``manage`` to create, replace or delete,
-``read``/``list`` to see). The rules are kept and applied by the secrets service, atomically with
-each write.
+Secret policies are rules every write to a matching secret path must keep; rotation policies give
+matching secrets a generated value every ``interval``. Both: scope ``admin``; policy resource
+``<kind>/<name>`` (``manage`` to create, replace or delete, ``read``/``list`` to see). The secrets
+service keeps and applies them (atomically with each write).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,58 +18,80 @@ from services.gateway.edge.openapi import NAME
 from services.gateway.edge.routes import PageQuery, Route, context, model_response, query, read_model
 from services.gateway.forward.access import authorize, listed
 from services.gateway.state import state
-from shared.contracts import PageRequest, parse
-from shared.contracts.secrets import SecretPolicyBody, SecretPolicyCreate, SecretPolicyRef
+from shared.contracts import Contract, PageRequest, parse
+from shared.contracts.secrets import (
+    RotationPolicyBody,
+    RotationPolicyCreate,
+    SecretPolicyBody,
+    SecretPolicyCreate,
+    SecretPolicyRef,
+    SecretsClient,
+)
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    """One kind of policy the secrets service keeps: its URL, resource, models and client calls."""
+
+    resource: str  # "secret-policies": the URL's last segment and the policy resource's prefix
+    create_model: type[Contract]
+    body_model: type[Contract]
+    prefix: str  # the client's method prefix: "policy" → policy_create, policy_get, …
+    not_found: str
+    errors: tuple[str, ...]
+
+    def call(self, request: web.Request, verb: str) -> Callable[..., Awaitable[Any]]:
+        client: SecretsClient = state(request).secrets
+        return getattr(client, f"{self.prefix}_{verb}")  # type: ignore[no-any-return]
 
 
 def _name(request: web.Request) -> str:
     return request.match_info["name"][:200]
 
 
-async def create_policy(request: web.Request) -> web.Response:
-    body = await read_model(request, SecretPolicyCreate)
-    await authorize(request, f"secret-policies/{body.name}", "manage")
-    return model_response(await state(request).secrets.policy_create(context(request), body), status=201)
+def _routes(kind: PolicyKind) -> tuple[Route, ...]:
+    async def create(request: web.Request) -> web.Response:
+        body = await read_model(request, kind.create_model)
+        await authorize(request, f"{kind.resource}/{body.name}", "manage")  # type: ignore[attr-defined]
+        return model_response(await kind.call(request, "create")(context(request), body), status=201)
+
+    async def list_all(request: web.Request) -> web.Response:
+        params = query(request, PageQuery)
+        page = await kind.call(request, "list")(context(request), PageRequest(limit=params.limit,
+                                                                             cursor=params.cursor))
+        return await listed(request, page, lambda policy: f"{kind.resource}/{policy.name}")
+
+    async def get(request: web.Request) -> web.Response:
+        return model_response(await kind.call(request, "get")(context(request), SecretPolicyRef(
+            name=_name(request))))
+
+    async def put(request: web.Request) -> web.Response:
+        body = await read_model(request, kind.body_model)
+        policy = parse(kind.create_model, {**body.model_dump(), "name": _name(request)})
+        return model_response(await kind.call(request, "put")(context(request), policy))
+
+    async def delete(request: web.Request) -> web.Response:
+        await kind.call(request, "delete")(context(request), SecretPolicyRef(name=_name(request)))
+        return web.Response(status=204)
+
+    def on(capability: str) -> Any:
+        return lambda request: (f"{kind.resource}/{_name(request)}", capability)
+
+    common: dict[str, Any] = {"scope": "admin", "params": {"name": {"type": "string", "pattern": NAME}}}
+    many, one = f"/v1/{kind.resource}", f"/v1/{kind.resource}/{{name}}"
+    return (
+        Route("POST", many, create, **common, body=kind.create_model, statuses=(201,),
+              errors=("name_conflict", *kind.errors)),
+        Route("GET", many, list_all, **common, query=PageQuery, errors=("invalid_cursor",)),
+        Route("GET", one, get, **common, target=on("read"), errors=(kind.not_found,)),
+        Route("PUT", one, put, **common, target=on("manage"), body=kind.body_model, errors=kind.errors),
+        Route("DELETE", one, delete, **common, target=on("manage"), statuses=(204,), errors=(kind.not_found,)),
+    )
 
 
-async def list_policies(request: web.Request) -> web.Response:
-    params = query(request, PageQuery)
-    page = await state(request).secrets.policy_list(context(request), PageRequest(limit=params.limit,
-                                                                                  cursor=params.cursor))
-    return await listed(request, page, lambda policy: f"secret-policies/{policy.name}")
+SECRET_POLICIES = PolicyKind("secret-policies", SecretPolicyCreate, SecretPolicyBody, "policy",
+                             "secret_policy_not_found", ("invalid_glob", "invalid_duration", "invalid_secret_type"))
+ROTATION_POLICIES = PolicyKind("rotation-policies", RotationPolicyCreate, RotationPolicyBody, "rotation",
+                               "rotation_policy_not_found", ("invalid_glob", "invalid_duration"))
 
-
-async def get_policy(request: web.Request) -> web.Response:
-    return model_response(await state(request).secrets.policy_get(context(request), SecretPolicyRef(
-        name=_name(request))))
-
-
-async def put_policy(request: web.Request) -> web.Response:
-    body = await read_model(request, SecretPolicyBody)
-    policy = parse(SecretPolicyCreate, {**body.model_dump(), "name": _name(request)})
-    return model_response(await state(request).secrets.policy_put(context(request), policy))
-
-
-async def delete_policy(request: web.Request) -> web.Response:
-    await state(request).secrets.policy_delete(context(request), SecretPolicyRef(name=_name(request)))
-    return web.Response(status=204)
-
-
-def _on(capability: str) -> Any:
-    return lambda request: (f"secret-policies/{_name(request)}", capability)
-
-
-_S: dict[str, Any] = {"scope": "admin", "params": {"name": {"type": "string", "pattern": NAME}}}
-ERRORS = ("invalid_glob", "invalid_duration", "invalid_secret_type")
-
-ROUTES: tuple[Route, ...] = (
-    Route("POST", "/v1/secret-policies", create_policy, **_S, body=SecretPolicyCreate, statuses=(201,),
-          errors=("name_conflict", *ERRORS)),
-    Route("GET", "/v1/secret-policies", list_policies, **_S, query=PageQuery, errors=("invalid_cursor",)),
-    Route("GET", "/v1/secret-policies/{name}", get_policy, **_S, target=_on("read"),
-          errors=("secret_policy_not_found",)),
-    Route("PUT", "/v1/secret-policies/{name}", put_policy, **_S, target=_on("manage"), body=SecretPolicyBody,
-          errors=ERRORS),
-    Route("DELETE", "/v1/secret-policies/{name}", delete_policy, **_S, target=_on("manage"), statuses=(204,),
-          errors=("secret_policy_not_found",)),
-)
+ROUTES: tuple[Route, ...] = (*_routes(SECRET_POLICIES), *_routes(ROTATION_POLICIES))

@@ -27,10 +27,12 @@ from services.gateway.edge.routes import (
 )
 from services.gateway.state import state
 from shared.contracts.secrets import (
+    PREFIX_PATTERN,
     ListSecrets,
     ListVersions,
     PutSecret,
     PutSecretBody,
+    RotateSecret,
     SecretRef,
     SecretsClient,
     validate_path,
@@ -39,9 +41,6 @@ from shared.errors import InvalidPath, InvalidRequest, ValidationError
 
 PREFIX = "/v1/secrets/"
 
-
-#: a list prefix as the description shows it: empty, or up to 16 path segments, ``/`` at the end allowed
-PREFIX_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9][A-Za-z0-9._-]{0,127}){0,15}/?)?$"
 
 
 class SecretListQuery(PageQuery):
@@ -124,11 +123,14 @@ async def delete_secret(request: web.Request) -> web.Response:
 
 
 async def secret_action(request: web.Request) -> web.Response:
-    path, action = _target(request, ("restore", "purge"))
+    path, action = _target(request, ACTIONS)
     if action is None:
-        raise InvalidRequest(f"no route for POST {PREFIX}…: use :restore or :purge")
-    if action == "restore":
-        meta = await _secrets(request).restore(context(request), SecretRef(path=path))
+        raise InvalidRequest(f"no route for POST {PREFIX}…: use :restore, :purge or :rotate")
+    if action in ("restore", "rotate"):
+        if action == "restore":
+            meta = await _secrets(request).restore(context(request), SecretRef(path=path))
+        else:
+            meta = await _secrets(request).rotate(context(request), RotateSecret(path=path))
         return model_response(meta, headers=_etag(meta.version))
     await _secrets(request).purge(context(request), SecretRef(path=path))
     return web.Response(status=204)
@@ -143,6 +145,7 @@ def _policy_target(capability: str | None, actions: tuple[str, ...] = ()) -> Any
 
 
 ONE = "/v1/secrets/{path}"
+ACTIONS = ("restore", "purge", "rotate")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/secrets", list_secrets, scope="secrets:read", query=SecretListQuery,
@@ -159,6 +162,8 @@ ROUTES: tuple[Route, ...] = (
           target=_policy_target("delete"), statuses=(204,), doc_paths=(ONE,), errors=("invalid_path",
                                                                                         "secret_not_found")),
     Route("POST", r"/v1/secrets/{tail:[\s\S]+}", secret_action, scope="secrets:write",
-          target=_policy_target(None, ("restore", "purge")), statuses=(200, 204),
-          doc_paths=(ONE + ":restore", ONE + ":purge"), errors=("invalid_path", "secret_not_found")),
+          target=_policy_target(None, ACTIONS), statuses=(200, 204),
+          doc_paths=(ONE + ":restore", ONE + ":purge", ONE + ":rotate"),
+          errors=("invalid_path", "secret_not_found", "rotation_policy_not_found", "version_conflict",
+                  "encryption_error")),
 )
