@@ -33,7 +33,9 @@ import aiohttp
 import asyncpg
 
 from bench import globs
+from bench.exports import export_rows
 from bench.fanout import webhook_fanout
+from bench.federation import federation_rows
 from bench.leases import lease_rows
 from bench.pki import ISSUE_BODY, pki_setup
 from bench.procs import free_port, rss_peak_mb, run_json
@@ -169,6 +171,13 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         }
         results = []
         for key in args.scenarios.split(","):
+            if key == "federation":
+                results += await federation_rows(mode, stack.url, auth, session, [f"/v1/secrets/{p}" for p in paths],
+                                                 args.duration, args.warmup, wrk)
+                continue
+            if key == "export":
+                results += await export_rows(mode, stack.url, auth, session, "bench/app", len(paths))
+                continue
             if key == "lease":
                 results += await lease_rows(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
                                         vhost if amqp else None)
@@ -251,7 +260,7 @@ def _limit_of(scenario: str) -> str:
             return label
     if scenario.startswith(("PG credentials", "limit: PG", "PG engine alone")):
         return "PG CREATE ROLE + DROP ROLE"
-    return "-" if scenario.startswith(("OCSP", "lease expiry")) else "direct read"
+    return "-" if scenario.startswith(("OCSP", "lease expiry", "export")) else "direct read"
 
 
 async def main() -> None:
@@ -261,8 +270,10 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
-    parser.add_argument("--scenarios", default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease",
-                        help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp, lease")
+    parser.add_argument("--scenarios",
+                        default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease,export,federation",
+                        help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp, lease,"
+                             " export, federation")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shared.bus import Bus
 from shared.contracts.exports import ExportsClient
+from shared.contracts.federation import FederationClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
@@ -69,6 +70,7 @@ class GatewayState:
     pki: PkiClient
     lease: LeaseClient
     exports: ExportsClient
+    federation: FederationClient
     services: SystemClient
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)

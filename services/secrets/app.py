@@ -10,6 +10,8 @@ from typing import Any
 from services.secrets.domain import associated_data
 from services.secrets.export_handlers import ExportHandlers
 from services.secrets.export_store import ExportStore
+from services.secrets.federation import Federation, backend_aad
+from services.secrets.federation_handlers import FederationHandlers
 from services.secrets.handlers import SecretsHandlers
 from services.secrets.repository import SecretsRepository
 from services.secrets.rotation_store import RotationStore
@@ -19,6 +21,7 @@ from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import QueueRunner, Sweep, run_sweeps
+from shared.outbound import OutboundPolicy
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -30,7 +33,11 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     retention = parse_duration(settings.secret_retention, field="COFFER_SECRET_RETENTION")
     rotation = RotationStore(repo, retry_base=settings.rotation_retry_base)
     min_interval = parse_duration(settings.rotation_min_interval, field="COFFER_ROTATION_MIN_INTERVAL")
-    handlers = SecretsHandlers(repo, CursorCodec(cursor_key), retention, rotation, min_interval)
+    cursors = CursorCodec(cursor_key)
+    outbound = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
+    federation = Federation(deps.pool, deps.kms, outbound, threshold=settings.federation_breaker_failures,
+                            cooldown=settings.federation_breaker_cooldown)
+    handlers = SecretsHandlers(repo, cursors, retention, rotation, min_interval, federation)
     # expiry events once per version, retention purges and due rotations once per secret, across replicas
     lifecycle = [Sweep("secret-expiry", repo.publish_expired), Sweep("secret-retention", repo.purge_due),
                  Sweep("secret-rotation", rotation.rotate_due)]
@@ -41,13 +48,21 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     lifecycle.append(Sweep("export-expiry", exports.delete_expired))
     deps.spawn(run_sweeps(lifecycle, settings.lifecycle_interval), "secrets-lifecycle")
     deps.spawn(export_jobs.run(), "secrets-exports")
-    yield Running(rpc={**rpc_table(handlers), **rpc_table(ExportHandlers(exports, export_jobs))})
+    try:
+        yield Running(rpc={**rpc_table(handlers), **rpc_table(ExportHandlers(exports, export_jobs)),
+                           **rpc_table(FederationHandlers(federation, cursors))})
+    finally:
+        await federation.close()
 
 
 SPEC = ServiceSpec(
     name="secrets", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=SecretsSettings,
-    tenant_tables=("secret_versions", "secrets", "secret_policies", "rotation_policies", "exports"),
+    tenant_tables=("secret_versions", "secrets", "secret_policies", "rotation_policies", "exports",
+                   "federation_backends"),
     # every version's data key (values are never re-encrypted)
     sealed=(SealedColumns("secret_versions", key=("tenant_id", "path", "version"),
-                          aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"])),),
+                          aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"])),
+           # federation backends' credentials
+           SealedColumns("federation_backends", key=("tenant_id", "name"),
+                         aad=lambda row: backend_aad(row["tenant_id"], row["name"]))),
 )

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from services.secrets.domain import check_policies, validate_write, value_of
+from services.secrets.federation import Federation
 from services.secrets.repository import SecretsStore
 from services.secrets.rotation_store import RotationStore
 from shared.context import RequestContext
@@ -34,7 +35,7 @@ from shared.contracts.secrets import (
 )
 from shared.cursors import CursorCodec
 from shared.durations import parse_duration
-from shared.errors import InvalidDuration, InvalidSecretType, SecretExpired
+from shared.errors import InvalidDuration, InvalidRequest, InvalidSecretType, SecretExpired, VersionNotFound
 from shared.globs import compile_glob
 
 V = TypeVar("V", bound=BaseModel)
@@ -42,12 +43,26 @@ V = TypeVar("V", bound=BaseModel)
 
 class SecretsHandlers:
     def __init__(self, repo: SecretsStore, cursors: CursorCodec, retention_seconds: int,
-                 rotation: RotationStore | None = None, min_interval: int = 60) -> None:
+                 rotation: RotationStore | None = None, min_interval: int = 60,
+                 federation: Federation | None = None) -> None:
         self.repo = repo
         self.cursors = cursors
         self.retention = retention_seconds
         self._rotation = rotation
         self.min_interval = min_interval
+        self.federation = federation
+
+    async def _mount(self, tenant_id: str, path: str) -> Any:
+        """The federation mount ``path`` (or a list prefix) falls under, if any (api.md §5.4)."""
+        return await self.federation.mount_of(tenant_id, path) if self.federation is not None else None
+
+    async def _writable(self, ctx: RequestContext, path: str) -> str:
+        """``path``, if no mount covers it: mounts are read-only (``invalid_request``)."""
+        mount = await self._mount(ctx.require_tenant(), validate_path(path))
+        if mount is not None:
+            raise InvalidRequest(f"'{path}' is under the read-only mount '{mount['mount_path']}'",
+                                 details={"path": path, "backend": mount["name"]})
+        return path
 
     @property
     def rotation(self) -> RotationStore:
@@ -56,7 +71,7 @@ class SecretsHandlers:
 
     @handles(contract.PUT)
     async def put(self, req: PutSecret, ctx: RequestContext) -> WriteResult:
-        path = validate_path(req.path)
+        path = await self._writable(ctx, req.path)
         now = datetime.now(UTC)
         write = validate_write(req, now)
         created, meta = await self.repo.put(ctx.require_tenant(), ctx.identity_id, ctx.request_id, path, write,
@@ -67,6 +82,13 @@ class SecretsHandlers:
     @handles(contract.GET)
     async def get(self, req: SecretRef, ctx: RequestContext) -> SecretView:
         path = validate_path(req.path)
+        if (mount := await self._mount(ctx.require_tenant(), path)) is not None:
+            assert self.federation is not None
+            view = await self.federation.read(ctx.require_tenant(), mount, path, ctx.deadline)
+            if req.version is not None and req.version != view.version:  # a backend answers its current one
+                raise VersionNotFound(f"Secret '{path}' has no version {req.version}",
+                                      details={"path": path, "version": req.version})
+            return view
         meta, plaintext = await self.repo.get(ctx.require_tenant(), path, req.version)
         if meta.expires_at is not None and meta.expires_at <= datetime.now(UTC):
             raise SecretExpired(f"Secret '{path}' expired",
@@ -76,6 +98,10 @@ class SecretsHandlers:
     @handles(contract.VERSIONS)
     async def versions(self, req: ListVersions, ctx: RequestContext) -> SecretPage:
         tenant, path = ctx.require_tenant(), validate_path(req.path)
+        if (mount := await self._mount(tenant, path)) is not None:  # a backend shows its current version only
+            assert self.federation is not None
+            view = await self.federation.read(tenant, mount, path, ctx.deadline)
+            return SecretPage(items=[SecretMeta.model_validate(view.model_dump(exclude={"value"}))], next_cursor=None)
         items, cursor = await self.cursors.page(
             tenant, {"kind": "versions", "path": path, "limit": req.limit}, req.cursor, req.limit,
             lambda before, n: self.repo.versions(tenant, path, before, n), lambda last: last.version)
@@ -84,23 +110,36 @@ class SecretsHandlers:
     @handles(contract.LIST)
     async def list(self, req: ListSecrets, ctx: RequestContext) -> SecretPage:
         tenant, prefix = ctx.require_tenant(), validate_prefix(req.prefix)
+        if prefix and (mount := await self._mount(tenant, prefix.removesuffix("/"))) is not None:
+            return await self._list_mounted(tenant, mount, prefix, req, ctx)
         items, cursor = await self.cursors.page(
             tenant, {"kind": "secrets", "prefix": prefix, "limit": req.limit}, req.cursor, req.limit,
             lambda after, n: self.repo.list(tenant, prefix, after, n), lambda last: last.path)
         return SecretPage(items=items, next_cursor=cursor)
 
+    async def _list_mounted(self, tenant: str, mount: Any, prefix: str, req: ListSecrets,
+                            ctx: RequestContext) -> SecretPage:
+        """A page from the backend; its own cursor travels inside ours (signed, bound to tenant and query)."""
+        assert self.federation is not None
+        query = {"kind": "mounted", "prefix": prefix, "limit": req.limit}
+        upstream = self.cursors.decode(req.cursor, tenant, query) if req.cursor else None
+        items, nxt = await self.federation.list_under(tenant, mount, prefix, upstream, req.limit, ctx.deadline)
+        return SecretPage(items=[i for i in items if i.path.startswith(prefix)],
+                          next_cursor=self.cursors.encode(tenant, query, nxt) if nxt else None)
+
     @handles(contract.DELETE)
     async def delete(self, req: SecretRef, ctx: RequestContext) -> None:
         retention = ctx.quota("secret_retention") or self.retention  # the tenant's, else the platform's
-        await self.repo.soft_delete(ctx.require_tenant(), ctx.request_id, validate_path(req.path), retention)
+        await self.repo.soft_delete(ctx.require_tenant(), ctx.request_id, await self._writable(ctx, req.path),
+                                    retention)
 
     @handles(contract.RESTORE)
     async def restore(self, req: SecretRef, ctx: RequestContext) -> SecretMeta:
-        return await self.repo.restore(ctx.require_tenant(), ctx.request_id, validate_path(req.path))
+        return await self.repo.restore(ctx.require_tenant(), ctx.request_id, await self._writable(ctx, req.path))
 
     @handles(contract.PURGE)
     async def purge(self, req: SecretRef, ctx: RequestContext) -> None:
-        await self.repo.purge(ctx.require_tenant(), ctx.request_id, validate_path(req.path))
+        await self.repo.purge(ctx.require_tenant(), ctx.request_id, await self._writable(ctx, req.path))
 
     # -- secret policies (api.md §5.1) ------------------------------------------------------------
 
@@ -150,7 +189,7 @@ class SecretsHandlers:
     @handles(contract.ROTATE)
     async def rotate(self, req: RotateSecret, ctx: RequestContext) -> SecretMeta:
         return await self.rotation.rotate(ctx.require_tenant(), ctx.identity_id, ctx.request_id,
-                                          validate_path(req.path))
+                                          await self._writable(ctx, req.path))
 
     def _interval(self, req: RotationPolicyCreate) -> int:
         compile_glob(req.path_pattern)  # invalid_glob

@@ -22,3 +22,7 @@ class SecretsSettings(Settings):
     export_poll_interval: float = Field(1.0, gt=0)
     #: exports built at once by one process.
     export_concurrency: int = Field(2, ge=1, le=32)
+    #: failures in a row after which a federation backend is not asked for a while (its circuit opens).
+    federation_breaker_failures: int = Field(5, ge=1, le=1000)
+    #: seconds an open circuit answers backend_error at once before one call is let through again.
+    federation_breaker_cooldown: float = Field(30.0, gt=0)

@@ -118,6 +118,8 @@ class SecretMeta(Contract):
     updated_at: datetime
     deleted_at: datetime | None
     purge_after: datetime | None
+    #: the federation backend that answered (a path under a mount, api.md §5.4); absent otherwise
+    backend: str | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class SecretView(SecretMeta):

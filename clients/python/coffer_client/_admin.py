@@ -187,6 +187,23 @@ class _AdminApi(_Api):
     def delete_secret_policy(self, name: str) -> None:
         return self._call(_Call("DELETE", f"/v1/secret-policies/{_seg(name)}"))
 
+    # -- federation backends ------------------------------------------------------------------------------
+
+    def create_federation_backend(self, name: str, type: str, mount_path: str,  # noqa: A002
+                                  config: dict[str, Any]) -> dict[str, Any]:
+        """Mount another store (``coffer`` or ``aws_secrets_manager``) at ``mount_path``, read-only."""
+        return self._call(_Call("POST", "/v1/federation/backends", {"name": name, "type": type,
+                                                                    "mount_path": mount_path, "config": config}))
+
+    def list_federation_backends(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", "/v1/federation/backends", params={"limit": page_size}), _identity)
+
+    def get_federation_backend(self, name: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/federation/backends/{_seg(name)}"))
+
+    def delete_federation_backend(self, name: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/federation/backends/{_seg(name)}"))
+
     # -- rotation policies --------------------------------------------------------------------------------
 
     def create_rotation_policy(self, name: str, path_pattern: str, interval: str,
@@ -365,6 +382,10 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/secret-policies/{name}"): "get_secret_policy",
     ("PUT", "/v1/secret-policies/{name}"): "put_secret_policy",
     ("DELETE", "/v1/secret-policies/{name}"): "delete_secret_policy",
+    ("POST", "/v1/federation/backends"): "create_federation_backend",
+    ("GET", "/v1/federation/backends"): "list_federation_backends",
+    ("GET", "/v1/federation/backends/{name}"): "get_federation_backend",
+    ("DELETE", "/v1/federation/backends/{name}"): "delete_federation_backend",
     ("POST", "/v1/exports"): "create_export", ("GET", "/v1/exports/{id}"): "get_export",
     ("GET", "/v1/exports/{id}/bundle"): "export_bundle",
     ("POST", "/v1/rotation-policies"): "create_rotation_policy",

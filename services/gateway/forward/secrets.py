@@ -146,14 +146,16 @@ def _policy_target(capability: str | None, actions: tuple[str, ...] = ()) -> Any
 
 ONE = "/v1/secrets/{path}"
 ACTIONS = ("restore", "purge", "rotate")
+#: what a read under a federation mount may answer besides (api.md §5.4)
+BACKEND_ERRORS = ("backend_error", "backend_timeout", "backend_rate_limited")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/secrets", list_secrets, scope="secrets:read", query=SecretListQuery,
-          errors=("invalid_path", "invalid_cursor")),
+          errors=("invalid_path", "invalid_cursor", *BACKEND_ERRORS)),
     Route("GET", r"/v1/secrets/{tail:[\s\S]+}", get_secret, scope="secrets:read", query=SecretGetQuery,
           target=_policy_target("read", ("versions",)), doc_paths=(ONE, ONE + ":versions"),
           errors=("invalid_path", "secret_not_found", "version_not_found", "secret_expired", "encryption_error",
-                  "invalid_cursor")),
+                  "invalid_cursor", *BACKEND_ERRORS)),
     Route("PUT", r"/v1/secrets/{tail:[\s\S]+}", put_secret, scope="secrets:write", target=_policy_target("write"),
           body=PutSecretBody, statuses=(200, 201), doc_paths=(ONE,),
           errors=("invalid_path", "invalid_secret_type", "invalid_duration", "version_conflict", "secret_exists",
