@@ -78,6 +78,8 @@ class SecretsStore(Protocol):
 
 #: a write's check against the tenant's secret policies (raises when one is broken)
 PolicyCheck = Callable[[Sequence[asyncpg.Record]], None]
+#: secret policies, and rotation policies, per tenant: every write is matched against all of them
+MAX_POLICIES = 100
 _POLICY = "name, path_pattern, allowed_types, require_expiry, max_ttl, min_length, created_at, updated_at"
 
 
@@ -208,6 +210,10 @@ class SecretsRepository:
         """Create (``name_conflict`` if it exists) or replace a policy; writes wait while this commits."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('secret-policies:' || $1))", tenant_id)
+            if await conn.fetchval("SELECT count(*) FROM secret_policies WHERE tenant_id = $1 AND name <> $2",
+                                   tenant_id, values["name"]) >= MAX_POLICIES:  # every write checks them all
+                raise QuotaExceeded(f"a tenant has at most {MAX_POLICIES} secret policies",
+                                    details={"quota": "secret_policies", "limit": MAX_POLICIES})
             row = await conn.fetchrow(
                 "INSERT INTO secret_policies (tenant_id, name, path_pattern, allowed_types, require_expiry, max_ttl,"
                 " min_length) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, name) DO "

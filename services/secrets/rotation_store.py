@@ -22,12 +22,12 @@ import asyncpg
 import structlog
 
 from services.secrets.domain import check_policies
-from services.secrets.repository import SecretsRepository
+from services.secrets.repository import MAX_POLICIES, SecretsRepository
 from services.secrets.rotation import matching_policy, rotated_write
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
 from shared.db import outbox
-from shared.errors import CofferError, NameConflict, RotationPolicyNotFound, SecretNotFound
+from shared.errors import CofferError, NameConflict, QuotaExceeded, RotationPolicyNotFound, SecretNotFound
 from shared.jobs import backoff
 from shared.metrics import SECRET_ROTATIONS
 
@@ -65,7 +65,10 @@ class RotationStore:
     async def put_policy(self, tenant_id: str, values: dict[str, Any], seconds: int, *,
                          create: bool) -> asyncpg.Record:
         async with self.pool.acquire() as conn, conn.transaction():
-            await _policies(conn, tenant_id, exclusive=True)
+            others = [p for p in await _policies(conn, tenant_id, exclusive=True) if p["name"] != values["name"]]
+            if len(others) >= MAX_POLICIES:  # every write matches its path against all of them
+                raise QuotaExceeded(f"a tenant has at most {MAX_POLICIES} rotation policies",
+                                    details={"quota": "rotation_policies", "limit": MAX_POLICIES})
             row = await conn.fetchrow(
                 'INSERT INTO rotation_policies (tenant_id, name, path_pattern, "interval", interval_seconds, generator)'
                 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, name) DO "

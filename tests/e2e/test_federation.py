@@ -24,7 +24,8 @@ from tests.conftest import Api, free_port, initialised, own_platform, remember_s
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.test_gateway_envelope import assert_envelope
 
-AWS = {"region": "us-east-1", "access_key_id": "testing", "secret_access_key": "moto-secret-key"}
+AWS = {"region": "us-east-1", "access_key_id": "testing",
+       "secret_access_key": remember_secret("moto-secret-key-7f3a")}
 
 
 @pytest.fixture(scope="module", params=["embedded", "rabbitmq"])

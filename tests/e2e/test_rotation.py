@@ -264,3 +264,23 @@ async def test_each_due_secret_is_rotated_once_across_two_replicas(
         await second.close()
         await first.close()
         await bus.close()
+
+
+async def test_a_tenant_has_at_most_100_policies_of_each_kind(api: Api) -> None:
+    """Every write matches its path against all of a tenant's policies: their number is bounded."""
+    status, tenant, _ = await api.request("POST", "/v1/tenants", json={"name": name("t")})
+    admin = await identity(api, ["admin"], [allow(["**"], ["manage", "read", "list"])], tenant=tenant["id"])
+    bodies = {"rotation-policies": {"interval": "1d", "generator": {"type": "password"}},
+              "secret-policies": {"require_expiry": True}}
+    for kind, extra in bodies.items():
+        made = await asyncio.gather(*(api.request("POST", f"/v1/{kind}", token=admin["token"], json={
+            "name": f"p{i:03d}", "path_pattern": f"x{i}/**", **extra}) for i in range(100)))
+        assert {m[0] for m in made} == {201}
+        err = await expect(api, "quota_exceeded", "POST", f"/v1/{kind}", token=admin["token"],
+                           json={"name": "one-more", "path_pattern": "y/**", **extra})
+        assert err["details"] == {"quota": kind.replace("-", "_"), "limit": 100}
+        await expect(api, "quota_exceeded", "PUT", f"/v1/{kind}/one-more", token=admin["token"],
+                     json={"path_pattern": "y/**", **extra})
+        # replacing one of the hundred is fine
+        assert (await api.request("PUT", f"/v1/{kind}/p000", token=admin["token"],
+                                  json={"path_pattern": "z/**", **extra}))[0] == 200

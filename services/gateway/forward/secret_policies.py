@@ -81,10 +81,11 @@ def _routes(kind: PolicyKind) -> tuple[Route, ...]:
     many, one = f"/v1/{kind.resource}", f"/v1/{kind.resource}/{{name}}"
     return (
         Route("POST", many, create, **common, body=kind.create_model, statuses=(201,),
-              errors=("name_conflict", *kind.errors)),
+              errors=("name_conflict", "quota_exceeded", *kind.errors)),
         Route("GET", many, list_all, **common, query=PageQuery, errors=("invalid_cursor",)),
         Route("GET", one, get, **common, target=on("read"), errors=(kind.not_found,)),
-        Route("PUT", one, put, **common, target=on("manage"), body=kind.body_model, errors=kind.errors),
+        Route("PUT", one, put, **common, target=on("manage"), body=kind.body_model,
+              errors=("quota_exceeded", *kind.errors)),
         Route("DELETE", one, delete, **common, target=on("manage"), statuses=(204,), errors=(kind.not_found,)),
     )
 
