@@ -29,9 +29,14 @@ def rss_peak_mb(pid: int) -> float | None:
     return None
 
 
-async def run_json(*command: str) -> dict[str, Any]:
-    """Run a limit measurement in its own process; its last stdout line is JSON."""
+async def run_lines(*command: str) -> list[dict[str, Any]]:
+    """Run a measurement in its own process; each stdout line that is a JSON object, in order."""
     proc = await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
     out, _ = await proc.communicate()
-    return dict(json.loads(out.decode().strip().splitlines()[-1]))
+    return [dict(json.loads(line)) for line in out.decode().splitlines() if line.startswith("{")]
+
+
+async def run_json(*command: str) -> dict[str, Any]:
+    """Run a limit measurement in its own process; its last stdout line is JSON."""
+    return (await run_lines(*command))[-1]

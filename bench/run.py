@@ -38,7 +38,7 @@ from bench.fanout import webhook_fanout
 from bench.federation import federation_rows
 from bench.leases import lease_rows
 from bench.pki import ISSUE_BODY, pki_setup
-from bench.procs import free_port, rss_peak_mb, run_json
+from bench.procs import free_port, rss_peak_mb, run_json, run_lines
 from bench.settle import settle
 from shared.registry import SERVICES
 
@@ -286,10 +286,14 @@ async def main() -> None:
     print("bench: the same round trip through Coffer's bus ...", flush=True)
     bus = {"mode": "both", "scenario": "RPC round trip through shared.bus (empty handler)",
            **await raw_rpc(args, "bus")}
+    print("bench: the outbox relay: 5,000 rows to confirmed events, batched and one by one ...", flush=True)
+    relay = [{"mode": "both", "scenario": f"outbox relay, {r['way']} (5,000 events)", "requests": r["events"],
+              "errors": 0, "rps": r["rps"], "p50_ms": None, "p95_ms": None, "p99_ms": None}
+             for r in await run_lines(sys.executable, "-m", "bench.relay", "--events", "5000")]
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
-    results += [bus, rpc]
+    results += [bus, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}
     print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "

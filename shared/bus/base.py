@@ -191,6 +191,18 @@ class Bus(abc.ABC):
     async def publish(self, event: Event) -> None:
         """Publish and wait for the broker's confirm; ``ServiceUnavailable`` if it can't."""
 
+    async def publish_many(self, events: Sequence[Event]) -> list[CofferError | None]:
+        """Publish ``events`` in order and wait for their confirms together: each one's outcome (``None``
+        when confirmed). This one publishes them one by one; a bus that can do better does."""
+        outcomes: list[CofferError | None] = []
+        for event in events:
+            try:
+                await self.publish(event)
+                outcomes.append(None)
+            except CofferError as exc:
+                outcomes.append(exc)
+        return outcomes
+
     @abc.abstractmethod
     async def subscribe(
         self, consumer: str, patterns: Sequence[str], handler: EventHandler, *, broadcast: bool = False

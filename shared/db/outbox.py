@@ -2,9 +2,11 @@
 
 ``add(conn, event)`` inside the transaction of the state change; the relay
 claims unsent rows with ``FOR UPDATE SKIP LOCKED`` (so any number of replicas
-share the work without double-publishing in the normal case), publishes each
-on a confirm channel, and marks the confirmed ones sent in the same
-transaction. A crash between publish and commit re-sends: consumers dedupe
+share the work without double-publishing in the normal case), publishes the
+batch on a confirm channel at once (frames in order, confirms awaited
+together: ``Bus.publish_many``), and marks the confirmed ones sent in one
+statement of the same transaction; a row the broker did not confirm waits for
+the next batch. A crash between publish and commit re-sends: consumers dedupe
 on the event id (``inbox``). A rolled-back change never reaches the table,
 and rows written while RabbitMQ is down wait until it is back.
 """
@@ -20,7 +22,6 @@ import structlog
 
 from shared.bus import Bus
 from shared.contracts.events import Event
-from shared.errors import CofferError
 
 log = structlog.get_logger("coffer.outbox")
 
@@ -88,20 +89,19 @@ class OutboxRelay:
                 "WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
                 self.batch,
             )
-            sent: list[Any] = []
-            for row in rows:
-                event = Event(
-                    id=str(row["id"]), type=row["type"], tenant_id=row["tenant_id"],
-                    request_id=row["request_id"], occurred_at=row["occurred_at"], data=row["data"],
-                )
-                try:
-                    await self.bus.publish(event)
-                except CofferError as exc:
-                    # Keep order: stop at the first failure, retry from it later.
-                    log.warning("outbox_publish_failed", schema=self.schema, code=exc.code)
-                    await conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = $1", row["id"])
-                    break
-                sent.append(row["id"])
+            events = [Event(id=str(row["id"]), type=row["type"], tenant_id=row["tenant_id"],
+                            request_id=row["request_id"], occurred_at=row["occurred_at"], data=row["data"])
+                      for row in rows]
+            # the whole batch published at once and its confirms awaited together (one round trip)
+            outcomes = await self.bus.publish_many(events) if events else []
+            sent = [row["id"] for row, outcome in zip(rows, outcomes, strict=True) if outcome is None]
+            failed = [(row["id"], outcome) for row, outcome in zip(rows, outcomes, strict=True) if outcome]
+            if failed:
+                # those rows wait for the next batch (consumers order nothing by arrival: events carry
+                # their time, and each consumer dedupes by id)
+                log.warning("outbox_publish_failed", schema=self.schema, code=failed[0][1].code, rows=len(failed))
+                await conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
+                                   [row_id for row_id, _ in failed])
             if sent:
                 # Marking rows sent needs no flush to disk: if a crash loses the
                 # mark, the rows are published again, and consumers are idempotent.

@@ -218,6 +218,31 @@ async def test_failing_consumer_is_retried_then_dead_lettered(bus: Bus) -> None:
     assert attempts == {"transient": 2, "poison": 1}
 
 
+async def test_publish_many_confirms_each_event_and_delivers_them_all(bus: Bus) -> None:
+    """The outbox relay's batch: every event confirmed (outcome ``None``) and delivered once, in order
+    when one consumer takes them one at a time."""
+    got: list[Event] = []
+
+    async def on(event: Event, ctx: RequestContext) -> None:
+        got.append(event)
+
+    prefix = "m" + secrets.token_hex(3)
+    await bus.subscribe(svc(), [f"{prefix}.#"], on)
+    events = [Event(type=f"{prefix}.n{i % 3}", data={"i": i}) for i in range(150)]
+    assert await bus.publish_many(events) == [None] * 150
+    assert await bus.publish_many([]) == []
+    await wait_until(lambda: len(got) == 150)
+    await asyncio.sleep(0.2)
+    assert sorted(e.data["i"] for e in got) == list(range(150))  # each once
+
+
+async def test_publish_many_on_a_closed_bus_answers_each_event_unavailable(bus: Bus) -> None:
+    events = [Event(type="closed.bus", data={"i": i}) for i in range(3)]
+    await bus.close()
+    outcomes = await bus.publish_many(events)
+    assert len(outcomes) == 3 and all(isinstance(o, ServiceUnavailable) for o in outcomes)
+
+
 async def test_consumer_log_lines_carry_the_events_request_id(bus: Bus) -> None:
     consumer, prefix = svc(), "z" + secrets.token_hex(3)
     done = asyncio.Event()

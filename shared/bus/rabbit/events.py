@@ -69,8 +69,8 @@ class RabbitEvents(RabbitConnection):
 
     # -- RPC ---------------------------------------------------------------
 
-    async def publish(self, event: Event) -> None:
-        message = aio_pika.Message(
+    def _message(self, event: Event) -> aio_pika.Message:
+        return aio_pika.Message(
             encode(event.model_dump(mode="json")),
             content_type=JSON,
             message_id=event.id,
@@ -79,15 +79,33 @@ class RabbitEvents(RabbitConnection):
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             user_id=self.user,
         )
+
+    async def publish(self, event: Event) -> None:
+        outcome = (await self._publish_all([event]))[0]
+        if outcome is not None:
+            raise outcome
+
+    async def publish_many(self, events: Sequence[Event]) -> list[CofferError | None]:
+        return await self._publish_all(events)
+
+    async def _publish_all(self, events: Sequence[Event]) -> list[CofferError | None]:
+        """Every event published on the confirm channel at once (the frames go in order), then every
+        confirm awaited together: one round trip for the batch instead of one per event."""
+        if self._closing:
+            return [ServiceUnavailable("the bus is closed") for _ in events]
+        messages = [self._message(event) for event in events]
         try:
             async with asyncio.timeout(self.publish_timeout):
                 await self._connected.wait()
-                assert self._events_exchange is not None
-                await self._events_exchange.publish(message, routing_key=event.type)
+                exchange = self._events_exchange
+                assert exchange is not None
+                results = await asyncio.gather(
+                    *(exchange.publish(m, routing_key=e.type) for m, e in zip(messages, events, strict=True)),
+                    return_exceptions=True)
         except TimeoutError:
-            raise ServiceUnavailable("event not confirmed by RabbitMQ in time") from None
-        except Exception as exc:  # noqa: BLE001 - nack, closed channel, ...
-            raise ServiceUnavailable(f"event not published ({type(exc).__name__})") from None
+            return [ServiceUnavailable("event not confirmed by RabbitMQ in time") for _ in events]
+        return [None if not isinstance(r, BaseException) else
+                ServiceUnavailable(f"event not published ({type(r).__name__})") for r in results]
 
     async def subscribe(
         self, consumer: str, patterns: Sequence[str], handler: EventHandler, *, broadcast: bool = False
