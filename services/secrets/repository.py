@@ -76,6 +76,16 @@ class SecretsStore(Protocol):
     async def delete_policy(self, tenant_id: str, name: str) -> None: ...
 
 
+#: the tenant's rotation and secret policies in one round trip, each kind under its advisory lock (shared:
+#: policy changes take it exclusively). Locks in the one order every path takes (rotation, then secret
+#: policies, then the row), and taken even when the tenant has no policy: the lock is the preserved
+#: side of a left join, so it is always evaluated, whatever plan is chosen.
+_RULES = (
+    "SELECT 'rotation' AS kind, to_jsonb(p) AS policy FROM (SELECT pg_advisory_xact_lock_shared("
+    "hashtext('rotation-policies:' || $1))) AS locked LEFT JOIN rotation_policies p ON p.tenant_id = $1"
+    " UNION ALL SELECT 'secret', to_jsonb(p) FROM (SELECT pg_advisory_xact_lock_shared("
+    "hashtext('secret-policies:' || $1))) AS locked LEFT JOIN secret_policies p ON p.tenant_id = $1"
+)
 #: a write's check against the tenant's secret policies (raises when one is broken)
 PolicyCheck = Callable[[Sequence[asyncpg.Record]], None]
 #: secret policies, and rotation policies, per tenant: every write is matched against all of them
@@ -110,16 +120,14 @@ class SecretsRepository:
                     path: str, write: ValidWrite, expected: int | None, max_secrets: int | None = None,
                     check: PolicyCheck | None = None, *, rotated_by: str | None = None) -> tuple[bool, SecretMeta]:
         """A new version, in the caller's transaction. ``check`` sees the tenant's secret policies, read
-        here under the lock policy changes take exclusively: a policy whose create returned applies to
-        this write. The rotation policy the path follows (read likewise) schedules its next rotation;
-        ``rotated_by`` names the policy when this write is a rotation (``secret.rotated``)."""
+        here under the lock policy changes take exclusively (``_RULES``): a policy whose create returned
+        applies to this write. The rotation policy the path follows (read likewise) schedules its next
+        rotation; ``rotated_by`` names the policy when this write is a rotation (``secret.rotated``)."""
+        rules = await conn.fetch(_RULES, tenant_id)
         if check is not None:
-            check(await conn.fetch(
-                f"SELECT {_POLICY} FROM secret_policies, (SELECT pg_advisory_xact_lock_shared("
-                "hashtext('secret-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id))
-        rotation = matching_policy(await conn.fetch(
-            "SELECT name, path_pattern, interval_seconds FROM rotation_policies, (SELECT pg_advisory_xact_lock_shared("
-            "hashtext('rotation-policies:' || $1))) AS locked WHERE tenant_id = $1", tenant_id), path)
+            check([r["policy"] for r in rules if r["kind"] == "secret" and r["policy"] is not None])
+        rotation = matching_policy([r["policy"] for r in rules if r["kind"] == "rotation" and r["policy"] is not None],
+                                   path)
         row = await conn.fetchrow(
             "SELECT current_version, deleted_at, purge_after FROM secrets"
             " WHERE tenant_id = $1 AND path = $2 FOR UPDATE", tenant_id, path)

@@ -44,9 +44,11 @@ _CURRENT = (
 async def _policies(conn: asyncpg.Connection, tenant_id: str, *, exclusive: bool = False) -> list[asyncpg.Record]:
     """The tenant's rotation policies, under its rotation lock (held to the end of the transaction)."""
     lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    return list(await conn.fetch(
-        f"SELECT {_POLICY} FROM rotation_policies, (SELECT {lock}(hashtext('rotation-policies:' || $1))) AS locked"
-        " WHERE tenant_id = $1", tenant_id))
+    rows = await conn.fetch(  # the lock is the left join's preserved side: taken even with no policy
+        f"SELECT {', '.join('p.' + c.strip() for c in _POLICY.split(','))} FROM (SELECT {lock}("
+        "hashtext('rotation-policies:' || $1))) AS locked LEFT JOIN rotation_policies p ON p.tenant_id = $1",
+        tenant_id)
+    return [r for r in rows if r["name"] is not None]
 
 
 def _not_found(name: str) -> RotationPolicyNotFound:
