@@ -12,6 +12,7 @@ listeners on private networks usually are.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Any
@@ -99,24 +100,31 @@ class RabbitEngine(Engine):
                                                               password or self.secret["password"])}
         if method == "DELETE":
             headers["X-Reason"] = "coffer lease revoked"
-        try:
-            async with self._client().request(method, self.public["management_url"] + path, json=body,
-                                              headers=headers, allow_redirects=False) as response:
-                if response.status in (401, 403):
-                    raise TargetRefused("the target refused the engine's admin credentials")
-                if response.status == 404 and ok_missing:
-                    return None
-                if response.status >= 500:
-                    raise TargetDown(f"HTTP {response.status}")
-                if response.status >= 300:
-                    raise TargetRejected("the management API refused the request", status=str(response.status))
-                if response.status == 204 or response.content_length == 0:
-                    return None
-                return await response.json(content_type=None)
-        except OutboundRefused:
-            raise TargetRefused("the engine's address is not one the operator allows") from None
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            raise TargetDown(type(exc).__name__) from None
+        for attempt in (1, 2):
+            try:
+                async with self._client().request(method, self.public["management_url"] + path, json=body,
+                                                  headers=headers, allow_redirects=False) as response:
+                    if response.status in (401, 403):
+                        raise TargetRefused("the target refused the engine's admin credentials")
+                    if response.status == 404 and ok_missing:
+                        return None
+                    if response.status >= 500:
+                        raise TargetDown(f"HTTP {response.status}")
+                    if response.status >= 300:
+                        raise TargetRejected("the management API refused the request", status=str(response.status))
+                    if response.status == 204 or response.content_length == 0:
+                        return None
+                    return await response.json(content_type=None)
+            except OutboundRefused:
+                raise TargetRefused("the engine's address is not one the operator allows") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                # a kept-alive connection the management API closed as we reused it: every call here is
+                # idempotent (GET, PUT, DELETE), so once more on a fresh connection
+                if attempt == 2:
+                    raise TargetDown(type(exc).__name__) from None
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                raise TargetDown(type(exc).__name__) from None
+        return None
 
     async def check(self) -> None:
         me = await self._call("GET", "/api/whoami")
@@ -134,13 +142,30 @@ class RabbitEngine(Engine):
             except TargetRejected:
                 raise TargetRejected("a vhost of the role does not exist in the target", vhost=vhost[:80]) from None
 
-    async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
-        await self._call("DELETE", f"/api/users/{_segment(username)}", ok_missing=True)
+    async def _connections_of(self, username: str) -> list[str]:
         connections = await self._call("GET", "/api/connections?columns=name,user") or []
-        for connection in connections:
-            if isinstance(connection, dict) and connection.get("user") == username:
-                await self._call("DELETE", f"/api/connections/{_segment(str(connection.get('name')))}",
-                                 ok_missing=True)
+        return [str(c.get("name")) for c in connections if isinstance(c, dict) and c.get("user") == username]
+
+    async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
+        user = f"/api/users/{_segment(username)}"
+        try:
+            await self._call("DELETE", user, ok_missing=True)
+        except TargetDown:
+            # the broker may answer 5xx while it force-closes the user's connections: gone is gone
+            await asyncio.sleep(0.2)
+            if await self._call("GET", user, ok_missing=True) is not None:
+                raise
+        try:
+            for name in await self._connections_of(username):
+                await self._call("DELETE", f"/api/connections/{_segment(name)}", ok_missing=True)
+        except TargetDown:
+            # RabbitMQ closes a deleted user's connections itself; one closing while we ask can make the
+            # management API answer 5xx. Revoked is when none is left (else the sweeper tries again).
+            for _ in range(20):
+                await asyncio.sleep(0.1)
+                if not await self._connections_of(username):
+                    return
+            raise
 
     async def rotate_admin(self, password: str) -> None:
         admin = _segment(self.public["username"])
