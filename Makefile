@@ -55,7 +55,7 @@ test-unit: $(STAMP)
 ## make docs: regenerate docs/error-codes.md and the Python client's error classes from shared/errors
 docs: $(STAMP)
 	$(PY) -m shared.errors > docs/error-codes.md
-	$(PY) -m shared.errors --client > clients/python/coffer_client/errors.py
+	$(PY) -m shared.errors --client clients/python/coffer_client
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy

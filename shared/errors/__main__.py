@@ -36,9 +36,13 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--client"]:
+    if sys.argv[1:2] == ["--client"] and len(sys.argv) == 3:
+        from pathlib import Path
+
         from ._client import render_client
 
-        sys.stdout.write(render_client())
+        for name, text in render_client().items():
+            (Path(sys.argv[2]) / name).write_text(text)
+            print(f"wrote {Path(sys.argv[2]) / name}", file=sys.stderr)
     else:
         sys.stdout.write(render())
