@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from services.secrets.backends import AwsBackend, Backend, CofferBackend, Missing, Remote
+from services.secrets.repository import named, named_page
 from shared.contracts import parse
 from shared.contracts.federation import CREDENTIALS, SHOWN, AwsConfig, BackendCreate, BackendView, CofferConfig
 from shared.contracts.secrets import SecretMeta, SecretView, validate_path
@@ -153,16 +154,13 @@ class Federation:
         return BackendView.model_validate(dict(row))
 
     async def get(self, tenant_id: str, name: str) -> BackendView:
-        row = await self.pool.fetchrow(f"SELECT {_VIEW} FROM federation_backends WHERE tenant_id = $1 AND name = $2",
-                                       tenant_id, name)
+        row = await named(self.pool, "federation_backends", _VIEW, tenant_id, name)
         if row is None:
             raise _not_found(name)
         return BackendView.model_validate(dict(row))
 
     async def list_backends(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(
-            f"SELECT {_VIEW} FROM federation_backends WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
-            " ORDER BY name LIMIT $3", tenant_id, after, limit))
+        return await named_page(self.pool, "federation_backends", _VIEW, tenant_id, after, limit)
 
     async def delete(self, tenant_id: str, name: str) -> None:
         if await self.pool.fetchval("DELETE FROM federation_backends WHERE tenant_id = $1 AND name = $2 RETURNING 1",

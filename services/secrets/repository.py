@@ -93,6 +93,19 @@ MAX_POLICIES = 100
 _POLICY = "name, path_pattern, allowed_types, require_expiry, max_ttl, min_length, created_at, updated_at"
 
 
+async def named(pool: asyncpg.Pool, table: str, columns: str, tenant_id: str, name: str) -> asyncpg.Record | None:
+    """One of a tenant's named rows (a secret or rotation policy), or ``None``."""
+    return await pool.fetchrow(f"SELECT {columns} FROM {table} WHERE tenant_id = $1 AND name = $2", tenant_id, name)
+
+
+async def named_page(pool: asyncpg.Pool, table: str, columns: str, tenant_id: str, after: str | None,
+                     limit: int) -> list[asyncpg.Record]:
+    """A page of a tenant's named rows in name order, after ``after``."""
+    return list(await pool.fetch(
+        f"SELECT {columns} FROM {table} WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
+        " ORDER BY name LIMIT $3", tenant_id, after, limit))
+
+
 class SecretsRepository:
     def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, schema: str) -> None:
         self.pool = pool
@@ -234,16 +247,13 @@ class SecretsRepository:
             return row
 
     async def policy(self, tenant_id: str, name: str) -> asyncpg.Record:
-        row = await self.pool.fetchrow(f"SELECT {_POLICY} FROM secret_policies WHERE tenant_id = $1 AND name = $2",
-                                       tenant_id, name)
+        row = await named(self.pool, "secret_policies", _POLICY, tenant_id, name)
         if row is None:
             raise SecretPolicyNotFound(f"secret policy '{name[:200]}' not found", details={"name": name[:200]})
         return row
 
     async def list_policies(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(
-            f"SELECT {_POLICY} FROM secret_policies WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
-            " ORDER BY name LIMIT $3", tenant_id, after, limit))
+        return await named_page(self.pool, "secret_policies", _POLICY, tenant_id, after, limit)
 
     async def delete_policy(self, tenant_id: str, name: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():

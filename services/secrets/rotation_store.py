@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 
 from services.secrets.domain import check_policies
-from services.secrets.repository import MAX_POLICIES, SecretsRepository
+from services.secrets.repository import MAX_POLICIES, SecretsRepository, named, named_page
 from services.secrets.rotation import matching_policy, rotated_write
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
@@ -85,16 +85,13 @@ class RotationStore:
             return row
 
     async def policy(self, tenant_id: str, name: str) -> asyncpg.Record:
-        row = await self.pool.fetchrow(f"SELECT {_POLICY} FROM rotation_policies WHERE tenant_id = $1 AND name = $2",
-                                       tenant_id, name)
+        row = await named(self.pool, "rotation_policies", _POLICY, tenant_id, name)
         if row is None:
             raise _not_found(name)
         return row
 
     async def list_policies(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(
-            f"SELECT {_POLICY} FROM rotation_policies WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
-            " ORDER BY name LIMIT $3", tenant_id, after, limit))
+        return await named_page(self.pool, "rotation_policies", _POLICY, tenant_id, after, limit)
 
     async def delete_policy(self, tenant_id: str, name: str) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
