@@ -135,14 +135,16 @@ def rabbit_login_works(user: str, password: str) -> bool:
     """Does RabbitMQ accept this user and password (``rabbitmqctl authenticate_user``)? Exit 65 is
     RabbitMQ's "refused"; any other failure is the CLI's (the node busy, a timeout): asked again."""
     for _ in range(5):
-        run = subprocess.run(["rabbitmqctl", "authenticate_user", user, password], capture_output=True, text=True,
-                             timeout=60)
+        # "--": a generated password may begin with "-", which the CLI would take for an option
+        run = subprocess.run(["rabbitmqctl", "authenticate_user", "--", user, password], capture_output=True,
+                             text=True, timeout=60)
         if run.returncode == 0:
             return True
         if run.returncode == 65:
             return False
         time.sleep(1)
-    raise AssertionError(f"rabbitmqctl authenticate_user kept failing: {run.returncode} {run.stderr[-300:]}")
+    raise AssertionError(f"rabbitmqctl authenticate_user kept failing: {run.returncode} "
+                         f"{run.stderr[-300:].replace(password, '<password>')}")
 
 
 class TcpProxy:
