@@ -146,13 +146,16 @@ async def check(raw: object, policy: OutboundPolicy, lookup: Lookup = system_loo
     return addresses
 
 
-async def check_host(host: object, port: object, policy: OutboundPolicy, lookup: Lookup = system_lookup) -> str:
-    """The address to connect to for ``host:port`` (a non-URL target: a database, Redis); every address the
-    host resolves to must be permitted, and the caller connects to the one returned, not to the name."""
+async def check_host(host: object, port: object, policy: OutboundPolicy, lookup: Lookup = system_lookup, *,
+                     protocol_port: int | None = None) -> str:
+    """The address to connect to for ``host:port`` (a non-URL target: a database, Redis, a DNS server); every
+    address the host resolves to must be permitted, and the caller connects to the one returned, not to the
+    name. ``protocol_port``: the one privileged port this protocol lives on (53 for DNS), allowed too."""
     if not isinstance(host, str) or not host or len(host) > 253 or any(c.isspace() or c in "/@?#" for c in host):
         raise OutboundRefused("not a host name")
-    if not isinstance(port, int) or isinstance(port, bool) or not port_allowed(port):
-        raise OutboundRefused("port must be 80, 443 or 1024-65535")
+    if not isinstance(port, int) or isinstance(port, bool) or not (port_allowed(port) or port == protocol_port):
+        raise OutboundRefused("port must be 80, 443 or 1024-65535" if protocol_port is None
+                              else f"port must be {protocol_port} or 1024-65535")
     try:
         addresses = await lookup(host, port)
     except (OSError, UnicodeError):

@@ -19,6 +19,7 @@ from services.gateway.edge.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
 from services.gateway.forward import exports as forward_exports
+from services.gateway.forward import acme as forward_acme
 from services.gateway.forward import federation as forward_federation
 from services.gateway.forward import lease as forward_lease
 from services.gateway.forward import pki as forward_pki
@@ -40,6 +41,7 @@ from services.gateway.state import STATE, GatewayState
 from services.gateway.system import routes as system_routes
 from services.gateway.system.repository import SystemRepository
 from shared.contracts.exports import ExportsClient
+from shared.contracts.acme import AcmeClient
 from shared.contracts.federation import FederationClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
@@ -56,7 +58,7 @@ ROUTES: tuple[Route, ...] = (
     *system_routes.ROUTES, *login.ROUTES, *tokens.ROUTES, *identities.ROUTES, *tenants.ROUTES,
     *policies.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
     *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
-    *forward_exports.ROUTES, *forward_federation.ROUTES,
+    *forward_exports.ROUTES, *forward_federation.ROUTES, *forward_acme.ROUTES,
 )
 
 
@@ -86,7 +88,7 @@ async def build_state(deps: ServiceDeps) -> GatewayState:
         cursors=CursorCodec(await sealed_keys.ensure_key(pool, deps.kms, schema, "cursor")),
         secrets=SecretsClient(deps.bus), webhooks=WebhooksClient(deps.bus), pki=PkiClient(deps.bus),
         lease=LeaseClient(deps.bus), exports=ExportsClient(deps.bus),
-        federation=FederationClient(deps.bus),
+        federation=FederationClient(deps.bus), acme=AcmeClient(deps.bus),
         services=SystemClient(deps.bus),
     )
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shared.bus import Bus
 from shared.contracts.exports import ExportsClient
+from shared.contracts.acme import AcmeClient
 from shared.contracts.federation import FederationClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient
@@ -71,6 +72,7 @@ class GatewayState:
     lease: LeaseClient
     exports: ExportsClient
     federation: FederationClient
+    acme: AcmeClient
     services: SystemClient
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+from services.pki.acme.handlers import AcmeHandlers
+from services.pki.acme.orders import OrderWorker
+from services.pki.acme.service import Acme
+from services.pki.acme.store import AcmeStore, account_aad, order_aad, provider_aad
 from services.pki.authority import Authority, ca_aad
 from services.pki.handlers import PkiHandlers
 from services.pki.repository import PkiRepository
@@ -14,7 +19,8 @@ from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
-from shared.jobs import Sweep, run_sweeps
+from shared.jobs import QueueRunner, Sweep, run_sweeps
+from shared.outbound import OutboundPolicy
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -32,12 +38,28 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     jobs = [Sweep("certificate-expiry", lambda limit: repo.publish_expiring(notice, limit)),
             Sweep("crl-refresh", authority.refresh_crls)]
     deps.spawn(run_sweeps(jobs, settings.lifecycle_interval), "pki-lifecycle")
-    yield Running(rpc=rpc_table(PkiHandlers(repo, authority, cursors)))
+    # the ACME client: orders and renewals on a leased queue, once across replicas
+    store = AcmeStore(deps.pool, deps.schema)
+    acme = Acme(store, deps.kms, OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs,
+                                                           settings.outbound_allow_http))
+    worker = OrderWorker(store, acme, renew_fraction=settings.acme_renew_fraction,
+                         propagation_timeout=settings.acme_propagation_timeout,
+                         validation_timeout=settings.acme_validation_timeout, retry_base=settings.acme_retry_base)
+    orders: QueueRunner[Any] = QueueRunner(worker, name="acme-orders", concurrency=settings.acme_concurrency,
+                                           poll_interval=settings.acme_poll_interval)
+    deps.spawn(orders.run(), "pki-acme-orders")
+    yield Running(rpc={**rpc_table(PkiHandlers(repo, authority, cursors)),
+                       **rpc_table(AcmeHandlers(acme, store, cursors, orders))})
 
 
 SPEC = ServiceSpec(
     name="pki", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=PkiSettings,
     # a deleted tenant's CAs go with their sealed keys; certificates and CSRs before the CAs they name
-    tenant_tables=("csrs", "certificates", "roles", "trust_anchors", "cas"),
-    sealed=(SealedColumns("cas", key=("id",), aad=lambda row: ca_aad(row["id"])),),
+    tenant_tables=("csrs", "certificates", "acme_orders", "acme_accounts", "acme_dns_providers", "roles",
+                   "trust_anchors", "cas"),
+    sealed=(SealedColumns("cas", key=("id",), aad=lambda row: ca_aad(row["id"])),
+            # ACME account keys, TSIG secrets, the private keys of certificates ACME CAs issued
+            SealedColumns("acme_accounts", key=("id",), aad=lambda row: account_aad(row["id"])),
+            SealedColumns("acme_dns_providers", key=("id",), aad=lambda row: provider_aad(row["id"])),
+            SealedColumns("acme_orders", key=("id",), aad=lambda row: order_aad(row["id"]))),
 )

@@ -23,6 +23,7 @@ from shared.errors import (
     CertificateNotFound,
     CsrAlreadyProcessed,
     CsrNotFound,
+    InvalidRequest,
     NameConflict,
     QuotaExceeded,
     RoleNotFound,
@@ -37,7 +38,7 @@ _CA = ("id, tenant_id, name, common_name, key_type, parent_id, serial, not_befor
        " certificate, created_at")
 _CA_KEY = _CA + ", kek_id, wrapped_key, nonce, ciphertext"
 _CERT = ("serial, tenant_id, ca_id, role, common_name, sans, ip_sans, not_before, not_after, certificate,"
-         " revoked_at, revocation_reason")
+         " revoked_at, revocation_reason, acme_order_id")
 
 
 class PkiRepository:
@@ -217,6 +218,9 @@ class PkiRepository:
                                        tenant_id, serial)
             if cert is None:
                 raise CertificateNotFound(f"certificate '{serial}' not found", details={"serial": serial})
+            if cert["ca_id"] is None:
+                raise InvalidRequest("this certificate is from an ACME CA: revoke it there",
+                                     details={"serial": serial})
             ca = await conn.fetchrow(f"SELECT {_CA_KEY}, crl_number FROM cas WHERE id = $1 FOR UPDATE",
                                      cert["ca_id"])
             changed = await conn.fetchval(

@@ -22,3 +22,16 @@ class PkiSettings(Settings):
     pki_ocsp_lifetime: str = Field("1h", pattern=DURATION)
     #: seconds between runs of the PKI's jobs (expiry events, CRL refresh)
     lifecycle_interval: float = Field(30.0, gt=0)
+    #: a certificate from an ACME CA is renewed at this fraction of its lifetime (2/3 by default),
+    #: unless the CA suggests a window (ACME Renewal Information, RFC 9773)
+    acme_renew_fraction: float = Field(2 / 3, gt=0, lt=1)
+    #: how long the TXT records may take to show at the zone's server before an order gives up
+    acme_propagation_timeout: float = Field(120.0, gt=0, le=3600)
+    #: how long the CA may take to validate a challenge or issue a certificate
+    acme_validation_timeout: float = Field(120.0, gt=0, le=3600)
+    #: seconds before the first retry of an order the CA or the DNS server could not take now (doubling)
+    acme_retry_base: float = Field(30.0, gt=0)
+    #: orders one replica works on at once
+    acme_concurrency: int = Field(4, ge=1, le=64)
+    #: seconds between looks for due orders and renewals (a new order starts at once on its replica)
+    acme_poll_interval: float = Field(5.0, gt=0)

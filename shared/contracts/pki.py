@@ -204,7 +204,9 @@ class CertRef(Contract):
 
 class CertView(Contract):
     serial: str
-    ca_id: str
+    #: the local CA that issued it; ``None`` for a certificate from an ACME CA (``acme_order_id``)
+    ca_id: str | None
+    acme_order_id: str | None = None
     role: str | None
     common_name: str
     sans: list[str]

@@ -175,6 +175,8 @@ def _role_target(request: web.Request) -> tuple[str, str]:
 # -- CSRs and certificates: authorised once fetched ----------------------------------------------
 
 def _cert_resources(cert: CertView) -> tuple[str, ...]:
+    if cert.ca_id is None:  # from an ACME CA: the order's
+        return (f"pki/acme/orders/{cert.acme_order_id}",)
     return (f"pki/cas/{cert.ca_id}",) + ((f"pki/roles/{cert.role}",) if cert.role else ())
 
 

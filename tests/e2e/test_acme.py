@@ -1,0 +1,156 @@
+"""The ACME client (api.md §6) through the gateway, in both run modes, against real peers: pebble (an ACME
+CA for tests) and bind9 (``named``, RFC 2136 with TSIG), both started here on loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.platform import Platform
+from tests.conftest import Api, initialised, own_platform, remember_secret
+from tests.e2e.acme_peers import ZONE, Peers, acme_peers, txt_records
+from tests.e2e.iam_helpers import allow, identity
+from tests.e2e.test_gateway_envelope import assert_envelope
+
+#: pebble's certificates live this long here; orders renew at RENEW of it
+VALIDITY = 3600
+RENEW = 0.5
+
+
+@pytest.fixture(scope="module")
+async def peers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Peers]:
+    async with acme_peers(tmp_path_factory.mktemp("acme-peers"), validity_seconds=VALIDITY) as p:
+        remember_secret(p.update_key)
+        remember_secret(p.readonly_key)
+        remember_secret(p.eab_hmac)
+        yield p
+
+
+ACME_SETTINGS: dict[str, Any] = {"acme_renew_fraction": RENEW, "acme_poll_interval": 0.3,
+                                 "acme_retry_base": 0.5, "acme_propagation_timeout": 10.0,
+                                 "acme_validation_timeout": 30.0}
+
+
+@pytest.fixture(scope="module", params=["embedded", "rabbitmq"])
+async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   pg_dsn: str, peers: Peers) -> AsyncIterator[Platform]:
+    async with own_platform(request.param, tmp_path_factory.mktemp(request.param), pg_dsn,
+                            rpc_timeout=30.0, **ACME_SETTINGS) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+async def api(platform: Platform, http: aiohttp.ClientSession) -> Api:
+    return await initialised(platform, http)
+
+
+async def account(api: Api, peers: Peers, **extra: Any) -> dict[str, Any]:
+    status, body, _ = await api.request("POST", "/v1/pki/acme/accounts", json={
+        "directory_url": peers.directory_url, "email": "ops@example.com", "ca_bundle": peers.tls_root, **extra})
+    assert status == 201, body
+    return body
+
+
+async def provider(api: Api, peers: Peers, name: str, **kw: Any) -> dict[str, Any]:
+    status, body, _ = await api.request("POST", "/v1/pki/acme/dns-providers", json=peers.provider(name, **kw))
+    assert status == 201, body
+    return body
+
+
+async def settled(api: Api, order_id: str, *, seconds: float = 60.0, until: tuple[str, ...] = ("valid", "invalid"),
+                  renewals: int | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        status, body, _ = await api.request("GET", f"/v1/pki/acme/orders/{order_id}")
+        assert status == 200, body
+        if body["status"] in until and (renewals is None or body["renewals"] >= renewals):
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.2)
+
+
+async def test_an_order_for_two_names_ends_with_a_certificate_from_pebble(api: Api, peers: Peers) -> None:
+    acct = await account(api, peers)
+    assert acct["id"].startswith("acct_") and acct["status"] == "valid"
+    assert acct["account_url"].startswith("https://127.0.0.1:")
+    dns = await provider(api, peers, "primary")
+    assert "tsig_secret" not in dns["config"] and dns["config"]["tsig_key_name"] == "coffer-update"
+
+    started = time.monotonic()
+    status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
+        "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["www.acme.test", "API.acme.test"]})
+    assert status == 202, order
+    assert order["status"] == "pending" and order["domains"] == ["www.acme.test", "api.acme.test"]
+    done = await settled(api, order["id"])
+    elapsed = time.monotonic() - started
+    assert done["status"] == "valid", done
+    assert done["error"] is None and done["problem"] is None and done["renewals"] == 0
+    print(f"order end to end: {elapsed:.2f} s")
+
+    # the certificate chains to pebble's root, names both, and is for the key the order holds
+    status, bundle, headers = await api.request("GET", f"/v1/pki/acme/orders/{order['id']}/private-key")
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    leaf = x509.load_pem_x509_certificate(bundle["certificate"].encode())
+    key = serialization.load_pem_private_key(bundle["private_key"].encode(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and leaf.public_key() == key.public_key()
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(names.get_values_for_type(x509.DNSName)) == ["api.acme.test", "www.acme.test"]
+    chain = [x509.load_pem_x509_certificate(c.encode()) for c in bundle["chain"]]
+    roots = await peers.pebble_roots()
+    issuer = chain[-1]
+    leaf.verify_directly_issued_by(chain[0])
+    issuer.verify_directly_issued_by(roots[0])
+    assert done["serial"] == format(leaf.serial_number, "x") == bundle["serial"]
+
+    # stored and listed with the PKI's certificates
+    status, cert, _ = await api.request("GET", f"/v1/pki/certificates/{done['serial']}")
+    assert status == 200, cert
+    assert cert["ca_id"] is None and cert["acme_order_id"] == order["id"] and cert["status"] == "valid"
+    status, page, _ = await api.request("GET", "/v1/pki/certificates")
+    assert done["serial"] in [c["serial"] for c in page["items"]]
+
+    # renewal is due at RENEW of the lifetime (pebble gives no ARI)
+    renew_at = datetime.fromisoformat(done["renew_at"])
+    expected = leaf.not_valid_before_utc + (leaf.not_valid_after_utc - leaf.not_valid_before_utc) * RENEW
+    assert abs((renew_at - expected).total_seconds()) < 2
+
+    # the TXT records are gone
+    assert txt_records(peers, "_acme-challenge.www.acme.test") == []
+    assert txt_records(peers, "_acme-challenge.api.acme.test") == []
+
+
+async def test_a_refused_dns_update_fails_the_order_and_names_the_problem(api: Api, peers: Peers) -> None:
+    acct = await account(api, peers)
+    readonly = await provider(api, peers, "readonly", key="coffer-readonly")
+    status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
+        "account_id": acct["id"], "dns_provider_id": readonly["id"], "domains": ["ro.acme.test"]})
+    assert status == 202, order
+    done = await settled(api, order["id"])
+    assert done["status"] == "invalid" and done["error"] == "acme_order_failed"
+    assert done["problem"]["type"] == "urn:coffer:dns-update" and "REFUSED" in done["problem"]["detail"]
+    status, body, headers = await api.request("GET", f"/v1/pki/acme/orders/{order['id']}/private-key")
+    assert_envelope(status, body, headers, "acme_order_failed")
+    assert body["error"]["details"]["problem"]["type"] == "urn:coffer:dns-update"
+
+
+async def test_a_name_outside_the_zone_fails_with_pebbles_problem(api: Api, peers: Peers) -> None:
+    acct = await account(api, peers)
+    dns = await provider(api, peers, "zone-only")
+    status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
+        "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["in.acme.test", "out.other.test"]})
+    assert status == 202, order
+    done = await settled(api, order["id"])
+    assert done["status"] == "invalid" and done["error"] == "acme_order_failed"
+    # pebble's own problem document: its DNS lookup of the record failed
+    assert done["problem"]["type"].startswith("urn:ietf:params:acme:error:"), done["problem"]
+    assert "out.other.test" in done["problem"].get("detail", ""), done["problem"]
+    assert txt_records(peers, "_acme-challenge.in.acme.test") == []
