@@ -42,6 +42,9 @@ test: $(STAMP)
 	$(call need,age,age,opens the bundles of the export tests)
 	$(call need,curl,curl,to wait for RabbitMQ's management API)
 	$(call need,redis-server,redis-server,a target of the lease tests)
+	$(call need,pebble,pebble,the ACME CA of the ACME tests)
+	$(call need,named,bind9,the RFC 2136 DNS server of the ACME tests)
+	$(call need,dig,bind9-dnsutils,to look at the ACME tests' TXT records)
 	.ci/lease-targets
 	$(PY) -m pytest tests
 

@@ -18,8 +18,8 @@ from services.gateway.edge.gates import Gates
 from services.gateway.edge.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
-from services.gateway.forward import exports as forward_exports
 from services.gateway.forward import acme as forward_acme
+from services.gateway.forward import exports as forward_exports
 from services.gateway.forward import federation as forward_federation
 from services.gateway.forward import lease as forward_lease
 from services.gateway.forward import pki as forward_pki
@@ -40,8 +40,8 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.state import STATE, GatewayState
 from services.gateway.system import routes as system_routes
 from services.gateway.system.repository import SystemRepository
-from shared.contracts.exports import ExportsClient
 from shared.contracts.acme import AcmeClient
+from shared.contracts.exports import ExportsClient
 from shared.contracts.federation import FederationClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient

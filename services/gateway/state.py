@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shared.bus import Bus
-from shared.contracts.exports import ExportsClient
 from shared.contracts.acme import AcmeClient
+from shared.contracts.exports import ExportsClient
 from shared.contracts.federation import FederationClient
 from shared.contracts.lease import LeaseClient
 from shared.contracts.pki import PkiClient

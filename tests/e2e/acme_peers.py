@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from cryptography import x509
@@ -49,6 +50,7 @@ class Peers:
     tls_root: str  # PEM of the CA that signed pebble's TLS certificate
     eab_kid: str
     eab_hmac: str  # base64url, as CAs hand it out
+    folder: Path
 
     def provider(self, name: str, *, key: str = "coffer-update", secret: str | None = None,
                  zone: str = ZONE) -> dict[str, object]:
@@ -121,12 +123,26 @@ async def _wait_tcp(port: int, what: str, proc: subprocess.Popen[bytes], log: Pa
     async with asyncio.timeout(seconds):
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"{what} exited: {_tail(log)}")
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.close()
                 return
             await asyncio.sleep(0.1)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-2000:]
+
+
+def _spawn(command: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A peer started with its output in ``log`` (a quick fork: not worth a thread)."""
+    return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+def _pebble_config(folder: Path, config: dict[str, Any]) -> Path:
+    (folder / "pebble.json").write_text(json.dumps(config))
+    return folder / "pebble.json"
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -142,14 +158,12 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.asynccontextmanager
 async def acme_peers(folder: Path, *, validity_seconds: int = 3600) -> AsyncIterator[Peers]:
     """``named`` and ``pebble`` for the duration of the block (certificates valid ``validity_seconds``)."""
-    folder.mkdir(parents=True, exist_ok=True)
     dns_port, acme_port, mgmt_port = free_port(), free_port(), free_port()
     update_key = base64.b64encode(secrets.token_bytes(32)).decode()
     readonly_key = base64.b64encode(secrets.token_bytes(32)).decode()
     named_log = folder / "named.log"
-    named = subprocess.Popen([NAMED, "-g", "-n", "1", "-c", str(_named_conf(folder, dns_port, update_key,
-                                                                              readonly_key))],
-                             stdout=named_log.open("wb"), stderr=subprocess.STDOUT)
+    named = _spawn([NAMED, "-g", "-n", "1", "-c", str(_named_conf(folder, dns_port, update_key, readonly_key))],
+                   named_log)
     procs = [named]
     try:
         await _wait_tcp(dns_port, "named", named, named_log)
@@ -161,18 +175,16 @@ async def acme_peers(folder: Path, *, validity_seconds: int = 3600) -> AsyncIter
             "httpPort": free_port(), "tlsPort": free_port(), "ocspResponderURL": "",
             "externalAccountBindingRequired": False, "externalAccountMACKeys": {eab_kid: eab_hmac},
             "certificateValidityPeriod": validity_seconds}}
-        (folder / "pebble.json").write_text(json.dumps(config))
         pebble_log = folder / "pebble.log"
         env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "10",
                "PEBBLE_AUTHZREUSE": "0"}
-        pebble = subprocess.Popen([PEBBLE, "-config", str(folder / "pebble.json"),
-                                   "-dnsserver", f"127.0.0.1:{dns_port}"],
-                                  stdout=pebble_log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        pebble = _spawn([PEBBLE, "-config", str(_pebble_config(folder, config)), "-dnsserver",
+                         f"127.0.0.1:{dns_port}"], pebble_log, env)
         procs.append(pebble)
         await _wait_tcp(acme_port, "pebble", pebble, pebble_log)
         await _wait_tcp(mgmt_port, "pebble management", pebble, pebble_log)
         yield Peers(dns_port, update_key, readonly_key, f"https://127.0.0.1:{acme_port}/dir",
-                    f"https://127.0.0.1:{mgmt_port}", tls_root, eab_kid, eab_hmac)
+                    f"https://127.0.0.1:{mgmt_port}", tls_root, eab_kid, eab_hmac, folder)
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -187,3 +199,88 @@ def txt_records(peers: Peers, name: str) -> list[str]:
 
 def chain_of(pem: str) -> Iterator[x509.Certificate]:
     yield from x509.load_pem_x509_certificates(pem.encode())
+
+
+class CaFront:
+    """A loopback TLS front of pebble (its certificate) for what pebble 2.4 doesn't do on demand: it passes
+    every request through with its own ``Host`` (so pebble's URLs, and the URL each JWS signs, name the
+    front) and, when told, answers ``rateLimited`` (HTTP 429 with
+    ``Retry-After``), ``badNonce`` once, or offers ACME Renewal Information (RFC 9773) with a window
+    of its choosing."""
+
+    def __init__(self, peers: Peers) -> None:
+        self.peers = peers
+        self.upstream = peers.directory_url.rsplit("/", 1)[0]
+        self.rate_limit_new_order = False
+        self.refuse_new_order = False
+        self.bad_nonces = 0
+        self.ari_window: tuple[datetime, datetime] | None = None
+        self.ari_asked: list[str] = []
+        self.replaces: list[str] = []
+        self.url = ""
+        self._runner: Any = None
+
+    @property
+    def directory_url(self) -> str:
+        return f"{self.url}/dir"
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if request.path.startswith("/renewal-info/"):
+            self.ari_asked.append(request.path.rsplit("/", 1)[-1])
+            assert self.ari_window is not None
+            start, end = self.ari_window
+            return web.json_response({"suggestedWindow": {"start": start.isoformat(), "end": end.isoformat()}},
+                                     headers={"Retry-After": "3600"})
+        body = await request.read()
+        if request.method == "POST" and request.path.endswith("/order-plz"):
+            payload = json.loads(base64.urlsafe_b64decode(json.loads(body)["payload"] + "=="))
+            if "replaces" in payload:  # pebble 2.4 knows no ARI: it ignores the field
+                self.replaces.append(payload["replaces"])
+            if self.refuse_new_order:
+                return web.json_response(
+                    {"type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": "policy forbids these names",
+                     "status": 400}, status=400, content_type="application/problem+json")
+            if self.rate_limit_new_order:
+                return web.json_response(
+                    {"type": "urn:ietf:params:acme:error:rateLimited", "detail": "too many new orders", "status": 429},
+                    status=429, headers={"Retry-After": "7"}, content_type="application/problem+json")
+        if request.method == "POST" and self.bad_nonces > 0:
+            self.bad_nonces -= 1
+            async with aiohttp.ClientSession() as http, http.head(f"{self.upstream}/nonce-plz",
+                                                                   ssl=self._ssl) as fresh:
+                nonce = fresh.headers["Replay-Nonce"]
+            stale = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "stale", "status": 400}
+            return web.json_response(stale, status=400, headers={"Replay-Nonce": nonce},
+                                     content_type="application/problem+json")
+        async with aiohttp.ClientSession() as http, http.request(
+                request.method, self.upstream + request.path_qs, data=body or None, ssl=self._ssl,
+                headers={**{k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")},
+                         "Host": request.host}, allow_redirects=False) as resp:
+            raw = await resp.read()
+            headers = {k: v for k, v in resp.headers.items()
+                       if k.lower() in ("location", "replay-nonce", "link", "retry-after", "content-type")}
+        if request.path == "/dir" and self.ari_window is not None:
+            doc = json.loads(raw)
+            doc["renewalInfo"] = f"{self.url}/renewal-info"
+            raw = json.dumps(doc).encode()
+        return web.Response(body=raw, status=resp.status, headers=headers)
+
+    async def __aenter__(self) -> CaFront:
+        from aiohttp import web
+
+        self._ssl = ssl.create_default_context(cadata=self.peers.tls_root)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        served.load_cert_chain(self.peers.folder / "cert.pem", self.peers.folder / "key.pem")
+        await web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=served).start()
+        self.url = f"https://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._runner.cleanup()

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,9 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.platform import Platform
-from tests.conftest import Api, initialised, own_platform, remember_secret
-from tests.e2e.acme_peers import ZONE, Peers, acme_peers, txt_records
-from tests.e2e.iam_helpers import allow, identity
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from tests.conftest import Api, initialised, own_platform, remember_secret, start_platform
+from tests.e2e.acme_peers import CaFront, Peers, acme_peers, txt_records
 from tests.e2e.test_gateway_envelope import assert_envelope
 
 #: pebble's certificates live this long here; orders renew at RENEW of it
@@ -154,3 +156,72 @@ async def test_a_name_outside_the_zone_fails_with_pebbles_problem(api: Api, peer
     assert done["problem"]["type"].startswith("urn:ietf:params:acme:error:"), done["problem"]
     assert "out.other.test" in done["problem"].get("detail", ""), done["problem"]
     assert txt_records(peers, "_acme-challenge.in.acme.test") == []
+
+
+async def test_renewal_once_across_two_replicas_in_the_cas_ari_window(
+        tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession, peers: Peers) -> None:
+    from shared.bus import InProcessBus
+
+    bus = InProcessBus()
+    await bus.start()
+    first = await start_platform(tmp_path, None, pg_dsn, bus=bus, rpc_timeout=30.0, **ACME_SETTINGS)
+    second = Platform(first.values, pg_dsn, services=("pki",), bus=bus)
+    await second.start()
+    events: list[Event] = []
+
+    async def on(event: Event, ctx: RequestContext) -> None:
+        events.append(event)
+
+    await bus.subscribe("acme-replicas", ["acme.order.completed", "acme.order.failed"], on)
+    try:
+        async with CaFront(peers) as front:
+            now = datetime.now(UTC)
+            front.ari_window = (now + timedelta(minutes=20), now + timedelta(minutes=25))
+            api = await initialised(first, http)
+            acct = await account(api, peers, directory_url=front.directory_url)
+            dns = await provider(api, peers, "replicas")
+            ids = []
+            for i in range(3):
+                status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
+                    "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": [f"r{i}.acme.test"]})
+                assert status == 202, order
+                ids.append(order["id"])
+            first_run = {i: await settled(api, i) for i in ids}
+            for done in first_run.values():  # the CA's window, not 2/3 of the lifetime
+                assert done["status"] == "valid"
+                assert front.ari_window[0] <= datetime.fromisoformat(done["renew_at"]) <= front.ari_window[1]
+            assert len(front.ari_asked) == 3
+            # the renewal time comes (the clock moved on): both replicas' job runners see every order due
+            pool = first.runtimes["pki"].pool
+            assert pool is not None
+            table = f'"{first.settings.schema_for("pki")}".acme_orders'
+            await pool.execute(f"UPDATE {table} SET renew_at = now() WHERE id = ANY($1)", ids)
+            front.ari_window = (now + timedelta(hours=1), now + timedelta(hours=2))
+            renewed = {i: await settled(api, i, renewals=1) for i in ids}
+            await asyncio.sleep(1.5)
+            for i in ids:
+                status, again, _ = await api.request("GET", f"/v1/pki/acme/orders/{i}")
+                assert again["renewals"] == 1 and again["serial"] == renewed[i]["serial"] != first_run[i]["serial"]
+            completed = [e for e in events if e.type == "acme.order.completed" and e.data["renewal"]]
+            assert sorted(e.data["order_id"] for e in completed) == sorted(ids)
+            # each renewal named the certificate it replaces (RFC 9773 §5); pebble rejects 10 % of nonces,
+            # so a new-order may have been sent twice (a badNonce retry), never for a fourth certificate
+            assert len(set(front.replaces)) == 3 and set(front.replaces) <= set(front.ari_asked)
+
+            # a renewal the CA refuses: the order stays valid with its certificate, the failure is an event
+            front.refuse_new_order = True
+            await pool.execute(f"UPDATE {table} SET renew_at = now() WHERE id = $1", ids[0])
+            deadline = time.monotonic() + 20
+            while not [e for e in events if e.type == "acme.order.failed"]:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            status, kept, _ = await api.request("GET", f"/v1/pki/acme/orders/{ids[0]}")
+            assert kept["status"] == "valid" and kept["serial"] == renewed[ids[0]]["serial"]
+            assert kept["problem"]["type"] == "urn:ietf:params:acme:error:rejectedIdentifier"
+            assert datetime.fromisoformat(kept["renew_at"]) > datetime.now(UTC)  # tried again later
+            failed = next(e for e in events if e.type == "acme.order.failed")
+            assert failed.data["renewal"] is True and failed.data["next_attempt_at"]
+    finally:
+        await second.close()
+        await first.close()
+        await bus.close()

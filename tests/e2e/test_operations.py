@@ -161,13 +161,13 @@ async def test_only_root_admins_switch_maintenance(api: Api) -> None:
 async def test_disabled_features_answer_feature_disabled(tmp_path: Path, pg_dsn: str,
                                                           http: aiohttp.ClientSession) -> None:
     platform, api = await own_platform(tmp_path, pg_dsn, http, disabled_features=frozenset({"pki", "webhooks",
-                                                                                            "exports"}))
+                                                                                            "exports", "acme"}))
     try:
         for path in ("/v1/pki/cas", "/v1/pki/roles/web:issue", "/v1/webhooks", "/v1/subscriptions/x",
-                     "/v1/exports/exp_0", "/v1/exports/exp_0/bundle"):
+                     "/v1/exports/exp_0", "/v1/exports/exp_0/bundle", "/v1/pki/acme/orders"):
             status, body, headers = await api.request("GET", path)
             err = assert_envelope(status, body, headers, "feature_disabled")
-            assert err["details"]["feature"] in ("pki", "webhooks", "exports")
+            assert err["details"]["feature"] in ("pki", "webhooks", "exports", "acme")
         status, body, headers = await api.request("POST", "/v1/exports", json={
             "prefix": "", "format": "json", "recipient": "age1x"})
         assert_envelope(status, body, headers, "feature_disabled")

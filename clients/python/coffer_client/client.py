@@ -21,14 +21,14 @@ from typing import Any
 
 import httpx
 
-from coffer_client._admin import API_CALLS, _AdminApi
+from coffer_client._acme import API_CALLS, _AcmeApi
 from coffer_client._base import DEFAULT_ADDR, VERSION, _Base, _Call
 from coffer_client.errors import CofferError
 
 __all__ = ["API_CALLS", "DEFAULT_ADDR", "VERSION", "AsyncClient", "Client"]
 
 
-class Client(_Base, _AdminApi):
+class Client(_Base, _AcmeApi):
     """Coffer over HTTP, synchronously. ``Client(addr, token)``; both default to ``COFFER_ADDR`` /
     ``COFFER_TOKEN`` (and ``COFFER_TENANT`` for ``X-Tenant-ID``)."""
 
@@ -69,7 +69,7 @@ class Client(_Base, _AdminApi):
                 return
 
 
-class AsyncClient(_Base, _AdminApi):
+class AsyncClient(_Base, _AcmeApi):
     """Coffer over HTTP, for asyncio: the same methods as ``Client``, awaited; lists are ``async for``."""
 
     def __init__(self, addr: str | None = None, token: str | None = None, **kwargs: Any) -> None:

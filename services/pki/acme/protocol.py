@@ -29,7 +29,7 @@ import josepy as jose
 from acme import jws, messages
 from cryptography import x509
 
-from shared.outbound import OutboundPolicy, OutboundRefused, guarded_connector, parse_url
+from shared.outbound import OutboundPolicy, OutboundRefused, check, guarded_connector, parse_url
 
 #: no ACME answer (a directory, an order, a chain) comes near this
 MAX_BODY = 1 << 20
@@ -40,10 +40,12 @@ ALG = jose.ES256
 class AcmeUnavailable(Exception):
     """The CA could not be reached or failed (network, TLS, 5xx, an address the guard refused)."""
 
-    def __init__(self, reason: str, *, timeout: bool = False) -> None:
+    def __init__(self, reason: str, *, timeout: bool = False, refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.timeout = timeout
+        #: the outbound guard refused the address (not the CA's fault)
+        self.refused = refused
 
 
 class AcmeProblem(Exception):
@@ -164,9 +166,11 @@ class AcmeSession:
 
     async def _send(self, method: str, url: str, *, data: bytes | None = None) -> Answer:
         try:
-            parse_url(url, self.policy)
+            # the form and every address (aiohttp hands an IP literal to no resolver: checked here too)
+            await check(url, self.policy)
         except OutboundRefused as exc:
-            raise AcmeUnavailable(f"the CA named a URL the outbound guard refuses: {exc.reason}") from None
+            raise AcmeUnavailable(f"the CA named a URL the outbound guard refuses: {exc.reason}",
+                                  refused=True) from None
         assert self._http is not None, "use the session in 'async with'"
         headers = {"User-Agent": "coffer-acme"}
         if data is not None:

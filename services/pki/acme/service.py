@@ -37,7 +37,7 @@ from shared.errors import (
     InvalidConfig,
     ValidationError,
 )
-from shared.outbound import OutboundPolicy, OutboundRefused, parse_url
+from shared.outbound import OutboundPolicy, OutboundRefused, check
 
 log = structlog.get_logger("coffer.pki.acme")
 
@@ -75,7 +75,7 @@ class Acme:
 
     async def create_account(self, tenant_id: str, req: AccountCreate) -> Row:
         try:
-            parse_url(req.directory_url, self.policy)
+            await check(req.directory_url, self.policy)
         except OutboundRefused as exc:
             raise InvalidConfig(f"directory_url can't be used: {exc.reason}",
                                 details={"field": "directory_url"}) from None
