@@ -215,6 +215,10 @@ class CaFront:
         self.refuse_new_order = False
         self.bad_nonces = 0
         self.ari_window: tuple[datetime, datetime] | None = None
+        #: a window of its own for some certificates (by ARI id)
+        self.ari_windows: dict[str, tuple[datetime, datetime]] = {}
+        #: a Location to hand back for new orders instead of pebble's
+        self.order_location: str | None = None
         self.ari_asked: list[str] = []
         self.replaces: list[str] = []
         self.url = ""
@@ -228,9 +232,10 @@ class CaFront:
         from aiohttp import web
 
         if request.path.startswith("/renewal-info/"):
-            self.ari_asked.append(request.path.rsplit("/", 1)[-1])
+            ident = request.path.rsplit("/", 1)[-1]
+            self.ari_asked.append(ident)
             assert self.ari_window is not None
-            start, end = self.ari_window
+            start, end = self.ari_windows.get(ident, self.ari_window)
             return web.json_response({"suggestedWindow": {"start": start.isoformat(), "end": end.isoformat()}},
                                      headers={"Retry-After": "3600"})
         body = await request.read()
@@ -261,6 +266,8 @@ class CaFront:
             raw = await resp.read()
             headers = {k: v for k, v in resp.headers.items()
                        if k.lower() in ("location", "replay-nonce", "link", "retry-after", "content-type")}
+        if request.path.endswith("/order-plz") and self.order_location and resp.status == 201:
+            headers["Location"] = self.order_location
         if request.path == "/dir" and self.ari_window is not None:
             doc = json.loads(raw)
             doc["renewalInfo"] = f"{self.url}/renewal-info"

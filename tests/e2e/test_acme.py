@@ -80,7 +80,8 @@ async def settled(api: Api, order_id: str, *, seconds: float = 60.0, until: tupl
         await asyncio.sleep(0.2)
 
 
-async def test_an_order_for_two_names_ends_with_a_certificate_from_pebble(api: Api, peers: Peers) -> None:
+async def test_an_order_for_two_names_ends_with_a_certificate_from_pebble(api: Api, peers: Peers,
+                                                                          platform: Platform) -> None:
     acct = await account(api, peers)
     assert acct["id"].startswith("acct_") and acct["status"] == "valid"
     assert acct["account_url"].startswith("https://127.0.0.1:")
@@ -128,6 +129,18 @@ async def test_an_order_for_two_names_ends_with_a_certificate_from_pebble(api: A
     # the TXT records are gone
     assert txt_records(peers, "_acme-challenge.www.acme.test") == []
     assert txt_records(peers, "_acme-challenge.api.acme.test") == []
+
+    # its renewal time comes (the clock moved on): renewed once, the old certificate still listed
+    pool = platform.runtimes["pki"].pool
+    assert pool is not None
+    await pool.execute(f'UPDATE "{platform.settings.schema_for("pki")}".acme_orders SET renew_at = now()'
+                       " WHERE id = $1", order["id"])
+    renewed = await settled(api, order["id"], renewals=1)
+    assert renewed["status"] == "valid" and renewed["serial"] != done["serial"]
+    assert datetime.fromisoformat(renewed["renew_at"]) > datetime.now(UTC) + timedelta(minutes=20)
+    status, page, _ = await api.request("GET", "/v1/pki/certificates?limit=1000")
+    assert {done["serial"], renewed["serial"]} <= {c["serial"] for c in page["items"]}
+    assert txt_records(peers, "_acme-challenge.www.acme.test") == []
 
 
 async def test_a_refused_dns_update_fails_the_order_and_names_the_problem(api: Api, peers: Peers) -> None:
@@ -191,17 +204,22 @@ async def test_renewal_once_across_two_replicas_in_the_cas_ari_window(
                 assert done["status"] == "valid"
                 assert front.ari_window[0] <= datetime.fromisoformat(done["renew_at"]) <= front.ari_window[1]
             assert len(front.ari_asked) == 3
-            # the renewal time comes (the clock moved on): both replicas' job runners see every order due
+            # the CA moves the window of these three certificates to now (as before a mass revocation): the
+            # next ARI check (when its Retry-After is up) finds it begun, and both replicas' runners see them due
+            assert all(datetime.fromisoformat(d["renew_at"]) > datetime.now(UTC) for d in first_run.values())
+            front.ari_windows = {ident: (now - timedelta(minutes=5), now) for ident in front.ari_asked}
             pool = first.runtimes["pki"].pool
             assert pool is not None
             table = f'"{first.settings.schema_for("pki")}".acme_orders'
-            await pool.execute(f"UPDATE {table} SET renew_at = now() WHERE id = ANY($1)", ids)
-            front.ari_window = (now + timedelta(hours=1), now + timedelta(hours=2))
+            assert await pool.fetchval(f"SELECT count(*) FROM {table} WHERE ari_check_at > now() + interval '50 min'"
+                                       " AND id = ANY($1)", ids) == 3  # the front's Retry-After: 3600
+            await pool.execute(f"UPDATE {table} SET ari_check_at = now() WHERE id = ANY($1)", ids)
             renewed = {i: await settled(api, i, renewals=1) for i in ids}
             await asyncio.sleep(1.5)
             for i in ids:
                 status, again, _ = await api.request("GET", f"/v1/pki/acme/orders/{i}")
                 assert again["renewals"] == 1 and again["serial"] == renewed[i]["serial"] != first_run[i]["serial"]
+                assert datetime.fromisoformat(again["renew_at"]) > datetime.now(UTC) + timedelta(minutes=15)
             completed = [e for e in events if e.type == "acme.order.completed" and e.data["renewal"]]
             assert sorted(e.data["order_id"] for e in completed) == sorted(ids)
             # each renewal named the certificate it replaces (RFC 9773 §5); pebble rejects 10 % of nonces,

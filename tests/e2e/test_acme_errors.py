@@ -159,6 +159,15 @@ async def test_the_cas_rate_limit_and_stale_nonces(api: Api, peers: Peers, front
         assert err["details"]["problem"]["type"] == "urn:ietf:params:acme:error:rejectedIdentifier"
     finally:
         front.refuse_new_order = False
+    # every URL the CA hands back passes the outbound guard: an order URL on a private network is refused
+    front.order_location = "https://10.0.0.1/my-order/1"
+    try:
+        err = await expect(api, "backend_error", "POST", "/v1/pki/acme/orders", json={
+            "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["evil.acme.test"]})
+        assert "outbound guard" in err["message"]
+    finally:
+        front.order_location = None
+    assert await count(api, "orders") == before
     front.bad_nonces = 1
     status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
         "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["nonce.acme.test"]})

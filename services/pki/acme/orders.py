@@ -86,6 +86,8 @@ class OrderWorker:
         renewal = item["serial"] is not None
         started = datetime.now(UTC)
         try:
+            if renewal and item["renew_at"] > started and not await self._ari_says_now(item):
+                return  # an ARI check: the window is still ahead
             await self._run(item, renewal)
             log.info("acme_order_done", order_id=item["id"], renewal=renewal,
                      seconds=round((datetime.now(UTC) - started).total_seconds(), 2))
@@ -96,7 +98,11 @@ class OrderWorker:
         except AcmeProblem as exc:
             await self._fail(item, exc.problem, retry=renewal)
         except AcmeUnavailable as exc:
-            await self._again(item, {"type": "about:blank", "detail": exc.reason}, None)
+            problem = {"type": "urn:coffer:outbound-refused" if exc.refused else "about:blank", "detail": exc.reason}
+            if exc.refused:  # the CA pointed us where the guard won't go: retrying changes nothing
+                await self._fail(item, problem, retry=renewal)
+            else:
+                await self._again(item, problem, None)
         except DnsFailed as exc:
             problem = {"type": "urn:coffer:dns-update", "detail": exc.reason}
             if exc.transient:
@@ -148,10 +154,31 @@ class OrderWorker:
                 raise OrderRefused(_problem(doc.get("error"), "the CA did not issue the certificate"))
             pem = await session.download(doc["certificate"])
             cert = self._parse(pem, key, domains)
-            renew_at = await self._renew_at(session, cert["parsed"])
+            renew_at, ari_check_at = await self._renew_at(session, cert["parsed"])
         der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        await self.store.issued(item, cert, seal(self.acme.kms, der, order_aad(item["id"])), renew_at)
+        await self.store.issued(item, cert, seal(self.acme.kms, der, order_aad(item["id"])), renew_at,
+                                ari_check_at)
+
+    async def _ari_says_now(self, item: Row) -> bool:
+        """An ARI check of a valid order before its renewal time: ``True`` when the CA's window has begun (it
+        may move earlier, e.g. before a mass revocation); otherwise the order is rescheduled by the window."""
+        account = await self.store.account(item["tenant_id"], item["account_id"], with_key=True)
+        pem = await self.store.pool.fetchval("SELECT certificate FROM certificates WHERE serial = $1", item["serial"])
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        async with self.acme.session(account) as session:
+            window = await session.renewal_window(cert)
+        now = datetime.now(UTC)
+        if window is None:  # the CA stopped offering ARI: the lifetime's fraction
+            life = cert.not_valid_after_utc - cert.not_valid_before_utc
+            await self.store.reschedule(item["id"], cert.not_valid_before_utc + life * self.renew_fraction, None)
+            return False
+        start, end, again = window
+        if start <= now:
+            return True
+        renew_at = item["renew_at"] if start <= item["renew_at"] <= end else start + (end - start) * random.random()
+        await self.store.reschedule(item["id"], renew_at, now + timedelta(seconds=again))
+        return False
 
     async def _replaces(self, session: AcmeSession, item: Row) -> str | None:
         """The ARI id of the certificate a renewal replaces, when the CA offers ARI."""
@@ -216,14 +243,15 @@ class OrderWorker:
                 "not_before": leaf.not_valid_before_utc, "not_after": leaf.not_valid_after_utc,
                 "certificate": as_pem[0], "chain": "".join(as_pem[1:]), "parsed": leaf}
 
-    async def _renew_at(self, session: AcmeSession, cert: x509.Certificate) -> datetime:
-        """A random point of the CA's ARI window, else ``renew_fraction`` of the lifetime."""
+    async def _renew_at(self, session: AcmeSession, cert: x509.Certificate) -> tuple[datetime, datetime | None]:
+        """(renewal time, next ARI check): a random point of the CA's ARI window, asked again when the CA
+        says; without ARI ``renew_fraction`` of the lifetime, and no checks."""
         try:
             window = await session.renewal_window(cert)
         except (AcmeProblem, AcmeUnavailable):
             window = None
         if window is not None:
-            start, end = window
-            return start + (end - start) * random.random()
+            start, end, again = window
+            return start + (end - start) * random.random(), datetime.now(UTC) + timedelta(seconds=again)
         life = cert.not_valid_after_utc - cert.not_valid_before_utc
-        return cert.not_valid_before_utc + life * self.renew_fraction
+        return cert.not_valid_before_utc + life * self.renew_fraction, None

@@ -35,6 +35,9 @@ from shared.outbound import OutboundPolicy, OutboundRefused, check, guarded_conn
 MAX_BODY = 1 << 20
 NONCE_RETRIES = 3
 ALG = jose.ES256
+#: how often ARI is asked again: the CA's Retry-After, between a minute and a day (RFC 9773 §4.3)
+ARI_RECHECK = 86_400
+ARI_MIN_RECHECK = 60
 
 
 class AcmeUnavailable(Exception):
@@ -240,9 +243,7 @@ class AcmeSession:
         reg = messages.NewRegistration.from_data(email=email, external_account_binding=binding,
                                                  terms_of_service_agreed=True)
         answer = await self.post(directory["newAccount"], reg.to_partial_json(), use_kid=False)
-        location = answer.headers.get("Location")
-        if not location:
-            raise AcmeUnavailable("the CA gave the account no URL")
+        location = await self._handed_back(answer, "account")
         self.account_url = location
         return location, str(answer.json().get("status", "valid"))
 
@@ -251,10 +252,19 @@ class AcmeSession:
         if replaces:
             payload["replaces"] = replaces
         answer = await self.post((await self.directory())["newOrder"], payload)
+        return await self._handed_back(answer, "order"), answer.json()
+
+    async def _handed_back(self, answer: Answer, what: str) -> str:
+        """The ``Location`` the CA gave, once the outbound guard has passed it (it is stored and used later)."""
         location = answer.headers.get("Location")
         if not location:
-            raise AcmeUnavailable("the CA gave the order no URL")
-        return location, answer.json()
+            raise AcmeUnavailable(f"the CA gave the {what} no URL")
+        try:
+            await check(location, self.policy)
+        except OutboundRefused as exc:
+            raise AcmeUnavailable(f"the CA named a URL the outbound guard refuses: {exc.reason}",
+                                  refused=True) from None
+        return location
 
     async def fetch(self, url: str) -> dict[str, Any]:
         return (await self.post(url, None)).json()
@@ -284,18 +294,21 @@ class AcmeSession:
         answer = await self.post(url, None)
         return answer.body.decode("ascii", errors="replace")
 
-    async def renewal_window(self, cert: x509.Certificate) -> tuple[datetime, datetime] | None:
-        """ARI's suggested window (RFC 9773) when the CA offers it, else ``None``."""
+    async def renewal_window(self, cert: x509.Certificate) -> tuple[datetime, datetime, int] | None:
+        """ARI's suggested window (RFC 9773) and when to ask again (its ``Retry-After``, seconds) when the CA
+        offers it, else ``None``."""
         directory = await self.directory()
         base = directory.to_partial_json().get("renewalInfo")
         ident = cert_id(cert)
         if not isinstance(base, str) or ident is None:
             return None
-        doc = (await self._send("GET", base.rstrip("/") + "/" + ident)).json()
+        answer = await self._send("GET", base.rstrip("/") + "/" + ident)
+        doc = answer.json()
         window = doc.get("suggestedWindow")
+        again = _retry_after(answer.headers.get("Retry-After")) or ARI_RECHECK
         try:
             start = datetime.fromisoformat(str(window["start"]).replace("Z", "+00:00"))
             end = datetime.fromisoformat(str(window["end"]).replace("Z", "+00:00"))
         except (TypeError, KeyError, ValueError):
             return None
-        return (start, end) if start <= end else None
+        return (start, end, max(ARI_MIN_RECHECK, min(again, ARI_RECHECK))) if start <= end else None

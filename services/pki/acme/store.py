@@ -174,10 +174,17 @@ class AcmeStore:
             "UPDATE acme_orders SET lease_until = now() + make_interval(secs => $2), attempts = attempts + 1,"
             " status = CASE status WHEN 'pending' THEN 'processing' ELSE status END, updated_at = now()"
             " WHERE id IN (SELECT id FROM acme_orders WHERE (lease_until IS NULL OR lease_until < now()) AND"
-            " ((status IN ('pending', 'processing') AND due_at <= now()) OR (status = 'valid' AND renew_at <= now()))"
-            " ORDER BY coalesce(due_at, renew_at) LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            " ((status IN ('pending', 'processing') AND due_at <= now())"
+            " OR (status = 'valid' AND (renew_at <= now() OR ari_check_at <= now())))"
+            " ORDER BY coalesce(due_at, least(renew_at, ari_check_at)) LIMIT $1 FOR UPDATE SKIP LOCKED)"
             " RETURNING id, tenant_id, account_id, dns_provider_id, domains, status, order_url, serial, attempts,"
-            " renewals", free, LEASE_SECONDS))
+            " renewals, renew_at", free, LEASE_SECONDS))
+
+    async def reschedule(self, order_id: str, renew_at: datetime, ari_check_at: datetime | None) -> None:
+        """After an ARI check that did not call for renewal now: the (maybe moved) renewal time, the next check."""
+        await self.pool.execute(
+            "UPDATE acme_orders SET renew_at = $2, ari_check_at = $3, lease_until = NULL, attempts = 0,"
+            " updated_at = now() WHERE id = $1", order_id, renew_at, ari_check_at)
 
     async def extend(self, order_id: str, order_url: str | None = None) -> None:
         await self.pool.execute(
@@ -190,7 +197,8 @@ class AcmeStore:
             f"UPDATE acme_orders SET lease_until = NULL, problem = $3, updated_at = now(),"
             f" {'renew_at' if renewal else 'due_at'} = $2 WHERE id = $1", order_id, at, problem)
 
-    async def issued(self, item: Row, cert: dict[str, Any], sealed: Sealed, renew_at: datetime) -> None:
+    async def issued(self, item: Row, cert: dict[str, Any], sealed: Sealed, renew_at: datetime,
+                     ari_check_at: datetime | None) -> None:
         """The certificate stored among the PKI's, its key sealed on the order, the order valid."""
         async with self.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT 1 FROM acme_orders WHERE id = $1 FOR UPDATE", item["id"]) is None:
@@ -206,8 +214,8 @@ class AcmeStore:
                 "UPDATE acme_orders SET status = 'valid', serial = $2, renew_at = $3, problem = NULL,"
                 " renewal_failed_at = NULL, attempts = 0, order_url = NULL, due_at = NULL, lease_until = NULL,"
                 " renewals = renewals + $4, kek_id = $5, wrapped_key = $6, nonce = $7, ciphertext = $8,"
-                " updated_at = now() WHERE id = $1", item["id"], cert["serial"], renew_at, int(renewal),
-                sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
+                " ari_check_at = $9, updated_at = now() WHERE id = $1", item["id"], cert["serial"], renew_at,
+                int(renewal), sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext, ari_check_at)
             data = {"order_id": item["id"], "serial": cert["serial"], "domains": list(item["domains"]),
                     "not_after": cert["not_after"].isoformat(), "renewal": renewal}
             await self.event(conn, "certificate.issued", item["tenant_id"], "req_acme",

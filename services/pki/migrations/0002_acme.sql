@@ -48,6 +48,8 @@ CREATE TABLE acme_orders (
     lease_until     timestamptz,
     serial          text,
     renew_at        timestamptz,
+    -- when to ask the CA's ARI again (RFC 9773: it may move the window earlier, e.g. before a mass revocation)
+    ari_check_at    timestamptz,
     renewals        int NOT NULL DEFAULT 0,
     renewal_failed_at timestamptz,
     kek_id          text,
@@ -61,6 +63,7 @@ CREATE TABLE acme_orders (
 CREATE INDEX acme_orders_by_tenant ON acme_orders (tenant_id, id);
 CREATE INDEX acme_orders_due ON acme_orders (due_at) WHERE status IN ('pending', 'processing');
 CREATE INDEX acme_orders_renew ON acme_orders (renew_at) WHERE status = 'valid';
+CREATE INDEX acme_orders_ari ON acme_orders (ari_check_at) WHERE status = 'valid' AND ari_check_at IS NOT NULL;
 
 -- certificates an ACME CA issued: no local CA; the order they came from instead
 ALTER TABLE certificates ALTER COLUMN ca_id DROP NOT NULL;
