@@ -71,6 +71,8 @@ clean:
 ## make bench: secrets, tokens, PKI and lease throughput and latency, embedded and distributed (see bench/run.py)
 bench: $(STAMP)
 	$(call need,wrk,wrk,the load generator)
+	$(call need,pebble,pebble,the ACME CA of the ACME scenario)
+	$(call need,named,bind9,the DNS server of the ACME scenario)
 	$(call need,curl,curl,to wait for RabbitMQ's management API)
 	$(call need,redis-server,redis-server,a target of the lease service)
 	.ci/lease-targets

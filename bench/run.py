@@ -33,6 +33,7 @@ import aiohttp
 import asyncpg
 
 from bench import globs
+from bench.acme import acme_rows
 from bench.exports import export_rows
 from bench.fanout import webhook_fanout
 from bench.federation import federation_rows
@@ -178,6 +179,9 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
             if key == "export":
                 results += await export_rows(mode, stack.url, auth, session, "bench/app", len(paths))
                 continue
+            if key == "acme":
+                results += await acme_rows(mode, stack.url, auth, session)
+                continue
             if key == "lease":
                 results += await lease_rows(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
                                         vhost if amqp else None)
@@ -260,7 +264,7 @@ def _limit_of(scenario: str) -> str:
             return label
     if scenario.startswith(("PG credentials", "limit: PG", "PG engine alone")):
         return "PG CREATE ROLE + DROP ROLE"
-    return "-" if scenario.startswith(("OCSP", "lease expiry", "export")) else "direct read"
+    return "-" if scenario.startswith(("OCSP", "lease expiry", "export", "ACME")) else "direct read"
 
 
 async def main() -> None:
@@ -271,9 +275,9 @@ async def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--modes", default="embedded,distributed")
     parser.add_argument("--scenarios",
-                        default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease,export,federation",
+                        default="read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease,export,federation,acme",
                         help="HTTP scenarios, of read, read32, write, list, token, issue-ec, issue-rsa, ocsp, lease,"
-                             " export, federation")
+                             " export, federation, acme")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
     args = parser.parse_args()
