@@ -41,7 +41,8 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     # the ACME client: orders and renewals on a leased queue, once across replicas
     store = AcmeStore(deps.pool, deps.schema)
     acme = Acme(store, deps.kms, OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs,
-                                                           settings.outbound_allow_http))
+                                                           settings.outbound_allow_http),
+                timeout=settings.acme_timeout)
     worker = OrderWorker(store, acme, renew_fraction=settings.acme_renew_fraction,
                          propagation_timeout=settings.acme_propagation_timeout,
                          validation_timeout=settings.acme_validation_timeout, retry_base=settings.acme_retry_base)

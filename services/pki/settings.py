@@ -31,6 +31,8 @@ class PkiSettings(Settings):
     acme_validation_timeout: float = Field(120.0, gt=0, le=3600)
     #: seconds before the first retry of an order the CA or the DNS server could not take now (doubling)
     acme_retry_base: float = Field(30.0, gt=0)
+    #: seconds an ACME CA has to answer one request
+    acme_timeout: float = Field(30.0, gt=0, le=300)
     #: orders one replica works on at once
     acme_concurrency: int = Field(4, ge=1, le=64)
     #: seconds between looks for due orders and renewals (a new order starts at once on its replica)

@@ -219,6 +219,8 @@ class CaFront:
         self.ari_windows: dict[str, tuple[datetime, datetime]] = {}
         #: a Location to hand back for new orders instead of pebble's
         self.order_location: str | None = None
+        #: seconds to wait before answering anything
+        self.delay = 0.0
         self.ari_asked: list[str] = []
         self.replaces: list[str] = []
         self.url = ""
@@ -231,6 +233,7 @@ class CaFront:
     async def _handle(self, request: Any) -> Any:
         from aiohttp import web
 
+        await asyncio.sleep(self.delay)
         if request.path.startswith("/renewal-info/"):
             ident = request.path.rsplit("/", 1)[-1]
             self.ari_asked.append(ident)

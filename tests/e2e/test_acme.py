@@ -37,7 +37,7 @@ async def peers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Peers
         yield p
 
 
-ACME_SETTINGS: dict[str, Any] = {"acme_renew_fraction": RENEW, "acme_poll_interval": 0.3,
+ACME_SETTINGS: dict[str, Any] = {"acme_renew_fraction": RENEW, "acme_poll_interval": 0.3, "acme_timeout": 2.0,
                                  "acme_retry_base": 0.5, "acme_propagation_timeout": 10.0,
                                  "acme_validation_timeout": 30.0}
 

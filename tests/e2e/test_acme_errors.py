@@ -5,11 +5,14 @@ limit, stale nonces, a CA that is not there."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from services.platform import Platform
 from tests.conftest import Api, free_port, remember_secret
 from tests.e2e.acme_peers import CaFront, Peers
 from tests.e2e.iam_helpers import allow, identity, name
@@ -168,6 +171,16 @@ async def test_the_cas_rate_limit_and_stale_nonces(api: Api, peers: Peers, front
     finally:
         front.order_location = None
     assert await count(api, "orders") == before
+    # a CA that does not answer within COFFER_ACME_TIMEOUT (2 s here)
+    front.delay = 3.0
+    try:
+        await expect(api, "backend_timeout", "POST", "/v1/pki/acme/orders", json={
+            "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["slow.acme.test"]})
+        await expect(api, "backend_timeout", "POST", "/v1/pki/acme/accounts",
+                     json={"directory_url": front.directory_url, "ca_bundle": peers.tls_root})
+    finally:
+        front.delay = 0.0
+    assert await count(api, "orders") == before
     front.bad_nonces = 1
     status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
         "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["nonce.acme.test"]})
@@ -218,3 +231,35 @@ async def test_who_may_do_what(api: Api, peers: Peers) -> None:
     assert status == 200 and "pki" not in rotated["unreadable"], rotated
     status, bundle, _ = await api.request("GET", f"/v1/pki/acme/orders/{order['id']}/private-key")
     assert status == 200 and bundle["serial"] == done["serial"]
+
+
+async def test_deleting_a_tenant_destroys_its_acme_accounts_providers_orders_and_keys(
+        api: Api, peers: Peers, platform: Platform) -> None:
+    status, tenant, _ = await api.request("POST", "/v1/tenants", json={"name": name("acme-t")})
+    assert status == 201
+    there = {"X-Tenant-ID": tenant["id"]}
+    status, acct, _ = await api.request("POST", "/v1/pki/acme/accounts", headers=there, json={
+        "directory_url": peers.directory_url, "ca_bundle": peers.tls_root})
+    assert status == 201, acct
+    status, dns, _ = await api.request("POST", "/v1/pki/acme/dns-providers", headers=there,
+                                       json=peers.provider("gone"))
+    assert status == 201, dns
+    status, order, _ = await api.request("POST", "/v1/pki/acme/orders", headers=there, json={
+        "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["gone.acme.test"]})
+    assert status == 202, order
+    deadline = time.monotonic() + 30
+    while (await api.request("GET", f"/v1/pki/acme/orders/{order['id']}", headers=there))[1]["status"] != "valid":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert (await api.request("DELETE", f"/v1/tenants/{tenant['id']}"))[0] == 204
+    pool = platform.runtimes["pki"].pool
+    assert pool is not None
+    schema = platform.settings.schema_for("pki")
+    deadline = time.monotonic() + 10
+    while True:
+        left = {t: await pool.fetchval(f'SELECT count(*) FROM "{schema}".{t} WHERE tenant_id = $1', tenant["id"])
+                for t in ("acme_accounts", "acme_dns_providers", "acme_orders", "certificates")}
+        if not any(left.values()):
+            break
+        assert time.monotonic() < deadline, f"tenant data left after 10 s: {left}"
+        await asyncio.sleep(0.1)
