@@ -206,7 +206,7 @@ async def rpc_client(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def bus_server(args: argparse.Namespace) -> None:
-    bus = RabbitBus(args.amqp, name="bench-bus-server")
+    bus = RabbitBus(args.amqp, name="bench-bus-server", batch_max=args.batch_max)
     await bus.start()
 
     async def echo(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -218,15 +218,26 @@ async def bus_server(args: argparse.Namespace) -> None:
 
 
 async def bus_client(args: argparse.Namespace) -> dict[str, Any]:
-    bus = RabbitBus(args.amqp, name="bench-bus-client")
+    from shared.metrics import RPC_BATCH_ITEMS
+
+    bus = RabbitBus(args.amqp, name="bench-bus-client", batch_max=args.batch_max)
     await bus.start()
 
     async def call(i: int, n: int) -> None:
         await bus.call("benchecho", "echo", {}, RequestContext())
 
+    def sent() -> tuple[float, float]:
+        samples = {s.name: s.value for m in RPC_BATCH_ITEMS.collect() for s in m.samples}
+        return samples.get("coffer_rpc_batch_items_count", 0.0), samples.get("coffer_rpc_batch_items_sum", 0.0)
+
     await _load(args.clients, 1.0, call)
+    before = sent()
     result = await _load(args.clients, args.duration, call)
+    after = sent()
     await bus.close()
+    messages, calls = after[0] - before[0], after[1] - before[1]
+    # calls per RPC message: 1 when coalescing is off (a batch of one is a plain request)
+    result["calls_per_message"] = round(calls / messages, 2) if messages else 1.0
     return result
 
 
@@ -235,6 +246,7 @@ def main() -> None:
     parser.add_argument("what", choices=["direct-read", "rpc-server", "rpc-client", "bus-server", "bus-client",
                                          "pki-issue", "pg-roles", "pg-engine"])
     parser.add_argument("--key-type", default="ec-p256")
+    parser.add_argument("--batch-max", type=int, default=64, help="RPC coalescing cap (1: off)")
     parser.add_argument("--dsn")
     parser.add_argument("--schema", default="secrets")
     parser.add_argument("--key-file")

@@ -222,10 +222,12 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
         subprocess.run(["rm", "-rf", str(data)])
 
 
-async def raw_rpc(args: argparse.Namespace, kind: str = "rpc") -> dict[str, Any]:
+async def raw_rpc(args: argparse.Namespace, kind: str = "rpc", *, clients: int | None = None,
+                  batch_max: int = 64) -> dict[str, Any]:
     """An RPC round trip over RabbitMQ between two processes, empty handler.
 
-    ``kind`` "rpc": plain aio-pika, no confirms (the ceiling); "bus": through shared.bus.RabbitBus.
+    ``kind`` "rpc": plain aio-pika, no confirms (the ceiling); "bus": through shared.bus.RabbitBus
+    (``batch_max`` 1: without coalescing).
     """
     vhost = f"coffer_bench_rpc_{secrets.token_hex(3)}"
     subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True)
@@ -233,13 +235,14 @@ async def raw_rpc(args: argparse.Namespace, kind: str = "rpc") -> dict[str, Any]
                    capture_output=True)
     amqp = f"{AMQP}/{vhost}"
     server = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.limits", f"{kind}-server", "--amqp", amqp,
+        sys.executable, "-m", "bench.limits", f"{kind}-server", "--amqp", amqp, "--batch-max", str(batch_max),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert server.stdout is not None
         await asyncio.wait_for(server.stdout.readline(), 30)
         return await run_json(sys.executable, "-m", "bench.limits", f"{kind}-client", "--amqp", amqp,
-                              "--duration", str(args.duration), "--clients", str(args.clients))
+                              "--duration", str(args.duration), "--clients", str(clients or args.clients),
+                              "--batch-max", str(batch_max))
     finally:
         server.kill()
         await server.wait()
@@ -287,9 +290,16 @@ async def main() -> None:
     glob_rows = globs.measure()
     print("bench: limit: raw RPC round trip over RabbitMQ (aio-pika, two processes, empty handler) ...", flush=True)
     rpc = {"mode": "both", "scenario": "limit: raw RPC round trip (aio-pika, no confirms)", **await raw_rpc(args)}
-    print("bench: the same round trip through Coffer's bus ...", flush=True)
-    bus = {"mode": "both", "scenario": "RPC round trip through shared.bus (empty handler)",
-           **await raw_rpc(args, "bus")}
+    print("bench: the same round trip through Coffer's bus: coalesced, not coalesced, and at 1 client ...",
+          flush=True)
+    bus_rows = []
+    for label, kwargs in ((f"{args.clients} clients", {}), (f"{args.clients} clients, coalescing off",
+                                                            {"batch_max": 1}),
+                          ("1 client", {"clients": 1}), ("1 client, coalescing off", {"clients": 1, "batch_max": 1})):
+        res = await raw_rpc(args, "bus", **kwargs)
+        per = res.pop("calls_per_message", None)
+        bus_rows.append({"mode": "both", "scenario": f"RPC round trip through shared.bus (empty handler), {label}"
+                                                     f" [{per} calls/message]", **res})
     print("bench: the outbox relay: 5,000 rows to confirmed events, batched and one by one ...", flush=True)
     relay = [{"mode": "both", "scenario": f"outbox relay, {r['way']} (5,000 events)", "requests": r["events"],
               "errors": 0, "rps": r["rps"], "p50_ms": None, "p95_ms": None, "p99_ms": None}
@@ -297,7 +307,7 @@ async def main() -> None:
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
-    results += [bus, rpc, *relay]
+    results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}
     print(f"\n{args.clients} clients, {args.duration:.0f}s per scenario, {os.cpu_count()} cores, "

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     #: (checked on RabbitMQ's validated user_id). Empty: one shared user (embedded on RabbitMQ, tests).
     bus_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     rpc_timeout: float = Field(5.0, gt=0, le=120)
+    #: RPC coalescing on RabbitMQ: calls to one service per message at most (1 turns it off), and how
+    #: long a call may wait for company under load (seconds; never when the bus is idle)
+    rpc_batch_max: int = Field(64, ge=1, le=256)
+    rpc_batch_window: float = Field(0.001, ge=0, le=0.05)
     log_level: str = "info"
     log_format: str = Field("json", pattern="^(json|console)$")
     public_url: str | None = None

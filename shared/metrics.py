@@ -15,6 +15,8 @@ HTTP_LATENCY = Histogram("coffer_http_request_duration_seconds", "HTTP request l
                          ["method", "route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 RPC_LATENCY = Histogram("coffer_rpc_duration_seconds", "RPC round trip over the bus, by service, method, outcome",
                         ["service", "method", "outcome"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+RPC_BATCH_ITEMS = Histogram("coffer_rpc_batch_items", "Calls per RPC message sent, by called service (RabbitMQ bus)",
+                            ["service"], buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("coffer_outbox_backlog", "Outbox rows not yet confirmed by the broker, per service",
                        ["service"], registry=REGISTRY)
 BUS_RECONNECTS = Counter("coffer_bus_reconnects", "Times this process's RabbitMQ connection was re-established",

@@ -17,6 +17,6 @@ def create_bus(settings: Settings, name: str) -> Bus:
     if settings.amqp_url is not None:
         return RabbitBus(
             settings.amqp_url.get_secret_value(), name=name, rpc_timeout=settings.rpc_timeout,
-            users=settings.bus_users,
+            users=settings.bus_users, batch_max=settings.rpc_batch_max, batch_window=settings.rpc_batch_window,
         )
     return InProcessBus(rpc_timeout=settings.rpc_timeout)

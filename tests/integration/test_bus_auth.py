@@ -106,6 +106,10 @@ async def test_only_the_gateway_may_call_a_service(users: Users) -> None:
     assert seen == ["req_gateway"]  # ... but the secrets service does not run its request
     refused = [e for e in logs if e["event"] == "rpc_refused"]
     assert refused and refused[0]["sender"] == users.map["webhooks"] and refused[0]["method"] == "get"
+    # nor any call of a batch (calls issued together travel as one message): each is checked on its own
+    outcomes = await asyncio.gather(*(webhooks.call("secrets", "get", {}, RequestContext(request_id=f"req_b{i}"))
+                                      for i in range(10)), return_exceptions=True)
+    assert all(isinstance(o, Forbidden) for o in outcomes) and seen == ["req_gateway"]
 
 
 async def test_a_request_put_straight_into_a_service_queue_is_refused(users: Users) -> None:
@@ -166,15 +170,21 @@ async def test_a_forged_reply_is_refused_and_the_real_one_taken(users: Users) ->
         raw_channel = await channel.get_underlay_channel()
 
         async def forge(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            forged = {"ok": True, "result": {"allowed": [True]}}
             await raw_channel.basic_publish(
-                encode({"ok": True, "result": {"allowed": [True]}}), routing_key=message.reply_to or "",
+                encode(forged), routing_key=message.reply_to or "",
                 properties=Basic.Properties(correlation_id=message.correlation_id, user_id=users.map["secrets"]))
+            # and as a batch reply, naming the call's id inside it
+            await raw_channel.basic_publish(
+                encode([{"id": message.correlation_id, "r": forged}]), routing_key=message.reply_to or "",
+                properties=Basic.Properties(message_type="coffer.batch", user_id=users.map["secrets"]))
 
         await queue.consume(forge, no_ack=True)
         with capture_logs(processors=PROCESSORS[:1]) as logs:
             answer = await webhooks.call("iam", "may", {"checks": []}, RequestContext())
         assert answer == {"allowed": [False]}  # the gateway's, not the forger's
-        assert any(e["event"] == "rpc_reply_refused" and e["sender"] == users.map["secrets"] for e in logs)
+        forged_seen = [e for e in logs if e["event"] == "rpc_reply_refused" and e["sender"] == users.map["secrets"]]
+        assert len(forged_seen) == 2, forged_seen  # the plain one and the batch one
         await queue.unbind(rpc, "iam.may")
     finally:
         await conn.close()

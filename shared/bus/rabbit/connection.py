@@ -55,6 +55,9 @@ class RabbitConnection(Bus):
         retry_delay: float = 0.2,
         heartbeat: int = 10,
         users: Mapping[str, str] | None = None,
+        batch_max: int = 64,
+        batch_window: float = 0.001,
+        batch_bytes: int = 128 * 1024,
     ) -> None:
         super().__init__(rpc_timeout=rpc_timeout)
         self._url = url
@@ -72,6 +75,12 @@ class RabbitConnection(Bus):
         self.delivery_limit = delivery_limit
         self.retry_delay = retry_delay
         self.heartbeat = heartbeat
+        #: RPC coalescing (``shared.bus.rabbit.batch``): calls per message at most (1: none), the longest
+        #: wait for more under load, and a batch's size before it leaves anyway
+        self.batch_max = batch_max
+        self.batch_window = batch_window
+        self.batch_bytes = batch_bytes
+        self._coalescers: dict[str, Any] = {}
         self.reconnects = 0
         self._services: dict[str, dict[str, RpcHandler]] = {}
         self._consumers: dict[str, tuple[tuple[str, ...], EventHandler, bool]] = {}
