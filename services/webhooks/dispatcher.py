@@ -99,14 +99,26 @@ class Dispatcher:
         return list(rows)
 
     async def work(self, row: Any) -> None:
-        try:
-            await self._deliver(row)
-        finally:
+        released = False
+
+        def release() -> None:
+            """The endpoint's slot is for the request to it, not for our bookkeeping after its answer: freed
+            as soon as the answer is in, so the next delivery to it starts while this one is recorded."""
+            nonlocal released
+            if released:
+                return
+            released = True
             self._in_flight[row["webhook_id"]] -= 1
             if self._in_flight[row["webhook_id"]] <= 0:
                 self._in_flight.pop(row["webhook_id"], None)
+            self.wake()
 
-    async def _deliver(self, row: Any) -> None:
+        try:
+            await self._deliver(row, release)
+        finally:
+            release()
+
+    async def _deliver(self, row: Any, release: Callable[[], None]) -> None:
         started = time.perf_counter()
         status: int | None = None
         body: str | None = None
@@ -125,6 +137,7 @@ class Dispatcher:
             code, body = exc.code, exc.message
         except (aiohttp.ClientError, OSError) as exc:
             code, body = "webhook_delivery_failed", f"connection failed: {type(exc).__name__}"
+        release()  # the delivery stays leased until its outcome is recorded
         succeeded = code is None
         gone = status == 410
         next_in = None if succeeded or gone or not row["enabled"] else domain.next_delay(
