@@ -23,6 +23,7 @@ import orjson
 import structlog
 
 from services.webhooks import domain
+from services.webhooks.fanout import FanOutGroups
 from services.webhooks.repository import WebhooksRepository
 from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
@@ -54,6 +55,8 @@ class Dispatcher:
         self.lookup = lookup
         self._in_flight: dict[str, int] = defaultdict(int)
         self._session: aiohttp.ClientSession | None = None
+        # events handled at once share a transaction (services/webhooks/fanout.py)
+        self._groups = FanOutGroups(repo.fan_out_many)
         self._runner: QueueRunner[Any] = QueueRunner(self, name="webhook-deliveries", concurrency=concurrency,
                                                      poll_interval=poll_interval)
 
@@ -73,7 +76,7 @@ class Dispatcher:
             return
         owners = sorted({s["created_by"] for s in subs if s["created_by"]})
         allowed = dict(zip(owners, await self.may_list(owners, resource_of(event), ctx), strict=True))
-        if await self.repo.fan_out(event, [s["id"] for s in subs if allowed.get(s["created_by"])]):
+        if await self._groups.add(event, [s["id"] for s in subs if allowed.get(s["created_by"])]):
             self.wake()
 
     async def run(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -11,7 +12,7 @@ import asyncpg
 from services.webhooks.domain import subscription_matches
 from shared.contracts.events import Event
 from shared.crypto import KmsProvider, Sealed, seal, unseal
-from shared.db import inbox, outbox
+from shared.db import outbox
 from shared.errors import QuotaExceeded, SubscriptionNotFound, WebhookNotFound
 
 CONSUMER = "webhooks"
@@ -183,23 +184,49 @@ class WebhooksRepository:
 
     async def fan_out(self, event: Event, subscription_ids: list[str]) -> int:
         """One delivery per subscription named (still there and enabled); a redelivered event adds none."""
-        if not subscription_ids:
-            return 0  # the common case: nobody (allowed) listens, so nothing to write, not even the inbox
+        return (await self.fan_out_many([(event, subscription_ids)]))[0]
+
+    async def fan_out_many(self, items: list[tuple[Event, list[str]]]) -> list[int]:
+        """``fan_out`` for several events in one transaction: their inbox claims in one statement, their
+        deliveries in another (deliveries added per item; an event claimed before, or twice here, adds none
+        the second time)."""
+        wanted = [(event, ids) for event, ids in items if ids]
+        if not wanted:
+            return [0] * len(items)  # the common case: nobody (allowed) listens, nothing to write
         async with self.pool.acquire() as conn, conn.transaction():
-            if not await inbox.claim(conn, CONSUMER, event.id):
-                return 0
-            status = await conn.execute(
-                "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type, payload)"
-                " SELECT x.delivery_id, s.tenant_id, s.webhook_id, s.id, $3, $4, $5"
-                " FROM unnest($1::text[], $2::text[]) AS x(subscription_id, delivery_id)"
-                " JOIN subscriptions s ON s.id = x.subscription_id JOIN webhooks w ON w.id = s.webhook_id"
-                " WHERE w.enabled ON CONFLICT DO NOTHING",
-                subscription_ids, [new_id("msg") for _ in subscription_ids], event.id, event.type,
-                event.model_dump(mode="json"))
-            added = int(status.split()[-1])
-            if added:
+            claimed = {str(r["event_id"]) for r in await conn.fetch(
+                "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING"
+                " RETURNING event_id", CONSUMER, list({uuid.UUID(e.id) for e, _ in wanted}))}
+            sub_ids: list[str] = []
+            event_ids: list[str] = []
+            fresh: dict[str, Event] = {}
+            for event, ids in wanted:
+                if event.id in claimed and event.id not in fresh:
+                    fresh[event.id] = event
+                    sub_ids += ids
+                    event_ids += [event.id] * len(ids)
+            rows: list[asyncpg.Record] = []
+            if sub_ids:
+                rows = await conn.fetch(
+                    "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type,"
+                    " payload) SELECT x.delivery_id, s.tenant_id, s.webhook_id, s.id, x.event_id::uuid, x.event_type,"
+                    " x.payload FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])"
+                    " AS x(subscription_id, delivery_id, event_id, event_type, payload)"
+                    " JOIN subscriptions s ON s.id = x.subscription_id JOIN webhooks w ON w.id = s.webhook_id"
+                    " WHERE w.enabled ON CONFLICT DO NOTHING RETURNING event_id",
+                    sub_ids, [new_id("msg") for _ in sub_ids], event_ids,
+                    [fresh[e].type for e in event_ids], [fresh[e].model_dump(mode="json") for e in event_ids])
+            if rows:
                 await conn.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
-            return added
+        added: dict[str, int] = {}
+        for row in rows:
+            added[str(row["event_id"])] = added.get(str(row["event_id"]), 0) + 1
+        counted: set[str] = set()
+        out = []
+        for event, _ in items:  # an event twice in the group: its deliveries count once
+            out.append(added.get(event.id, 0) if event.id not in counted else 0)
+            counted.add(event.id)
+        return out
 
     async def add_ping(self, tenant_id: str, webhook_id: str, request_id: str) -> str:
         await self.webhook(tenant_id, webhook_id)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from standardwebhooks import Webhook
 
@@ -181,6 +182,24 @@ async def test_an_event_delivered_twice_makes_one_delivery_per_subscription(
     await asyncio.sleep(0.6)
     assert len(receiver.requests) == 1
     assert len(await _ids(api, hook)) == 1
+
+
+async def test_events_arriving_together_share_transactions_and_each_gets_one_delivery(
+    api: Api, platform: Platform, receiver: Receiver
+) -> None:
+    """40 events, each published twice at once: the dispatcher writes them in groups (one transaction for
+    those it handles together, duplicates among them) and each still makes exactly one delivery."""
+    base = unique()
+    await webhook(api, receiver.url, ["secret.updated"], f"{base}/**")
+    tenant = (await api.request("GET", "/v1/auth/whoami"))[1]["tenant"]["id"]
+    events = [Event(type="secret.updated", tenant_id=tenant, data={"path": f"{base}/k{i}", "version": 2,
+                                                                    "secret_type": "generic"}) for i in range(40)]
+    await asyncio.gather(*(platform.bus.publish(e) for e in events + events))
+    await wait_until(lambda: len(receiver.requests) >= 40, timeout=15)
+    await asyncio.sleep(0.6)
+    assert len(receiver.requests) == 40
+    assert sorted(orjson.loads(r.body)["data"]["path"] for r in receiver.requests) == sorted(
+        e.data["path"] for e in events)
 
 
 async def test_a_slow_endpoint_does_not_starve_a_fast_one(api: Api) -> None:

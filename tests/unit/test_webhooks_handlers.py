@@ -113,9 +113,11 @@ class FakeWebhooksStore:
     async def matching_subscriptions(self, event: Event) -> list[Any]:
         return [s for s in self.subscriptions.values() if s["tenant_id"] == event.tenant_id]
 
-    async def fan_out(self, event: Event, subscription_ids: list[str]) -> int:
-        self.fanned.append((event.type, subscription_ids))
-        return len(subscription_ids)
+    async def fan_out_many(self, items: list[tuple[Event, list[str]]]) -> list[int]:
+        for event, subscription_ids in items:
+            if subscription_ids:
+                self.fanned.append((event.type, subscription_ids))
+        return [len(ids) for _, ids in items]
 
 
 @pytest.fixture
