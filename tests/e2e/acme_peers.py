@@ -221,6 +221,8 @@ class CaFront:
         self.order_location: str | None = None
         #: seconds to wait before answering anything
         self.delay = 0.0
+        #: answer ARI with a 500
+        self.ari_fail = False
         self.ari_asked: list[str] = []
         self.replaces: list[str] = []
         self.url = ""
@@ -236,6 +238,8 @@ class CaFront:
         await asyncio.sleep(self.delay)
         if request.path.startswith("/renewal-info/"):
             ident = request.path.rsplit("/", 1)[-1]
+            if self.ari_fail:
+                return web.Response(status=500, text="ARI is down")
             self.ari_asked.append(ident)
             assert self.ari_window is not None
             start, end = self.ari_windows.get(ident, self.ari_window)

@@ -239,6 +239,18 @@ async def test_renewal_once_across_two_replicas_in_the_cas_ari_window(
             assert datetime.fromisoformat(kept["renew_at"]) > datetime.now(UTC)  # tried again later
             failed = next(e for e in events if e.type == "acme.order.failed")
             assert failed.data["renewal"] is True and failed.data["next_attempt_at"]
+
+            # the CA's ARI answers 500 at a check: asked again in an hour, the renewal time stands
+            front.refuse_new_order, front.ari_fail = False, True
+            planned = await pool.fetchval(f"SELECT renew_at FROM {table} WHERE id = $1", ids[1])
+            await pool.execute(f"UPDATE {table} SET ari_check_at = now() WHERE id = $1", ids[1])
+            deadline = time.monotonic() + 10
+            while await pool.fetchval(f"SELECT ari_check_at <= now() FROM {table} WHERE id = $1", ids[1]):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            row = await pool.fetchrow(f"SELECT renew_at, renewals, ari_check_at > now() + interval '50 min' AS later"
+                                      f" FROM {table} WHERE id = $1", ids[1])
+            assert row["renew_at"] == planned and row["renewals"] == 1 and row["later"]
     finally:
         await second.close()
         await first.close()

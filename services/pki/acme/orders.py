@@ -85,9 +85,16 @@ class OrderWorker:
     async def work(self, item: Row) -> None:
         renewal = item["serial"] is not None
         started = datetime.now(UTC)
+        if renewal and item["renew_at"] > started:  # an ARI check, before the renewal time
+            try:
+                if not await self._ari_says_now(item):
+                    return  # the window is still ahead
+            except (AcmeProblem, AcmeUnavailable) as exc:
+                # the CA's ARI is away: ask again later; the renewal time stands (never renew early for it)
+                log.warning("acme_ari_check_failed", order_id=item["id"], error=type(exc).__name__)
+                await self.store.reschedule(item["id"], item["renew_at"], started + timedelta(hours=1))
+                return
         try:
-            if renewal and item["renew_at"] > started and not await self._ari_says_now(item):
-                return  # an ARI check: the window is still ahead
             await self._run(item, renewal)
             log.info("acme_order_done", order_id=item["id"], renewal=renewal,
                      seconds=round((datetime.now(UTC) - started).total_seconds(), 2))
