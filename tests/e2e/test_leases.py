@@ -330,7 +330,7 @@ async def _restore_admin(kind: str, admin: dict[str, Any]) -> None:
         await conn.execute(f"ALTER ROLE {admin['user']} PASSWORD '{admin['password']}'")
         await conn.close()
     elif kind == "rabbitmq":
-        rabbitmqctl("change_password", admin["username"], admin["password"])
+        rabbitmqctl("change_password", "--", admin["username"], admin["password"])  # a password may begin with "-"
 
 
 def pg_admin_root_url() -> str:
