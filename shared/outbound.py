@@ -1,6 +1,6 @@
 """The one guard for every call Coffer makes to an address a tenant chose (api.md §5.5).
 
-Webhooks now; federation backends, ACME directories and DNS providers later.
+Webhooks, federation backends, ACME CAs and DNS servers, dynamic-credential engines.
 A URL passes when:
 
 - its scheme is ``https`` (``http`` only if the operator allows it), it has a
@@ -16,7 +16,9 @@ A URL passes when:
 
 At connect time ``GuardedResolver`` resolves and checks again and hands the
 connector only the checked addresses, so an answer that changes between the
-check and the connection (DNS rebinding) never reaches a private address.
+check and the connection (DNS rebinding) never reaches a private address;
+``GuardedConnector`` checks the IP literals aiohttp gives no resolver. A
+connection through ``guarded_connector`` needs no ``check`` before it.
 Callers never follow redirects.
 
 A refusal is ``OutboundRefused`` (with a reason a caller may show); each
@@ -190,6 +192,25 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
+class GuardedConnector(aiohttp.TCPConnector):
+    """aiohttp hands a host that is an IP literal to no resolver: checked here, so ``https://10.0.0.1/`` is
+    refused at connect time like a name that resolves there (a ``ClientConnectorError``, as any refusal)."""
+
+    def __init__(self, policy: OutboundPolicy, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._policy = policy
+
+    async def _resolve_host(self, host: str, port: int, traces: object = None) -> list[ResolveResult]:
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return await super()._resolve_host(host, port, traces)  # type: ignore[arg-type]  # the resolver
+        if not port_allowed(port) or not self._policy.permits(host):
+            raise OSError(f"refusing to connect to {host}:{port}: address not permitted")
+        return await super()._resolve_host(host, port, traces)  # type: ignore[arg-type]
+
+
 def guarded_connector(policy: OutboundPolicy, lookup: Lookup = system_lookup, **kwargs: object) -> aiohttp.TCPConnector:
-    """A connector whose every connection goes through ``GuardedResolver`` (no DNS cache)."""
-    return aiohttp.TCPConnector(resolver=GuardedResolver(policy, lookup), use_dns_cache=False, **kwargs)  # type: ignore[arg-type]
+    """A connector whose every connection goes to a checked address: names through ``GuardedResolver`` (no
+    DNS cache), IP literals checked by ``GuardedConnector`` itself."""
+    return GuardedConnector(policy, resolver=GuardedResolver(policy, lookup), use_dns_cache=False, **kwargs)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+import aiohttp
 import pytest
 
 from services.webhooks.ssrf import check_url
 from shared.errors import CofferError
-from shared.outbound import GuardedResolver, OutboundPolicy, OutboundRefused, check, parse_url
+from shared.outbound import GuardedResolver, OutboundPolicy, OutboundRefused, check, guarded_connector, parse_url
 
 ZONE = {"public.example": ["93.184.216.34"], "evil.example": ["10.0.0.5"],
         "mixed.example": ["93.184.216.34", "127.0.0.1"], "v6.example": ["2606:2800:220:1::1"],
@@ -91,3 +92,37 @@ async def test_the_resolver_hands_over_only_checked_addresses_on_allowed_ports()
     assert [r["host"] for r in resolved] == ["93.184.216.34"] and resolved[0]["hostname"] == "public.example"
     with pytest.raises(OSError):
         await GuardedResolver(OutboundPolicy(), lookup).resolve("public.example", 22)
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8080/", "http://[::1]:8080/", "http://169.254.169.254/latest",
+                                 "http://127.0.0.1:8080/"])
+async def test_an_ip_literal_is_refused_at_connect_time_without_a_check_first(url: str) -> None:
+    """aiohttp hands an IP literal to no resolver: the connector itself refuses it, nothing is connected."""
+    async with aiohttp.ClientSession(connector=guarded_connector(OutboundPolicy(allow_http=True))) as http:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http.get(url)
+
+
+async def test_an_allowed_ip_literal_still_connects() -> None:
+    from aiohttp import web
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        policy = OutboundPolicy.from_cidrs(("127.0.0.1/32",), True)
+        async with aiohttp.ClientSession(connector=guarded_connector(policy)) as http, \
+                http.get(f"http://127.0.0.1:{port}/") as resp:
+            assert await resp.text() == "ok"
+        async with aiohttp.ClientSession(connector=guarded_connector(policy)) as http:
+            with pytest.raises(aiohttp.ClientConnectorError):  # the allow-list widens addresses, not ports
+                await http.get("http://127.0.0.1:22/")
+    finally:
+        await runner.cleanup()

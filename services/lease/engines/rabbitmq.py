@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from services.lease.engines.base import (
     Engine,
@@ -127,6 +128,10 @@ class RabbitEngine(Engine):
         return None
 
     async def check(self) -> None:
+        # like the other engines: an address the operator has not allowed is invalid_config, before any
+        # connection (the guarded connector refuses it again at every connection)
+        url = URL(self.public["management_url"])
+        await self.reach.address(url.raw_host or "", url.port or 80)
         me = await self._call("GET", "/api/whoami")
         tags = me.get("tags") if isinstance(me, dict) else None
         tags = tags.split(",") if isinstance(tags, str) else tags or []

@@ -3,7 +3,7 @@
 Why not ``acme.client.ClientV2``: it is synchronous (``requests``) and
 connects wherever a name resolves. Here every request — to the directory a
 tenant chose and to every URL the CA hands back — goes through the outbound
-guard (``parse_url`` for the form, ``GuardedResolver`` at connect time), runs
+guard (``parse_url`` for the form, ``guarded_connector`` for every address at connect time), runs
 on the event loop, and reads at most ``MAX_BODY`` bytes. The messages
 (``Directory``, ``Order``, ``Authorization``, ``Error``, the EAB), the JWS
 (``acme.jws``, ``josepy``) and the DNS-01 key authorization
@@ -169,8 +169,7 @@ class AcmeSession:
 
     async def _send(self, method: str, url: str, *, data: bytes | None = None) -> Answer:
         try:
-            # the form and every address (aiohttp hands an IP literal to no resolver: checked here too)
-            await check(url, self.policy)
+            parse_url(url, self.policy)  # the form; every address is the guarded connector's to check
         except OutboundRefused as exc:
             raise AcmeUnavailable(f"the CA named a URL the outbound guard refuses: {exc.reason}",
                                   refused=True) from None
@@ -186,6 +185,8 @@ class AcmeSession:
                 answer = Answer(resp.status, resp.headers, body)
         except TimeoutError:
             raise AcmeUnavailable("the CA did not answer in time", timeout=True) from None
+        except aiohttp.ClientConnectorDNSError:  # a name that does not resolve, or an address not permitted
+            raise AcmeUnavailable("the CA's address does not resolve or the outbound guard refuses it") from None
         except aiohttp.ClientError as exc:
             raise AcmeUnavailable(f"the CA could not be reached ({type(exc).__name__})") from None
         nonce = answer.headers.get("Replay-Nonce")
