@@ -49,7 +49,7 @@ def decode(body: bytes) -> Any:
 
 
 async def handle_request(
-    handlers: Mapping[str, RpcHandler], method: str, body: bytes, ctx: RequestContext
+    handlers: Mapping[str, RpcHandler], method: str, body: bytes | dict[str, Any], ctx: RequestContext
 ) -> bytes | None:
     """Run one RPC request; the reply body, or ``None`` when the deadline had passed.
 
@@ -66,7 +66,8 @@ async def handle_request(
         if handler is None:
             raise ServiceUnavailable(f"method {method!r} is not served")
         try:
-            payload = decode(body)
+            # a batch's calls arrive decoded already (with the batch): not encoded and parsed again
+            payload = body if isinstance(body, dict) else decode(body)
         except orjson.JSONDecodeError:
             raise InternalError("request body is not JSON") from None
         if not isinstance(payload, dict):

@@ -162,7 +162,8 @@ class RabbitRpc(RabbitConnection):
             if self._conn is not None and self.connected and f"rpc:{service}" not in self._consuming:
                 await self._declare_service(self._conn, service)
 
-    async def _run(self, service: str, method: str, body: bytes, headers: Any, sender: str | None) -> bytes | None:
+    async def _run(self, service: str, method: str, body: bytes | dict[str, Any], headers: Any,
+                   sender: str | None) -> bytes | None:
         """One request, as its sender may make it: the reply body (``None``: its deadline had passed)."""
         ctx = RequestContext.from_headers(headers)
         ctx.bind()
