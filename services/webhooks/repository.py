@@ -206,6 +206,7 @@ class WebhooksRepository:
                     sub_ids += ids
                     event_ids += [event.id] * len(ids)
             rows: list[asyncpg.Record] = []
+            payloads = {event_id: event.model_dump(mode="json") for event_id, event in fresh.items()}  # once each
             if sub_ids:
                 rows = await conn.fetch(
                     "INSERT INTO deliveries (id, tenant_id, webhook_id, subscription_id, event_id, event_type,"
@@ -215,7 +216,7 @@ class WebhooksRepository:
                     " JOIN subscriptions s ON s.id = x.subscription_id JOIN webhooks w ON w.id = s.webhook_id"
                     " WHERE w.enabled ON CONFLICT DO NOTHING RETURNING event_id",
                     sub_ids, [new_id("msg") for _ in sub_ids], event_ids,
-                    [fresh[e].type for e in event_ids], [fresh[e].model_dump(mode="json") for e in event_ids])
+                    [fresh[e].type for e in event_ids], [payloads[e] for e in event_ids])
             if rows:
                 await conn.execute("SELECT pg_notify($1, '')", f"coffer_deliveries_{self.schema}")
         added: dict[str, int] = {}
