@@ -20,7 +20,7 @@ import secrets
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -196,9 +196,6 @@ def txt_records(peers: Peers, name: str) -> list[str]:
                          capture_output=True, text=True, timeout=10, check=True).stdout
     return [line.strip().strip('"') for line in out.splitlines() if line.strip()]
 
-
-def chain_of(pem: str) -> Iterator[x509.Certificate]:
-    yield from x509.load_pem_x509_certificates(pem.encode())
 
 
 class CaFront:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
+from services.pki import keys
 from services.pki.acme.service import Acme
-from services.pki.acme.store import AcmeStore, Row, order_aad
+from services.pki.acme.store import AcmeStore, Row, order_aad, sealed_of
 from shared.context import RequestContext
 from shared.contracts import PageRequest, from_row, handles
 from shared.contracts import acme as contract
@@ -23,7 +22,7 @@ from shared.contracts.acme import (
     ProviderView,
     Ref,
 )
-from shared.crypto import Sealed, unseal
+from shared.crypto import unseal
 from shared.cursors import CursorCodec
 from shared.errors import AcmeOrderFailed, AcmeOrderNotFound
 from shared.jobs import QueueRunner
@@ -114,11 +113,7 @@ class AcmeHandlers:
                                       details={"id": req.id, "problem": order["problem"]})
             raise AcmeOrderNotFound(f"ACME order '{req.id}' has no certificate yet: it is {order['status']}",
                                     details={"id": req.id, "status": order["status"]})
-        der = unseal(self.acme.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-                     order_aad(row["id"]))
-        key = serialization.load_der_private_key(der, password=None)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
+        pem = keys.to_pem(keys.from_der(unseal(self.acme.kms, sealed_of(row), order_aad(row["id"]))))
         chain = [c for c in (row["chain"] or "").split("-----END CERTIFICATE-----") if c.strip()]
         return OrderKey(serial=row["serial"], certificate=row["certificate"],
                         chain=[c.strip() + "\n-----END CERTIFICATE-----\n" for c in chain],

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.pki import keys
 from services.pki.acme.dns import DnsFailed, Rfc2136
 from services.pki.acme.protocol import AcmeProblem, AcmeRateLimited, AcmeSession, AcmeUnavailable, cert_id
 from services.pki.acme.service import Acme
@@ -154,7 +155,8 @@ class OrderWorker:
             doc = await session.fetch(order_url)
             if doc.get("status") != "ready":
                 raise OrderRefused(_problem(doc.get("error"), f"the order is '{doc.get('status')}', not ready"))
-            key = ec.generate_private_key(ec.SECP256R1())
+            key = keys.generate("ec-p256")
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
             await session.finalize(doc["finalize"], _csr(key, domains))
             doc = await session.poll(order_url, ("valid",), seconds=self.validation_timeout)
             if doc.get("status") != "valid" or not isinstance(doc.get("certificate"), str):
@@ -162,9 +164,7 @@ class OrderWorker:
             pem = await session.download(doc["certificate"])
             cert = self._parse(pem, key, domains)
             renew_at, ari_check_at = await self._renew_at(session, cert["parsed"])
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        await self.store.issued(item, cert, seal(self.acme.kms, der, order_aad(item["id"])), renew_at,
+        await self.store.issued(item, cert, seal(self.acme.kms, keys.to_der(key), order_aad(item["id"])), renew_at,
                                 ari_check_at)
 
     async def _ari_says_now(self, item: Row) -> bool:

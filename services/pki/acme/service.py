@@ -17,17 +17,17 @@ from typing import Any
 import josepy as jose
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError as PydanticError
 
+from services.pki import keys
 from services.pki.acme.dns import DnsFailed, Rfc2136, open_provider
 from services.pki.acme.protocol import AcmeProblem, AcmeRateLimited, AcmeSession, AcmeUnavailable
-from services.pki.acme.store import AcmeStore, Row, account_aad, new_id, provider_aad
+from services.pki.acme.store import AcmeStore, Row, account_aad, new_id, provider_aad, sealed_of
 from services.pki.names import _is_ip, to_a_labels
 from shared.contracts import field_errors
 from shared.contracts.acme import AccountCreate, OrderCreate, ProviderCreate, Rfc2136Config
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import KmsProvider, seal, unseal
 from shared.errors import (
     AcmeOrderFailed,
     BackendError,
@@ -59,7 +59,7 @@ def upstream_error(exc: Exception, *, refused: type[CofferError] = AcmeOrderFail
 
 
 def load_key(der: bytes) -> jose.JWKEC:
-    key = serialization.load_der_private_key(der, password=None)
+    key = keys.from_der(der)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return jose.JWKEC(key=key)
 
@@ -84,7 +84,7 @@ class Acme:
                 x509.load_pem_x509_certificates(req.ca_bundle.encode())
             except ValueError:
                 raise ValidationError.on("ca_bundle", "PEM certificates") from None
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = keys.generate("ec-p256")
         jwk = jose.JWKEC(key=key)
         eab = (req.eab.kid, req.eab.hmac_key) if req.eab else None
         try:
@@ -96,8 +96,7 @@ class Acme:
         except ValueError:  # the EAB's MAC key is not base64url
             raise ValidationError.on("eab.hmac_key", "base64url") from None
         account_id = new_id("acct")
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        der = keys.to_der(key)
         row = await self.store.insert_account(
             {"id": account_id, "tenant_id": tenant_id, "directory_url": req.directory_url, "email": req.email,
              "ca_bundle": req.ca_bundle, "account_url": account_url, "status": status,
@@ -108,8 +107,7 @@ class Acme:
     @asynccontextmanager
     async def session(self, account: Row) -> AsyncIterator[AcmeSession]:
         """A session as ``account`` (a row read ``with_key``)."""
-        der = unseal(self.kms, Sealed(account["kek_id"], account["wrapped_key"], account["nonce"],
-                                      account["ciphertext"]), account_aad(account["id"]))
+        der = unseal(self.kms, sealed_of(account), account_aad(account["id"]))
         async with AcmeSession(account["directory_url"], load_key(der), self.policy, ca_bundle=account["ca_bundle"],
                                account_url=account["account_url"], timeout=self.timeout) as session:
             yield session
@@ -144,8 +142,7 @@ class Acme:
 
     async def provider(self, row: Row) -> Rfc2136:
         """A provider row (read ``with_key``) ready to write records."""
-        secret = unseal(self.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
-                        provider_aad(row["id"]))
+        secret = unseal(self.kms, sealed_of(row), provider_aad(row["id"]))
         return await self._open({**row["config"], "tsig_secret": secret.decode()})
 
     # -- orders ------------------------------------------------------------------------------------

@@ -34,8 +34,24 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _sealed(row: Row) -> Sealed:
+def sealed_of(row: Row) -> Sealed:
+    """The sealed value a row read ``with_key`` (or an order's key) holds."""
     return Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
+
+
+def _no_account(account_id: str) -> AcmeAccountNotFound:
+    return AcmeAccountNotFound(f"ACME account '{account_id[:64]}' not found", details={"id": account_id[:64]})
+
+
+def _no_provider(provider_id: str) -> DnsProviderNotFound:
+    return DnsProviderNotFound(f"DNS provider '{provider_id[:64]}' not found", details={"id": provider_id[:64]})
+
+
+def _no_order(order_id: str) -> AcmeOrderNotFound:
+    return AcmeOrderNotFound(f"ACME order '{order_id[:64]}' not found", details={"id": order_id[:64]})
+
+
+_KEY_COLUMNS = ", kek_id, wrapped_key, nonce, ciphertext"
 
 
 def account_aad(account_id: str) -> bytes:
@@ -70,23 +86,27 @@ class AcmeStore:
             values["email"], values["ca_bundle"], values["account_url"], values["status"], values["eab_kid"],
             sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext)
 
-    async def account(self, tenant_id: str, account_id: str, *, with_key: bool = False) -> Row:
-        columns = _ACCOUNT + (", ca_bundle, kek_id, wrapped_key, nonce, ciphertext" if with_key else "")
-        row = await self.pool.fetchrow(f"SELECT {columns} FROM acme_accounts WHERE tenant_id = $1 AND id = $2",
-                                       tenant_id, account_id)
+    async def _one(self, table: str, columns: str, tenant_id: str, row_id: str, missing: Exception) -> Row:
+        row = await self.pool.fetchrow(f"SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2",
+                                       tenant_id, row_id)
         if row is None:
-            raise AcmeAccountNotFound(f"ACME account '{account_id[:64]}' not found", details={"id": account_id[:64]})
+            raise missing
         return row
 
-    async def list_accounts(self, tenant_id: str, after: str | None, limit: int) -> list[Row]:
+    async def _page(self, table: str, columns: str, tenant_id: str, after: str | None, limit: int) -> list[Row]:
         return list(await self.pool.fetch(
-            f"SELECT {_ACCOUNT} FROM acme_accounts WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
+            f"SELECT {columns} FROM {table} WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
             " ORDER BY id LIMIT $3", tenant_id, after, limit))
 
+    async def account(self, tenant_id: str, account_id: str, *, with_key: bool = False) -> Row:
+        columns = _ACCOUNT + (", ca_bundle" + _KEY_COLUMNS if with_key else "")
+        return await self._one("acme_accounts", columns, tenant_id, account_id, _no_account(account_id))
+
+    async def list_accounts(self, tenant_id: str, after: str | None, limit: int) -> list[Row]:
+        return await self._page("acme_accounts", _ACCOUNT, tenant_id, after, limit)
+
     async def delete_account(self, tenant_id: str, account_id: str) -> None:
-        await self._delete("acme_accounts", "account_id", tenant_id, account_id,
-                           AcmeAccountNotFound(f"ACME account '{account_id[:64]}' not found",
-                                               details={"id": account_id[:64]}))
+        await self._delete("acme_accounts", "account_id", tenant_id, account_id, _no_account(account_id))
 
     async def _delete(self, table: str, column: str, tenant_id: str, row_id: str, missing: Exception) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -111,23 +131,15 @@ class AcmeStore:
                                details={"name": values["name"]}) from None
 
     async def provider(self, tenant_id: str, provider_id: str, *, with_key: bool = False) -> Row:
-        columns = _PROVIDER + (", kek_id, wrapped_key, nonce, ciphertext" if with_key else "")
-        row = await self.pool.fetchrow(
-            f"SELECT {columns} FROM acme_dns_providers WHERE tenant_id = $1 AND id = $2", tenant_id, provider_id)
-        if row is None:
-            raise DnsProviderNotFound(f"DNS provider '{provider_id[:64]}' not found",
-                                      details={"id": provider_id[:64]})
-        return row
+        columns = _PROVIDER + (_KEY_COLUMNS if with_key else "")
+        return await self._one("acme_dns_providers", columns, tenant_id, provider_id, _no_provider(provider_id))
 
     async def list_providers(self, tenant_id: str, after: str | None, limit: int) -> list[Row]:
-        return list(await self.pool.fetch(
-            f"SELECT {_PROVIDER} FROM acme_dns_providers WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2)"
-            " ORDER BY id LIMIT $3", tenant_id, after, limit))
+        return await self._page("acme_dns_providers", _PROVIDER, tenant_id, after, limit)
 
     async def delete_provider(self, tenant_id: str, provider_id: str) -> None:
         await self._delete("acme_dns_providers", "dns_provider_id", tenant_id, provider_id,
-                           DnsProviderNotFound(f"DNS provider '{provider_id[:64]}' not found",
-                                               details={"id": provider_id[:64]}))
+                           _no_provider(provider_id))
 
     # -- orders ------------------------------------------------------------------------------------
 
@@ -144,7 +156,7 @@ class AcmeStore:
         row = await self.pool.fetchrow(f"SELECT {_ORDER} FROM {_ORDER_FROM} WHERE o.tenant_id = $1 AND o.id = $2",
                                        tenant_id, order_id)
         if row is None:
-            raise AcmeOrderNotFound(f"ACME order '{order_id[:64]}' not found", details={"id": order_id[:64]})
+            raise _no_order(order_id)
         return row
 
     async def list_orders(self, tenant_id: str, status: str | None, after: str | None, limit: int) -> list[Row]:
@@ -157,14 +169,14 @@ class AcmeStore:
             "SELECT o.id, o.serial, o.kek_id, o.wrapped_key, o.nonce, o.ciphertext, c.certificate, c.chain,"
             f" c.not_after FROM {_ORDER_FROM} WHERE o.tenant_id = $1 AND o.id = $2", tenant_id, order_id)
         if row is None:
-            raise AcmeOrderNotFound(f"ACME order '{order_id[:64]}' not found", details={"id": order_id[:64]})
+            raise _no_order(order_id)
         return row
 
     async def delete_order(self, tenant_id: str, order_id: str) -> None:
         """The order and its renewals end; its certificates stay among the PKI's."""
         if await self.pool.fetchval("DELETE FROM acme_orders WHERE tenant_id = $1 AND id = $2 RETURNING 1",
                                     tenant_id, order_id) is None:
-            raise AcmeOrderNotFound(f"ACME order '{order_id[:64]}' not found", details={"id": order_id[:64]})
+            raise _no_order(order_id)
 
     # -- the queue (shared.jobs.LeasedQueue's claim; the work is ``OrderWorker``'s) -----------------
 
