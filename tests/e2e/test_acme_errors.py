@@ -211,6 +211,9 @@ async def test_who_may_do_what(api: Api, peers: Peers) -> None:
     for what in ("accounts", "dns-providers", "orders"):
         status, page, _ = await api.request("GET", f"/v1/pki/acme/{what}", **t)
         assert status == 200 and page["items"] == []
+    await expect(api, "acme_order_not_found", "DELETE", f"/v1/pki/acme/orders/{order['id']}", **t)
+    await expect(api, "dns_provider_not_found", "DELETE", f"/v1/pki/acme/dns-providers/{dns['id']}", **t)
+    await expect(api, "acme_account_not_found", "DELETE", f"/v1/pki/acme/accounts/{acct['id']}", **t)
     # helpdesk: may see orders, not their keys, not order, not manage accounts
     helpdesk = await identity(api, ["pki"], [allow(["pki/acme/orders/*"], ["read", "list"])])
     h = {"token": helpdesk["token"]}
@@ -220,6 +223,11 @@ async def test_who_may_do_what(api: Api, peers: Peers) -> None:
         "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["h.acme.test"]})
     await expect(api, "access_denied", "POST", "/v1/pki/acme/accounts", **h,
                  json={"directory_url": peers.directory_url})
+    for path in (f"orders/{order['id']}", f"dns-providers/{dns['id']}", f"accounts/{acct['id']}"):
+        await expect(api, "access_denied", "DELETE", f"/v1/pki/acme/{path}", **h)
+    # nothing was deleted by either
+    for path in (f"orders/{order['id']}", f"dns-providers/{dns['id']}", f"accounts/{acct['id']}"):
+        assert (await api.request("GET", f"/v1/pki/acme/{path}"))[0] == 200
     # may order, but not through this account: refused before the CA hears of it
     orderer = await identity(api, ["pki"], [allow(["pki/acme/orders", "pki/acme/dns-providers/*"], ["issue"])])
     await expect(api, "access_denied", "POST", "/v1/pki/acme/orders", token=orderer["token"], json={
