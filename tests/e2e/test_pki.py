@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 
+from services.pki import keys
 from services.platform import Platform
 from shared.context import RequestContext
 from shared.contracts.events import Event
@@ -267,8 +268,25 @@ async def test_expiring_once_per_certificate_and_events_carry_no_key(api: Api, p
     assert all(c["status"] == "valid" for c in page["items"] if c["serial"] in serials)
 
 
-async def test_rsa_4096_keys_are_made_off_the_event_loop(api: Api, platform: Platform) -> None:
-    """The loop keeps turning (a 20 ms ticker never waits long) while RSA-4096 CA keys are generated."""
+async def test_rsa_4096_keys_are_made_off_the_event_loop(
+    api: Api, platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSA-4096 CA keys are generated in a thread that runs no event loop, so the loop keeps turning.
+
+    The loop's longest pause is printed, not asserted: on a shared 2-core VM a stall of the whole machine
+    (once 538 ms in CI) says nothing about where the key was made; which thread made it does."""
+    made_on: list[bool] = []
+    generate = keys.generate
+
+    def recording(key_type: str) -> keys.PrivateKey:
+        try:
+            asyncio.get_running_loop()
+            made_on.append(True)
+        except RuntimeError:
+            made_on.append(False)
+        return generate(key_type)
+
+    monkeypatch.setattr(keys, "generate", recording)
     worst = 0.0
     stop = False
 
@@ -291,7 +309,7 @@ async def test_rsa_4096_keys_are_made_off_the_event_loop(api: Api, platform: Pla
     key = x509.load_pem_x509_certificate(cas[0]["certificate"].encode()).public_key()
     assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 4096
     print(f"two RSA-4096 CAs in {took:.2f}s; the loop's longest pause {worst * 1000:.0f} ms")
-    assert worst < 0.25
+    assert made_on == [False, False], "a key was generated on an event loop's thread"
 
 
 async def test_every_pki_endpoint_answers_in_this_run_mode(api: Api, hierarchy: dict[str, Any]) -> None:
