@@ -10,7 +10,8 @@ background of the same length measured first and taken off:
 - WAL flushes to disk (``pg_stat_wal.wal_sync``: the fsyncs a commit waits for),
 - WAL records and bytes (``pg_stat_wal``).
 
-The WAL counters are the cluster's: run it on a quiet machine, with enough writes to drown the rest. Prints one JSON line.
+The WAL counters are the cluster's: run it on a quiet machine, with enough writes to drown the
+rest. Prints one JSON line.
 """
 
 from __future__ import annotations
