@@ -1,15 +1,31 @@
-"""Which unexpected exceptions are storage failures (answered ``storage_error``, not ``internal_error``)."""
+"""Which unexpected exceptions are the database's: away for a moment (``service_unavailable``, 503, try
+again) or failing (``storage_error``, 500); anything else stays ``internal_error``."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from shared.errors import CofferError, ServiceUnavailable, StorageError
+
+# the database refused or cut the connection, or is shutting down or starting up (a restart, a failover):
+# transient, and an answer the client can act on (retry; a CAS write tells whether it was applied)
+_AWAY = (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+         asyncpg.exceptions.TooManyConnectionsError)
+
 
 def storage_failure(exc: BaseException) -> bool:
-    """Did ``exc`` come from the database: an SQL error, a lost or refused connection?
-
-    Such a failure is ``storage_error`` (500) wherever it happens, in a
-    service behind the bus or in the gateway itself; anything else unexpected
-    stays ``internal_error``. Either way the message names no SQL and no value.
-    """
+    """Did ``exc`` come from the database: an SQL error, a lost or refused connection?"""
     return isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | ConnectionError)
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """Is the database away for a moment rather than failing?"""
+    return isinstance(exc, _AWAY)
+
+
+def storage_error(exc: BaseException, whose: str) -> CofferError:
+    """The answer to a database failure ``exc`` (``storage_failure(exc)`` holds) of ``whose`` storage. The
+    message names no SQL, no value and not the exception's text."""
+    if storage_unavailable(exc):
+        return ServiceUnavailable(f"{whose} database is unavailable; try again")
+    return StorageError(f"{whose} storage failed")

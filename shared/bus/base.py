@@ -23,8 +23,8 @@ import structlog
 
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.errors import CofferError, InternalError, ServiceUnavailable, StorageError, from_wire
-from shared.failures import storage_failure
+from shared.errors import CofferError, InternalError, ServiceUnavailable, from_wire
+from shared.failures import storage_error, storage_failure
 from shared.metrics import RPC_LATENCY
 
 RPC_EXCHANGE = "coffer.rpc"
@@ -80,7 +80,7 @@ async def handle_request(
     except Exception as exc:
         if storage_failure(exc):
             log.exception("rpc_storage_failed", method=method)
-            reply = {"ok": False, "error": StorageError("the service's storage failed").to_wire()}
+            reply = {"ok": False, "error": storage_error(exc, "the service's").to_wire()}
         else:
             log.exception("rpc_handler_crashed", method=method)
             reply = {"ok": False, "error": InternalError().to_wire()}

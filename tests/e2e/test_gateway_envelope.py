@@ -211,12 +211,38 @@ async def test_a_storage_failure_in_the_gateway_is_storage_error(
 ) -> None:
     assert platform.app is not None
 
-    async def lost(*args: Any) -> Any:
-        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection to password=hunter2 lost")
+    async def broken(*args: Any) -> Any:
+        raise asyncpg.exceptions.UndefinedTableError('relation "password=hunter2" does not exist')
 
-    monkeypatch.setattr(platform.app[STATE].identities, "whoami", lost)
+    monkeypatch.setattr(platform.app[STATE].identities, "whoami", broken)
     status, body, headers = await api.request("GET", "/v1/auth/whoami")
     assert_envelope(status, body, headers, "storage_error")
+    assert "hunter2" not in str(body)
+
+
+# what a PostgreSQL restart or failover looks like to a client (seen by `make chaos`, once answered 500)
+DATABASE_AWAY = [
+    asyncpg.exceptions.CannotConnectNowError("the database system is starting up (password=hunter2)"),
+    asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command hunter2"),
+    asyncpg.exceptions.ConnectionDoesNotExistError("connection to password=hunter2 lost"),
+    ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432) hunter2"),
+    ConnectionResetError(104, "Connection reset by peer hunter2"),
+]
+
+
+@pytest.mark.parametrize("away", DATABASE_AWAY, ids=lambda e: type(e).__name__)
+async def test_the_gateways_database_away_is_service_unavailable(
+    api: Api, platform: Platform, monkeypatch: pytest.MonkeyPatch, away: Exception
+) -> None:
+    """A restarting or unreachable database is transient: 503 ``service_unavailable`` (try again), not 500."""
+    assert platform.app is not None
+
+    async def gone(*args: Any) -> Any:
+        raise away
+
+    monkeypatch.setattr(platform.app[STATE].identities, "whoami", gone)
+    status, body, headers = await api.request("GET", "/v1/auth/whoami")
+    assert_envelope(status, body, headers, "service_unavailable")
     assert "hunter2" not in str(body)
 
 
@@ -235,6 +261,34 @@ async def test_a_storage_failure_behind_the_bus_is_storage_error(
             status, answer, headers = await api.request(method, "/v1/secrets/a/b", json=body)
             err = assert_envelope(status, answer, headers, "storage_error")
             assert "secret_versions" not in err["message"] and "SELECT" not in str(answer)
+    finally:
+        await platform.close()
+
+
+@pytest.mark.parametrize("away", DATABASE_AWAY, ids=lambda e: type(e).__name__)
+async def test_a_services_database_away_is_service_unavailable(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, away: Exception
+) -> None:
+    """Behind the bus too: the secrets service's database restarting answers 503 through the gateway, and
+    the answer names nothing of the failure; once it is back the same request succeeds."""
+    platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
+    try:
+        api = await initialised(platform, http)
+        assert (await api.request("PUT", "/v1/secrets/a/b", json={"value": "v"}))[0] == 201
+        pool = platform.runtimes["secrets"].pool
+        assert pool is not None
+
+        def gone(*args: Any, **kwargs: Any) -> Any:
+            raise away
+
+        with monkeypatch.context() as m:
+            m.setattr(pool, "acquire", gone)
+            for method, body in (("GET", None), ("PUT", {"value": "w"})):
+                status, answer, headers = await api.request(method, "/v1/secrets/a/b", json=body)
+                assert_envelope(status, answer, headers, "service_unavailable")
+                assert "hunter2" not in str(answer)
+        status, got, _ = await api.request("GET", "/v1/secrets/a/b")
+        assert status == 200 and got["value"] == "v" and got["version"] == 1
     finally:
         await platform.close()
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from openapi_spec_validator import validate
 
+from services.gateway.state import STATE
 from services.platform import Platform
 from shared.errors import REGISTRY
 from tests import fuzz
@@ -236,6 +238,26 @@ async def test_a_request_whose_audit_entry_cant_be_written_fails_with_storage_er
                            " CHECK (resource <> 'secrets/unauditable')")
         status, body, headers = await api.request("GET", "/v1/secrets/unauditable")
         assert_envelope(status, body, headers, "storage_error")
+        assert (await api.request("GET", "/v1/auth/whoami"))[0] == 200
+    finally:
+        await platform.close()
+
+
+async def test_a_request_whose_audit_database_is_away_is_service_unavailable(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit log's database restarting (``make chaos`` saw it) is transient: 503, not 500."""
+    platform, api = await own_platform(tmp_path, pg_dsn, http)
+    try:
+        assert platform.app is not None
+
+        async def away(**kwargs: Any) -> None:
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+
+        with monkeypatch.context() as m:
+            m.setattr(platform.app[STATE].audit, "record", away)
+            status, body, headers = await api.request("GET", "/v1/secrets/any")
+            assert_envelope(status, body, headers, "service_unavailable")
         assert (await api.request("GET", "/v1/auth/whoami"))[0] == 200
     finally:
         await platform.close()

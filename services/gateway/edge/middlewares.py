@@ -36,9 +36,10 @@ from shared.errors import (
     InsufficientScope,
     InternalError,
     InvalidRequest,
+    ServiceUnavailable,
     StorageError,
 )
-from shared.failures import storage_failure
+from shared.failures import storage_error, storage_failure, storage_unavailable
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("coffer.gateway")
@@ -86,7 +87,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except Exception as exc:
         if storage_failure(exc):
             log.exception("request_storage_failed", method=request.method, route=_route_name(request))
-            response = error_response(StorageError("the gateway's storage failed"), request_id)
+            response = error_response(storage_error(exc, "the gateway's"), request_id)
         else:
             log.exception("request_crashed", method=request.method, route=_route_name(request))
             response = error_response(InternalError("unexpected error"), request_id)
@@ -180,7 +181,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         outcome, status = "invalid_request", 400 if exc.status >= 400 else exc.status
         raise
     except Exception as exc:
-        outcome, status = ("storage_error" if storage_failure(exc) else "internal_error"), 500
+        answer = storage_error(exc, "the gateway's") if storage_failure(exc) else InternalError()
+        outcome, status = answer.code, answer.status
         raise
     finally:
         resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
@@ -227,4 +229,6 @@ async def record_audit(request: web.Request, *, tenant_id: str, identity_id: str
             request_id=context(request).request_id, sensitive=sensitive)
     except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
         log.error("audit_write_failed", error=type(exc).__name__)
+        if storage_unavailable(exc):
+            raise ServiceUnavailable("the audit log's database is unavailable; try again") from None
         raise StorageError("the audit log could not be written") from None
