@@ -227,6 +227,8 @@ DATABASE_AWAY = [
     asyncpg.exceptions.ConnectionDoesNotExistError("connection to password=hunter2 lost"),
     ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432) hunter2"),
     ConnectionResetError(104, "Connection reset by peer hunter2"),
+    asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+    asyncpg.exceptions.InternalClientError("PoolConnectionHolder.connect() called while another connection"),
 ]
 
 
