@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(PYVER)
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-distributed test test-unit docs lint bench fuzz clean
+.PHONY: run run-distributed test test-unit docs lint bench fuzz chaos chaos-short clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
@@ -51,6 +51,16 @@ test: $(STAMP)
 ## make fuzz: the whole API under schemathesis (every check but 405, stateful, seed 7, >= 10,000 cases)
 fuzz: $(STAMP)
 	$(PY) -m tests.fuzz $(FUZZ_ARGS)
+
+## make chaos: faults under load against the distributed mode (kill -9 of each process, RabbitMQ and
+## PostgreSQL restarts, a gateway of two killed; then combined), three rounds, a table per fault.
+## It starts a RabbitMQ node and a PostgreSQL cluster of its own on other ports (needs root or sudo).
+chaos: $(STAMP)
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+## make chaos-short: one round of each fault (what CI runs), a few minutes
+chaos-short: $(STAMP)
+	$(PY) -m tests.chaos --short $(CHAOS_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -152,11 +152,16 @@ async def run(args: argparse.Namespace) -> int:
         for row in rows:
             if row.other_5xx:
                 say(f"{row.fault}: other 5xx: {sorted(set(row.other_5xx))[:5]}")
-        failed = [r.fault for r in rows if not r.ok(limits[r.fault])]
+        failed = [r.fault for r in rows if not r.sound()]
+        slow = [r.fault for r in rows if r.verdict(limits[r.fault]) == "slow"]
         restarts = {p.name: len(p.restarts) for p in sup.procs.values()}
         say(f"{len(ledger.ops)} requests; {len(bus)} events on the bus; {len(receiver.deliveries)} deliveries; "
             f"restarts by the supervisor: {restarts}")
-        say("verdict: " + ("every target met" if not failed else f"FAILED: {', '.join(failed)}"))
+        say("verdict: " + ("nothing lost, duplicated or hung; every 5xx a 503" if not failed
+                           else f"FAILED: {', '.join(failed)}")
+            + ("; recovery within its limit everywhere" if not slow else f"; slower than the limit: {', '.join(slow)}"))
+        if slow and not args.timing_advisory:
+            failed += slow
         code = 0 if not failed else 1
     finally:
         await receiver.stop()
@@ -194,9 +199,11 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--pause", type=float, default=0.02, help="each client's pause between requests, s")
     parser.add_argument("--hold", type=float, default=8.0, help="seconds of load after each recovery")
+    parser.add_argument("--timing-advisory", action="store_true",
+                        help="a recovery over its limit is reported, not a failure (--short: a shared CI machine)")
     args = parser.parse_args()
     if args.short:
-        args.rounds, args.clients, args.hold = 1, 8, 4.0
+        args.rounds, args.clients, args.hold, args.timing_advisory = 1, 8, 4.0, True
     if not shutil.which("pg_createcluster") or not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
         print("chaos: needs PostgreSQL's pg_createcluster and RabbitMQ's server (Debian packages)")
         return 2

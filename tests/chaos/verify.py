@@ -57,10 +57,14 @@ class Row:
     hung: int = 0
     wrong_reads: int = 0
 
-    def ok(self, recover_limit: float) -> bool:
+    def sound(self) -> bool:
+        """Nothing acknowledged lost, nothing done twice or unasked, every answer from the vocabulary, none
+        hung."""
         return not (self.lost or self.phantom or self.events_missing or self.events_dup or self.deliveries_missing
-                    or self.deliveries_dup or self.other_5xx or self.hung or self.wrong_reads) \
-            and self.recovery <= recover_limit
+                    or self.deliveries_dup or self.other_5xx or self.hung or self.wrong_reads)
+
+    def verdict(self, recover_limit: float) -> str:
+        return "FAIL" if not self.sound() else "slow" if self.recovery > recover_limit else "ok"
 
 
 async def read_back(gw: Gateways, ledger: Ledger) -> tuple[set[tuple[str, int]], set[tuple[str, int]]]:
@@ -156,7 +160,7 @@ def table(faults: list[tuple[str, float, float | None]], ledger: Ledger, lost: s
     for op in ledger.wrong_reads:
         rows[op.window].wrong_reads += 1
     streams = success_streams(ledger.ops, deliveries)
-    bounds = [at for _, at, _ in faults[1:]] + [float("inf")]
+    bounds = [at - (outage or 0.0) for _, at, outage in faults[1:]] + [float("inf")]  # when each was injected
     for (name, at, _), until in zip(faults[1:], bounds[1:], strict=True):  # the first: no fault, the steady load
         rows[name].recovery, rows[name].slowest = recovery(at, min(until, ledger.ended), streams)
     return list(rows.values())
@@ -179,9 +183,8 @@ def recovery(at: float, until: float, streams: dict[str, list[float]]) -> tuple[
     of work went without a success: how long until everything worked again. (slowest stream's name)"""
     worst, slowest = 0.0, ""
     for name, times in streams.items():
-        points = [at, *(t for t in times if at < t < until)]
-        gaps = [b - a for a, b in zip(points, points[1:], strict=False)]
-        gap = max(gaps) if len(points) > 1 else until - at
+        points = [at, *(t for t in times if at < t < until), until]
+        gap = max(b - a for a, b in zip(points, points[1:], strict=False))
         if gap > worst:
             worst, slowest = gap, name
     return worst, slowest
@@ -212,5 +215,5 @@ def render(rows: list[Row], recover_limits: dict[str, float]) -> str:
             f"| {r.fault} | {r.acked} | {r.lost} | {r.phantom} | {r.events_missing} / {r.events_dup} | "
             f"{r.deliveries_missing} / {r.deliveries_dup} ({r.redelivered}) | {r.unavailable} | {r.cut} | "
             f"{r.hung} | {other} | {'' if r.outage is None else f'{r.outage:.1f}'} | "
-            f"{r.recovery:.1f} {r.slowest} ({limit:.0f}) | {'ok' if r.ok(limit) else 'FAIL'} |")
+            f"{r.recovery:.1f} {r.slowest} ({limit:.0f}) | {r.verdict(limit)} |")
     return "\n".join(lines)

@@ -295,6 +295,48 @@ async def test_a_services_database_away_is_service_unavailable(
         await platform.close()
 
 
+async def test_connections_cut_by_the_database_under_load_answer_503_never_500(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """``make chaos``'s PostgreSQL restart, in the suite: the server ends the secrets service's connections
+    (``pg_terminate_backend``, as a restart or failover does) again and again while writes and reads run.
+    Every answer is a success or 503 ``service_unavailable``; none is a 500."""
+    platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        api = await initialised(platform, http)
+        app_name = f"coffer-{platform.settings.schema_for('secrets')}"
+        stop = asyncio.Event()
+
+        async def cut() -> int:
+            n = 0
+            while not stop.is_set():
+                n += len(await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                           " WHERE application_name = $1", app_name))
+                await asyncio.sleep(0.02)
+            return n
+
+        async def client(i: int) -> list[tuple[int, str]]:
+            seen = []
+            for n in range(40):
+                method, body = ("PUT", {"value": f"v{n}"}) if n % 2 else ("GET", None)
+                status, answer, _ = await api.request(method, f"/v1/secrets/cut/k{i}", json=body)
+                seen.append((status, answer["error"]["code"] if status >= 400 else ""))
+            return seen
+
+        cutter = asyncio.create_task(cut())
+        answers = [a for seen in await asyncio.gather(*(client(i) for i in range(8))) for a in seen]
+        stop.set()
+        cuts = await cutter
+        print(f"{cuts} connections cut; answers: {sorted(set(answers))}")
+        assert cuts > 0
+        assert not [a for a in answers if a[0] >= 500 and a[1] != "service_unavailable"], answers
+        assert {s for s, _ in answers} <= {200, 201, 404, 503}
+    finally:
+        await admin.close()
+        await platform.close()
+
+
 async def test_a_nul_character_anywhere_is_refused_not_a_storage_failure(api: Api) -> None:
     """PostgreSQL stores no NUL: in a body's strings and keys, or a query, it is the caller's 422."""
     for method, path, kwargs in (
