@@ -149,9 +149,8 @@ class Dispatcher:
         try:
             await self.repo.record_attempt(row["id"], response_status=status, error_code=code, duration_ms=duration,
                                            body=body, next_in=next_in, succeeded=succeeded)
-            if succeeded:
-                await self.repo.webhook_succeeded(row["webhook_id"])
-            elif row["enabled"] and await self.repo.webhook_failed(row["webhook_id"], self.disable_after, gone):
+            if not succeeded and row["enabled"] and await self.repo.webhook_failed(
+                    row["webhook_id"], self.disable_after, gone):
                 log.warning("webhook_disabled", webhook_id=row["webhook_id"])
         except Exception as exc:  # noqa: BLE001 - the lease ends and the delivery is tried again
             log.warning("webhook_record_failed", delivery_id=row["id"], error=type(exc).__name__)

@@ -362,6 +362,45 @@ async def test_an_endpoint_failing_longer_than_disable_after_is_disabled(
         await receiver.stop()
 
 
+async def test_a_success_after_failures_clears_failing_since(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """Two 500s mark the endpoint failing; the retry that succeeds clears it (recorded with the attempt)."""
+    receiver = await Receiver(behave=lambda n, r: (500, {}, 0.0) if n < 2 else (200, {}, 0.0)).start()
+    platform = await start_platform(tmp_path, None, pg_dsn, webhook_retry_schedule="0,0.2,0.2,0.2")
+    try:
+        api = await initialised(platform, http)
+        hook = await webhook(api, receiver.url)
+        await api.request("POST", f"/v1/webhooks/{hook['id']}:ping")
+        deadline = time.monotonic() + 10
+        while len(receiver.requests) < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        pool = platform.runtimes["webhooks"].pool
+        assert pool is not None
+        table = f'"{platform.settings.schema_for("webhooks")}".webhooks'
+
+        async def failing_since() -> Any:
+            return await pool.fetchval(f"SELECT failing_since FROM {table} WHERE id = $1", hook["id"])
+
+        failing = None
+        while len(receiver.requests) < 3:
+            failing = failing or await failing_since()
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert failing is not None  # seen between the failures and the success (not part of the API's view)
+        while await failing_since() is not None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        state = (await api.request("GET", f"/v1/webhooks/{hook['id']}"))[1]
+        assert state["enabled"] is True
+        status, page, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries")
+        assert status == 200 and page["items"][0]["status"] == "succeeded" and page["items"][0]["attempt_count"] == 3
+    finally:
+        await platform.close()
+        await receiver.stop()
+
+
 async def test_max_webhooks_quota(api: Api, receiver: Receiver) -> None:
     from tests.e2e.iam_helpers import identity
     from tests.e2e.test_tenants import EVERYTHING, tenant
