@@ -36,10 +36,8 @@ from shared.errors import (
     InsufficientScope,
     InternalError,
     InvalidRequest,
-    ServiceUnavailable,
-    StorageError,
 )
-from shared.failures import storage_error, storage_failure, storage_unavailable
+from shared.failures import storage_error, storage_failure
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger("coffer.gateway")
@@ -229,6 +227,4 @@ async def record_audit(request: web.Request, *, tenant_id: str, identity_id: str
             request_id=context(request).request_id, sensitive=sensitive)
     except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
         log.error("audit_write_failed", error=type(exc).__name__)
-        if storage_unavailable(exc):
-            raise ServiceUnavailable("the audit log's database is unavailable; try again") from None
-        raise StorageError("the audit log could not be written") from None
+        raise storage_error(exc, "the audit log's") from None
