@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -248,23 +250,32 @@ async def test_the_gateways_database_away_is_service_unavailable(
     assert "hunter2" not in str(body)
 
 
-async def test_a_storage_failure_behind_the_bus_is_storage_error(
-    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
-) -> None:
-    """The secrets service's table is gone: every call that touches it answers storage_error, naming no SQL."""
+@contextlib.asynccontextmanager
+async def gateway_and_secrets(tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+                              ) -> AsyncIterator[tuple[Platform, Api, asyncpg.Pool]]:
+    """The gateway and the secrets service on the in-process bus, ``a/b`` written once; the secrets
+    service's pool, for a test to break."""
     platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
     try:
         api = await initialised(platform, http)
         assert (await api.request("PUT", "/v1/secrets/a/b", json={"value": "v"}))[0] == 201
         pool = platform.runtimes["secrets"].pool
         assert pool is not None
+        yield platform, api, pool
+    finally:
+        await platform.close()
+
+
+async def test_a_storage_failure_behind_the_bus_is_storage_error(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """The secrets service's table is gone: every call that touches it answers storage_error, naming no SQL."""
+    async with gateway_and_secrets(tmp_path, pg_dsn, http) as (platform, api, pool):
         await pool.execute(f'DROP TABLE "{platform.settings.schema_for("secrets")}".secret_versions CASCADE')
         for method, body in (("GET", None), ("PUT", {"value": "w"})):
             status, answer, headers = await api.request(method, "/v1/secrets/a/b", json=body)
             err = assert_envelope(status, answer, headers, "storage_error")
             assert "secret_versions" not in err["message"] and "SELECT" not in str(answer)
-    finally:
-        await platform.close()
 
 
 @pytest.mark.parametrize("away", DATABASE_AWAY, ids=lambda e: type(e).__name__)
@@ -273,12 +284,7 @@ async def test_a_services_database_away_is_service_unavailable(
 ) -> None:
     """Behind the bus too: the secrets service's database restarting answers 503 through the gateway, and
     the answer names nothing of the failure; once it is back the same request succeeds."""
-    platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
-    try:
-        api = await initialised(platform, http)
-        assert (await api.request("PUT", "/v1/secrets/a/b", json={"value": "v"}))[0] == 201
-        pool = platform.runtimes["secrets"].pool
-        assert pool is not None
+    async with gateway_and_secrets(tmp_path, pg_dsn, http) as (_, api, pool):
 
         def gone(*args: Any, **kwargs: Any) -> Any:
             raise away
@@ -291,8 +297,6 @@ async def test_a_services_database_away_is_service_unavailable(
                 assert "hunter2" not in str(answer)
         status, got, _ = await api.request("GET", "/v1/secrets/a/b")
         assert status == 200 and got["value"] == "v" and got["version"] == 1
-    finally:
-        await platform.close()
 
 
 async def test_connections_cut_by_the_database_under_load_answer_503_never_500(
@@ -301,40 +305,38 @@ async def test_connections_cut_by_the_database_under_load_answer_503_never_500(
     """``make chaos``'s PostgreSQL restart, in the suite: the server ends the secrets service's connections
     (``pg_terminate_backend``, as a restart or failover does) again and again while writes and reads run.
     Every answer is a success or 503 ``service_unavailable``; none is a 500."""
-    platform = await start_platform(tmp_path, None, pg_dsn, services=("gateway", "secrets"))
     admin = await asyncpg.connect(pg_dsn)
     try:
-        api = await initialised(platform, http)
-        app_name = f"coffer-{platform.settings.schema_for('secrets')}"
-        stop = asyncio.Event()
+        async with gateway_and_secrets(tmp_path, pg_dsn, http) as (platform, api, _):
+            app_name = f"coffer-{platform.settings.schema_for('secrets')}"
+            stop = asyncio.Event()
 
-        async def cut() -> int:
-            n = 0
-            while not stop.is_set():
-                n += len(await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                           " WHERE application_name = $1", app_name))
-                await asyncio.sleep(0.02)
-            return n
+            async def cut() -> int:
+                n = 0
+                while not stop.is_set():
+                    n += len(await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                               " WHERE application_name = $1", app_name))
+                    await asyncio.sleep(0.02)
+                return n
 
-        async def client(i: int) -> list[tuple[int, str]]:
-            seen = []
-            for n in range(40):
-                method, body = ("PUT", {"value": f"v{n}"}) if n % 2 else ("GET", None)
-                status, answer, _ = await api.request(method, f"/v1/secrets/cut/k{i}", json=body)
-                seen.append((status, answer["error"]["code"] if status >= 400 else ""))
-            return seen
+            async def client(i: int) -> list[tuple[int, str]]:
+                seen = []
+                for n in range(40):
+                    method, body = ("PUT", {"value": f"v{n}"}) if n % 2 else ("GET", None)
+                    status, answer, _ = await api.request(method, f"/v1/secrets/cut/k{i}", json=body)
+                    seen.append((status, answer["error"]["code"] if status >= 400 else ""))
+                return seen
 
-        cutter = asyncio.create_task(cut())
-        answers = [a for seen in await asyncio.gather(*(client(i) for i in range(8))) for a in seen]
-        stop.set()
-        cuts = await cutter
-        print(f"{cuts} connections cut; answers: {sorted(set(answers))}")
-        assert cuts > 0
-        assert not [a for a in answers if a[0] >= 500 and a[1] != "service_unavailable"], answers
-        assert {s for s, _ in answers} <= {200, 201, 404, 503}
+            cutter = asyncio.create_task(cut())
+            answers = [a for seen in await asyncio.gather(*(client(i) for i in range(8))) for a in seen]
+            stop.set()
+            cuts = await cutter
+            print(f"{cuts} connections cut; answers: {sorted(set(answers))}")
+            assert cuts > 0
+            assert not [a for a in answers if a[0] >= 500 and a[1] != "service_unavailable"], answers
+            assert {s for s, _ in answers} <= {200, 201, 404, 503}
     finally:
         await admin.close()
-        await platform.close()
 
 
 async def test_a_nul_character_anywhere_is_refused_not_a_storage_failure(api: Api) -> None:
