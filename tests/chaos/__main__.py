@@ -28,9 +28,10 @@ from typing import Any
 import aiohttp
 
 from services.provision import ensure_database
-from tests.chaos.infra import ROOT, OwnBroker, OwnPostgres, Supervisor, broker_port, free_port, healthy
+from tests.chaos.infra import ROOT, OwnBroker, OwnPostgres, Supervisor, broker_port, healthy
 from tests.chaos.load import Gateways, Load, Receiver
-from tests.chaos.verify import declare_tap, drain_tap, read_back, render, table, wait_quiet
+from tests.chaos.verify import declare_tap, drain_tap, read_back, render, table, unexplained_events, wait_quiet
+from tests.conftest import free_port
 
 KILL_LIMIT, RESTART_LIMIT = 5.0, 10.0
 
@@ -147,7 +148,8 @@ async def run(args: argparse.Namespace) -> int:
             lost, phantom = await read_back(gw, ledger)
         bus = await drain_tap(broker.url)
         rows = table(injected, ledger, lost, phantom, bus, receiver.deliveries, hooks)
-        dump(work, injected, ledger, lost, phantom, receiver.deliveries, sup)
+        dump(work, injected, ledger, lost, phantom | {(f"{kind} {path}", version or 0) for kind, path, version
+                                                      in unexplained_events(bus, ledger)}, receiver.deliveries, sup)
         print(render(rows, limits), flush=True)
         for row in rows:
             if row.other_5xx:

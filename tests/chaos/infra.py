@@ -26,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def broker_port() -> int:
     """A free port whose RabbitMQ distribution port (port + 20000) is free too."""
     while True:

@@ -124,8 +124,9 @@ class Load:
         return op
 
     async def _resync(self, key: str, unknown: list[str]) -> tuple[int, str | None]:
-        """After writes of unknown outcome: read until answered; which of them were applied."""
-        while True:
+        """After writes of unknown outcome: read until answered (a minute at most: a platform that stays
+        away fails the run rather than hanging it); which of them were applied."""
+        for _ in range(600):
             op = self._op("read", key)
             got = await self.gw.call(op, "GET", f"/v1/secrets/{key}")
             if op.ok:
@@ -136,6 +137,7 @@ class Load:
             if op.status == 404:
                 return 0, None
             await asyncio.sleep(0.1)
+        raise RuntimeError(f"chaos: {key} unreadable for a minute after a fault")
 
     async def _client(self, n: int) -> None:
         keys = [f"chaos/c{n}/k{j}" for j in range(4)]

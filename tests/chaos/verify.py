@@ -108,6 +108,12 @@ def expected_events(ledger: Ledger) -> dict[tuple[str, str, int | None], str]:
     return want
 
 
+def unexplained_events(bus: list[dict[str, Any]], ledger: Ledger) -> set[tuple[str, str, int | None]]:
+    """Events of writes nobody was told about nor found applied: (type, path, version)."""
+    return {_event_key(e["type"], e["data"].get("path", ""), e["data"].get("version")) for e in bus} \
+        - set(expected_events(ledger))
+
+
 def _event_key(kind: str, path: str, version: int | None) -> tuple[str, str, int | None]:
     return (kind, path, None if kind == "secret.deleted" else version)
 
@@ -138,18 +144,16 @@ def table(faults: list[tuple[str, float, float | None]], ledger: Ledger, lost: s
         if d.webhook_id in seen:
             redelivered[d.webhook_id] += 1
         seen.add(d.webhook_id)
-    for key, window in want.items():
+    for event, window in want.items():
         row = rows[window]
-        row.events_missing += not on_bus.get(key)
-        row.events_dup += len(on_bus.get(key, ())) > 1
+        row.events_missing += not on_bus.get(event)
+        row.events_dup += len(on_bus.get(event, ())) > 1
         for hook in hooks:
-            ids = delivered.get((key, hook), set())
+            ids = delivered.get((event, hook), set())
             row.deliveries_missing += not ids
             row.deliveries_dup += len(ids) > 1
             row.redelivered += sum(redelivered[i] for i in ids)
-    extra = set(on_bus) - set(want)  # events of writes nobody was told about nor found applied
-    rows["steady"].phantom += len(extra)
-    phantom.update((f"{kind} {path}", version or 0) for kind, path, version in extra)
+    rows["steady"].phantom += len(unexplained_events(bus, ledger))
     for op in ledger.ops:
         row = rows[op.window]
         row.unavailable += op.code == UNAVAILABLE
