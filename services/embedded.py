@@ -14,7 +14,7 @@ import time
 from services.platform import Platform
 from shared.config import Settings
 from shared.logging import configure
-from shared.runtime import install_uvloop, wait_for_signal
+from shared.runtime import freeze_startup_heap, install_uvloop, wait_for_signal
 
 
 def embedded_database(settings: Settings) -> str:
@@ -65,6 +65,7 @@ async def main() -> None:
         await platform.start()
         assert platform.url is not None
         print(banner(platform.url, settings, started), flush=True)
+        freeze_startup_heap()
         await wait_for_signal()
     finally:
         print("coffer: stopping ...", flush=True)
