@@ -23,8 +23,8 @@ import orjson
 import structlog
 
 from services.webhooks import domain
-from services.webhooks.fanout import FanOutGroups
-from services.webhooks.repository import WebhooksRepository
+from services.webhooks.groups import Groups
+from services.webhooks.repository import Attempt, WebhooksRepository
 from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
 from shared.contracts.events import Event, resource_of
@@ -55,8 +55,12 @@ class Dispatcher:
         self.lookup = lookup
         self._in_flight: dict[str, int] = defaultdict(int)
         self._session: aiohttp.ClientSession | None = None
-        # events handled at once share a transaction (services/webhooks/fanout.py)
-        self._groups = FanOutGroups(repo.fan_out_many)
+        # events handled at once share their subscriptions' lookup and their deliveries' transaction, and
+        # outcomes of deliveries one statement (services/webhooks/groups.py); an outcome that breaks its
+        # group's statement is written again alone
+        self._lookups: Groups[str, list[Any]] = Groups(repo.subscriptions_of)
+        self._fan_out: Groups[tuple[Event, list[str]], int] = Groups(repo.fan_out_many)
+        self._attempts: Groups[Attempt, None] = Groups(repo.record_attempts, isolate=True)
         self._runner: QueueRunner[Any] = QueueRunner(self, name="webhook-deliveries", concurrency=concurrency,
                                                      poll_interval=poll_interval)
 
@@ -71,12 +75,17 @@ class Dispatcher:
         owner before anything is written. If it can't answer, the event is
         retried; nothing is delivered unchecked.
         """
-        subs = await self.repo.matching_subscriptions(event)
+        if event.tenant_id is None or event.type == "tenant.deleted":  # that tenant's webhooks are going
+            return
+        listening = await self._lookups.add(event.tenant_id)
+        payload = {"type": event.type, "data": event.data}
+        subs = [s for s in listening
+                if domain.subscription_matches(list(s["event_types"]), s["path_pattern"], payload)]
         if not subs:
             return
         owners = sorted({s["created_by"] for s in subs if s["created_by"]})
         allowed = dict(zip(owners, await self.may_list(owners, resource_of(event), ctx), strict=True))
-        if await self._groups.add(event, [s["id"] for s in subs if allowed.get(s["created_by"])]):
+        if await self._fan_out.add((event, [s["id"] for s in subs if allowed.get(s["created_by"])])):
             self.wake()
 
     async def run(self) -> None:
@@ -147,8 +156,7 @@ class Dispatcher:
             self.schedule, row["attempt_count"] + 1, retry_after)
         duration = int((time.perf_counter() - started) * 1000)
         try:
-            await self.repo.record_attempt(row["id"], response_status=status, error_code=code, duration_ms=duration,
-                                           body=body, next_in=next_in, succeeded=succeeded)
+            await self._attempts.add(Attempt(row["id"], status, code, duration, body, next_in))
             if not succeeded and row["enabled"] and await self.repo.webhook_failed(
                     row["webhook_id"], self.disable_after, gone):
                 log.warning("webhook_disabled", webhook_id=row["webhook_id"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
 
-from services.webhooks.domain import subscription_matches
 from shared.contracts.events import Event
 from shared.crypto import KmsProvider, Sealed, seal, unseal
 from shared.db import outbox
@@ -62,6 +63,27 @@ class WebhooksStore(Protocol):
     async def delivery(self, tenant_id: str, webhook_id: str, delivery_id: str) -> tuple[Any, list[Any]]: ...
 
     async def retry(self, tenant_id: str, webhook_id: str, delivery_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt's outcome: what is recorded about it."""
+
+    delivery_id: str
+    response_status: int | None
+    error_code: str | None
+    duration_ms: int
+    body: str | None
+    #: seconds until the next attempt; ``None``: none (succeeded, gone, or out of retries)
+    next_in: float | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error_code is None
+
+    @property
+    def status(self) -> str:
+        return "succeeded" if self.succeeded else ("pending" if self.next_in is not None else "failed")
 
 
 class WebhooksRepository:
@@ -169,18 +191,17 @@ class WebhooksRepository:
 
     # -- events → deliveries ---------------------------------------------------------
 
-    async def matching_subscriptions(self, event: Event) -> list[asyncpg.Record]:
-        """The enabled subscriptions of the event's tenant whose types and pattern match it.
-
-        ``tenant.deleted`` matches none: that tenant's webhooks are being destroyed.
-        """
-        if event.tenant_id is None or event.type == "tenant.deleted":
-            return []
-        subs = await self.pool.fetch(
-            "SELECT s.id, s.webhook_id, s.event_types, s.path_pattern, s.created_by FROM subscriptions s"
-            " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = $1 AND w.enabled", event.tenant_id)
-        payload = {"type": event.type, "data": event.data}
-        return [s for s in subs if subscription_matches(list(s["event_types"]), s["path_pattern"], payload)]
+    async def subscriptions_of(self, tenant_ids: list[str]) -> list[list[asyncpg.Record]]:
+        """The subscriptions to enabled webhooks of each tenant named (in order): one query for the tenants
+        of all the events being handled at once (``groups.Groups``), instead of one per event."""
+        rows = await self.pool.fetch(
+            "SELECT s.tenant_id, s.id, s.webhook_id, s.event_types, s.path_pattern, s.created_by FROM subscriptions s"
+            " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = ANY($1::text[]) AND w.enabled",
+            sorted(set(tenant_ids)))
+        by_tenant: dict[str, list[asyncpg.Record]] = defaultdict(list)
+        for row in rows:
+            by_tenant[row["tenant_id"]].append(row)
+        return [by_tenant.get(t, []) for t in tenant_ids]
 
     async def fan_out(self, event: Event, subscription_ids: list[str]) -> int:
         """One delivery per subscription named (still there and enabled); a redelivered event adds none."""
@@ -260,21 +281,27 @@ class WebhooksRepository:
             " w.kek_id, w.wrapped_key, w.nonce, w.ciphertext, w.prev_kek_id, w.prev_wrapped_key, w.prev_nonce,"
             " w.prev_ciphertext, w.prev_until", limit, lease, saturated, per_endpoint)
 
-    async def record_attempt(self, delivery_id: str, *, response_status: int | None, error_code: str | None,
-                             duration_ms: int, body: str | None, next_in: float | None, succeeded: bool) -> None:
-        """The attempt, the delivery's new state and, after a success, the endpoint no longer failing: one
-        statement, one round trip (the fan-out profile had this bookkeeping at 28 % of the dispatcher's CPU
-        as three statements and two transactions)."""
-        status = "succeeded" if succeeded else ("pending" if next_in is not None else "failed")
+    async def record_attempts(self, attempts: list[Attempt]) -> list[None]:
+        """Each attempt, its delivery's new state and, after a success, its endpoint no longer failing: one
+        statement for the group (``groups.Groups``). Per delivery that was three statements in two
+        transactions, then one statement (28 %, then 12 % of the dispatcher's CPU in fan-out profiles)."""
+        if not attempts:
+            return []
         await self.pool.execute(
-            "WITH a AS (INSERT INTO attempts (delivery_id, response_status, error_code, duration_ms, response_body)"
-            " VALUES ($1, $2, $3, $4, $5)),"
-            " d AS (UPDATE deliveries SET status = $6, attempt_count = attempt_count + 1, lease_until = NULL,"
-            " next_attempt_at = now() + make_interval(secs => $7), updated_at = now() WHERE id = $1"
-            " RETURNING webhook_id)"
-            " UPDATE webhooks w SET failing_since = NULL FROM d"
-            " WHERE $8::boolean AND w.id = d.webhook_id AND w.failing_since IS NOT NULL",
-            delivery_id, response_status, error_code, duration_ms, body, status, next_in or 0.0, succeeded)
+            "WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[],"
+            " $7::float8[], $8::boolean[]) WITH ORDINALITY AS o(delivery_id, response_status, error_code,"
+            " duration_ms, body, status, next_in, succeeded, n)),"
+            " a AS (INSERT INTO attempts (delivery_id, response_status, error_code, duration_ms, response_body)"
+            " SELECT delivery_id, response_status, error_code, duration_ms, body FROM o ORDER BY n),"
+            " d AS (UPDATE deliveries SET status = o.status, attempt_count = attempt_count + 1, lease_until = NULL,"
+            " next_attempt_at = now() + make_interval(secs => o.next_in), updated_at = now() FROM o"
+            " WHERE deliveries.id = o.delivery_id RETURNING deliveries.webhook_id, o.succeeded)"
+            " UPDATE webhooks w SET failing_since = NULL FROM (SELECT DISTINCT webhook_id FROM d WHERE succeeded) ok"
+            " WHERE w.id = ok.webhook_id AND w.failing_since IS NOT NULL",
+            [a.delivery_id for a in attempts], [a.response_status for a in attempts],
+            [a.error_code for a in attempts], [a.duration_ms for a in attempts], [a.body for a in attempts],
+            [a.status for a in attempts], [a.next_in or 0.0 for a in attempts], [a.succeeded for a in attempts])
+        return [None] * len(attempts)
 
     async def webhook_failed(self, webhook_id: str, disable_after: float, gone: bool) -> bool:
         """Note a failure; disable the endpoint if it answered 410 or has failed for ``disable_after`` seconds.

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from standardwebhooks import Webhook
 
 from services.platform import Platform
+from services.webhooks.repository import Attempt, WebhooksRepository
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from tests.conftest import Api, initialised, remember_secret, start_platform
@@ -430,3 +432,53 @@ async def test_webhook_lists_show_only_what_the_caller_may_list(api: Api, receiv
     assert status == 200 and page["items"] == []
     status, body, headers = await api.request("GET", f"/v1/webhooks/{second['id']}", token=viewer["token"])
     assert_envelope(status, body, headers, "access_denied")
+
+
+async def test_the_outcomes_of_a_group_are_written_together_each_to_its_own_delivery(
+    api: Api, platform: Platform, receiver: Receiver
+) -> None:
+    """The dispatcher records the outcomes finished meanwhile in one statement (``record_attempts``):
+    each delivery gets its own attempt and state, and only an endpoint that succeeded stops failing."""
+    runtime = platform.runtimes["webhooks"]
+    assert runtime.pool is not None
+    schema = platform.settings.schema_for("webhooks")
+    repo = WebhooksRepository(runtime.pool, runtime.kms, schema)
+    ok_hook, bad_hook = await webhook(api, receiver.url), await webhook(api, receiver.url)
+    ids = {name: f"msg_group_{name}_{unique()}" for name in ("ok", "retry", "final")}
+    async with runtime.pool.acquire() as conn:
+        await conn.execute(f'UPDATE "{schema}".webhooks SET failing_since = now() WHERE id = ANY($1::text[])',
+                           [ok_hook["id"], bad_hook["id"]])
+        for name, hook in (("ok", ok_hook), ("retry", bad_hook), ("final", bad_hook)):
+            # leased far ahead: the running dispatcher leaves them to this test
+            await conn.execute(
+                f'INSERT INTO "{schema}".deliveries (id, tenant_id, webhook_id, event_id, event_type, payload,'
+                " lease_until) SELECT $1, tenant_id, id, gen_random_uuid(), 'webhook.ping', '{}',"
+                f" now() + interval '1h' FROM \"{schema}\".webhooks WHERE id = $2", ids[name], hook["id"])
+    await repo.record_attempts([
+        Attempt(ids["ok"], 200, None, 12, "fine", None),
+        Attempt(ids["retry"], 503, "webhook_delivery_failed", 30, "busy", 30.0),
+        Attempt(ids["final"], None, "webhook_delivery_timeout", 10_000, None, None),
+    ])
+    rows = {r["id"]: r for r in await runtime.pool.fetch(
+        f'SELECT id, status, attempt_count, lease_until, next_attempt_at - now() AS wait FROM "{schema}".deliveries'
+        " WHERE id = ANY($1::text[])", list(ids.values()))}
+    assert {name: rows[i]["status"] for name, i in ids.items()} == {"ok": "succeeded", "retry": "pending",
+                                                                     "final": "failed"}
+    assert all(r["attempt_count"] == 1 and r["lease_until"] is None for r in rows.values())
+    assert 25 < rows[ids["retry"]]["wait"].total_seconds() <= 30
+    attempts = {r["delivery_id"]: r for r in await runtime.pool.fetch(
+        f'SELECT delivery_id, response_status, error_code, duration_ms, response_body FROM "{schema}".attempts'
+        " WHERE delivery_id = ANY($1::text[])", list(ids.values()))}
+    assert [tuple(attempts[ids[n]].values())[1:] for n in ("ok", "retry", "final")] == [
+        (200, None, 12, "fine"), (503, "webhook_delivery_failed", 30, "busy"),
+        (None, "webhook_delivery_timeout", 10_000, None)]
+    failing = dict(await runtime.pool.fetch(f'SELECT id, failing_since FROM "{schema}".webhooks'
+                                            " WHERE id = ANY($1::text[])", [ok_hook["id"], bad_hook["id"]]))
+    assert failing[ok_hook["id"]] is None and failing[bad_hook["id"]] is not None
+    # a delivery gone meanwhile (its webhook deleted) breaks its group's statement and nothing of it is
+    # written; the dispatcher then writes that group again one by one (tests/unit/test_write_groups.py)
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await repo.record_attempts([Attempt(ids["retry"], 200, None, 5, "", None),
+                                    Attempt("msg_gone", 200, None, 5, "", None)])
+    assert await runtime.pool.fetchval(f'SELECT status FROM "{schema}".deliveries WHERE id = $1',
+                                       ids["retry"]) == "pending"

@@ -110,8 +110,11 @@ class FakeWebhooksStore:
         self.deliveries[delivery_id]["status"] = "pending"
 
     # -- what the dispatcher's fan-out asks of it
-    async def matching_subscriptions(self, event: Event) -> list[Any]:
-        return [s for s in self.subscriptions.values() if s["tenant_id"] == event.tenant_id]
+    async def subscriptions_of(self, tenant_ids: list[str]) -> list[list[Any]]:
+        return [[s for s in self.subscriptions.values() if s["tenant_id"] == t] for t in tenant_ids]
+
+    async def record_attempts(self, attempts: list[Any]) -> list[None]:
+        return [None for _ in attempts]
 
     async def fan_out_many(self, items: list[tuple[Event, list[str]]]) -> list[int]:
         for event, subscription_ids in items:
@@ -196,7 +199,8 @@ async def test_deliveries_show_their_attempts(rpc: Rpc, store: FakeWebhooksStore
 
 async def test_an_event_is_fanned_out_only_to_owners_who_may_list_its_resource(store: FakeWebhooksStore) -> None:
     for owner in ("idn_allowed", "idn_denied", None):  # None: a subscription from before owners were kept
-        store.subscriptions[f"sub_{owner}"] = {"id": f"sub_{owner}", "tenant_id": "ten_a", "created_by": owner}
+        store.subscriptions[f"sub_{owner}"] = {"id": f"sub_{owner}", "tenant_id": "ten_a", "created_by": owner,
+                                               "event_types": ["secret.*"], "path_pattern": "app/**"}
     asked: list[tuple[list[str], str]] = []
 
     async def may_list(owners: list[str], resource: str, context: RequestContext) -> list[bool]:
