@@ -207,7 +207,7 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
                 results.append({"mode": mode, "scenario": f"limit: {label} leaf, cryptography only", **limit})
         if args.fanout:
             print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
-            results.append({"mode": mode, **await webhook_fanout(session, stack.url, auth, args.events)})
+            results += [{"mode": mode, **row} for row in await webhook_fanout(session, stack.url, auth, args.events)]
         rss = stack.rss()
         for r in results:
             r["peak_rss_mb"] = {k: round(v, 1) if v else None for k, v in rss.items()}
