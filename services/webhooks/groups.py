@@ -26,14 +26,17 @@ class Groups(Generic[T, R]):
     """``add(item)`` → what ``write`` answered for it, written with whatever else is waiting.
 
     ``write(items)`` answers one result per item, in order. If it raises, every
-    caller of that group gets the exception; with ``isolate``, a group of
-    several is then written again item by item, so one bad item fails only its
-    own caller.
+    caller of that group gets the exception, unless ``retry_alone`` says the
+    failure may be one item's (the database refused the statement, say, not
+    the connection): then a group of several is written again item by item,
+    so one bad item fails only its own caller. A database that is away fails
+    the group at once instead of once per item.
     """
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], *, isolate: bool = False) -> None:
+    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], *,
+                 retry_alone: Callable[[Exception], bool] | None = None) -> None:
         self.write = write
-        self.isolate = isolate
+        self.retry_alone = retry_alone
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._writing = False
 
@@ -57,7 +60,7 @@ class Groups(Generic[T, R]):
         try:
             results = await self.write([item for item, _ in group])
         except Exception as exc:  # noqa: BLE001 - handed to the callers, each decides
-            if self.isolate and len(group) > 1:
+            if self.retry_alone is not None and len(group) > 1 and self.retry_alone(exc):
                 for one in group:
                     await self._write([one])
                 return

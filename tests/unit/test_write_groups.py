@@ -1,6 +1,6 @@
 """Write groups (services/webhooks/groups.py): items handled at once share one write; each caller gets
-its own result, or the write's failure (with ``isolate``, only the bad item's caller); an item alone is
-written at once."""
+its own result, or the write's failure (when the failure may be one item's, only that item's caller); an
+item alone is written at once."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ async def test_nothing_waits_for_a_timer(n: int) -> None:
         assert await asyncio.gather(*(groups.add((event(i), ["s"])) for i in range(n))) == [1] * n
 
 
-async def test_isolate_writes_a_failed_group_again_one_by_one_so_only_the_bad_item_fails() -> None:
+async def test_a_refused_group_is_written_again_one_by_one_so_only_the_bad_item_fails() -> None:
     writes: list[list[int]] = []
 
     async def write(items: list[int]) -> list[str]:
@@ -85,7 +85,7 @@ async def test_isolate_writes_a_failed_group_again_one_by_one_so_only_the_bad_it
             raise ValueError("item 13 breaks its statement")
         return [f"ok {i}" for i in items]
 
-    groups: Groups[int, str] = Groups(write, isolate=True)
+    groups: Groups[int, str] = Groups(write, retry_alone=lambda exc: isinstance(exc, ValueError))
     first = asyncio.create_task(groups.add(0))
     await asyncio.sleep(0.001)  # 10..14 wait for the first write, then go together and fail
     outcomes = await asyncio.gather(*(groups.add(i) for i in range(10, 15)), return_exceptions=True)
@@ -93,3 +93,21 @@ async def test_isolate_writes_a_failed_group_again_one_by_one_so_only_the_bad_it
     assert outcomes[:3] == ["ok 10", "ok 11", "ok 12"] and outcomes[4] == "ok 14"
     assert isinstance(outcomes[3], ValueError)
     assert writes == [[0], [10, 11, 12, 13, 14], [10], [11], [12], [13], [14]]
+
+
+async def test_a_failure_that_is_not_one_items_fails_the_group_at_once() -> None:
+    writes: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[str]:
+        writes.append(items)
+        await asyncio.sleep(0.01)
+        if len(writes) == 2:
+            raise ConnectionError("the database went away")
+        return [f"ok {i}" for i in items]
+
+    groups: Groups[int, str] = Groups(write, retry_alone=lambda exc: isinstance(exc, ValueError))
+    first = asyncio.create_task(groups.add(0))
+    await asyncio.sleep(0.001)
+    outcomes = await asyncio.gather(*(groups.add(i) for i in range(1, 5)), return_exceptions=True)
+    assert await first == "ok 0" and all(isinstance(o, ConnectionError) for o in outcomes)
+    assert writes == [[0], [1, 2, 3, 4]]  # not once more per item against a database that is away
