@@ -39,13 +39,14 @@ class Groups(Generic[T, R]):
         self.retry_alone = retry_alone
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._writing = False
+        self._writer: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     async def add(self, item: T) -> R:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if not self._writing:
             self._writing = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
