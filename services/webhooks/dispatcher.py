@@ -163,7 +163,7 @@ class Dispatcher:
             self.schedule, row["attempt_count"] + 1, retry_after)
         duration = int((time.perf_counter() - started) * 1000)
         try:
-            await self._attempts.add(Attempt(row["id"], status, code, duration, body, next_in))
+            await self._attempts.add(Attempt(row["id"], status, code, duration, body, next_in, row["updated_at"]))
             if not succeeded and row["enabled"] and await self.repo.webhook_failed(
                     row["webhook_id"], self.disable_after, gone):
                 log.warning("webhook_disabled", webhook_id=row["webhook_id"])

@@ -434,6 +434,23 @@ async def test_webhook_lists_show_only_what_the_caller_may_list(api: Api, receiv
     assert_envelope(status, body, headers, "access_denied")
 
 
+async def leased_deliveries(platform: Platform, hooks: dict[str, dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """A delivery per named webhook, as if the dispatcher had claimed it (leased an hour ahead, so the
+    running dispatcher leaves it alone): name -> (delivery id, its ``updated_at`` at the claim)."""
+    runtime = platform.runtimes["webhooks"]
+    assert runtime.pool is not None
+    schema = platform.settings.schema_for("webhooks")
+    out = {}
+    for name, hook in hooks.items():
+        row = await runtime.pool.fetchrow(
+            f'INSERT INTO "{schema}".deliveries (id, tenant_id, webhook_id, event_id, event_type, payload,'
+            " lease_until) SELECT $1, tenant_id, id, gen_random_uuid(), 'webhook.ping', '{}',"
+            f" now() + interval '1h' FROM \"{schema}\".webhooks WHERE id = $2 RETURNING id, updated_at",
+            f"msg_test_{name}_{unique()}", hook["id"])
+        out[name] = (row["id"], row["updated_at"])
+    return out
+
+
 async def test_the_outcomes_of_a_group_are_written_together_each_to_its_own_delivery(
     api: Api, platform: Platform, receiver: Receiver
 ) -> None:
@@ -444,20 +461,14 @@ async def test_the_outcomes_of_a_group_are_written_together_each_to_its_own_deli
     schema = platform.settings.schema_for("webhooks")
     repo = WebhooksRepository(runtime.pool, runtime.kms, schema)
     ok_hook, bad_hook = await webhook(api, receiver.url), await webhook(api, receiver.url)
-    ids = {name: f"msg_group_{name}_{unique()}" for name in ("ok", "retry", "final")}
-    async with runtime.pool.acquire() as conn:
-        await conn.execute(f'UPDATE "{schema}".webhooks SET failing_since = now() WHERE id = ANY($1::text[])',
-                           [ok_hook["id"], bad_hook["id"]])
-        for name, hook in (("ok", ok_hook), ("retry", bad_hook), ("final", bad_hook)):
-            # leased far ahead: the running dispatcher leaves them to this test
-            await conn.execute(
-                f'INSERT INTO "{schema}".deliveries (id, tenant_id, webhook_id, event_id, event_type, payload,'
-                " lease_until) SELECT $1, tenant_id, id, gen_random_uuid(), 'webhook.ping', '{}',"
-                f" now() + interval '1h' FROM \"{schema}\".webhooks WHERE id = $2", ids[name], hook["id"])
+    await runtime.pool.execute(f'UPDATE "{schema}".webhooks SET failing_since = now() WHERE id = ANY($1::text[])',
+                               [ok_hook["id"], bad_hook["id"]])
+    claimed = await leased_deliveries(platform, {"ok": ok_hook, "retry": bad_hook, "final": bad_hook})
+    ids = {name: delivery_id for name, (delivery_id, _) in claimed.items()}
     await repo.record_attempts([
-        Attempt(ids["ok"], 200, None, 12, "fine", None),
-        Attempt(ids["retry"], 503, "webhook_delivery_failed", 30, "busy", 30.0),
-        Attempt(ids["final"], None, "webhook_delivery_timeout", 10_000, None, None),
+        Attempt(ids["ok"], 200, None, 12, "fine", None, claimed["ok"][1]),
+        Attempt(ids["retry"], 503, "webhook_delivery_failed", 30, "busy", 30.0, claimed["retry"][1]),
+        Attempt(ids["final"], None, "webhook_delivery_timeout", 10_000, None, None, claimed["final"][1]),
     ])
     rows = {r["id"]: r for r in await runtime.pool.fetch(
         f'SELECT id, status, attempt_count, lease_until, next_attempt_at - now() AS wait FROM "{schema}".deliveries'
@@ -478,7 +489,38 @@ async def test_the_outcomes_of_a_group_are_written_together_each_to_its_own_deli
     # a delivery gone meanwhile (its webhook deleted) breaks its group's statement and nothing of it is
     # written; the dispatcher then writes that group again one by one (tests/unit/test_write_groups.py)
     with pytest.raises(asyncpg.ForeignKeyViolationError):
-        await repo.record_attempts([Attempt(ids["retry"], 200, None, 5, "", None),
-                                    Attempt("msg_gone", 200, None, 5, "", None)])
+        await repo.record_attempts([Attempt(ids["retry"], 200, None, 5, "", None, claimed["retry"][1]),
+                                    Attempt("msg_gone", 200, None, 5, "", None, claimed["retry"][1])])
     assert await runtime.pool.fetchval(f'SELECT status FROM "{schema}".deliveries WHERE id = $1',
                                        ids["retry"]) == "pending"
+
+
+async def test_a_retry_asked_while_an_attempt_is_in_flight_is_kept_and_runs_after_it(
+    api: Api, platform: Platform, receiver: Receiver
+) -> None:
+    """``:retry`` during an attempt leaves the lease alone (no second attempt at once), and the attempt's
+    outcome, recorded after, doesn't undo the retry: the delivery stays pending and is delivered again."""
+    runtime = platform.runtimes["webhooks"]
+    assert runtime.pool is not None
+    schema = platform.settings.schema_for("webhooks")
+    hook = await webhook(api, receiver.url)
+    (delivery_id, claimed_state), = (await leased_deliveries(platform, {"in_flight": hook})).values()
+    status, _, _ = await api.request("POST", f"/v1/webhooks/{hook['id']}/deliveries/{delivery_id}:retry")
+    assert status == 202
+    row = await runtime.pool.fetchrow(f'SELECT status, lease_until FROM "{schema}".deliveries WHERE id = $1',
+                                      delivery_id)
+    assert row["status"] == "pending" and row["lease_until"] is not None  # still the in-flight attempt's
+    await asyncio.sleep(0.5)
+    assert receiver.requests == []  # nobody took it meanwhile
+    # the in-flight attempt now ends (a success), as the dispatcher would record it
+    await WebhooksRepository(runtime.pool, runtime.kms, schema).record_attempts(
+        [Attempt(delivery_id, 200, None, 7, "first", None, claimed_state)])
+    await wait_until(lambda: len(receiver.requests) == 1)
+    assert receiver.requests[0].headers["webhook-id"] == delivery_id
+    _, detail, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries/{delivery_id}")
+    deadline = time.monotonic() + 10
+    while len(detail["attempts"]) < 2 or detail["status"] != "succeeded":
+        assert time.monotonic() < deadline, detail
+        await asyncio.sleep(0.1)
+        _, detail, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries/{delivery_id}")
+    assert detail["attempt_count"] == 2
