@@ -30,6 +30,12 @@ def storage_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
+def statement_refused(exc: BaseException) -> bool:
+    """Did the database (or asyncpg, checking the arguments) refuse this statement, the connection being
+    fine? Then another statement, with other data, may still succeed (``shared.groups``)."""
+    return isinstance(exc, asyncpg.PostgresError | asyncpg.exceptions.DataError) and not storage_unavailable(exc)
+
+
 def storage_error(exc: BaseException, whose: str) -> CofferError:
     """The answer to a database failure ``exc`` (``storage_failure(exc)`` holds) of ``whose`` storage. The
     message names no SQL, no value and not the exception's text."""

@@ -19,18 +19,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 import structlog
 
 from services.webhooks import domain
-from services.webhooks.groups import Groups
 from services.webhooks.repository import Attempt, WebhooksRepository
 from services.webhooks.ssrf import check_url
 from shared.context import RequestContext
 from shared.contracts.events import Event, resource_of
 from shared.errors import CofferError
-from shared.failures import storage_unavailable
+from shared.failures import statement_refused
+from shared.groups import Groups
 from shared.jobs import QueueRunner
 from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
 
@@ -38,11 +37,6 @@ log = structlog.get_logger("coffer.webhooks")
 #: may each of these identities list this resource now? (``iam.may`` over the bus)
 MayList = Callable[[list[str], str, RequestContext], Awaitable[list[bool]]]
 USER_AGENT = "Coffer-Webhooks/0.1"
-
-
-def _refused(exc: Exception) -> bool:
-    """The database refused a group's statement (one of its deliveries vanished, say): not a lost connection."""
-    return isinstance(exc, asyncpg.PostgresError) and not storage_unavailable(exc)
 
 
 class Dispatcher:
@@ -63,11 +57,12 @@ class Dispatcher:
         self._in_flight: dict[str, int] = defaultdict(int)
         self._session: aiohttp.ClientSession | None = None
         # events handled at once share their subscriptions' lookup and their deliveries' transaction, and
-        # outcomes of deliveries one statement (services/webhooks/groups.py); when the database refuses an
-        # outcomes' statement, its outcomes are written again one by one
-        self._lookups: Groups[str, list[Any]] = Groups(repo.subscriptions_of)
-        self._fan_out: Groups[tuple[Event, list[str]], int] = Groups(repo.fan_out_many)
-        self._attempts: Groups[Attempt, None] = Groups(repo.record_attempts, retry_alone=_refused)
+        # outcomes of deliveries one statement (shared/groups.py); when the database refuses an outcomes'
+        # statement (a delivery vanished), its outcomes are written again one by one
+        self._lookups: Groups[str, list[Any]] = Groups(repo.subscriptions_of, name="webhook-lookups")
+        self._fan_out: Groups[tuple[Event, list[str]], int] = Groups(repo.fan_out_many, name="webhook-fan-out")
+        self._attempts: Groups[Attempt, None] = Groups(repo.record_attempts, name="webhook-attempts",
+                                                       retry_alone=statement_refused)
         self._runner: QueueRunner[Any] = QueueRunner(self, name="webhook-deliveries", concurrency=concurrency,
                                                      poll_interval=poll_interval)
 

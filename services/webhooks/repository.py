@@ -195,7 +195,7 @@ class WebhooksRepository:
 
     async def subscriptions_of(self, tenant_ids: list[str]) -> list[list[asyncpg.Record]]:
         """The subscriptions to enabled webhooks of each tenant named (in order): one query for the tenants
-        of all the events being handled at once (``groups.Groups``), instead of one per event."""
+        of all the events being handled at once (``shared.groups``), instead of one per event."""
         rows = await self.pool.fetch(
             "SELECT s.tenant_id, s.id, s.webhook_id, s.event_types, s.path_pattern, s.created_by FROM subscriptions s"
             " JOIN webhooks w ON w.id = s.webhook_id WHERE s.tenant_id = ANY($1::text[]) AND w.enabled",
@@ -286,7 +286,7 @@ class WebhooksRepository:
 
     async def record_attempts(self, attempts: list[Attempt]) -> list[None]:
         """Each attempt, its delivery's new state and, after a success, its endpoint no longer failing: one
-        statement for the group (``groups.Groups``). Per delivery that was three statements in two
+        statement for the group (``shared.groups``). Per delivery that was three statements in two
         transactions, then one statement (28 %, then 12 % of the dispatcher's CPU in fan-out profiles).
 
         A delivery retried through the API while this attempt was in flight (its ``updated_at`` moved

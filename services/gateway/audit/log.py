@@ -19,8 +19,6 @@ per tenant from a sealed master key, so "was this value used?" can be asked
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -29,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import structlog
 
-log = structlog.get_logger("coffer.gateway.audit")
+from shared.failures import statement_refused
+from shared.groups import Groups
+
 MAX_BATCH = 500
 GENESIS = b"\x00" * 32
 _INSERT = ("INSERT INTO audit_log (tenant_id, at, identity_id, action, resource, outcome, status, client_ip,"
@@ -67,16 +66,14 @@ class AuditLog:
     def __init__(self, pool: asyncpg.Pool, master_key: bytes) -> None:
         self.pool = pool
         self._master = master_key
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        # group commit (shared/groups.py); a batch the database refuses is appended again entry by entry,
+        # so one bad entry fails only its own request
+        self._batches: Groups[dict[str, Any], None] = Groups(self._append_all, name="audit", max_group=MAX_BATCH,
+                                                             retry_alone=statement_refused)
         self._heads: dict[str, bytes] = {}  # tenant -> hash of the last entry this replica saw
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        await self._batches.close()
 
     def field_mac(self, tenant_id: str, value: str) -> str:
         """HMAC-SHA256 of a sensitive value under the tenant's audit key (hex)."""
@@ -86,52 +83,17 @@ class AuditLog:
     async def record(self, *, tenant_id: str, identity_id: str | None, action: str, resource: str,
                      outcome: str, status: int, client_ip: str | None, request_id: str,
                      sensitive: dict[str, str] | None = None) -> None:
-        entry: dict[str, Any] = {
+        await self._batches.add({
             "tenant_id": tenant_id, "identity_id": identity_id, "action": _text(action[:300]),
             "resource": _text(resource[:600]),
             "outcome": outcome, "status": status, "client_ip": client_ip, "request_id": request_id,
             "fields": {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()},
             "at": datetime.now(UTC),
-        }
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((entry, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
-        self._wake.set()
-        await future
+        })
 
-    async def _write_forever(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                outcomes = await self._append_isolating([entry for entry, _ in batch])
-                for (_, future), failure in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if failure is None:
-                        future.set_result(None)
-                    else:
-                        future.set_exception(failure)
-
-    async def _append_isolating(self, entries: list[dict[str, Any]]) -> list[Exception | None]:
-        """Append a batch; if it fails, entry by entry, so one bad entry fails only its own request."""
-        try:
-            await self._append(entries)
-            return [None] * len(entries)
-        except Exception as exc:  # noqa: BLE001
-            if len(entries) == 1:
-                return [exc]
-            log.warning("audit_batch_failed", size=len(entries), error=type(exc).__name__)
-        outcomes: list[Exception | None] = []
-        for entry in entries:
-            try:
-                await self._append([entry])
-                outcomes.append(None)
-            except Exception as exc:  # noqa: BLE001
-                outcomes.append(exc)
-        return outcomes
+    async def _append_all(self, entries: list[dict[str, Any]]) -> list[None]:
+        await self._append(entries)
+        return [None] * len(entries)
 
     async def _append(self, entries: list[dict[str, Any]]) -> None:
         by_tenant: dict[str, list[dict[str, Any]]] = defaultdict(list)
