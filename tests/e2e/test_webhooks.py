@@ -524,3 +524,42 @@ async def test_a_retry_asked_while_an_attempt_is_in_flight_is_kept_and_runs_afte
         await asyncio.sleep(0.1)
         _, detail, _ = await api.request("GET", f"/v1/webhooks/{hook['id']}/deliveries/{delivery_id}")
     assert detail["attempt_count"] == 2
+
+
+async def test_another_tenant_or_a_narrow_identity_cannot_see_or_retry_a_delivery(
+    api: Api, platform: Platform, receiver: Receiver
+) -> None:
+    """A delivery's detail and ``:retry``: another tenant's admin gets the same answer as for an id that
+    doesn't exist (no oracle), an identity allowed only another webhook is denied, and the delivery is left
+    as it was."""
+    from tests.e2e.iam_helpers import allow, identity
+
+    runtime = platform.runtimes["webhooks"]
+    assert runtime.pool is not None
+    schema = platform.settings.schema_for("webhooks")
+    hook, elsewhere = await webhook(api, receiver.url), await webhook(api, receiver.url)
+    (delivery_id, _), = (await leased_deliveries(platform, {"done": hook})).values()
+    before = await runtime.pool.fetchrow(
+        f'UPDATE "{schema}".deliveries SET status = \'failed\', lease_until = NULL WHERE id = $1'
+        " RETURNING status, updated_at, next_attempt_at", delivery_id)
+    status, child, _ = await api.request("POST", "/v1/tenants", json={"name": f"t-{unique()}"})
+    assert status == 201, child
+    stranger = await identity(api, ["webhooks"], [allow(["webhooks", "webhooks/**"], ["list", "read", "write"])],
+                              tenant=child["id"])
+    narrow = await identity(api, ["webhooks"], [allow([f"webhooks/{elsewhere['id']}", f"webhooks/{elsewhere['id']}/**"],
+                                                       ["list", "read", "write"])])
+    real = f"/v1/webhooks/{hook['id']}/deliveries/{delivery_id}"
+    for method, suffix in (("GET", ""), ("POST", ":retry")):
+        theirs = await api.request(method, real + suffix, token=stranger["token"])
+        nowhere = await api.request(method, f"/v1/webhooks/whk_{unique()}/deliveries/msg_{unique()}{suffix}",
+                                    token=stranger["token"])
+        assert_envelope(*theirs, "webhook_not_found")
+        assert_envelope(*nowhere, "webhook_not_found")
+        assert {k: v for k, v in theirs[1]["error"].items() if k not in ("request_id", "details")} == \
+            {k: v for k, v in nowhere[1]["error"].items() if k not in ("request_id", "details")}
+        assert_envelope(*await api.request(method, real + suffix, token=narrow["token"]), "access_denied")
+    after = await runtime.pool.fetchrow(
+        f'SELECT status, updated_at, next_attempt_at FROM "{schema}".deliveries WHERE id = $1', delivery_id)
+    assert dict(after) == dict(before)
+    await asyncio.sleep(0.3)
+    assert receiver.requests == []
