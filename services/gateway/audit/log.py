@@ -142,15 +142,33 @@ class AuditLog:
 
     async def events(self, tenant_id: str, *, identity_id: str | None, path_prefix: str | None,
                      code: str | None, since: datetime | None, until: datetime | None,
-                     after: int | None, limit: int, field_mac: str | None = None) -> list[Any]:
+                     after: int | None, limit: int, field_mac: str | None = None,
+                     through: int | None = None) -> list[Any]:
+        """Up to ``limit`` entries after seq ``after`` (and up to seq ``through``, when given) that pass the
+        filters, in ``seq`` order."""
         return await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM audit_log WHERE tenant_id = $1"
             " AND ($2::text IS NULL OR identity_id = $2) AND ($3::text IS NULL OR starts_with(resource, $3))"
             " AND ($4::text IS NULL OR outcome = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
             " AND ($6::timestamptz IS NULL OR at < $6) AND ($7::bigint IS NULL OR seq > $7)"
             " AND ($9::text IS NULL OR fields::text LIKE '%' || $9 || '%')"
+            " AND ($10::bigint IS NULL OR seq <= $10)"
             " ORDER BY seq LIMIT $8",
-            tenant_id, identity_id, path_prefix, code, since, until, after, limit, field_mac)
+            tenant_id, identity_id, path_prefix, code, since, until, after, limit, field_mac, through)
+
+    async def window(self, tenant_id: str, after: int | None, rows: int) -> tuple[int | None, bool]:
+        """The next ``rows`` entries of the tenant's log after seq ``after``, whatever they hold: the seq of
+        the last of them (``None``: fewer are left, the window reaches the log's end) and whether any follow.
+
+        Only the log's own order decides it (no filter, no value), so a scan bounded by it, and a cursor
+        resuming after it, say nothing about what the entries in it hold.
+        """
+        found = await self.pool.fetch(
+            "SELECT seq FROM audit_log WHERE tenant_id = $1 AND ($2::bigint IS NULL OR seq > $2)"
+            " ORDER BY seq OFFSET $3 LIMIT 2", tenant_id, after, rows - 1)
+        if not found:
+            return None, False
+        return found[0]["seq"], len(found) > 1
 
     async def verify(self, tenant_id: str, batch: int = 5000) -> dict[str, Any]:
         """Walk the tenant's chain; the first entry whose hash or link does not hold."""

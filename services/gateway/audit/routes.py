@@ -49,7 +49,7 @@ class AuditMatch(Contract):
 
 
 async def audit_events(request: web.Request) -> web.Response:
-    return await _events(request, query(request, AuditQuery), None)
+    return await _events(request, query(request, AuditQuery))
 
 
 async def audit_match(request: web.Request) -> web.Response:
@@ -62,22 +62,57 @@ async def audit_match(request: web.Request) -> web.Response:
     body = await read_model(request, AuditMatch)
     request[AUDIT_FIELDS] = {"value": body.value}
     mac = state(request).audit.field_mac(tenant_of(request), body.value)
-    return await _events(request, query(request, AuditQuery), mac, readable=True)
+    return await _match(request, query(request, AuditQuery), mac)
 
 
-async def _events(request: web.Request, params: AuditQuery, mac: str | None, *, readable: bool = False
-                  ) -> web.Response:
+#: entries of the tenant's log one ``:match`` call looks through at most, matching or not: a call's work is
+#: bounded, and a page that is not full when they are used up ends with a cursor after the last of them
+MATCH_SCAN = 10_000
+
+
+async def _match(request: web.Request, params: AuditQuery, mac: str) -> web.Response:
+    """One page of the entries that hold the value *and* that the caller may read: filtered before the page
+    is cut, so neither the items nor ``next_cursor`` tell a match the caller can't read from no match.
+
+    A call looks through a window of the next ``MATCH_SCAN`` entries of the log (fixed by the log's order
+    alone, not by what matches). ``next_cursor`` resumes either after the page's last item, when more readable
+    matches than ``limit`` were found in the window (the caller may see those), or after the window's last
+    entry, when the window is used up and the log goes on; else it is null. Either way it is a function of the
+    readable matches and of the log's length and order only: the same for a right and a wrong guess at a
+    value the caller can't read.
+    """
+    st, tenant, who = state(request), tenant_of(request), principal(request)
+    shape = {"kind": "audit-match", **params.model_dump(mode="json", exclude={"cursor"})}
+    after = st.cursors.decode(params.cursor, tenant, shape) if params.cursor else None
+    end, more = await st.audit.window(tenant, after, MATCH_SCAN)
+    found: list[Any] = []
+    position, chunk = after, params.limit + 1
+    while len(found) <= params.limit:
+        rows = await st.audit.events(
+            tenant, identity_id=params.identity_id, path_prefix=params.path_prefix, code=params.code,
+            since=params.since, until=params.until, after=position, limit=chunk, field_mac=mac, through=end)
+        found += await st.authorizer.listable_as(request, who, rows, lambda r: r["resource"], "read")
+        if len(rows) < chunk:
+            break  # the window holds no more matches
+        position = rows[-1]["seq"]
+    if len(found) > params.limit:
+        found, resume = found[:params.limit], found[params.limit - 1]["seq"]
+    else:
+        resume = end if more else None
+    cursor = st.cursors.encode(tenant, shape, resume) if resume is not None else None
+    return json_response({"items": [view(r) for r in found], "next_cursor": cursor})
+
+
+async def _events(request: web.Request, params: AuditQuery) -> web.Response:
     st, tenant = state(request), tenant_of(request)
     shape = {"kind": "audit", **params.model_dump(mode="json", exclude={"cursor"})}
 
     async def fetch(after: int | None, n: int) -> Any:
         return await st.audit.events(
             tenant, identity_id=params.identity_id, path_prefix=params.path_prefix, code=params.code,
-            since=params.since, until=params.until, after=after, limit=n, field_mac=mac)
+            since=params.since, until=params.until, after=after, limit=n)
 
     rows, cursor = await st.cursors.page(tenant, shape, params.cursor, params.limit, fetch, lambda last: last["seq"])
-    if readable:
-        rows = await st.authorizer.listable_as(request, principal(request), rows, lambda r: r["resource"], "read")
     return json_response({"items": [view(r) for r in rows], "next_cursor": cursor})
 
 
