@@ -151,8 +151,8 @@ async def test_only_what_the_caller_may_read_goes_in(api: Api, keys: dict[str, A
     assert json.loads(age_open(data, keys["age_file"])) == {f"{base}/team-a/db": f"team-a/db-{base}"}
     # someone else in the tenant sees it only through a policy on exports/<id>
     other = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read"])])
-    await expect(api, "access_denied", "GET", f"/v1/exports/{job['id']}", token=other["token"])
-    await expect(api, "access_denied", "GET", f"/v1/exports/{job['id']}/bundle", token=other["token"])
+    await expect(api, "export_not_found", "GET", f"/v1/exports/{job['id']}", token=other["token"])
+    await expect(api, "export_not_found", "GET", f"/v1/exports/{job['id']}/bundle", token=other["token"])
     auditor = await identity(api, ["secrets:read"], [allow([f"exports/{job['id']}"], ["read"])])
     assert (await api.request("GET", f"/v1/exports/{job['id']}", token=auditor["token"]))[0] == 200
     # another tenant: the id does not exist there
@@ -165,6 +165,32 @@ async def test_only_what_the_caller_may_read_goes_in(api: Api, keys: dict[str, A
     # the export's audit entry names it
     status, audit, _ = await api.request("GET", f"/v1/audit/events?path_prefix=exports/{job['id']}")
     assert status == 200 and any(e["action"].startswith("POST /v1/exports") for e in audit["items"]), audit
+
+
+async def test_an_export_that_isnt_the_callers_answers_like_a_made_up_id(api: Api, keys: dict[str, Any]) -> None:
+    """Issue #27 (info): an existing export of someone else in the tenant answered 403 ``access_denied``, an
+    unknown id 404 ``export_not_found``, so the answer told which ids exist. Now both get the same 404, the same
+    envelope and the same words (but for the id), also for a deny on ``exports/**`` and for the bundle."""
+    base = name("theirs")
+    await put(api, f"{base}/k", remember_secret(f"v-{base}"))
+    job = await ready(api, f"{base}/", "json", keys["age"])
+    made_up = "exp_" + "0123456789abcdef01234567"
+    nosy = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read", "list"])])
+    denied = await identity(api, ["secrets:read"], [
+        allow(["secrets/**"], ["read"]), {"effect": "deny", "paths": ["exports/**"], "capabilities": ["read"]}])
+    for caller in (nosy, denied):
+        for tail in ("", "/bundle"):
+            answers = []
+            for export_id in (job["id"], made_up):
+                status, body, headers = await api.request("GET", f"/v1/exports/{export_id}{tail}",
+                                                          token=caller["token"])
+                err = assert_envelope(status, body, headers, "export_not_found")
+                answers.append((status, headers["Content-Type"], err["code"],
+                                err["message"].replace(export_id, "<id>"),
+                                json.dumps(err["details"]).replace(export_id, "<id>")))
+            assert answers[0] == answers[1], answers
+    status, still, _ = await api.request("GET", f"/v1/exports/{job['id']}")
+    assert status == 200 and still["status"] == "ready"  # its owner still sees it
 
 
 async def test_export_codes(api: Api, keys: dict[str, Any]) -> None:

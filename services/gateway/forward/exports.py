@@ -5,8 +5,10 @@ decided here, when the export is asked for: the live, unexpired secrets under
 the prefix that the caller may ``read`` now (its policies, address, time and
 MFA, like a read of each). The secrets service builds the bundle from those
 paths. An export is seen (and its bundle fetched) by whoever asked for it, or
-by a policy allowing ``read`` on ``exports/<id>``; another tenant's id is
-``export_not_found``. Each export's audit entry names ``exports/<id>``.
+by a policy allowing ``read`` on ``exports/<id>``; to anyone else an export is
+``export_not_found``, the answer an id that was never made gets (another
+tenant's id, or one of the tenant's that isn't theirs: no existence oracle). Each export's audit entry
+names ``exports/<id>``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from services.gateway.edge.routes import AUDIT_TARGET, Route, context, model_response, principal, read_model
-from services.gateway.forward.access import authorize
+from services.gateway.forward.access import fetched
 from services.gateway.state import state
 from shared.contracts.exports import EXPORT_ID, ExportBody, ExportCreate, ExportRef, ExportView
 from shared.contracts.secrets import ListSecrets, validate_prefix
-from shared.errors import ValidationError
+from shared.errors import ExportNotFound, ValidationError
 
 #: at most this many secrets in one export (the service's limit too)
 MAX_EXPORT_SECRETS = 10_000
@@ -57,13 +59,19 @@ async def create_export(request: web.Request) -> web.Response:
 
 
 async def _seen(request: web.Request) -> ExportView:
-    """The export, if the caller asked for it or a policy lets it ``read`` ``exports/<id>``."""
+    """The export, if the caller asked for it or a policy lets it ``read`` ``exports/<id>``; else what an
+    unknown id gets (the secrets service's ``export_not_found``, word for word)."""
     view = await state(request).exports.get(context(request), ExportRef(id=request.match_info["id"][:64]))
     if view.created_by is not None and view.created_by == principal(request).identity_id:
         request[AUDIT_TARGET] = (f"exports/{view.id}", "read")
     else:
-        await authorize(request, f"exports/{view.id}", "read")
+        await fetched(request, (f"exports/{view.id}",), "read", _not_found(request.match_info["id"]))
     return view
+
+
+def _not_found(export_id: str) -> ExportNotFound:
+    """As services/secrets/export_store.py answers an id it doesn't hold."""
+    return ExportNotFound(f"export '{export_id[:64]}' not found", details={"id": export_id[:64]})
 
 
 async def get_export(request: web.Request) -> web.Response:
