@@ -3,7 +3,9 @@
 - PostgreSQL with password authentication and TLS: the ``coffer_leases`` cluster on 127.0.0.1:5433
   that ``.ci/lease-targets`` creates (``make test`` runs it), so leased passwords are really checked;
 - Redis on 127.0.0.1:6379 (its ``default`` user, without a password, makes the admin);
-- RabbitMQ's management API on 127.0.0.1:15672 (``guest`` makes the admin and a vhost).
+- a RabbitMQ node of their own, ``coffer_leases@localhost`` (AMQP on 127.0.0.1:5673, its management API on
+  127.0.0.1:15673), that ``.ci/lease-targets`` starts: never the platform's own broker, which no engine may
+  target (its administrator ``coffer-leases`` makes the admins and vhosts).
 
 ``TcpProxy`` stands between an engine and its target so a test can take the target "down" and bring
 it back on the same address, without stopping the machine's servers.
@@ -29,9 +31,11 @@ from tests.conftest import remember_secret
 
 LEASE_PG = os.environ.get("COFFER_TEST_LEASE_PG", "postgresql://postgres:coffer-leases-test@127.0.0.1:5433/postgres")
 REDIS = ("127.0.0.1", 6379)
-RABBIT_API = "http://127.0.0.1:15672"
-RABBIT_AMQP = "amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
-GUEST = {"Authorization": aiohttp.encode_basic_auth("guest", "guest")}
+RABBIT_API = os.environ.get("COFFER_TEST_LEASE_RABBIT_API", "http://127.0.0.1:15673")
+RABBIT_AMQP = "amqp://{user}:{password}@127.0.0.1:" + os.environ.get("LEASE_RABBIT_PORT", "5673") + "/{vhost}"
+RABBIT_NODE = "coffer_leases@localhost"
+RABBIT_ROOT = {"Authorization": aiohttp.encode_basic_auth(
+    "coffer-leases", os.environ.get("LEASE_RABBIT_PASSWORD", "coffer-leases-test"))}
 
 
 def pg_port() -> int:
@@ -109,7 +113,7 @@ def redis_as(username: str, password: str) -> aioredis.Redis:
 
 
 async def rabbit(method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession(headers=GUEST) as session, \
+    async with aiohttp.ClientSession(headers=RABBIT_ROOT) as session, \
             session.request(method, RABBIT_API + path, json=body) as response:
         assert response.status < 300 or (method == "DELETE" and response.status == 404), response.status
         return await response.json(content_type=None) if response.status == 200 else None
@@ -136,8 +140,8 @@ def rabbit_login_works(user: str, password: str) -> bool:
     RabbitMQ's "refused"; any other failure is the CLI's (the node busy, a timeout): asked again."""
     for _ in range(5):
         # "--": a generated password may begin with "-", which the CLI would take for an option
-        run = subprocess.run(["rabbitmqctl", "authenticate_user", "--", user, password], capture_output=True,
-                             text=True, timeout=60)
+        run = subprocess.run(["rabbitmqctl", "-n", RABBIT_NODE, "authenticate_user", "--", user, password],
+                             capture_output=True, text=True, timeout=60)
         if run.returncode == 0:
             return True
         if run.returncode == 65:

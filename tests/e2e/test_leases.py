@@ -21,7 +21,7 @@ import pytest
 from redis import exceptions as rx
 
 from services.platform import Platform
-from tests.conftest import Api, initialised, own_platform, rabbitmqctl, remember_secret
+from tests.conftest import Api, initialised, own_platform, remember_secret
 from tests.e2e.iam_helpers import name
 from tests.e2e.lease_targets import (
     RABBIT_AMQP,
@@ -29,6 +29,7 @@ from tests.e2e.lease_targets import (
     pg_connect,
     pg_role_exists,
     pg_role_statements,
+    rabbit,
     rabbit_admin,
     rabbit_login_works,
     redis_admin,
@@ -330,7 +331,7 @@ async def _restore_admin(kind: str, admin: dict[str, Any]) -> None:
         await conn.execute(f"ALTER ROLE {admin['user']} PASSWORD '{admin['password']}'")
         await conn.close()
     elif kind == "rabbitmq":
-        rabbitmqctl("change_password", "--", admin["username"], admin["password"])  # a password may begin with "-"
+        await rabbit("PUT", f"/api/users/{admin['username']}", {"password": admin["password"], "tags": "administrator"})
 
 
 def pg_admin_root_url() -> str:
