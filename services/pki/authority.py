@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509 import ocsp
 
-from services.pki import certs, keys
+from services.pki import certs, keys, x500
 from services.pki.certs import Issuer, OcspStatus, Revoked
 from services.pki.inputs import ParsedCsr, parse_csr
 from services.pki.names import CheckedNames, NameRules, check_ip, check_names
@@ -97,6 +97,7 @@ class Authority:
     # -- CAs -----------------------------------------------------------------------------------
 
     async def create_ca(self, tenant_id: str, request_id: str, req: CaCreate) -> Row:
+        x500.check("common_name", req.common_name)  # before a key is made or the parent is read
         start = now()
         not_after = start + timedelta(seconds=parse_duration(req.ttl))
         path_length = req.max_path_length
@@ -173,8 +174,7 @@ class Authority:
             raise KeyTypeMismatch("a role of key_type 'any' signs CSRs only: :issue needs a role with a key type",
                                   details={"key_type": "any"})
         names = check_names(name_rules(role), common_name, alt_names, ip_sans)
-        if len(names.common_name) > 64:
-            raise ValidationError.on("common_name", "longer than 64 characters (X.520's limit for a common name)")
+        x500.check("common_name", names.common_name)  # A-labels or an address: the length is what is left
         record, key_pem = await self._sign(tenant_id, role_name, role, role.key_type, names, ttl)
         assert key_pem is not None
         await self.repo.insert_certificate(record, request_id, max_certificates)
@@ -189,8 +189,9 @@ class Authority:
         rules = name_rules(role)
         names = check_names(rules, csr.common_name, csr.dns_names, ())
         ips = tuple(dict.fromkeys((*names.ips, *(check_ip(rules, ip) for ip in csr.ip_addresses))))
-        if len(names.common_name) > 64:
-            raise CsrInvalid("the CSR's common name is longer than 64 characters")
+        why = x500.problem(x500.ATTRIBUTES["common_name"], names.common_name)
+        if why is not None:
+            raise CsrInvalid(f"the CSR's common name can't be a certificate's: {why}")
         return csr, CheckedNames(names.common_name, names.dns, ips)
 
     async def sign(self, tenant_id: str, role_name: str, role: RoleBody, text: str,

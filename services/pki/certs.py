@@ -3,7 +3,8 @@
 Pure functions on ``cryptography``'s X.509 builders (CPU work: the handlers
 run them through ``run_cpu``). Nothing of a CSR is copied into a certificate
 but its public key: the subject and SANs are the ones the role checked, and
-every extension is set here.
+every extension is set here. A subject is made by ``x500.name`` only, so no
+value reaches ``cryptography`` unchecked.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from services.pki import keys
+from services.pki import keys, x500
 from services.pki.keys import PrivateKey, PublicKey
 from services.pki.names import CheckedNames
 
@@ -86,7 +87,7 @@ def _locations(builder: x509.CertificateBuilder, issuer: Issuer) -> x509.Certifi
 
 
 def _subject(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x500.name(common_name=common_name)
 
 
 def _authority_key_id(issuer: Issuer) -> x509.AuthorityKeyIdentifier:

@@ -40,8 +40,10 @@ class Ref(Contract):
 
 class CaCreate(Contract):
     name: StrictStr = Field(pattern=NAME_PATTERN)
-    #: X.520's upper bound for a common name
-    common_name: StrictStr = Field(min_length=1, max_length=64)
+    #: X.520's upper bound for a common name; the service checks the rest (``services.pki.x500``)
+    common_name: StrictStr = Field(min_length=1, max_length=64, description=(
+        "at most 64 characters and 64 bytes of UTF-8; no control, bidirectional-formatting, separator, "
+        "private-use or unassigned characters (422 validation_error naming common_name)"))
     key_type: KeyTypeName = "ec-p256"
     ttl: StrictStr = Field("87600h", max_length=40, json_schema_extra=DURATION_SCHEMA)
     parent_id: Annotated[StrictStr, Field(pattern=ID_PATTERN)] | None = None
