@@ -15,6 +15,7 @@ from typing import Any
 from shared.bus import Bus, create_bus
 from shared.config import Settings
 from shared.crypto import LocalKms
+from shared.outbound import platform_endpoints
 from shared.registry import SERVICES
 from shared.runtime import ServiceRuntime, ServiceSpec
 
@@ -57,8 +58,11 @@ class Platform:
     async def start(self) -> None:
         if self._own_bus:
             await self.bus.start()
+        # one set for all: the gateway adds the address it listens on once it does
+        platform = await platform_endpoints(self.settings.platform_targets(self.dsn))
         for spec in self.specs:
-            runtime = ServiceRuntime(spec, spec.settings(**self.values), self.bus, self.kms, self.dsn)
+            runtime = ServiceRuntime(spec, spec.settings(**self.values), self.bus, self.kms, self.dsn,
+                                     platform=platform)
             self.runtimes[spec.name] = runtime
             running = await runtime.start()
             self.url, self.app = self.url or running.url, self.app or running.app

@@ -15,7 +15,9 @@ from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from yarl import URL
 
+from shared.outbound import BROKER_PORTS
 from shared.registry import SERVICES
 
 #: a duration string (``30d``, ``1h30m``) in a setting
@@ -33,6 +35,36 @@ def check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
     for cidr in value:
         ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
     return value
+
+
+def split_endpoint(raw: str) -> tuple[str, int | None]:
+    """``host:port``, ``[v6]:port``, ``host`` or a bare IPv6 literal → (host, port or None: every port)."""
+    text = raw.strip()
+    if not text or any(c.isspace() or c in "/@?#" for c in text):
+        raise ValueError(f"platform endpoint {raw!r} is not host[:port]")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") if rest.startswith(":") else None
+        if rest and port is None:
+            raise ValueError(f"platform endpoint {raw!r} is not [address]:port")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, None  # a name, an IPv4 address, or a bare IPv6 literal
+    if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ValueError(f"platform endpoint {raw!r} has no valid port")
+    return host, int(port) if port is not None else None
+
+
+def database_hosts(dsn: str) -> list[tuple[str, int | None]]:
+    """Every (host, port) a libpq URL names: multi-host lists, ``?host=`` and ``?port=`` included."""
+    url = URL(dsn) if "," not in (dsn.split("@")[-1].split("/")[0]) else None
+    if url is None:  # postgresql://u@h1:5432,h2:5433/db: yarl can't parse a host list
+        netloc = dsn.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+        return [(host, port or 5432) for host, port in map(split_endpoint, filter(None, netloc.split(",")))]
+    hosts = url.query.get("host", url.host or "").split(",")
+    ports = [int(p) for p in url.query.get("port", str(url.port or 5432)).split(",") if p.isdigit()] or [5432]
+    return [(h or "localhost", ports[min(i, len(ports) - 1)]) for i, h in enumerate(hosts)]
 
 
 class Settings(BaseSettings):
@@ -72,8 +104,41 @@ class Settings(BaseSettings):
         False, validation_alias=AliasChoices("outbound_allow_http", "COFFER_OUTBOUND_ALLOW_HTTP",
                                              "COFFER_WEBHOOK_ALLOW_HTTP"))
 
-    _split_outbound = field_validator("outbound_allowed_cidrs", mode="before")(comma_separated)
+    #: the platform's own endpoints beyond those it knows (its database, its broker with the broker's
+    #: management and clustering ports, the gateway's listener): ``host:port`` or ``host`` (every port),
+    #: comma-separated — a load balancer, a PgBouncer, a standby. No outbound call reaches them.
+    platform_endpoints: Annotated[tuple[str, ...], NoDecode] = ()
+    #: where the gateway listens (every process knows it: it is one of the platform's endpoints)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8700, ge=0, le=65535)
+
+    _split_outbound = field_validator("outbound_allowed_cidrs", "platform_endpoints", mode="before")(comma_separated)
     _check_outbound = field_validator("outbound_allowed_cidrs")(check_cidrs)
+
+    @field_validator("platform_endpoints")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for endpoint in value:
+            split_endpoint(endpoint)  # ValueError names the bad one
+        return value
+
+    def platform_targets(self, dsn: str | None = None) -> list[tuple[str, int | None]]:
+        """(host, port) of the platform's own endpoints: ``dsn`` (the database this process uses; default
+        ``database_url``), the broker's AMQP port and its other ports, the gateway's listener, and the
+        operator's ``platform_endpoints``. A Unix socket's directory stands for this host."""
+        targets: list[tuple[str, int | None]] = []
+        dsn = dsn or (self.database_url.get_secret_value() if self.database_url else None)
+        if dsn:
+            targets += database_hosts(dsn)
+        if self.amqp_url is not None:
+            amqp = URL(self.amqp_url.get_secret_value())
+            host = amqp.host or "localhost"
+            targets += [(host, amqp.port or (5671 if amqp.scheme == "amqps" else 5672)),
+                        *((host, p) for p in BROKER_PORTS)]
+        if self.http_port:  # port 0 (any free one): the gateway adds the one it got when it listens
+            targets.append((self.http_host, self.http_port))
+        targets += [split_endpoint(e) for e in self.platform_endpoints]
+        return targets
 
     @field_validator("bus_users", mode="before")
     @classmethod

@@ -39,6 +39,7 @@ from shared.crypto import LocalKms
 from shared.db import OutboxRelay, SealedColumns, create_pool, inbox, migrate, rewrap_all, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
+from shared.outbound import OutboundPolicy, PlatformEndpoints, platform_endpoints
 from shared.registry import rpc_name
 
 log = structlog.get_logger("coffer.runtime")
@@ -56,6 +57,8 @@ class ServiceDeps:
     kms: LocalKms
     schema: str
     relay: OutboxRelay
+    #: the platform's own endpoints (database, broker, gateway): no outbound call may reach them
+    platform: PlatformEndpoints = field(default_factory=PlatformEndpoints)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def settings_of(self, cls: type[S]) -> S:
@@ -63,6 +66,15 @@ class ServiceDeps:
         if not isinstance(self.settings, cls):
             raise TypeError(f"{self.name} runs with {type(self.settings).__name__}, not {cls.__name__}")
         return self.settings
+
+    def outbound(self, cidrs: tuple[str, ...] | None = None, *, allow_http: bool | None = None,
+                 public: bool = True) -> OutboundPolicy:
+        """The outbound guard's policy for calls to tenant-chosen addresses: the operator's allow-list
+        (``COFFER_OUTBOUND_*`` unless given), never the platform's own endpoints."""
+        return OutboundPolicy.from_cidrs(
+            self.settings.outbound_allowed_cidrs if cidrs is None else cidrs,
+            self.settings.outbound_allow_http if allow_http is None else allow_http,
+            public=public, platform=self.platform)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background job for the life of the service (cancelled on close)."""
@@ -104,8 +116,10 @@ class ServiceSpec:
 class ServiceRuntime:
     """One running service."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms, dsn: str) -> None:
+    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms, dsn: str, *,
+                 platform: PlatformEndpoints | None = None) -> None:
         self.spec = spec
+        self.platform = platform
         self.settings = settings
         self.bus = bus
         self.kms = kms
@@ -118,6 +132,8 @@ class ServiceRuntime:
         self._stack = AsyncExitStack()
 
     async def start(self) -> Running:
+        if self.platform is None:
+            self.platform = await platform_endpoints(self.settings.platform_targets(self.dsn))
         self.pool = await create_pool(self.dsn, self.schema)
         async with self.pool.acquire() as conn:
             await migrate(conn, self.schema, self.spec.migrations)
@@ -126,7 +142,7 @@ class ServiceRuntime:
         )
         self.deps = ServiceDeps(
             name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
-            kms=self.kms, schema=self.schema, relay=self.relay,
+            kms=self.kms, schema=self.schema, relay=self.relay, platform=self.platform,
         )
         running = Running()
         if self.spec.lifespan is not None:

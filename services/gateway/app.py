@@ -40,6 +40,8 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     try:
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
         host, port = runner.addresses[0][:2]
+        for address in runner.addresses:  # the gateway is never a target of the platform's own calls
+            deps.platform.add(address[0], address[1])
         iam = IamHandlers(StandingPolicy(state.identities, state.policies))
         yield Running(rpc=rpc_table(iam), url=f"http://{host}:{port}", app=runner.app)
     finally:

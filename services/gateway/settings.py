@@ -14,8 +14,6 @@ FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "p
 
 
 class GatewaySettings(Settings):
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(8700, ge=0, le=65535)
     health_timeout: float = Field(2.0, gt=0, le=60)
     token_ttl: int = Field(3600, ge=60, le=86400 * 7)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)

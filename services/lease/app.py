@@ -26,7 +26,6 @@ from shared.contracts.events import Event
 from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.jobs import QueueRunner, Sweep, run_sweeps
-from shared.outbound import OutboundPolicy
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 log = structlog.get_logger("coffer.lease")
@@ -37,8 +36,9 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     settings = deps.settings_of(LeaseSettings)
     repo = LeaseRepository(deps.pool, deps.schema)
     # engines reach only the ranges the operator names; plain http for management APIs on them
-    policy = OutboundPolicy.from_cidrs(settings.engine_allowed_cidrs, True, public=False)
-    engines = Engines(deps.kms, Reach(policy, settings.engine_timeout, settings.engine_connections))
+    policy = deps.outbound(settings.engine_allowed_cidrs, allow_http=True, public=False)
+    engines = Engines(deps.kms, Reach(policy, settings.engine_timeout, settings.engine_connections,
+                                      limits=settings.engine_limits()))
     leases = Leases(repo, engines)
     sweeper: QueueRunner[Any] = QueueRunner(leases, name="lease-revocations",
                                             concurrency=settings.lease_revoke_concurrency,

@@ -20,7 +20,6 @@ from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import QueueRunner, Sweep, run_sweeps
-from shared.outbound import OutboundPolicy
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -40,9 +39,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     deps.spawn(run_sweeps(jobs, settings.lifecycle_interval), "pki-lifecycle")
     # the ACME client: orders and renewals on a leased queue, once across replicas
     store = AcmeStore(deps.pool, deps.schema)
-    acme = Acme(store, deps.kms, OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs,
-                                                           settings.outbound_allow_http),
-                timeout=settings.acme_timeout)
+    acme = Acme(store, deps.kms, deps.outbound(), timeout=settings.acme_timeout)
     worker = OrderWorker(store, acme, renew_fraction=settings.acme_renew_fraction,
                          propagation_timeout=settings.acme_propagation_timeout,
                          validation_timeout=settings.acme_validation_timeout, retry_base=settings.acme_retry_base)

@@ -21,7 +21,6 @@ from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import QueueRunner, Sweep, run_sweeps
-from shared.outbound import OutboundPolicy
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -34,7 +33,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     rotation = RotationStore(repo, retry_base=settings.rotation_retry_base)
     min_interval = parse_duration(settings.rotation_min_interval, field="COFFER_ROTATION_MIN_INTERVAL")
     cursors = CursorCodec(cursor_key)
-    outbound = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
+    outbound = deps.outbound()
     federation = Federation(deps.pool, deps.kms, outbound, threshold=settings.federation_breaker_failures,
                             cooldown=settings.federation_breaker_cooldown)
     handlers = SecretsHandlers(repo, cursors, retention, rotation, min_interval, federation)

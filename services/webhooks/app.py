@@ -16,14 +16,14 @@ from shared.contracts.iam import Check, IamClient, MayRequest
 from shared.cursors import CursorCodec
 from shared.db import SealedColumns, sealed_keys
 from shared.durations import parse_duration
-from shared.outbound import OutboundPolicy, system_lookup
+from shared.outbound import system_lookup
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
 @asynccontextmanager
 async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     settings = deps.settings_of(WebhooksSettings)
-    policy = OutboundPolicy.from_cidrs(settings.outbound_allowed_cidrs, settings.outbound_allow_http)
+    policy = deps.outbound()
     repo = WebhooksRepository(deps.pool, deps.kms, deps.schema)
     iam = IamClient(deps.bus)
 

@@ -120,8 +120,18 @@ async def backend(api: Api, kind: str, mount: str, config: dict[str, Any]) -> di
 
 
 @pytest.fixture(scope="module")
-async def upstream(api: Api) -> dict[str, Any]:
-    """A second tenant with secrets, and a reader identity in it: the ``coffer`` backend's other side."""
+async def upstream_coffer(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
+                          http: aiohttp.ClientSession) -> AsyncIterator[Api]:
+    """Another Coffer (embedded, schemas of its own): a platform's own gateway is never a backend's upstream."""
+    async with own_platform("embedded", tmp_path_factory.mktemp("upstream"), pg_dsn) as other:
+        yield await initialised(other, http)
+
+
+@pytest.fixture(scope="module")
+async def upstream(upstream_coffer: Api) -> dict[str, Any]:
+    """A tenant with secrets in another Coffer, and a reader identity in it: the ``coffer`` backend's other
+    side (``url``)."""
+    api = upstream_coffer
     status, tenant, _ = await api.request("POST", "/v1/tenants", json={"name": name("upstream")})
     assert status == 201
     reader = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read", "list"])], tenant=tenant["id"])
@@ -133,15 +143,15 @@ async def upstream(api: Api) -> dict[str, Any]:
     for path, value in values.items():
         status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", token=writer["token"], json={"value": value})
         assert status == 201
-    return {"tenant": tenant, "reader": reader, "values": values}
+    return {"tenant": tenant, "reader": reader, "values": values, "url": api.url}
 
 
 async def test_a_coffer_backend_answers_reads_and_lists_in_coffers_shapes(
         api: Api, platform: Platform, upstream: dict[str, Any]) -> None:
     reader = upstream["reader"]
-    made = await backend(api, "coffer", "ext/acme", {"url": platform.url, "client_id": reader["client_id"],
+    made = await backend(api, "coffer", "ext/acme", {"url": upstream["url"], "client_id": reader["client_id"],
                                                      "client_secret": reader["client_secret"], "timeout": "3s"})
-    assert made["config"] == {"url": platform.url, "client_id": reader["client_id"], "tenant_id": None,
+    assert made["config"] == {"url": upstream["url"], "client_id": reader["client_id"], "tenant_id": None,
                               "timeout": "3s"}  # the secret is never answered
     status, got, _ = await api.request("GET", "/v1/secrets/ext/acme/team/db")
     assert status == 200, got
@@ -178,7 +188,7 @@ async def test_a_coffer_backend_answers_reads_and_lists_in_coffers_shapes(
 
 async def test_backend_crud_and_codes(api: Api, platform: Platform, upstream: dict[str, Any], moto: str) -> None:
     reader = upstream["reader"]
-    good = {"url": platform.url, "client_id": reader["client_id"], "client_secret": reader["client_secret"]}
+    good = {"url": upstream["url"], "client_id": reader["client_id"], "client_secret": reader["client_secret"]}
     made = await backend(api, "coffer", "crud/a", good)
     one = f"/v1/federation/backends/{made['name']}"
     status, got, _ = await api.request("GET", one)
