@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
+from yarl import URL
 
 from shared.registry import SERVICES
 from tests.conftest import ROOT, Api, free_port, rabbitmqctl
@@ -168,6 +169,18 @@ async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
         assert status == 201
         there = {"X-Tenant-ID": child["id"]}
         assert (await api.request("PUT", "/v1/secrets/c/k", json={"value": "v"}, headers=there))[0] == 201
+        # the platform's own database, broker and gateway are no tenant's targets here either (issue #27)
+        own_db = str(URL(pg_dsn).with_user("postgres").with_password("any"))
+        for kind, config in (("postgresql", {"connection_url": own_db}),
+                             ("rabbitmq", {"management_url": "http://127.0.0.1:15672", "username": "guest",
+                                           "password": "guest"})):
+            status, body, _ = await api.request("POST", "/v1/engines", headers=there, json={
+                "name": f"own-{kind}", "type": kind, "config": config})
+            assert (status, body["error"]["code"]) == (400, "invalid_config"), body
+            assert "not allowed" in body["error"]["message"], body
+        status, body, _ = await api.request("POST", "/v1/webhooks", headers=there,
+                                            json={"url": f"{api.url}/v1/sys/health"})
+        assert (status, body["error"]["code"]) == (400, "webhook_url_invalid"), body
         # dynamic credentials under the lease service's own user: one revoked by hand, one by the tenant's end
         status, _, _ = await api.request("POST", "/v1/engines", headers=there, json={
             "name": "cache", "type": "redis", "config": rds})
