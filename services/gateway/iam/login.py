@@ -9,6 +9,10 @@ names exist. Ten failed password logins within 15 minutes lock the account for
 15 minutes, answering exactly as a wrong password does; a successful login
 clears the count. Client-secret logins are throttled per address instead (the
 ``auth`` rate limit). Every attempt, failed or not, is audited.
+
+A user with a TOTP enrolment whose tenant or own ``require_mfa`` is set gets no
+token for a password alone: the right password without ``totp_code`` answers
+403 ``mfa_required`` (a wrong one, or a locked account, still the 401 above).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from services.gateway.iam.models import ClientCredentials, UserCredentials
 from services.gateway.iam.totp import check_totp
 from services.gateway.state import state
 from shared.contracts import parse
-from shared.errors import AuthenticationRequired
+from shared.errors import AuthenticationRequired, CofferError, MfaRequired
 
 log = structlog.get_logger("coffer.gateway.login")
 
@@ -53,7 +57,7 @@ async def issue_token(request: web.Request) -> web.Response:
         creds = parse(ClientCredentials, data)
         row = await st.identities.identity_by_client_id(creds.client_id)
         ok = await _matches(row, "secret_hash", creds.client_secret)
-        await _audit(request, row, creds.client_id, ok)
+        await _audit(request, row, creds.client_id, None if ok else AuthenticationRequired())
         if not ok:
             raise AuthenticationRequired("invalid client credentials")
         mfa_at, requested = None, creds.scopes
@@ -78,17 +82,23 @@ async def _user_login(request: web.Request, user: UserCredentials) -> tuple[Any,
     if ok and await repo.login_locked(key):
         ok = False  # the right password, but locked: the answer can't differ from a wrong one
         log.info("login_locked", identity_id=row["id"])
-    if ok:
-        await repo.clear_login_failures(key)
-    else:
-        await repo.record_login_failure(key, LOCK_AFTER, LOCK_WINDOW, LOCK_FOR)
-    await _audit(request, row, user.username, ok)
     if not ok:
+        await repo.record_login_failure(key, LOCK_AFTER, LOCK_WINDOW, LOCK_FOR)
+        await _audit(request, row, user.username, AuthenticationRequired())
         raise AuthenticationRequired("invalid credentials")
+    if mfa_at is None and row["mfa_at_login"]:
+        # the right password, but the user (or its tenant) requires the second factor: no token. Neither a
+        # failure nor a success for the lock: only the right password gets here, and only a code clears it
+        step_up = MfaRequired("this account needs a TOTP code at login: send totp_code with the password",
+                              details={"field": "totp_code"})
+        await _audit(request, row, user.username, step_up)
+        raise step_up
+    await repo.clear_login_failures(key)
+    await _audit(request, row, user.username, None)
     return row, mfa_at, user.scopes
 
 
-async def _audit(request: web.Request, row: Any, login: str, ok: bool) -> None:
+async def _audit(request: web.Request, row: Any, login: str, error: CofferError | None) -> None:
     """An audit entry for the attempt: in the identity's tenant, or the root's for an unknown name.
 
     The name tried is kept only as an HMAC (it may be a mistyped password).
@@ -96,7 +106,6 @@ async def _audit(request: web.Request, row: Any, login: str, ok: bool) -> None:
     tenant = row["tenant_id"] if row is not None else await state(request).tenancy.root_tenant_id()
     if tenant is None:
         return  # not initialised: there is no audit chain yet
-    error = None if ok else AuthenticationRequired()
     await record_audit(request, tenant_id=tenant, identity_id=row["id"] if row is not None else None,
                        action="POST /v1/auth/token",
                        resource=f"identities/{row['id']}" if row is not None else "auth/token",
@@ -106,5 +115,5 @@ async def _audit(request: web.Request, row: Any, login: str, ok: bool) -> None:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/auth/token", issue_token, public=True, body=ClientCredentials,
-          errors=("authentication_required", "insufficient_scope", "storage_error")),
+          errors=("authentication_required", "insufficient_scope", "mfa_required", "storage_error")),
 )

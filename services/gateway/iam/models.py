@@ -72,6 +72,8 @@ class IdentityCreate(Contract):
     allowed_scopes: list[StrictScope] = Field(max_length=len(ALL_SCOPES) * 2)
     password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
     partner_admin: StrictBool = False
+    #: a user with a TOTP enrolment must give a code at login (its tenant's ``require_mfa`` too)
+    require_mfa: StrictBool = False
 
     _check_scopes = field_validator("allowed_scopes")(_scopes)
 
@@ -81,6 +83,8 @@ class IdentityCreate(Contract):
             raise ValueError("a user identity needs a password (at least 12 characters)")
         if self.kind == "service" and self.password is not None:
             raise ValueError("service identities authenticate with a client secret, not a password")
+        if self.kind == "service" and self.require_mfa:
+            raise ValueError("require_mfa is for users: service identities log in with a client secret, no code")
         return self
 
 
@@ -89,6 +93,9 @@ class IdentityPatch(Contract):
     password: StrictStr | None = Field(None, min_length=12, max_length=1024, repr=False)
     partner_admin: StrictBool | None = None
     rotate_client_secret: StrictBool = False
+    #: true: a TOTP code at every login (once enrolled); lifting one's own needs a fresh step-up, and no
+    #: identity of a tenant that requires MFA can be set to false
+    require_mfa: StrictBool | None = None
 
     _check_scopes = field_validator("allowed_scopes")(_scopes)
 
@@ -134,6 +141,8 @@ class TenantCreate(Contract):
     quotas: Quotas = Field(default_factory=Quotas)
     #: left out: the platform's COFFER_SECRET_RETENTION (30d by default)
     secret_retention: Retention | None = None
+    #: true: every user of the tenant with a TOTP enrolment must give a code at login
+    require_mfa: StrictBool = False
 
 
 class TenantPatch(Contract):
@@ -150,6 +159,7 @@ class TenantPatch(Contract):
     quotas: Quotas | None = None
     #: null: back to the platform's default
     secret_retention: Retention | None = None
+    require_mfa: StrictBool | SkipJsonSchema[None] = None
 
     def quota_changes(self) -> dict[str, Any] | None:
         """The quotas merge patch as given (explicit nulls kept), ``None`` when ``quotas`` is absent."""
@@ -157,7 +167,7 @@ class TenantPatch(Contract):
             return None
         return {} if self.quotas is None else self.quotas.model_dump(exclude_unset=True)
 
-    _absent_not_null = field_validator("name", "kind", mode="before")(_not_null)
+    _absent_not_null = field_validator("name", "kind", "require_mfa", mode="before")(_not_null)
 
 
 #: the tenant fields only the partner above may set
@@ -230,6 +240,7 @@ def identity_view(row: Any) -> dict[str, Any]:
         "id": row["id"], "tenant_id": row["tenant_id"], "name": row["name"], "kind": row["kind"],
         "allowed_scopes": list(row["allowed_scopes"]), "partner_admin": row["partner_admin"],
         "client_id": row["client_id"], "mfa_enrolled": row["mfa_kek_id"] is not None,
+        "require_mfa": row["require_mfa"],
         "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
     }
 
@@ -237,6 +248,7 @@ def identity_view(row: Any) -> dict[str, Any]:
 def tenant_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "kind": row["kind"], "parent_id": row["parent_id"],
             "quotas": row["quotas"], "secret_retention": row["secret_retention"],
+            "require_mfa": row["require_mfa"],
             "created_at": row["created_at"].isoformat(),
             "updated_at": row["updated_at"].isoformat()}
 

@@ -16,7 +16,7 @@ from shared.crypto import Sealed
 from shared.errors import Forbidden, IdentityNotFound, NameConflict
 
 _IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id, token_generation,"
-             " created_at, updated_at")
+             " require_mfa, created_at, updated_at")
 
 
 class IamRepository(SchemaRepository):
@@ -38,9 +38,10 @@ class IamRepository(SchemaRepository):
         try:
             return await self.pool.fetchrow(
                 "INSERT INTO identities (id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id,"
-                f" secret_hash, password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_IDENTITY}",
+                " secret_hash, password_hash, require_mfa) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                f" RETURNING {_IDENTITY}",
                 row["id"], row["tenant_id"], row["name"], row["kind"], row["allowed_scopes"], row["partner_admin"],
-                row.get("client_id"), row.get("secret_hash"), row.get("password_hash"))
+                row.get("client_id"), row.get("secret_hash"), row.get("password_hash"), bool(row.get("require_mfa")))
         except asyncpg.UniqueViolationError:
             raise NameConflict("an identity with this name exists", details={"name": row["name"]}) from None
 
@@ -62,7 +63,7 @@ class IamRepository(SchemaRepository):
     async def update_identity(self, tenant_id: str, identity_id: str, changes: dict[str, Any], *,
                               void_tokens: bool = False, request_id: str = "") -> asyncpg.Record:
         """Apply ``changes``; with ``void_tokens`` every token the identity holds is void (same transaction)."""
-        allowed = {"allowed_scopes", "partner_admin", "password_hash", "secret_hash"}
+        allowed = {"allowed_scopes", "partner_admin", "password_hash", "secret_hash", "require_mfa"}
         fields = {k: v for k, v in changes.items() if k in allowed and v is not None}
         sets = "".join(f"{k} = ${i + 3}, " for i, k in enumerate(fields))
         if void_tokens:
@@ -124,11 +125,14 @@ class IamRepository(SchemaRepository):
             await self._event(conn, "token.revoked", tenant_id, request_id, {"identity_id": identity_id})
 
     async def user_by_name(self, tenant_id: str | None, username: str) -> asyncpg.Record | None:
-        """The user called ``username`` in ``tenant_id`` (``None``: the root tenant)."""
+        """The user called ``username`` in ``tenant_id`` (``None``: the root tenant); ``mfa_at_login``: it has
+        a TOTP enrolment and it or its tenant requires MFA, so a password alone is not enough."""
         return await self.pool.fetchrow(
-            "SELECT id, tenant_id, allowed_scopes, password_hash, token_generation FROM identities"
-            " WHERE kind = 'user' AND name = $2"
-            " AND tenant_id = coalesce($1, (SELECT id FROM tenants WHERE parent_id IS NULL))", tenant_id, username)
+            "SELECT i.id, i.tenant_id, i.allowed_scopes, i.password_hash, i.token_generation,"
+            " i.mfa_kek_id IS NOT NULL AND (i.require_mfa OR t.require_mfa) AS mfa_at_login"
+            " FROM identities i JOIN tenants t ON t.id = i.tenant_id"
+            " WHERE i.kind = 'user' AND i.name = $2"
+            " AND i.tenant_id = coalesce($1, (SELECT id FROM tenants WHERE parent_id IS NULL))", tenant_id, username)
 
     async def login_locked(self, key: str) -> bool:
         return bool(await self.pool.fetchval(

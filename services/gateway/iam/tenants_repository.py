@@ -31,9 +31,10 @@ class TenantRepository(SchemaRepository):
     async def create_tenant(self, row: dict[str, Any]) -> asyncpg.Record:
         try:
             return await self.pool.fetchrow(
-                "INSERT INTO tenants (id, name, kind, parent_id, quotas, secret_retention)"
-                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"], row.get("secret_retention"))
+                "INSERT INTO tenants (id, name, kind, parent_id, quotas, secret_retention, require_mfa)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"], row.get("secret_retention"),
+                bool(row.get("require_mfa")))
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
 
@@ -44,8 +45,8 @@ class TenantRepository(SchemaRepository):
 
     async def update_tenant(self, tenant_id: str, fields: dict[str, Any],
                             quota_patch: dict[str, Any] | None) -> asyncpg.Record:
-        """Set ``fields`` (name, kind); merge ``quota_patch`` into the quotas (RFC 7396: a null removes a key,
-        ``{}`` from ``"quotas": null`` removes them all)."""
+        """Set ``fields`` (name, kind, secret_retention, require_mfa); merge ``quota_patch`` into the quotas
+        (RFC 7396: a null removes a key, ``{}`` from ``"quotas": null`` removes them all)."""
         args: list[Any] = [tenant_id, fields.get("name"), fields.get("kind")]
         quotas = "quotas" if quota_patch is None else (
             "'{}'::jsonb" if not quota_patch else f"jsonb_strip_nulls(quotas || ${len(args) + 1}::jsonb)")
@@ -55,10 +56,13 @@ class TenantRepository(SchemaRepository):
         if "secret_retention" in fields:  # sent: a duration, or null for the platform's default
             args.append(fields["secret_retention"])
             retention = f"${len(args)}::text"
+        args.append(fields.get("require_mfa"))
+        require_mfa = f"coalesce(${len(args)}::boolean, require_mfa)"
         try:
             row = await self.pool.fetchrow(
                 f"UPDATE tenants SET name = coalesce($2, name), kind = coalesce($3, kind), quotas = {quotas},"
-                f" secret_retention = {retention}, updated_at = now() WHERE id = $1 RETURNING *", *args)
+                f" secret_retention = {retention}, require_mfa = {require_mfa}, updated_at = now()"
+                " WHERE id = $1 RETURNING *", *args)
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": fields.get("name")}) from None
         if row is None:

@@ -66,7 +66,8 @@ async def create_identity(request: web.Request) -> web.Response:
     if body.partner_admin:
         await partner_admin_grant(request, tenant)
     row: dict[str, Any] = {"id": domain.new_id("idn"), "tenant_id": tenant, "name": body.name, "kind": body.kind,
-                           "allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin}
+                           "allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin,
+                           "require_mfa": body.require_mfa}
     secret = None
     if body.kind == "service":
         secret = domain.new_client_secret()
@@ -100,7 +101,9 @@ async def patch_identity(request: web.Request) -> web.Response:
     _no_escalation(request, body.allowed_scopes)
     if body.partner_admin:
         await partner_admin_grant(request, tenant)
-    changes: dict[str, Any] = {"allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin}
+    await _require_mfa_change(request, current, body.require_mfa)
+    changes: dict[str, Any] = {"allowed_scopes": body.allowed_scopes, "partner_admin": body.partner_admin,
+                               "require_mfa": body.require_mfa}
     if body.password is not None:
         if current["kind"] != "user":
             raise ValidationError.on("password", "only user identities have a password")
@@ -121,6 +124,30 @@ async def patch_identity(request: web.Request) -> web.Response:
     if secret:
         updated["client_secret"] = secret
     return json_response(updated)
+
+
+async def _require_mfa_change(request: web.Request, current: Any, require: bool | None) -> None:
+    """Who may set an identity's ``require_mfa``: whoever may change the identity, but
+
+    - only users have it (service identities log in with a client secret, no code);
+    - it can't be set to false while the identity's tenant requires MFA (the tenant's rule holds for all);
+    - lifting one's own needs a step-up in the last 5 minutes, like changing one's own enrolment (a stolen
+      password alone must not be enough to drop the second factor).
+    """
+    if require is None:
+        return
+    if require and current["kind"] != "user":
+        raise ValidationError.on("require_mfa", "only user identities log in with a TOTP code")
+    if require:
+        return
+    tenant = await state(request).tenants.tenant(current["tenant_id"])
+    if tenant is not None and tenant["require_mfa"]:
+        raise Forbidden("the tenant requires MFA at login of every user: lift it on the tenant",
+                        details={"field": "require_mfa", "rule": "tenant_requires_mfa"})
+    own = current["id"] == principal(request).identity_id
+    if own and current["require_mfa"] and not principal(request).mfa_fresh(MFA_CHANGE_MAX_AGE):
+        raise MfaRequired("lifting your own require_mfa needs a step-up in the last 5 minutes",
+                          details={"max_age_seconds": int(MFA_CHANGE_MAX_AGE)})
 
 
 async def delete_identity(request: web.Request) -> web.Response:
@@ -189,7 +216,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/identities/{id}", get_identity, scope="admin", target=at("identities", "id", "read"),
           errors=("identity_not_found",)),
     Route("PATCH", "/v1/identities/{id}", patch_identity, scope="admin", target=at("identities", "id", "write"),
-          body=IdentityPatch, errors=("identity_not_found", "forbidden")),
+          body=IdentityPatch, errors=("identity_not_found", "forbidden", "mfa_required")),
     Route("DELETE", "/v1/identities/{id}", delete_identity, scope="admin",
           target=at("identities", "id", "delete"), statuses=(204,), errors=("identity_not_found", "forbidden")),
     Route("POST", "/v1/identities/{id}/mfa/totp", enrol_totp, statuses=(201,),

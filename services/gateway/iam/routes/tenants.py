@@ -53,7 +53,8 @@ async def create_tenant(request: web.Request) -> web.Response:
     retention_seconds(body.secret_retention)
     row = await state(request).tenants.create_tenant({
         "id": domain.new_id("ten"), "name": body.name, "kind": body.kind, "parent_id": parent,
-        "quotas": body.quotas.model_dump(exclude_none=True), "secret_retention": body.secret_retention})
+        "quotas": body.quotas.model_dump(exclude_none=True), "secret_retention": body.secret_retention,
+        "require_mfa": body.require_mfa})
     return json_response(tenant_view(row), status=201)
 
 
@@ -79,7 +80,7 @@ async def patch_tenant(request: web.Request) -> web.Response:
     body = parse(TenantPatch, raw)
     if body.kind == "standard" and await st.tenants.has_children(tenant_id):
         raise Forbidden("a tenant with child tenants stays a partner", details={"tenant_id": tenant_id})
-    fields = body.model_dump(include={"name", "kind", "secret_retention"}, exclude_unset=True)
+    fields = body.model_dump(include={"name", "kind", "secret_retention", "require_mfa"}, exclude_unset=True)
     retention_seconds(body.secret_retention)
     row = await st.tenants.update_tenant(tenant_id, fields, body.quota_changes())
     st.tenancy.quotas_changed(row["id"])
