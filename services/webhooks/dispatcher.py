@@ -9,10 +9,17 @@
   slow one can't starve the others — and records every attempt. Failures retry on the schedule with
   jitter; ``Retry-After`` is honoured; 410 or failing for too long disables
   the endpoint (``webhook.disabled``).
+
+An attempt keeps the answer's status, a bounded set of its headers and at
+most 1 KiB of its body, and no body at all from a receiver reached through
+the operator's private allow-list; an attempt without an answer reads
+"could not connect" whatever the cause (``domain.no_answer``; the cause is
+in the log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -21,6 +28,7 @@ from typing import Any
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from services.webhooks import domain
 from services.webhooks.repository import Attempt, WebhooksRepository
@@ -32,6 +40,7 @@ from shared.failures import statement_refused
 from shared.groups import Groups
 from shared.jobs import QueueRunner
 from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
+from shared.reach import Reach, cause, note_peers, recording, watching
 
 log = structlog.get_logger("coffer.webhooks")
 #: may each of these identities list this resource now? (``iam.may`` over the bus)
@@ -91,8 +100,10 @@ class Dispatcher:
             self.wake()
 
     async def run(self) -> None:
-        connector = guarded_connector(self.policy, self.lookup, limit=self.concurrency,
-                                      limit_per_host=self.per_endpoint)
+        # every address resolved and every connection's peer are noted in the attempt's Reach: what the
+        # attempt may keep of the answer depends on them (shared.reach)
+        connector = note_peers(guarded_connector(self.policy, recording(self.lookup), limit=self.concurrency,
+                                                 limit_per_host=self.per_endpoint))
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
                                               headers={"User-Agent": USER_AGENT}, auto_decompress=False)
         try:
@@ -135,30 +146,40 @@ class Dispatcher:
     async def _deliver(self, row: Any, release: Callable[[], None]) -> None:
         started = time.perf_counter()
         status: int | None = None
+        headers: dict[str, str] | None = None
         body: str | None = None
         code: str | None = None
         retry_after: float | None = None
-        try:
-            if not row["enabled"]:
-                code, body = "webhook_delivery_failed", "endpoint disabled"
-            else:
-                status, body, retry_after = await self._post(row)
-                if not 200 <= status < 300:
-                    code = "webhook_delivery_failed"
-        except TimeoutError:
-            code = "webhook_delivery_timeout"
-        except CofferError as exc:  # webhook_url_invalid: the address check refused
-            code, body = exc.code, exc.message
-        except (aiohttp.ClientError, OSError) as exc:
-            code, body = "webhook_delivery_failed", f"connection failed: {type(exc).__name__}"
+        duration: int | None = None
+        with watching(_host(row["url"])) as reach:
+            try:
+                if not row["enabled"]:
+                    code, body = "webhook_delivery_failed", "endpoint disabled"
+                else:
+                    status, headers, body, retry_after = await self._post(row, reach)
+                    if not 200 <= status < 300:
+                        code = "webhook_delivery_failed"
+            except CofferError as exc:  # webhook_url_invalid: the address check refused
+                code, body = exc.code, exc.message
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                code, body = domain.no_answer(isinstance(exc, TimeoutError), reach.public)
+                log.info("webhook_no_answer", delivery_id=row["id"], webhook_id=row["webhook_id"], cause=cause(exc))
+                if not reach.public:
+                    duration = int(self.timeout * 1000)
         release()  # the delivery stays leased until its outcome is recorded
+        if duration is not None:
+            # refused or closed at once would still tell itself from silent by the time it took (duration_ms, the
+            # attempt's time): through the operator's allow-list, every attempt without an answer takes the timeout
+            await asyncio.sleep(max(0.0, self.timeout - (time.perf_counter() - started)))
         succeeded = code is None
         gone = status == 410
         next_in = None if succeeded or gone or not row["enabled"] else domain.next_delay(
             self.schedule, row["attempt_count"] + 1, retry_after)
-        duration = int((time.perf_counter() - started) * 1000)
+        if duration is None:
+            duration = int((time.perf_counter() - started) * 1000)
         try:
-            await self._attempts.add(Attempt(row["id"], status, code, duration, body, next_in, row["updated_at"]))
+            await self._attempts.add(Attempt(row["id"], status, code, duration, body, next_in, row["updated_at"],
+                                             headers))
             if not succeeded and row["enabled"] and await self.repo.webhook_failed(
                     row["webhook_id"], self.disable_after, gone):
                 log.warning("webhook_disabled", webhook_id=row["webhook_id"])
@@ -167,9 +188,12 @@ class Dispatcher:
         log.info("webhook_attempt", delivery_id=row["id"], webhook_id=row["webhook_id"], status=status,
                  code=code, duration_ms=duration, retry_in=next_in)
 
-    async def _post(self, row: Any) -> tuple[int, str, float | None]:
+    async def _post(self, row: Any, reach: Reach) -> tuple[int, dict[str, str], str | None, float | None]:
+        """(status, kept headers, kept body, Retry-After) of one POST. The body is read only as far as it is
+        kept: ``MAX_RESPONSE_BODY`` bytes from a receiver reached at public addresses only (every address
+        its name resolved to, and the one connected to), nothing otherwise."""
         assert self._session is not None
-        await check_url(row["url"], self.policy, self.lookup)  # again at every delivery
+        await check_url(row["url"], self.policy, recording(self.lookup))  # again at every delivery
         payload = orjson.dumps(row["payload"])
         timestamp = int(time.time())
         headers = {
@@ -180,7 +204,27 @@ class Dispatcher:
                                                          payload),
         }
         async with self._session.post(row["url"], data=payload, headers=headers, allow_redirects=False) as resp:
-            raw = await resp.content.read(domain.MAX_RESPONSE_BODY + 1)
+            public = reach.public
+            raw = await _read_at_most(resp.content, domain.body_budget(public))
             retry_after = domain.parse_retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) \
                 else None
-            return resp.status, domain.truncate_body(raw), retry_after
+            return resp.status, domain.kept_headers(resp.headers), domain.kept_body(raw, public), retry_after
+
+
+def _host(url: str) -> str | None:
+    try:
+        return URL(url).host
+    except (ValueError, TypeError):
+        return None
+
+
+async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body, and not one more off the socket."""
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = await stream.read(limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)

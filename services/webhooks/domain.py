@@ -1,4 +1,5 @@
-"""Webhook rules without I/O: secrets, Standard Webhooks signatures, matching, retry timing."""
+"""Webhook rules without I/O: secrets, Standard Webhooks signatures, matching, retry timing, what an attempt
+keeps of the answer."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ import hashlib
 import hmac
 import random
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from shared.bus import topic_matches
 from shared.globs import glob_matches
+from shared.reach import COULD_NOT_CONNECT
 
 SECRET_PREFIX = "whsec_"
-MAX_RESPONSE_BODY = 64 * 1024
+#: what an attempt keeps of a public receiver's answer: enough to debug, too little to read a resource through
+MAX_RESPONSE_BODY = 1024
+#: the answer's headers an attempt keeps (a bounded set: no cookies, no server banners), each value cut here
+KEPT_HEADERS = ("content-type", "retry-after")
+MAX_HEADER_VALUE = 200
 DEFAULT_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MAX_RETRY_AFTER = 86400.0
 
@@ -70,6 +77,46 @@ def parse_retry_after(value: str | None) -> float | None:
     return float(value.strip())
 
 
-def truncate_body(body: bytes) -> str:
-    return body[:MAX_RESPONSE_BODY].decode("utf-8", "replace")
+def body_budget(public: bool) -> int:
+    """How many bytes of the answer's body to read off the socket: ``MAX_RESPONSE_BODY`` from a receiver
+    reached at public addresses only; none from one reached through the operator's private allow-list
+    (a webhook must not become a way to read the operator's internal services)."""
+    return MAX_RESPONSE_BODY if public else 0
+
+
+def kept_body(raw: bytes, public: bool) -> str | None:
+    """The body an attempt records: at most ``MAX_RESPONSE_BODY`` bytes, and none when not ``public``."""
+    if not public:
+        return None
+    return raw[:MAX_RESPONSE_BODY].decode("utf-8", "replace")
+
+
+def shown_body(stored: str | None) -> str | None:
+    """A stored body as the API shows it: never more than ``MAX_RESPONSE_BODY`` bytes (rows written before
+    the cap held up to 64 KiB)."""
+    if stored is None or len(stored) <= MAX_RESPONSE_BODY // 4:
+        return stored
+    raw = stored.encode()
+    return stored if len(raw) <= MAX_RESPONSE_BODY else raw[:MAX_RESPONSE_BODY].decode("utf-8", "ignore")
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``KEPT_HEADERS`` of an answer, values cut to ``MAX_HEADER_VALUE`` printable characters."""
+    kept = {}
+    for name in KEPT_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            kept[name] = "".join(c for c in value if c.isprintable())[:MAX_HEADER_VALUE]
+    return kept
+
+
+def no_answer(timed_out: bool, public: bool) -> tuple[str, str | None]:
+    """(error code, text) of an attempt that got no HTTP answer.
+
+    Refused, reset, closed at once, TLS failed or silent read alike — ``webhook_delivery_failed``, "could not
+    connect" — or the error would tell closed, open and silent ports of the operator's networks apart. Only a
+    receiver at public addresses gets ``webhook_delivery_timeout`` for one that did not answer in time."""
+    if timed_out and public:
+        return "webhook_delivery_timeout", None
+    return "webhook_delivery_failed", COULD_NOT_CONNECT
 

@@ -42,7 +42,12 @@ def delivery_view(row: Any) -> DeliveryView:
 
 
 def delivery_detail(row: Any, attempts: list[Any]) -> DeliveryDetail:
-    return DeliveryDetail(**delivery_view(row).model_dump(), attempts=[from_row(Attempt, a) for a in attempts])
+    return DeliveryDetail(**delivery_view(row).model_dump(), attempts=[attempt_view(a) for a in attempts])
+
+
+def attempt_view(row: Any) -> Attempt:
+    """An attempt as shown: never more than ``MAX_RESPONSE_BODY`` of a body, whenever it was stored."""
+    return from_row(Attempt, row, response_body=domain.shown_body(row.get("response_body")))
 
 
 class WebhookHandlers:

@@ -78,6 +78,8 @@ class Attempt:
     next_in: float | None
     #: the delivery's ``updated_at`` when it was claimed: changed since, a retry was asked for meanwhile
     claimed_state: datetime
+    #: the answer's headers kept (``domain.kept_headers``); ``None`` without an answer
+    headers: dict[str, str] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -296,10 +298,11 @@ class WebhooksRepository:
             return []
         await self.pool.execute(
             "WITH o AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::int[], $5::text[], $6::text[],"
-            " $7::float8[], $8::boolean[], $9::timestamptz[]) WITH ORDINALITY AS o(delivery_id, response_status,"
-            " error_code, duration_ms, body, status, next_in, succeeded, claimed_state, n)),"
-            " a AS (INSERT INTO attempts (delivery_id, response_status, error_code, duration_ms, response_body)"
-            " SELECT delivery_id, response_status, error_code, duration_ms, body FROM o ORDER BY n),"
+            " $7::float8[], $8::boolean[], $9::timestamptz[], $10::jsonb[]) WITH ORDINALITY AS o(delivery_id,"
+            " response_status, error_code, duration_ms, body, status, next_in, succeeded, claimed_state, headers, n)),"
+            " a AS (INSERT INTO attempts (delivery_id, response_status, error_code, duration_ms, response_body,"
+            " response_headers) SELECT delivery_id, response_status, error_code, duration_ms, body, headers FROM o"
+            " ORDER BY n),"
             " d AS (UPDATE deliveries SET attempt_count = attempt_count + 1, lease_until = NULL, updated_at = now(),"
             " status = CASE WHEN deliveries.updated_at = o.claimed_state THEN o.status ELSE deliveries.status END,"
             " next_attempt_at = CASE WHEN deliveries.updated_at = o.claimed_state"
@@ -310,7 +313,7 @@ class WebhooksRepository:
             [a.delivery_id for a in attempts], [a.response_status for a in attempts],
             [a.error_code for a in attempts], [a.duration_ms for a in attempts], [a.body for a in attempts],
             [a.status for a in attempts], [a.next_in or 0.0 for a in attempts], [a.succeeded for a in attempts],
-            [a.claimed_state for a in attempts])
+            [a.claimed_state for a in attempts], [a.headers for a in attempts])
         return [None] * len(attempts)
 
     async def webhook_failed(self, webhook_id: str, disable_after: float, gone: bool) -> bool:

@@ -99,7 +99,11 @@ class Attempt(Contract):
     response_status: int | None
     error_code: str | None
     duration_ms: int
+    #: at most 1 KiB of the receiver's answer, none from one reached through the operator's private allow-list;
+    #: "could not connect" when there was no answer (whatever the cause)
     response_body: str | None
+    #: the answer's content-type and retry-after, when it had them
+    response_headers: dict[str, str] | None = None
 
 
 class DeliveryDetail(DeliveryView):
