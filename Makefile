@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@$(PY) -m pip install --quiet -e '.[embedded,test]' -e ./clients/python
 	@touch $(STAMP)
 
-## make run: the whole platform in one process (embedded PostgreSQL unless COFFER_DATABASE_URL is set)
+## make run: the whole platform in one process (embedded PostgreSQL unless COFFER_DATABASE_URL is set);
+## request logs are off unless COFFER_LOG_LEVEL=info, so the banner stays on screen
 run: $(STAMP)
-	$(PY) -m services.embedded
+	COFFER_LOG_LEVEL=$${COFFER_LOG_LEVEL:-warning} $(PY) -m services.embedded
 
 ## make run-distributed: one process per service on RabbitMQ + PostgreSQL
 run-distributed: $(STAMP)

@@ -112,8 +112,17 @@ async def test_embedded_mode_needs_no_external_service_and_keeps_data(
         assert status == 409 and body["error"]["code"] == "name_conflict"
         status, body, _ = await api.request("GET", "/v1/auth/whoami", token=init["token"])
         assert status == 200 and body["tenant"]["id"] == init["tenant_id"]
+        # the port is the second start's, while it runs: a third says so in one line, before PostgreSQL starts
+        third = await spawn("services.embedded", env)
+        assert await asyncio.wait_for(third.proc.wait(), 30) == 1
+        await third.stop()
+        assert third.lines == [f"coffer: port {port} is in use on 127.0.0.1: stop what holds it, or set "
+                               "COFFER_HTTP_PORT"], third.output
     finally:
         assert await second.stop() == 0
+    # the banner's first steps are for an installation that has none yet
+    assert "First time" in first.output and "First time" not in second.output, second.output
+    assert "Initialised" in second.output
 
 
 async def test_distributed_mode_runs_each_service_as_its_own_process_and_user(
