@@ -6,10 +6,17 @@ Holding one service's credentials is not holding the platform (README, "Who may 
   (``coffer.rpc.<rpc name>``, ``coffer.events.<service>…``, ``coffer.dead.<service>…``,
   ``coffer.bcast.<service>…``); write to the event and dead-letter exchanges,
   the default exchange (RPC replies go through it) and, for services that call
-  others, the RPC exchange; read its own queues and bind them. Topic permissions
-  on ``coffer.events``: publish only the event types it owns
-  (``shared.registry.EVENT_OWNERS``), bind only the ones it consumes. The
-  exchanges are declared here, by the operator; services declare them passively.
+  others, the RPC exchange; read its own queues. Binding a queue needs read on
+  the exchange, and all three exchanges are topic exchanges so that RabbitMQ's
+  topic permissions (checked with the routing key at ``queue.bind`` and
+  ``exchange.bind``, and at every publish) say which keys: on ``coffer.requests``
+  bind only ``<its rpc name>.…``, publish only the methods it may call
+  (``CALLS``); on ``coffer.events`` publish only the event types it owns
+  (``shared.registry.EVENT_OWNERS``), bind only the ones it consumes; on
+  ``coffer.dlx`` bind only its own consumers' names, publish nothing (RabbitMQ
+  dead-letters without asking). So a queue of any name it may make can hold
+  only its own traffic. The exchanges are declared here, by the operator;
+  services declare them passively.
 - PostgreSQL role ``coffer_<prefix><service>``: owns its schema and nothing
   else (it can't create schemas or read another service's).
 
@@ -31,6 +38,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Callable
@@ -39,17 +47,28 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiormq
 import asyncpg
 from yarl import URL
 
 from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE
+from shared.bus.rabbit.batch import BATCH_METHOD
 from shared.config import Settings
 from shared.registry import EVENT_OWNERS, SERVICES, rpc_name
 
-#: services that call other services' RPC (the gateway calls everyone; the dispatcher asks iam.may)
-CALLERS = ("gateway", "webhooks")
+#: what each service may call: rpc name -> its methods (empty: every method). The gateway calls every
+#: service; the webhook dispatcher asks ``iam.may`` (the gateway's ``rpc_callers``). The broker refuses any
+#: other request at publish; each service checks the sender of every request it runs again.
+CALLS: dict[str, dict[str, tuple[str, ...]]] = {
+    "gateway": {rpc_name(s): () for s in SERVICES},
+    "webhooks": {rpc_name("gateway"): ("may",)},
+}
+#: services that call other services' RPC
+CALLERS = tuple(CALLS)
 #: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may)
 CONSUMES = {"gateway": r"(policy|token|system)\..*", "webhooks": r".*"}
+#: the direct RPC exchange of earlier versions, which every service could bind to: removed on provisioning
+LEGACY_RPC_EXCHANGE = "coffer.rpc"
 
 
 @dataclass(frozen=True)
@@ -79,20 +98,49 @@ def _any(*names: str) -> str:
     return "^(?:" + "|".join(names) + ")$"
 
 
+def _name(name: str) -> str:
+    return re.escape(name)
+
+
+def consumers(service: str) -> str:
+    """The names ``service``'s event consumers may have (``<service>`` or ``<service>-…``), as a regex."""
+    return rf"{_name(service)}(?:-[a-z0-9-]+)?"
+
+
 def rabbit_permissions(service: str) -> dict[str, str]:
-    """configure / write / read regexes of ``service``'s RabbitMQ user on the vhost."""
-    own = (rf"coffer\.rpc\.{rpc_name(service)}", rf"coffer\.(?:events|dead)\.{service}(?:-[a-z0-9-]+)?",
-           rf"coffer\.bcast\.{service}(?:-[a-z0-9-]+)?\.[0-9a-f]+")
-    exchanges = (r"coffer\.events", r"coffer\.dlx", r"amq\.default", *((r"coffer\.rpc",) if service in CALLERS else ()))
-    return {"configure": _any(*own), "write": _any(*own, *exchanges),
-            "read": _any(*own, r"coffer\.rpc", r"coffer\.events", r"coffer\.dlx")}
+    """configure / write / read regexes of ``service``'s RabbitMQ user on the vhost.
+
+    They match queue and exchange names alike: no queue name a service may make is an exchange's. Read on an
+    exchange is what binding to it needs; which routing keys is ``topic_permissions``'.
+    """
+    own = (rf"coffer\.rpc\.{_name(rpc_name(service))}", rf"coffer\.(?:events|dead)\.{consumers(service)}",
+           rf"coffer\.bcast\.{consumers(service)}\.[0-9a-f]+")
+    rpc, events, dead = (_name(x) for x in (RPC_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE))
+    # write on the dead-letter exchange: declaring a queue that dead-letters into it needs it
+    exchanges = (events, dead, r"amq\.default", *((rpc,) if service in CALLERS else ()))
+    return {"configure": _any(*own), "write": _any(*own, *exchanges), "read": _any(*own, rpc, events, dead)}
 
 
-def topic_permissions(service: str) -> dict[str, str]:
-    """What ``service`` may publish on ``coffer.events`` (its own event types) and bind to."""
+def _calls(calls: dict[str, tuple[str, ...]]) -> str:
+    """The routing keys of the methods in ``calls`` (with their batches, whose calls the callee checks one by one)."""
+    keys = [rf"{_name(rpc)}\.(?:{'|'.join(_name(m) for m in (*methods, BATCH_METHOD))})" if methods
+            else rf"{_name(rpc)}\.[^.]+" for rpc, methods in sorted(calls.items())]
+    return _any(*keys) if keys else "^$"
+
+
+def topic_permissions(service: str) -> dict[str, dict[str, str]]:
+    """Per exchange, the routing keys ``service`` may publish with (write) and bind its queues with (read).
+
+    ``coffer.requests``: the methods it may call; its own requests only. ``coffer.events``: its own event types;
+    the ones it consumes. ``coffer.dlx``: nothing (RabbitMQ dead-letters without this check); its own consumers'.
+    """
     owned = sorted(prefix for prefix, owner in EVENT_OWNERS.items() if owner == service)
-    return {"write": rf"^(?:{'|'.join(owned)})\." if owned else "^$",
-            "read": _any(r"tenant\.deleted", *([CONSUMES[service]] if service in CONSUMES else []))}
+    return {
+        RPC_EXCHANGE: {"write": _calls(CALLS.get(service, {})), "read": _any(rf"{_name(rpc_name(service))}\.[^.]+")},
+        EVENTS_EXCHANGE: {"write": rf"^(?:{'|'.join(owned)})\." if owned else "^$",
+                          "read": _any(r"tenant\.deleted", *([CONSUMES[service]] if service in CONSUMES else []))},
+        DEAD_LETTER_EXCHANGE: {"write": "^$", "read": _any(consumers(service))},
+    }
 
 
 def rabbit_password_hash(password: str) -> str:
@@ -116,19 +164,43 @@ def definitions(vhost: str, passwords: dict[str, str], prefix: str) -> dict[str,
     exchange = {"vhost": vhost, "durable": True, "auto_delete": False, "internal": False, "arguments": {}}
     return {
         "vhosts": [{"name": vhost}],
-        "exchanges": [{**exchange, "name": RPC_EXCHANGE, "type": "direct"},
-                      {**exchange, "name": EVENTS_EXCHANGE, "type": "topic"},
-                      {**exchange, "name": DEAD_LETTER_EXCHANGE, "type": "direct"}],
+        # topic exchanges all: RabbitMQ checks topic permissions on no other type
+        "exchanges": [{**exchange, "name": name, "type": "topic"}
+                      for name in (RPC_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE)],
         "users": [{"name": amqp_user(prefix, s), "password_hash": rabbit_password_hash(p),
                    "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s, p in passwords.items()],
         "permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, **rabbit_permissions(s)} for s in passwords],
-        "topic_permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, "exchange": EVENTS_EXCHANGE,
-                               **topic_permissions(s)} for s in passwords],
+        "topic_permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, "exchange": exchange, **keys}
+                              for s in passwords for exchange, keys in topic_permissions(s).items()],
     }
+
+
+async def upgrade_exchanges(admin_url: URL) -> None:
+    """Bring a broker of an earlier version to today's exchanges, before the definitions are imported.
+
+    ``coffer.dlx`` was direct, a type topic permissions don't apply to (any service could bind to another's
+    dead letters), and the consumers' queues name it: deleted and made again as a topic exchange. Its bindings
+    go with it; each service binds its dead-letter queues again when it connects (dead letters of consumers
+    still running meanwhile would be dropped: provision before starting the services). ``coffer.rpc``, the
+    direct RPC exchange, is no longer used: deleted, with any binding a service had added to it.
+    """
+    conn = await aio_pika.connect(str(admin_url), timeout=10)
+    try:
+        channel = await conn.channel()
+        try:
+            await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        except aiormq.exceptions.ChannelPreconditionFailed:  # another type
+            channel = await conn.channel()
+            await channel.exchange_delete(DEAD_LETTER_EXCHANGE)
+            await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        await channel.exchange_delete(LEGACY_RPC_EXCHANGE)  # absent: fine
+    finally:
+        await conn.close()
 
 
 async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: str) -> None:
     vhost = admin_url.path.removeprefix("/") or "/"
+    await upgrade_exchanges(admin_url)
     # on standard input, so nothing is written to disk (the CLI passes it to the node)
     done = await asyncio.create_subprocess_exec("rabbitmqctl", "import_definitions", stdin=subprocess.PIPE,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

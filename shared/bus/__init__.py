@@ -1,4 +1,4 @@
-"""The bus: RPC (``coffer.rpc``) and events (``coffer.events``), two implementations.
+"""The bus: RPC (``coffer.requests``) and events (``coffer.events``), two implementations.
 
 ``create_bus(settings, name)`` picks RabbitMQ when ``COFFER_AMQP_URL`` is set,
 else the in-process bus (embedded mode only).

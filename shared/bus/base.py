@@ -27,10 +27,17 @@ from shared.errors import CofferError, InternalError, ServiceUnavailable, from_w
 from shared.failures import storage_error, storage_failure
 from shared.metrics import RPC_LATENCY
 
-RPC_EXCHANGE = "coffer.rpc"
+#: RPC requests, routing key ``<rpc name>.<method>``: a topic exchange, so that RabbitMQ's topic permissions
+#: (enforced on topic exchanges only) decide which keys each user may bind (its own service's) and publish (the
+#: methods it may call). Earlier versions used the direct ``coffer.rpc``, which any service could bind to; an
+#: exchange's type can't change in place, hence the new name (the queues keep theirs).
+RPC_EXCHANGE = "coffer.requests"
 #: how every successful reply begins (``encode`` writes keys in order and no spaces)
 OK_REPLY = b'{"ok":true'
 EVENTS_EXCHANGE = "coffer.events"
+#: dead letters, routing key = the consumer's name. Topic where the operator declares it (each user may bind only
+#: its own consumers' names); found direct on brokers of earlier versions, where it is kept as it is by the
+#: shared-credentials bus (the queues name it, so it keeps its name; routing is the same for one-word keys)
 DEAD_LETTER_EXCHANGE = "coffer.dlx"
 
 RpcHandler = Callable[[dict[str, Any], RequestContext], Awaitable[Any]]

@@ -23,11 +23,12 @@ from yarl import URL
 
 from services.provision import amqp_user, pg_role, provision_postgres, provision_rabbitmq
 from shared.bus import RabbitBus
-from shared.bus.base import EVENTS_EXCHANGE, RPC_EXCHANGE, decode, encode
+from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE, decode, encode
+from shared.bus.rabbit.batch import BATCH_METHOD, BATCH_TYPE, Call, decode_replies, encode_batch
 from shared.config import Settings
 from shared.context import RequestContext
 from shared.contracts.events import Event
-from shared.errors import Forbidden
+from shared.errors import Forbidden, ServiceUnavailable
 from shared.logging import PROCESSORS
 from shared.registry import SERVICES
 from tests.conftest import AMQP_BASE, rabbitmqctl
@@ -100,16 +101,55 @@ async def test_only_the_gateway_may_call_a_service(users: Users) -> None:
     gateway, webhooks = await users.bus("gateway"), await users.bus("webhooks")
     assert await gateway.call("secrets", "get", {}, RequestContext(request_id="req_gateway")) == {"value": "the secret"}
 
-    with capture_logs(processors=PROCESSORS[:1]) as logs:
-        with pytest.raises(Forbidden):  # the dispatcher's credentials may publish RPC (it asks iam.may) ...
-            await webhooks.call("secrets", "get", {}, RequestContext(request_id="req_forged"))
-    assert seen == ["req_gateway"]  # ... but the secrets service does not run its request
-    refused = [e for e in logs if e["event"] == "rpc_refused"]
-    assert refused and refused[0]["sender"] == users.map["webhooks"] and refused[0]["method"] == "get"
-    # nor any call of a batch (calls issued together travel as one message): each is checked on its own
+    # the dispatcher's credentials may publish RPC, but only iam.may: the broker refuses the request (the
+    # channel closes, the bus reconnects) and the secrets service never sees it, alone or in a batch
+    with pytest.raises(ServiceUnavailable):
+        await webhooks.call("secrets", "get", {}, RequestContext(request_id="req_forged"))
     outcomes = await asyncio.gather(*(webhooks.call("secrets", "get", {}, RequestContext(request_id=f"req_b{i}"))
                                       for i in range(10)), return_exceptions=True)
-    assert all(isinstance(o, Forbidden) for o in outcomes) and seen == ["req_gateway"]
+    assert all(isinstance(o, ServiceUnavailable) for o in outcomes) and seen == ["req_gateway"]
+
+
+async def test_each_call_of_a_batch_is_checked_by_the_service(users: Users) -> None:
+    """A caller may publish a batch to a service it calls; inside it, each call is checked against its method's
+    callers: the dispatcher's ``iam.may`` is answered, an ``iam.token`` beside it refused."""
+    ran: list[str] = []
+
+    async def handler(name: str) -> Any:
+        async def run(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+            ran.append(name)
+            return {"done": name}
+        return run
+
+    gateway = await users.bus("gateway")
+    await gateway.serve("iam", {"may": await handler("may"), "token": await handler("token")},
+                        callers={"may": ("gateway", "webhooks")})
+    conn, channel = await raw(users, "webhooks")
+    try:
+        replies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_reply(message: Any) -> None:
+            assert message.header.properties.message_type == BATCH_TYPE
+            await replies.put(message.body)
+
+        await channel.basic_consume("amq.rabbitmq.reply-to", on_reply, no_ack=True)
+        headers = RequestContext(request_id="req_batch").to_headers()
+        calls = [Call("c-may", "may", b"{}", headers, 5000), Call("c-token", "token", b"{}", headers, 5000)]
+        with capture_logs(processors=PROCESSORS[:1]) as logs:
+            await channel.basic_publish(encode_batch(calls), exchange=RPC_EXCHANGE, routing_key=f"iam.{BATCH_METHOD}",
+                                        properties=Basic.Properties(reply_to="amq.rabbitmq.reply-to",
+                                                                    user_id=users.map["webhooks"]))
+            answers: dict[str, Any] = {}
+            while len(answers) < 2:
+                answers.update((cid, decode(body)) for cid, body in decode_replies(await asyncio.wait_for(
+                    replies.get(), 5)))
+        assert answers["c-may"] == {"ok": True, "result": {"done": "may"}}
+        assert answers["c-token"]["ok"] is False and answers["c-token"]["error"]["code"] == "forbidden"
+        assert ran == ["may"]
+        refused = [e for e in logs if e["event"] == "rpc_refused"]
+        assert [(e["sender"], e["method"]) for e in refused] == [(users.map["webhooks"], "token")]
+    finally:
+        await conn.close()
 
 
 async def test_a_request_put_straight_into_a_service_queue_is_refused(users: Users) -> None:
@@ -153,7 +193,11 @@ async def test_a_service_without_rpc_rights_cannot_publish_requests(users: Users
 
 
 async def test_a_forged_reply_is_refused_and_the_real_one_taken(users: Users) -> None:
-    """The secrets user binds its own queue to another service's method and answers first: ignored."""
+    """The secrets user sees another service's request and answers first: ignored.
+
+    It can't bind its queue to another service's method any more (the test below): here the operator's binding
+    stands for any way a request might reach it, so that the reply check is shown to hold on its own.
+    """
     async def may(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await asyncio.sleep(0.3)  # the forger is faster
         return {"allowed": [False]}
@@ -162,11 +206,13 @@ async def test_a_forged_reply_is_refused_and_the_real_one_taken(users: Users) ->
     await gateway.serve("iam", {"may": may}, callers={"may": ("gateway", "webhooks")})
     webhooks = await users.bus("webhooks")
     conn = await aio_pika.connect(users.url("secrets"))
+    admin = await aio_pika.connect(str(users.admin))
     try:
         channel = await conn.channel()
-        rpc = await channel.declare_exchange(RPC_EXCHANGE, passive=True)
         queue = await channel.declare_queue("coffer.rpc.secrets", durable=True)
-        await queue.bind(rpc, "iam.may")  # it may bind its own queue to any key of the direct exchange
+        rpc = await (await admin.channel()).declare_exchange(RPC_EXCHANGE, passive=True)
+        admin_queue = await (await admin.channel()).declare_queue("coffer.rpc.secrets", passive=True)
+        await admin_queue.bind(rpc, "iam.may")
         raw_channel = await channel.get_underlay_channel()
 
         async def forge(message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -185,9 +231,106 @@ async def test_a_forged_reply_is_refused_and_the_real_one_taken(users: Users) ->
         assert answer == {"allowed": [False]}  # the gateway's, not the forger's
         forged_seen = [e for e in logs if e["event"] == "rpc_reply_refused" and e["sender"] == users.map["secrets"]]
         assert len(forged_seen) == 2, forged_seen  # the plain one and the batch one
-        await queue.unbind(rpc, "iam.may")
+        await admin_queue.unbind(rpc, "iam.may")
     finally:
         await conn.close()
+        await admin.close()
+
+
+#: requests the gateway makes (values included), and wildcards that would take every one of them
+OTHERS_CALLS = ("secrets.put", f"secrets.{BATCH_METHOD}", "secrets.backend_create", "iam.token", "iam.may",
+                "lease.engine_create", f"lease.{BATCH_METHOD}", "#", "*.put", "secrets.#", "*.*")
+
+
+async def test_a_service_cannot_bind_to_another_services_calls(users: Users) -> None:
+    """Issue #27: the pki user bound queues it may make to the gateway's requests and read their copies."""
+    put_seen: list[dict[str, Any]] = []
+
+    async def put(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        put_seen.append(payload)
+        return {"version": 1}
+
+    secrets_bus, gateway = await users.bus("secrets"), await users.bus("gateway")
+    await secrets_bus.serve("secrets", {"put": put})
+    conn = await aio_pika.connect(users.url("pki"))
+    try:
+        spies = []
+        for name in ("coffer.rpc.pki", "coffer.events.pki-spy", "coffer.dead.pki-spy"):  # names it may make
+            channel = await conn.channel()
+            spies.append(await channel.declare_queue(name, durable=True, auto_delete=name != "coffer.rpc.pki"))
+        for spy in spies:
+            for key in OTHERS_CALLS:
+                channel = await conn.channel()  # a refusal closes the channel
+                rpc = await channel.declare_exchange(RPC_EXCHANGE, passive=True)
+                queue = await channel.declare_queue(spy.name, passive=True)
+                with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                    await queue.bind(rpc, key)
+        # nor through an exchange it may publish to, bound to the RPC exchange
+        raw_channel = await (await conn.channel()).get_underlay_channel()
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await raw_channel.exchange_bind(destination=EVENTS_EXCHANGE, source=RPC_EXCHANGE, routing_key="secrets.put")
+
+        value = {"path": "db/password", "value": "s3cret-value"}
+        assert await gateway.call("secrets", "put", value, RequestContext()) == {"version": 1}
+        assert put_seen == [value]  # the addressee has it ...
+        channel = await conn.channel()
+        for spy in spies:  # ... and no queue of the pki user does
+            assert (await channel.declare_queue(spy.name, passive=True)).declaration_result.message_count == 0
+            await channel.queue_delete(spy.name)
+    finally:
+        await conn.close()
+
+
+async def test_a_service_cannot_bind_to_another_consumers_dead_letters(users: Users) -> None:
+    """Dead letters are routed by consumer name: the pki user may bind and read only its own consumers'."""
+    conn = await aio_pika.connect(users.url("pki"))
+    try:
+        channel = await conn.channel()
+        await channel.declare_queue("coffer.dead.pki-spy", durable=True, auto_delete=True)
+        for key in ("webhooks", "secrets-tenants", "gateway-tenants", "lease-tenants", "#", "*"):
+            channel = await conn.channel()
+            dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
+            spy = await channel.declare_queue("coffer.dead.pki-spy", passive=True)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+                await spy.bind(dlx, key)
+        raw_channel = await (await conn.channel()).get_underlay_channel()
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):  # nor put anything into another's dead letters
+            await raw_channel.basic_publish(b"{}", exchange=DEAD_LETTER_EXCHANGE, routing_key="webhooks",
+                                            properties=Basic.Properties(user_id=users.map["pki"]))
+    finally:
+        await conn.close()
+
+    # its own consumer's dead letters still reach its own dead-letter queue
+    async def refuse(event: Event, ctx: RequestContext) -> None:
+        raise Forbidden("not retryable: dead-lettered at once")
+
+    pki, gateway = await users.bus("pki"), await users.bus("gateway")
+    await pki.subscribe("pki-tenants", ["tenant.deleted"], refuse)
+    await gateway.publish(Event(type="tenant.deleted", tenant_id="ten_1", data={}))
+    deadline = asyncio.get_running_loop().time() + 5
+    while await pki.dead_letter_count("pki-tenants") < 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_a_service_serves_its_own_calls_end_to_end(users: Users) -> None:
+    """What the broker now refuses leaves the legitimate paths alone: the pki user binds and serves its own
+    requests, alone and in batches, and the dispatcher still asks ``iam.may``."""
+    async def sign(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"signed": payload["n"]}
+
+    async def may(payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"allowed": [True]}
+
+    pki, gateway, webhooks = await users.bus("pki"), await users.bus("gateway"), await users.bus("webhooks")
+    await pki.serve("pki", {"sign": sign})
+    await gateway.serve("iam", {"may": may}, callers={"may": ("gateway", "webhooks")})
+    assert await gateway.call("pki", "sign", {"n": 0}, RequestContext()) == {"signed": 0}
+    answers = await asyncio.gather(*(gateway.call("pki", "sign", {"n": i}, RequestContext()) for i in range(20)))
+    assert answers == [{"signed": i} for i in range(20)]
+    answers = await asyncio.gather(*(webhooks.call("iam", "may", {"checks": []}, RequestContext()) for _ in range(5)))
+    assert answers == [{"allowed": [True]}] * 5
+    assert pki.reconnects == gateway.reconnects == webhooks.reconnects == 0  # nothing was refused on the way
 
 
 async def test_events_come_only_from_the_service_that_owns_them(users: Users) -> None:

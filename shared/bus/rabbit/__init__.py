@@ -3,7 +3,7 @@
 Topology (declared anew on every connection, so a broker restart loses
 nothing but in-flight replies):
 
-- ``coffer.rpc`` (direct): ``<service>.<method>`` → durable queue
+- ``coffer.requests`` (topic, bound with exact keys only): ``<service>.<method>`` → durable queue
   ``coffer.rpc.<service>``; requests carry ``reply_to`` = direct reply-to,
   ``correlation_id``, context headers and an expiration equal to the call's
   timeout; published ``mandatory`` on a confirm channel, so a method nobody
@@ -12,8 +12,8 @@ nothing but in-flight replies):
   because a replica died after doing it; a lost request is the caller's
   ``service_unavailable``. Each service's handlers run at most ``prefetch`` at a time.
 - ``coffer.events`` (topic): one durable quorum queue ``coffer.events.<consumer>``
-  per consumer, dead-lettering through ``coffer.dlx`` into
-  ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
+  per consumer, dead-lettering through ``coffer.dlx`` (routing key: the consumer)
+  into ``coffer.dead.<consumer>`` past ``x-delivery-limit``.
 
 The RPC hot path (publish, reply, consume) talks to aio-pika's underlying
 aiormq channels directly: aio-pika's message objects cost a third of a round
@@ -27,10 +27,15 @@ method (the gateway, unless ``serve`` names others), a reply is accepted only
 from the service called, and an event only from the service that owns its
 type (``shared.registry.EVENT_OWNERS``); anything else is refused and logged.
 The broker's permissions keep each user to its own queues and event types,
-but replies need write access to the default exchange, through which any
-service can put a message into any queue by name: the checks here are what
-stop that. Exchanges are then the operator's (declared passively). Without
-``users`` every service is this connection's user.
+and all three exchanges are topic exchanges so that its topic permissions
+decide, by routing key, what each user may bind a queue to: its own RPC
+name's requests, the event types it consumes, its own consumers' dead
+letters; and what it may publish: the methods it may call, the event types
+it owns (``services.provision``). Replies need write access to the default
+exchange, through which any service can put a message into any queue by
+name: the checks here are what stop that. Exchanges are then the operator's
+(declared passively). Without ``users`` every service is this connection's
+user.
 
 We use neither ``connect_robust`` nor aio-pika's RPC pattern: the robust channel
 does not restore direct reply-to consumers reliably (aio-pika #231, #679) and

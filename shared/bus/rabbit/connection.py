@@ -200,18 +200,37 @@ class RabbitConnection(Bus):
 
     async def _declare(self, conn: AbstractConnection, lost: asyncio.Event) -> None:
         rpc = await self._channel(conn, lost, publisher_confirms=True, on_return_raises=True)
-        await self._exchange(rpc, RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT)
+        await self._exchange(rpc, RPC_EXCHANGE, aio_pika.ExchangeType.TOPIC)
         self._rpc_channel = await rpc.get_underlay_channel()
         await self._rpc_channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
 
         events = await self._channel(conn, lost, publisher_confirms=True)
         self._events_exchange = await self._exchange(events, EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC)
-        await self._exchange(events, DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT)
+        await self._declare_dead_letters(conn, events)
         self._lost = lost
         for service in self._services:
             await self._declare_service(conn, service)
         for consumer in self._consumers:
             await self._declare_consumer(conn, consumer)
+
+    async def _declare_dead_letters(self, conn: AbstractConnection, channel: AbstractChannel) -> None:
+        """``coffer.dlx``, as found if it exists (declared passively from then on, whatever its type).
+
+        The operator's is topic (``services.provision``: each user may bind only its own consumers' names).
+        A broker of earlier versions has it direct, and the consumers' queues name it, so it can't be made
+        anew under another type or name; both route a consumer's name (one word, no wildcard) alike.
+        """
+        if self._passive:
+            await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
+            return
+        probe = await conn.channel()  # a failed passive declare closes its channel: not one whose loss restarts us
+        try:
+            await probe.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.close()
 
     async def _declare_service(self, conn: AbstractConnection, service: str) -> None:
         raise NotImplementedError  # the RPC part

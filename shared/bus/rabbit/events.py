@@ -47,7 +47,7 @@ class RabbitEvents(RabbitConnection):
             await own.consume(partial(self._on_broadcast, consumer, handler))
             self._consuming.add(f"events:{consumer}")
             return
-        dlx = await self._exchange(channel, DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT)
+        dlx = await channel.declare_exchange(DEAD_LETTER_EXCHANGE, passive=True)  # as ``_declare`` found or made it
         dead = await channel.declare_queue(
             f"coffer.dead.{consumer}", durable=True, arguments={"x-queue-type": "quorum"}
         )

@@ -1,4 +1,4 @@
-"""RPC over RabbitMQ: requests on ``coffer.rpc``, replies by direct reply-to (see ``shared.bus.rabbit``);
+"""RPC over RabbitMQ: requests on ``coffer.requests``, replies by direct reply-to (see ``shared.bus.rabbit``);
 calls to one service coalesced into few messages under load (``shared.bus.rabbit.batch``)."""
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ class RabbitRpc(RabbitConnection):
 
     async def _declare_service(self, conn: AbstractConnection, service: str) -> None:
         channel = await self._channel(conn, self._lost, publisher_confirms=False)
-        exchange = await self._exchange(channel, RPC_EXCHANGE, aio_pika.ExchangeType.DIRECT)
+        exchange = await self._exchange(channel, RPC_EXCHANGE, aio_pika.ExchangeType.TOPIC)
         queue = await channel.declare_queue(f"coffer.rpc.{service}", durable=True)
-        for method in (*self._services[service], BATCH_METHOD):
-            await queue.bind(exchange, f"{service}.{method}")
+        for method in (*self._services[service], BATCH_METHOD):  # exact keys: a topic exchange routes them as
+            await queue.bind(exchange, f"{service}.{method}")     # a direct one would (no wildcard in a method)
         raw = await channel.get_underlay_channel()
         await raw.basic_consume(queue.name, partial(self._on_request, service, raw), no_ack=True)
         self._consuming.add(f"rpc:{service}")
