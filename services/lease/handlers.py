@@ -127,7 +127,8 @@ class LeaseHandlers:
         max_ttl = parse_duration(req.max_ttl, field="max_ttl")
         if default_ttl > max_ttl:
             raise InvalidRole("default_ttl is longer than max_ttl", details={"field": "default_ttl"})
-        spec = {"default_ttl": req.default_ttl, "max_ttl": req.max_ttl, **kind.role_spec(body)}
+        spec = {"default_ttl": req.default_ttl, "max_ttl": req.max_ttl,
+                **kind.role_spec(body, self.leases.engines.reach.limits)}
         return _role_view(await self.repo.put_role(tenant, req.engine, req.name, spec))
 
     @handles(contract.ROLE_GET)

@@ -44,6 +44,10 @@ from shared.jobs import backoff
 log = structlog.get_logger("coffer.lease")
 
 
+#: what every failure to reach an engine's target says, whichever it was
+UNREACHABLE = "could not connect to the engine's server"
+
+
 def engine_aad(tenant_id: str, name: str) -> bytes:
     return f"lease-engine:{tenant_id}:{name}".encode()
 
@@ -54,13 +58,14 @@ def target_errors(engine: str, action: str, *, rejected: type[CofferError] = Inv
     try:
         yield
     except TargetDown as exc:
+        # one answer whatever the cause (closed, silent, another server): the cause in the log only
         log.warning("engine_unreachable", engine=engine, action=action, error=str(exc))
-        raise EngineUnreachable(f"engine '{engine}' can't be reached", details={"engine": engine}) from None
+        raise EngineUnreachable(f"engine '{engine}': {UNREACHABLE}", details={"engine": engine}) from None
     except TargetRefused as exc:
         log.warning("engine_refused", engine=engine, action=action)
         raise InvalidConfig(f"engine '{engine}': {exc}", details={"engine": engine}) from None
     except TargetRejected as exc:
-        log.warning("engine_rejected", engine=engine, action=action, **exc.details)
+        log.warning("engine_rejected", engine=engine, action=action, cause=exc.cause or None, **exc.details)
         raise rejected(f"engine '{engine}': {exc}", details={"engine": engine, **exc.details}) from None
 
 
@@ -144,6 +149,8 @@ class Leases:
     async def create(self, engine_row: Row, role: Row | dict[str, Any], ttl: int, max_ttl: int, request_id: str,
                      max_leases: int | None) -> tuple[dict[str, Any], str]:
         """A user in the target and its lease: ``(lease, password)``."""
+        # the role as the operator's limits stand now (they may have narrowed since it was written)
+        ENGINE_TYPES[engine_row["type"]].role_spec(dict(role["spec"]), self.engines.reach.limits)
         now = datetime.now(UTC).replace(microsecond=0)
         lease = {"id": "lea_" + secrets.token_hex(12), "tenant_id": engine_row["tenant_id"],
                  "engine": engine_row["name"], "role": role["name"],
@@ -182,7 +189,7 @@ class Leases:
             return row
         ended = await self._remove(row, request_id)
         if ended is None:
-            raise EngineUnreachable(f"engine '{row['engine']}' can't be reached: the lease is revoked as soon as"
+            raise EngineUnreachable(f"engine '{row['engine']}': {UNREACHABLE}; the lease is revoked as soon as"
                                     " it can be", details={"engine": row["engine"], "lease_id": row["id"],
                                                            "status": "revoking"})
         return ended

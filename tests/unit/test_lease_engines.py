@@ -9,11 +9,14 @@ import hmac
 
 import pytest
 
+from services.lease.engines.base import Limits
 from services.lease.engines.postgresql import PostgresEngine, render, scram_verifier
 from services.lease.engines.rabbitmq import RabbitEngine
 from services.lease.engines.redis import RedisEngine
 from shared.errors import InvalidConfig, InvalidRole
 from shared.outbound import OutboundPolicy, OutboundRefused, check_host
+
+NONE = Limits()  # the operator's defaults: no RabbitMQ tags, no Redis administration
 
 
 def test_postgres_config_keeps_the_password_out_of_what_is_shown() -> None:
@@ -44,7 +47,7 @@ def test_postgres_config_refuses_what_it_cannot_use(config: dict[str, object]) -
 
 def test_postgres_roles_name_the_user_and_only_known_placeholders() -> None:
     spec = PostgresEngine.role_spec({"creation_statements": ['CREATE ROLE "{{name}}" PASSWORD \'{{ password }}\''],
-                                     "revocation_statements": None})
+                                     "revocation_statements": None}, NONE)
     assert spec["revocation_statements"] is None
     rendered = render(spec["creation_statements"][0], {"name": "v-x", "password": "p"})
     assert rendered == "CREATE ROLE \"v-x\" PASSWORD 'p'"
@@ -53,7 +56,7 @@ def test_postgres_roles_name_the_user_and_only_known_placeholders() -> None:
                 {"creation_statements": ['CREATE ROLE "{{name}}"'], "revocation_statements": ["DROP {{password}}"]},
                 {"creation_statements": ['CREATE ROLE "{{name}}"' + " " * 9000]}):
         with pytest.raises(InvalidRole):
-            PostgresEngine.role_spec(bad)
+            PostgresEngine.role_spec(bad, NONE)
 
 
 def test_scram_verifier_is_the_one_postgres_would_store() -> None:
@@ -70,13 +73,13 @@ def test_scram_verifier_is_the_one_postgres_would_store() -> None:
 
 
 def test_redis_roles_may_not_touch_passwords_or_the_switch() -> None:
-    assert RedisEngine.role_spec({"acl_rules": ["~app:*", "+@read", "-flushall"]}) == {
+    assert RedisEngine.role_spec({"acl_rules": ["~app:*", "+@read", "-flushall"]}, NONE) == {
         "acl_rules": ["~app:*", "+@read", "-flushall"]}
     for rule in ("on", "OFF", "nopass", "resetpass", "reset", ">pw", "<pw", "#hash", "!hash", "+get x", "", "\n"):
         with pytest.raises(InvalidRole):
-            RedisEngine.role_spec({"acl_rules": [rule]})
+            RedisEngine.role_spec({"acl_rules": [rule]}, NONE)
     with pytest.raises(InvalidRole):
-        RedisEngine.role_spec({"acl_rules": []})
+        RedisEngine.role_spec({"acl_rules": []}, NONE)
     public, secret = RedisEngine.parse_config({"host": "cache.internal", "password": "pw"})
     assert public == {"host": "cache.internal", "port": 6379, "username": "default", "tls": False,
                       "ca_certificate": None} and secret == {"password": "pw"}
@@ -87,12 +90,13 @@ def test_redis_roles_may_not_touch_passwords_or_the_switch() -> None:
 
 
 def test_rabbitmq_roles_and_config() -> None:
-    spec = RabbitEngine.role_spec({"vhosts": {"/": {"read": ".*"}}, "tags": ["management"]})
+    spec = RabbitEngine.role_spec({"vhosts": {"/": {"read": ".*"}}, "tags": ["management"]},
+                                  Limits(rabbitmq_tags=frozenset({"management"})))
     assert spec == {"vhosts": {"/": {"configure": "", "write": "", "read": ".*"}}, "tags": ["management"]}
     for bad in ({}, {"vhosts": {"/": {"admin": ".*"}}}, {"vhosts": {"/": {}}, "tags": ["Bad Tag"]},
                 {"vhosts": {"\x00": {}}}):
         with pytest.raises(InvalidRole):
-            RabbitEngine.role_spec(bad)
+            RabbitEngine.role_spec(bad, NONE)
     public, secret = RabbitEngine.parse_config({"management_url": "http://mq.internal:15672/", "username": "a",
                                                 "password": "b"})
     assert public == {"management_url": "http://mq.internal:15672", "username": "a"} and secret == {"password": "b"}
@@ -117,3 +121,58 @@ async def test_engines_reach_only_the_ranges_the_operator_named() -> None:
         with pytest.raises(OutboundRefused):
             await check_host(host, port, policy, await resolves_to("10.1.2.3"))
     assert OutboundPolicy().permits("8.8.8.8") and not OutboundPolicy(public=False).permits("8.8.8.8")
+
+
+@pytest.mark.parametrize("rule", [
+    "+@all", "+@ALL", "allcommands", "AllCommands", "+@admin", "+@Dangerous", "+acl", "+ACL|LIST", "+acl|setuser",
+    "+config", "+CONFIG|get", "+config|set", "+module", "+module|load", "+debug", "+client", "+client|kill",
+    "+keys", "+flushall", "+shutdown", "+replicaof", "+migrate", "(+@all)", "(~*", "clearselectors",
+])
+def test_redis_roles_may_not_grant_administration_in_any_spelling(rule: str) -> None:
+    with pytest.raises(InvalidRole) as caught:
+        RedisEngine.role_spec({"acl_rules": ["~*", rule]}, NONE)
+    assert caught.value.details == {"field": "acl_rules"}
+
+
+def test_redis_administration_the_operator_allows_and_what_every_user_ends_with() -> None:
+    from services.lease.engines.redis import regrants, target_denials
+    for rule in ("+@read", "+@slow", "+get", "-@all", "-config", "+client|setname", "%R~app:*", "&*", "nocommands"):
+        RedisEngine.role_spec({"acl_rules": [rule]}, NONE)  # ordinary rules (what +@slow overlaps is taken away)
+    assert target_denials(frozenset()) == ["-@admin", "-@dangerous"]
+    dangerous = Limits(redis_allow=frozenset({"@dangerous"}))
+    RedisEngine.role_spec({"acl_rules": ["+keys", "+@dangerous", "+flushall"]}, dangerous)
+    with pytest.raises(InvalidRole):
+        RedisEngine.role_spec({"acl_rules": ["+config|get"]}, dangerous)  # @admin too
+    assert target_denials(dangerous.redis_allow) == ["-@admin"]
+    config = Limits(redis_allow=frozenset({"config"}))
+    RedisEngine.role_spec({"acl_rules": ["+CONFIG|GET"]}, config)
+    with pytest.raises(InvalidRole):
+        RedisEngine.role_spec({"acl_rules": ["+acl|list"]}, config)
+    assert regrants(["+CONFIG|GET", "+get", "+@read"], config.redis_allow) == ["+CONFIG|GET"]
+    RedisEngine.role_spec({"acl_rules": ["+@all"]}, Limits(redis_allow=frozenset({"@all"})))
+    assert target_denials(frozenset({"@all"})) == []
+
+
+def test_rabbitmq_tags_only_from_the_operators_list() -> None:
+    for tags in (["administrator"], ["management"], ["policymaker", "monitoring"]):
+        with pytest.raises(InvalidRole) as caught:
+            RabbitEngine.role_spec({"vhosts": {"/": {}}, "tags": tags}, NONE)
+        assert caught.value.details == {"field": "tags"}
+    monitoring = Limits(rabbitmq_tags=frozenset({"monitoring", "management"}))
+    assert RabbitEngine.role_spec({"vhosts": {"/": {}}, "tags": ["monitoring"]}, monitoring)["tags"] == ["monitoring"]
+    with pytest.raises(InvalidRole):
+        RabbitEngine.role_spec({"vhosts": {"/": {}}, "tags": ["monitoring", "administrator"]}, monitoring)
+
+
+def test_the_operators_engine_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.lease.settings import LeaseSettings
+    assert LeaseSettings().engine_limits() == Limits()  # nothing by default
+    monkeypatch.setenv("COFFER_ENGINE_RABBITMQ_TAGS", "management, monitoring")
+    monkeypatch.setenv("COFFER_ENGINE_REDIS_ALLOW", "@Dangerous,config")
+    limits = LeaseSettings().engine_limits()
+    assert limits.rabbitmq_tags == {"management", "monitoring"} and limits.redis_allow == {"@dangerous", "config"}
+    for name, value in (("COFFER_ENGINE_RABBITMQ_TAGS", "Admin Istrator"), ("COFFER_ENGINE_REDIS_ALLOW", "+@all")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ValueError):
+            LeaseSettings()
+        monkeypatch.delenv(name)

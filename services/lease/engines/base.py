@@ -6,6 +6,15 @@ user, remove it with its sessions, and rotate its own admin password. Engines
 raise only the three ``Target*`` exceptions below, with messages of their own:
 nothing a target says (an error text can quote a statement, and a statement
 can hold a password) travels further than a log line's error class.
+
+Whatever stands at an engine's address that isn't its target answering
+(nothing listening, a silent port, another protocol, an HTTP status of some
+other server) is ``TargetDown``, one answer for all: the caller can't tell
+an open port from a closed or a silent one (the cause goes to the log).
+
+``Limits`` are the operator's: what a tenant's role may grant in its target
+(RabbitMQ tags, Redis categories and commands). Tenants configure engines,
+so an engine never mints an administrator the operator did not allow.
 """
 
 from __future__ import annotations
@@ -29,22 +38,37 @@ class TargetRefused(Exception):
 
 
 class TargetRejected(Exception):
-    """The target refused what a role asked of it (a statement, a vhost); ``detail`` is ours, safe to show."""
+    """The target refused what a role asked of it (a statement, a vhost); ``detail`` and ``details`` are ours,
+    safe to show; ``cause`` (an upstream status) is for the log only."""
 
-    def __init__(self, detail: str, **details: str) -> None:
+    def __init__(self, detail: str, *, cause: str = "", **details: str) -> None:
         super().__init__(detail)
         self.details = details
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the operator lets roles grant (``COFFER_ENGINE_RABBITMQ_TAGS``, ``COFFER_ENGINE_REDIS_ALLOW``)."""
+
+    #: RabbitMQ user tags a role may give its users (none by default)
+    rabbitmq_tags: frozenset[str] = frozenset()
+    #: Redis categories (``@admin``, ``@dangerous``, ``@all``) and commands (``config``) a role may grant
+    #: beyond what is refused by default (lowercase)
+    redis_allow: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Reach:
-    """How an engine reaches its target: the operator's allow-list, name resolution, the time allowed."""
+    """How an engine reaches its target: the operator's allow-list, name resolution, the time allowed,
+    and what roles may grant there."""
 
     policy: OutboundPolicy
     timeout: float
     #: connections an engine may hold open to its target (per replica)
     connections: int = 8
     lookup: Lookup = system_lookup
+    limits: Limits = Limits()
 
     async def address(self, host: str, port: int) -> str:
         """The checked address of ``host:port`` (``invalid_config`` when the operator has not allowed it)."""
@@ -111,8 +135,9 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
-        """The type's part of a role body, checked (``invalid_role``)."""
+    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+        """The type's part of a role body, checked against the operator's ``limits`` (``invalid_role``);
+        run again on a stored role at every lease (the operator may have narrowed the limits since)."""
 
     @abstractmethod
     async def check(self) -> None:

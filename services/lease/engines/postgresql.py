@@ -1,8 +1,22 @@
 """The ``postgresql`` engine: roles made by SQL templates, removed with their sessions and objects.
 
 Config ``{connection_url, password?, username?, sslmode?, ca_certificate?}``:
-the URL names an admin role with ``CREATEROLE`` (or superuser) that is a
-member of ``pg_signal_backend`` (to end leased sessions). ``sslmode`` is
+the URL names an admin role with ``CREATEROLE`` that is a member of
+``pg_signal_backend`` (to end leased sessions).
+
+The admin is never a superuser, nor a member (directly or through other
+roles) of a superuser role, ``pg_execute_server_program``,
+``pg_read_server_files`` or ``pg_write_server_files``: tenants write the
+creation statements, so a superuser admin would run the tenant's SQL — and
+programs, and file reads — on the database host. Checked when the engine is
+created, before every admin rotation, and in every credentials request: a
+guard runs first in the same message as the creation statements (no extra
+round trip) and another after them, which rolls the whole creation back when
+the statements made the admin or the new user one of those (on PostgreSQL
+15 and older a ``CREATEROLE`` admin may grant itself those roles; what a
+single statement does with such a grant before the guard sees it can't be
+undone there: PostgreSQL 16 and newer, where ``CREATEROLE`` grants only
+roles it administers, close that). ``sslmode`` is
 ``disable``, ``require`` (the default: encrypted, the server's certificate
 not checked — libpq's meaning) or ``verify-full`` (checked against
 ``ca_certificate`` or the system's trust store, and the host name).
@@ -38,6 +52,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from services.lease.engines.base import (
     Engine,
+    Limits,
     TargetDown,
     TargetRefused,
     TargetRejected,
@@ -60,6 +75,35 @@ _DOWN = (OSError, TimeoutError, ConnectionError, ssl.SSLError, asyncpg.CannotCon
          asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError)
 _REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
             asyncpg.InvalidCatalogNameError)
+
+#: an admin or a leased user holding one of these (or a superuser role) could run programs or read and write
+#: files on the database host
+SERVER_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
+TOO_POWERFUL = "the admin role is too powerful: superuser or server-file/program roles are not allowed"
+_ADMIN_GUARD, _USER_GUARD = "CF001", "CF002"  # SQLSTATEs of our own guards (class CF is no one else's)
+
+
+def _powerful(who: str, quote: str) -> str:
+    """SQL: does role ``who`` (an expression giving its oid) hold a superuser or server-file/program role?"""
+    names = ", ".join(f"{quote}{r}{quote}" for r in SERVER_ROLES)
+    return (f"EXISTS (SELECT 1 FROM pg_roles p WHERE (p.rolsuper OR p.rolname IN ({names}))"
+            f" AND pg_has_role({who}, p.oid, {quote}MEMBER{quote}))")
+
+
+def guard(username: str | None) -> str:
+    """A ``DO`` statement that fails (SQLSTATE CF001 / CF002) while the session's admin, or ``username``, is
+    too powerful. It holds no single quote and only dollar quotes with a fresh random tag, so no statement
+    before it in the same message can open a quote that closes inside it: it runs as written or the
+    message fails to parse (and nothing runs)."""
+    tag = f"$g{secrets.token_hex(6)}$"
+    checks = [f"IF {_powerful('session_user', tag)} THEN RAISE EXCEPTION USING ERRCODE = {tag}{_ADMIN_GUARD}{tag};"
+              " END IF;"]
+    if username is not None:
+        user = f"(SELECT u.oid FROM pg_roles u WHERE u.rolname = {tag}{username}{tag})"
+        checks.append(f"IF {_powerful(user, tag)} THEN RAISE EXCEPTION USING ERRCODE = {tag}{_USER_GUARD}{tag};"
+                      " END IF;")
+    body = f"$d{secrets.token_hex(6)}$"
+    return f"DO {body} BEGIN {' '.join(checks)} END {body}"
 
 
 def scram_verifier(password: str, *, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -160,7 +204,7 @@ class PostgresEngine(Engine):
         return public, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
         return {"creation_statements": _statements(body, "creation_statements", required=True, allowed=_KNOWN),
                 "revocation_statements": _statements(body, "revocation_statements", required=False,
                                                      allowed={"name"})}
@@ -194,10 +238,10 @@ class PostgresEngine(Engine):
                                 server_settings={"application_name": "coffer-lease"}, **extra)
         except _REFUSED:
             raise TargetRefused("the target refused the engine's admin credentials") from None
-        except _DOWN as exc:
-            raise TargetDown(type(exc).__name__) from None
         except asyncpg.PostgresError as exc:
             raise TargetDown(f"postgres {exc.sqlstate}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever else is there (another protocol, a silent port)
+            raise TargetDown(type(exc).__name__) from None
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -227,23 +271,30 @@ class PostgresEngine(Engine):
 
     # -- what leases need --------------------------------------------------------------------------
 
+    @staticmethod
+    async def _privileges(conn: asyncpg.Connection) -> None:
+        """The admin can do what leases need, and no more than the engine allows (``TargetRefused``)."""
+        row = await conn.fetchrow(
+            "SELECT rolcreaterole, pg_has_role(session_user, 'pg_signal_backend', 'MEMBER') AS signal,"
+            f" {_powerful('session_user', chr(39))} AS powerful FROM pg_roles WHERE rolname = session_user")
+        if row is None or row["powerful"]:
+            raise TargetRefused(TOO_POWERFUL)
+        if not row["rolcreaterole"]:
+            raise TargetRefused("the engine's admin needs CREATEROLE")
+        if not row["signal"]:
+            raise TargetRefused("the engine's admin needs membership of pg_signal_backend (to end sessions)")
+
     async def check(self) -> None:
-        async def privileges(conn: asyncpg.Connection) -> None:
-            row = await conn.fetchrow(
-                "SELECT rolsuper, rolcreaterole, pg_has_role(current_user, 'pg_signal_backend', 'MEMBER') AS signal"
-                " FROM pg_roles WHERE rolname = current_user")
-            if not (row["rolsuper"] or row["rolcreaterole"]):
-                raise TargetRefused("the engine's admin needs CREATEROLE")
-            if not (row["rolsuper"] or row["signal"]):
-                raise TargetRefused("the engine's admin needs membership of pg_signal_backend (to end sessions)")
-        await self._run(privileges)
+        await self._run(self._privileges)
 
     async def create_user(self, spec: dict[str, Any], username: str, password: str, expires: datetime) -> None:
         verifier = await run_cpu(scram_verifier, password)
         values = {"name": username, "password": verifier,
                   "expiration": expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")}
-        # one simple-protocol message: the statements run as one implicit transaction, in one round trip
-        script = ";\n".join(render(s, values) for s in spec["creation_statements"])
+        # one simple-protocol message: the statements, between the guards, run as one implicit transaction,
+        # in one round trip (a newline before each ";": a template's trailing -- comment ends there)
+        script = "\n;\n".join([guard(None), *(render(s, values) for s in spec["creation_statements"]),
+                             guard(username)])
 
         async def create(conn: asyncpg.Connection) -> None:
             try:
@@ -251,6 +302,11 @@ class PostgresEngine(Engine):
             except asyncpg.InsufficientPrivilegeError:
                 raise
             except asyncpg.PostgresError as exc:
+                if exc.sqlstate == _ADMIN_GUARD:
+                    raise TargetRefused(TOO_POWERFUL) from None
+                if exc.sqlstate == _USER_GUARD:
+                    raise TargetRejected("the role's creation statements grant superuser or server-file/program"
+                                         " roles, which are not allowed") from None
                 # the server's message may quote the statement: only its SQLSTATE goes on
                 raise TargetRejected("the role's creation statements failed in the target",
                                      sqlstate=str(exc.sqlstate)) from None
@@ -258,7 +314,7 @@ class PostgresEngine(Engine):
 
     async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
         role, literal = quote_ident(username), quote_literal(username)
-        custom = ";\n".join(render(s, {"name": username}) for s in spec.get("revocation_statements") or ())
+        custom = "\n;\n".join(render(s, {"name": username}) for s in spec.get("revocation_statements") or ())
         # after NOLOGIN has committed no new session can start, so the terminate below ends them all;
         # the rest is one implicit transaction in one round trip
         removal = (f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {literal};"
@@ -287,6 +343,7 @@ class PostgresEngine(Engine):
         verifier = await run_cpu(scram_verifier, password)
 
         async def alter(conn: asyncpg.Connection) -> None:
+            await self._privileges(conn)  # an admin made superuser since is not one the engine keeps using
             await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD '{verifier}'")
         await self._run(alter)
         check = await self._connect(password)  # the new password works before anything forgets the old

@@ -2,7 +2,9 @@
 
 Config ``{management_url, username, password}``: a user tagged
 ``administrator`` (only those may manage users). A role is ``vhosts``
-(``{"/": {"configure": "", "write": ".*", "read": ".*"}}``) and ``tags``.
+(``{"/": {"configure": "", "write": ".*", "read": ".*"}}``) and ``tags``,
+only those the operator lists in ``COFFER_ENGINE_RABBITMQ_TAGS`` (none by
+default): a leased ``administrator`` could reset any user's password.
 Revocation deletes the user, then closes every connection it still has open
 (RabbitMQ keeps an authenticated connection alive after its user is gone).
 Every request goes through the outbound guard at connect time, to the
@@ -23,6 +25,7 @@ from yarl import URL
 
 from services.lease.engines.base import (
     Engine,
+    Limits,
     TargetDown,
     TargetRefused,
     TargetRejected,
@@ -42,6 +45,15 @@ _ANY_HTTP = OutboundPolicy(allow_http=True)
 
 def _segment(text: str) -> str:
     return quote(text, safe="")
+
+
+async def _management_refusal(response: aiohttp.ClientResponse) -> bool:
+    """Is this 401/403 the management API's own (``{"error": "not_authorized", …}``), not another server's?"""
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ClientError):
+        return False
+    return isinstance(body, dict) and body.get("error") in ("not_authorized", "access_refused")
 
 
 class RabbitEngine(Engine):
@@ -69,7 +81,7 @@ class RabbitEngine(Engine):
         return {"management_url": base, "username": username}, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
         vhosts = body.get("vhosts")
         if not vhosts:
             raise role_error('a rabbitmq role needs \'vhosts\' ({"/": {"configure": "", "write": ".*", "read": ".*"}})',
@@ -82,8 +94,13 @@ class RabbitEngine(Engine):
                                  "vhosts")
             spec[vhost] = {p: permissions.get(p, "") for p in _PERMISSIONS}
         tags = body.get("tags") or []
-        if any(not _TAG.fullmatch(t) for t in tags):
+        if any(not isinstance(t, str) or not _TAG.fullmatch(t) for t in tags):
             raise role_error("'tags' are user tags of RabbitMQ (management, monitoring, …)", "tags")
+        refused = sorted(set(tags) - limits.rabbitmq_tags)
+        if refused:
+            allowed = ", ".join(sorted(limits.rabbitmq_tags)) or "none"
+            raise role_error(f"'tags' may hold only the tags the operator allows ({allowed}), not"
+                             f" {', '.join(refused)[:120]}", "tags")
         return {"vhosts": spec, "tags": list(tags)}
 
     # -- the management API ------------------------------------------------------------------------
@@ -105,14 +122,15 @@ class RabbitEngine(Engine):
             try:
                 async with self._client().request(method, self.public["management_url"] + path, json=body,
                                                   headers=headers, allow_redirects=False) as response:
-                    if response.status in (401, 403):
+                    if response.status in (401, 403) and await _management_refusal(response):
                         raise TargetRefused("the target refused the engine's admin credentials")
                     if response.status == 404 and ok_missing:
                         return None
-                    if response.status >= 500:
+                    if response.status >= 500 or response.status in (401, 403):
                         raise TargetDown(f"HTTP {response.status}")
                     if response.status >= 300:
-                        raise TargetRejected("the management API refused the request", status=str(response.status))
+                        # the status stays in the log: the target is on the operator's private network
+                        raise TargetRejected("the management API refused the request", cause=f"HTTP {response.status}")
                     if response.status == 204 or response.content_length == 0:
                         return None
                     return await response.json(content_type=None)
@@ -132,8 +150,14 @@ class RabbitEngine(Engine):
         # connection (the guarded connector refuses it again at every connection)
         url = URL(self.public["management_url"])
         await self.reach.address(url.raw_host or "", url.port or 80)
-        me = await self._call("GET", "/api/whoami")
-        tags = me.get("tags") if isinstance(me, dict) else None
+        try:
+            me = await self._call("GET", "/api/whoami")
+        except TargetRejected as exc:
+            # an HTTP server that is not a management API (its status only in the log)
+            raise TargetDown(f"whoami {exc.cause}") from None
+        if not isinstance(me, dict) or not isinstance(me.get("name"), str):
+            raise TargetDown("whoami: not a management API answer")
+        tags = me.get("tags")
         tags = tags.split(",") if isinstance(tags, str) else tags or []
         if "administrator" not in tags:
             raise TargetRefused("the engine's user needs the administrator tag (to manage users)")

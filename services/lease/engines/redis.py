@@ -5,7 +5,19 @@ user allowed ``ACL`` and ``CLIENT KILL``. A role is ``acl_rules`` — key
 patterns, command categories, commands (``~app:*``, ``+@read``, ``-flushall``)
 — passed to ``ACL SETUSER`` as separate arguments, never spliced into a
 command; rules that touch passwords or switch the user on or off are the
-engine's alone. Revocation: ``ACL SETUSER … off`` (no new logins), ``CLIENT
+engine's alone, and so are selectors (``(…)``, rules within rules).
+
+A role may not grant the ``@admin`` or ``@dangerous`` categories (nor
+``@all``/``allcommands``, which hold them), nor a command of theirs —
+``acl``, ``config``, ``module``, ``debug``, ``client|kill``, ``keys``… in
+any case, whole or as a subcommand — unless the operator allows it in
+``COFFER_ENGINE_REDIS_ALLOW`` (``@dangerous``, ``config``…): a leased user
+with ``ACL LIST`` reads every user's password hash, with ``CONFIG SET`` it
+owns the server. That is refused at the role, checked again at every lease,
+and held in the target too: every leased user's rules end with
+``-@admin -@dangerous`` (what the operator has not allowed), so a category
+that merely overlaps them (``+@slow``, ``+@read`` holds ``keys``) grants
+none of their commands. Revocation: ``ACL SETUSER … off`` (no new logins), ``CLIENT
 KILL USER`` (its connections), ``ACL DELUSER``.
 
 A rotated admin password is saved with ``ACL SAVE`` when the server keeps an
@@ -27,6 +39,7 @@ from redis.retry import Retry
 
 from services.lease.engines.base import (
     Engine,
+    Limits,
     TargetDown,
     TargetRefused,
     TargetRejected,
@@ -39,6 +52,65 @@ from shared.errors import InvalidConfig
 #: rules a role may not hold: passwords and the user's on/off switch are the engine's
 _RESERVED = {"on", "off", "nopass", "resetpass", "reset"}
 _RULE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,256}$")
+
+#: the categories a role may not grant unless the operator allows them (``@all`` holds both)
+DENIED_CATEGORIES = ("admin", "dangerous")
+#: the commands of ``@admin`` (Redis 7.0's ``COMMAND LIST FILTERBY ACLCAT admin``), subcommands as ``cmd|sub``;
+#: acl, config, module and debug are named whatever a future Redis files them under
+ADMIN_COMMANDS = frozenset("""
+    acl acl|deluser acl|dryrun acl|getuser acl|list acl|load acl|log acl|save acl|setuser acl|users
+    bgrewriteaof bgsave client|kill client|list client|no-evict client|pause client|unblock client|unpause
+    cluster|addslots cluster|addslotsrange cluster|bumpepoch cluster|count-failure-reports cluster|delslots
+    cluster|delslotsrange cluster|failover cluster|flushslots cluster|forget cluster|meet cluster|replicas
+    cluster|replicate cluster|reset cluster|saveconfig cluster|set-config-epoch cluster|setslot cluster|slaves
+    config config|get config|resetstat config|rewrite config|set debug failover lastsave latency|doctor
+    latency|graph latency|histogram latency|history latency|latest latency|reset module module|list
+    module|load module|loadex module|unload monitor pfdebug pfselftest psync replconf replicaof role save
+    shutdown slaveof slowlog|get slowlog|len slowlog|reset sync
+""".split())
+#: the commands of ``@dangerous`` beyond ``@admin``'s (Redis 7.0)
+DANGEROUS_COMMANDS = ADMIN_COMMANDS | frozenset(
+    "flushall flushdb info keys migrate restore restore-asking sort sort_ro swapdb".split())
+
+
+def _categories_of(command: str) -> tuple[str, ...]:
+    """The denied categories granting ``command`` (``cmd`` or ``cmd|sub``) would grant some of."""
+    def holds(commands: frozenset[str]) -> bool:
+        return command in commands or any(c.startswith(command + "|") for c in commands)
+    return tuple(c for c, commands in (("admin", ADMIN_COMMANDS), ("dangerous", DANGEROUS_COMMANDS))
+                 if holds(commands))
+
+
+def _allowed(allow: frozenset[str], category: str) -> bool:
+    return f"@{category}" in allow or "@all" in allow
+
+
+def refused_grant(rule: str, allow: frozenset[str]) -> str | None:
+    """What ``rule`` grants that the operator has not allowed (``None``: nothing), in any spelling."""
+    text = rule.lower()
+    if text == "allcommands" or text == "+@all":
+        return None if all(_allowed(allow, c) for c in DENIED_CATEGORIES) else "every command (@all)"
+    if text.startswith("+@"):
+        category = text[2:]
+        return None if category not in DENIED_CATEGORIES or _allowed(allow, category) else f"@{category}"
+    if text.startswith("+"):
+        command = text[1:]
+        if command in allow or command.split("|", 1)[0] in allow:
+            return None
+        if any(not _allowed(allow, c) for c in _categories_of(command)):
+            return command
+    return None
+
+
+def target_denials(allow: frozenset[str]) -> list[str]:
+    """The rules every leased user ends with: what the operator has not allowed taken away again."""
+    return [f"-@{c}" for c in DENIED_CATEGORIES if not _allowed(allow, c)]
+
+
+def regrants(rules: list[str], allow: frozenset[str]) -> list[str]:
+    """A role's grants of commands the operator allowed by name, given again after ``target_denials``."""
+    return [r for r in rules if r.startswith("+") and not r.startswith("+@")
+            and (r[1:].lower() in allow or r[1:].lower().split("|", 1)[0] in allow)]
 
 
 def _refusal(exc: Exception) -> bool:
@@ -71,14 +143,19 @@ class RedisEngine(Engine):
         return public, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any]) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
         rules = body.get("acl_rules")
         if not rules:
             raise role_error("a redis role needs 'acl_rules' (for example [\"~app:*\", \"+@read\"])", "acl_rules")
         for rule in rules:
-            if not _RULE.fullmatch(rule) or rule.lower() in _RESERVED or rule[0] in "<>#!":
-                raise role_error("'acl_rules' holds a rule a role may not set (passwords, on/off, reset, spaces)",
-                                 "acl_rules")
+            if not isinstance(rule, str) or not _RULE.fullmatch(rule) or rule.lower() in _RESERVED \
+                    or rule[0] in "<>#!(" or rule.lower() == "clearselectors":
+                raise role_error("'acl_rules' holds a rule a role may not set (passwords, on/off, reset, selectors,"
+                                 " spaces)", "acl_rules")
+            refused = refused_grant(rule, limits.redis_allow)
+            if refused is not None:
+                raise role_error(f"'acl_rules' grants {refused[:60]}: administration the operator does not allow"
+                                 " (COFFER_ENGINE_REDIS_ALLOW)", "acl_rules")
         return {"acl_rules": list(rules)}
 
     async def _new_client(self, password: str) -> aioredis.Redis:
@@ -107,10 +184,11 @@ class RedisEngine(Engine):
         except rx.RedisError as exc:
             if _refusal(exc):
                 raise TargetRefused("the target refused the engine's admin credentials or a command") from None
-            if isinstance(exc, rx.ConnectionError | rx.TimeoutError):
+            if not isinstance(exc, rx.ResponseError):
+                # nothing there, a silent port, or a server that does not speak Redis (InvalidResponse): alike
                 raise TargetDown(type(exc).__name__) from None
             raise TargetRejected("the target refused the ACL change") from None
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError, UnicodeDecodeError) as exc:
             raise TargetDown(type(exc).__name__) from None
 
     async def check(self) -> None:
@@ -129,8 +207,10 @@ class RedisEngine(Engine):
 
     async def create_user(self, spec: dict[str, Any], username: str, password: str, expires: datetime) -> None:
         async def create(client: aioredis.Redis) -> None:
-            await client.execute_command("ACL", "SETUSER", username, "reset", "on", f">{password}",
-                                         *spec["acl_rules"])
+            allow = self.reach.limits.redis_allow
+            rules = spec["acl_rules"]
+            await client.execute_command("ACL", "SETUSER", username, "reset", "on", f">{password}", *rules,
+                                         *target_denials(allow), *regrants(rules, allow))
         await self._run(create)
 
     async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
