@@ -132,6 +132,18 @@ def note_peers(connector: Any) -> Any:
     return connector
 
 
+async def read_at_most(stream: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (an aiohttp ``StreamReader``), and not one more off the socket."""
+    chunks: list[bytes] = []
+    while limit > 0:
+        chunk = await stream.read(limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
+
+
 def cause(exc: BaseException) -> str:
     """For the server log: the exception's type and those of its causes, with errno where there is one (never
     a message: it may hold a URL, a server's words or a credential)."""

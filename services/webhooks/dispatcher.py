@@ -40,7 +40,7 @@ from shared.failures import statement_refused
 from shared.groups import Groups
 from shared.jobs import QueueRunner
 from shared.outbound import Lookup, OutboundPolicy, guarded_connector, system_lookup
-from shared.reach import Reach, cause, note_peers, recording, watching
+from shared.reach import Reach, cause, note_peers, read_at_most, recording, watching
 
 log = structlog.get_logger("coffer.webhooks")
 #: may each of these identities list this resource now? (``iam.may`` over the bus)
@@ -205,7 +205,7 @@ class Dispatcher:
         }
         async with self._session.post(row["url"], data=payload, headers=headers, allow_redirects=False) as resp:
             public = reach.public
-            raw = await _read_at_most(resp.content, domain.body_budget(public))
+            raw = await read_at_most(resp.content, domain.body_budget(public))
             retry_after = domain.parse_retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) \
                 else None
             return resp.status, domain.kept_headers(resp.headers), domain.kept_body(raw, public), retry_after
@@ -216,15 +216,3 @@ def _host(url: str) -> str | None:
         return URL(url).host
     except (ValueError, TypeError):
         return None
-
-
-async def _read_at_most(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """At most ``limit`` bytes of a body, and not one more off the socket."""
-    chunks: list[bytes] = []
-    while limit > 0:
-        chunk = await stream.read(limit)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        limit -= len(chunk)
-    return b"".join(chunks)

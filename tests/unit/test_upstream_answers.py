@@ -10,8 +10,7 @@ import aiohttp
 import pytest
 
 from services.webhooks import domain
-from services.webhooks.dispatcher import _read_at_most
-from shared.reach import COULD_NOT_CONNECT, Reach, cause, is_public, recording, watching
+from shared.reach import COULD_NOT_CONNECT, Reach, cause, is_public, read_at_most, recording, watching
 
 # -- webhook attempts: what is kept of the answer ------------------------------------------------------
 
@@ -62,12 +61,12 @@ class _Stream:
 
 async def test_no_more_of_the_body_than_is_kept_is_read_off_the_socket() -> None:
     stream = _Stream(64 * 1024)
-    assert await _read_at_most(stream, 1024) == b"z" * 1024  # type: ignore[arg-type]
+    assert await read_at_most(stream, 1024) == b"z" * 1024
     assert stream.taken == 1024
     stream = _Stream(64 * 1024)
-    assert await _read_at_most(stream, 0) == b"" and stream.taken == 0  # type: ignore[arg-type]
+    assert await read_at_most(stream, 0) == b"" and stream.taken == 0
     stream = _Stream(10)
-    assert await _read_at_most(stream, 1024) == b"z" * 10  # type: ignore[arg-type]
+    assert await read_at_most(stream, 1024) == b"z" * 10
 
 
 # -- what is public ---------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ async def test_watching_notes_what_the_recording_lookup_answers_in_this_call_onl
 def test_the_cause_names_types_and_errno_never_the_message() -> None:
     inner = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('10.0.0.7', 5432) password=hunter2")
     outer = aiohttp.ClientConnectorError(
-        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None), inner)  # type: ignore[arg-type]
+        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None), inner)
     text = cause(outer)
     assert "ClientConnectorError" in text and f"errno {errno.ECONNREFUSED}" in text
     assert "hunter2" not in text and "10.0.0.7" not in text
@@ -130,3 +129,26 @@ def test_the_cause_names_types_and_errno_never_the_message() -> None:
     except RuntimeError as exc:
         text = cause(exc)
     assert text == "RuntimeError <- EOFError"
+
+
+# -- federation backends: the status only for a public backend ---------------------------------------
+
+
+def test_a_public_backend_is_shown_its_status_a_private_one_could_not_connect() -> None:
+    from services.secrets.backends import answered, shown, unreachable
+    from shared.errors import BackendError, BackendTimeout
+
+    public, private = Reach("8.8.8.8"), Reach("10.0.0.9")
+    err = answered("b", public, "backend 'b' answered 405", 405, "method_not_allowed")
+    assert err.message == "backend 'b' answered 405"
+    assert err.details == {"backend": "b", "status": 405, "upstream": "method_not_allowed"}
+    err = answered("b", private, "backend 'b' answered 405", 405, "method_not_allowed")
+    assert (err.code, err.message, err.details) == ("backend_error", "could not connect to backend 'b'",
+                                                    {"backend": "b"})
+    assert isinstance(unreachable("b", TimeoutError(), public, timeout=2.0), BackendTimeout)
+    texts = {(type(e), e.message, str(e.details)) for e in (
+        unreachable("b", TimeoutError(), private, timeout=2.0), unreachable("b", ConnectionRefusedError(), private),
+        unreachable("b", EOFError(), private), unreachable("b", ConnectionRefusedError(), public))}
+    assert texts == {(BackendError, "could not connect to backend 'b'", str({"backend": "b"}))}
+    assert shown("b", public, 429, "rate_limited") == {"backend": "b", "status": 429, "upstream": "rate_limited"}
+    assert shown("b", private, 429, "rate_limited") == {"backend": "b"}
