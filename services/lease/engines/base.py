@@ -135,9 +135,10 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
-        """The type's part of a role body, checked against the operator's ``limits`` (``invalid_role``);
-        run again on a stored role at every lease (the operator may have narrowed the limits since)."""
+    def role_spec(cls, body: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
+        """The type's part of a role body, checked against the operator's ``limits`` (``invalid_role``; the
+        defaults, nothing beyond, when none are given); run again on a stored role at every lease (the
+        operator may have narrowed the limits since)."""
 
     @abstractmethod
     async def check(self) -> None:

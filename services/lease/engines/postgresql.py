@@ -204,7 +204,7 @@ class PostgresEngine(Engine):
         return public, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
         return {"creation_statements": _statements(body, "creation_statements", required=True, allowed=_KNOWN),
                 "revocation_statements": _statements(body, "revocation_statements", required=False,
                                                      allowed={"name"})}

@@ -81,7 +81,7 @@ class RabbitEngine(Engine):
         return {"management_url": base, "username": username}, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
         vhosts = body.get("vhosts")
         if not vhosts:
             raise role_error('a rabbitmq role needs \'vhosts\' ({"/": {"configure": "", "write": ".*", "read": ".*"}})',

@@ -143,7 +143,7 @@ class RedisEngine(Engine):
         return public, {"password": password}
 
     @classmethod
-    def role_spec(cls, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    def role_spec(cls, body: dict[str, Any], limits: Limits = Limits()) -> dict[str, Any]:
         rules = body.get("acl_rules")
         if not rules:
             raise role_error("a redis role needs 'acl_rules' (for example [\"~app:*\", \"+@read\"])", "acl_rules")
