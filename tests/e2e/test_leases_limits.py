@@ -24,7 +24,7 @@ import pytest
 from redis import exceptions as rx
 
 from services.platform import Platform
-from tests.conftest import Api, free_port, initialised, own_platform, remember_secret
+from tests.conftest import LOG_LINES, Api, free_port, initialised, own_platform, remember_secret
 from tests.e2e.iam_helpers import name
 from tests.e2e.lease_targets import (
     LEASE_PG,
@@ -89,6 +89,7 @@ async def widened(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
 async def test_a_postgresql_admin_that_is_a_superuser_or_holds_server_roles_is_refused(
         api: Api, platform: Platform, pg_dsn: str, pg: dict[str, Any]) -> None:
     # postgres, the cluster's superuser, with its right password
+    remember_secret(LEASE_PG.split(":")[2].split("@")[0])
     err = await expect(api, "invalid_config", "POST", "/v1/engines", json={
         "name": name("super"), "type": "postgresql", "config": {"connection_url": LEASE_PG}})
     assert TOO_POWERFUL in err["message"] and "coffer-leases-test" not in repr(err)
@@ -285,6 +286,7 @@ HTTP_401 = (b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic\r\nContent-Le
 
 async def test_closed_silent_and_foreign_ports_read_alike(api: Api) -> None:
     remember_secret("b-secret")
+    logged = len(LOG_LINES)
     def configs(port: int) -> dict[str, dict[str, Any]]:
         return {"postgresql": {"connection_url": f"postgresql://a:b-secret@127.0.0.1:{port}/x"},
                 "redis": {"host": "127.0.0.1", "port": port, "password": "b-secret"},
@@ -304,3 +306,6 @@ async def test_closed_silent_and_foreign_ports_read_alike(api: Api) -> None:
     for kind, seen in answers.items():
         assert seen == {("engine_unreachable", "engine '<engine>': could not connect to the engine's server",
                          "['engine']")}, (kind, seen)
+    # the cause is the server log's, and differs there
+    causes = {line for line in LOG_LINES[logged:] if "engine_unreachable" in line}
+    assert any("ConnectionRefusedError" in c for c in causes) and any("TimeoutError" in c for c in causes), causes
