@@ -12,6 +12,18 @@ for were generated.
 
     python -m tests.fuzz [--max-examples 250] [--seed 7] [--min-cases 10000] [--workers 2]
 
+Before schemathesis starts, ``seed`` makes a few of each resource the API
+has (secrets, CAs, roles, certificates, CSRs, trust anchors, policies,
+identities, bindings, webhooks with a delivery, subscriptions, an export),
+and ``operations_config`` hands their ids to the operations that take them,
+as schemathesis dictionaries drawn half the time (the other half stays
+generated): an operation on ``/{id}`` otherwise only ever meets 404 and
+never reaches its core logic. What an operation destroys (``DELETE``,
+``:purge``, ``:revoke``, ``:approve``) draws from resources of its own, so
+the reads keep theirs. Webhooks point at 127.0.0.2 (allowed for outbound
+calls in this run, nothing listening); the links of the description
+(services/gateway/edge/openapi.py) chain the stateful phase the same way.
+
 Three operations are left out, each for a reason that is not the fuzzer's to
 find: ``PUT /v1/sys/maintenance`` (enabling it closes the API on purpose),
 ``POST /v1/sys/kms:rotate`` and ``POST /v1/auth/keys:rotate`` (slow by
@@ -32,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -40,14 +53,19 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 EXCLUDED = ("put_v1_sys_maintenance", "post_v1_sys_kms_rotate", "post_v1_auth_keys_rotate")
+CONFIG = ROOT / "tests" / "schemathesis.toml"
+#: where the seeded webhooks point: a loopback address no service of this machine listens on
+WEBHOOK_HOST = "127.0.0.2"
 
 
 def schemathesis_command(url: str, token: str, *, max_examples: int, seed: int,
-                         phases: str = "examples,coverage,fuzzing,stateful", workers: str = "2") -> list[str]:
+                         phases: str = "examples,coverage,fuzzing,stateful", workers: str = "2",
+                         config: Path = CONFIG) -> list[str]:
     """schemathesis against ``url``'s description as ``token``'s holder: every check but the 405 one, ours
-    added by ``SCHEMATHESIS_HOOKS=tests.e2e.schemathesis_hooks`` (see ``schemathesis_env``)."""
+    added by ``SCHEMATHESIS_HOOKS=tests.e2e.schemathesis_hooks`` (see ``schemathesis_env``); ``config``:
+    ``CONFIG``, or it with the seeded resources (``operations_config``)."""
     return [str(Path(sys.executable).with_name("schemathesis")), "--config-file",
-            str(ROOT / "tests" / "schemathesis.toml"), "run", f"{url}/v1/openapi.json",
+            str(config), "run", f"{url}/v1/openapi.json",
             "--header", f"Authorization: Bearer {token}", "--max-examples", str(max_examples),
             "--seed", str(seed), "--phases", phases, "--workers", workers,
             "--exclude-checks", "unsupported_method", "--continue-on-failure", "--no-color",
@@ -94,6 +112,181 @@ def post_json(url: str, body: dict[str, object] | None = None) -> dict[str, obje
         return dict(json.loads(r.read()))
 
 
+def call(url: str, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> Any:
+    """One API call as ``token``'s holder: its JSON answer (``None`` for 204); an error answer raises."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, method=method, data=data,
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"fuzz: seeding failed: {method} {path} answered {exc.code} {exc.read()[:500]!r}") from None
+    return json.loads(raw) if raw else None
+
+
+def _csr(common_name: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+
+def _ssh_recipient() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def seed(url: str, token: str) -> dict[str, list[str]]:
+    """A few of each resource, made as the root admin: ``{dictionary name: [id, …]}``. ``*_keep`` are for
+    operations that read or change, ``*_victim`` for those that destroy."""
+    def api(method: str, path: str, body: dict[str, Any] | None = None, as_: str = token) -> Any:
+        return call(url, method, path, as_, body)
+
+    out: dict[str, list[str]] = {}
+    for kind in ("keep", "victim"):
+        out[f"secret_{kind}"] = [f"fuzz-{kind}-{i}" for i in range(4 if kind == "keep" else 8)]
+        for path in out[f"secret_{kind}"]:
+            api("PUT", f"/v1/secrets/{path}", {"value": secrets.token_hex(8)})
+            api("PUT", f"/v1/secrets/{path}", {"value": secrets.token_hex(8)})
+    for path in out["secret_victim"][:4]:  # something to restore
+        api("DELETE", f"/v1/secrets/{path}")
+
+    def ca(name: str) -> dict[str, Any]:
+        return dict(api("POST", "/v1/pki/cas", {"name": name, "common_name": f"Fuzz {name}", "ttl": "8760h"}))
+
+    root = ca("fuzz-keep")
+    out["ca_keep"] = [root["id"]]
+    out["ca_victim"] = [ca(f"fuzz-victim-{i}")["id"] for i in range(4)]
+    role = {"ca_id": root["id"], "allowed_domains": ["example.com"], "allow_subdomains": True,
+            "allow_bare_domains": True, "allow_ip_sans": True, "ttl": "24h", "max_ttl": "720h"}
+    out["role_keep"] = ["fuzz-keep"]
+    out["role_victim"] = [f"fuzz-victim-{i}" for i in range(4)]
+    for name in (*out["role_keep"], *out["role_victim"]):
+        api("PUT", f"/v1/pki/roles/{name}", role)
+    out["serial_keep"] = [api("POST", "/v1/pki/roles/fuzz-keep:issue", {"common_name": f"k{i}.example.com"})["serial"]
+                          for i in range(2)]
+    out["serial_victim"] = [api("POST", "/v1/pki/roles/fuzz-keep:issue",
+                                {"common_name": f"v{i}.example.com"})["serial"] for i in range(6)]
+    out["csr_pem"] = [_csr(f"csr{i}.example.com") for i in range(3)]
+    # CSRs for :approve and :reject come from another identity: the submitter may not approve its own
+    submitter = api("POST", "/v1/identities", {"name": "fuzz-submitter", "kind": "service", "allowed_scopes": ["pki"]})
+    api("POST", "/v1/policies", {"name": "fuzz-submit", "rules": [
+        {"effect": "allow", "paths": ["pki/roles/*"], "capabilities": ["read", "write"]}]})
+    api("POST", "/v1/bindings", {"policy": "fuzz-submit", "identity_id": submitter["id"]})
+    submitted = call(url, "POST", "/v1/auth/token", "", {"client_id": submitter["client_id"],
+                                                         "client_secret": submitter["client_secret"]})
+    csrs = [api("POST", "/v1/pki/csrs", {"csr": _csr(f"s{i}.example.com"), "role": "fuzz-keep"},
+                as_=submitted["access_token"])["id"] for i in range(10)]
+    out["csr_keep"], out["csr_victim"] = csrs[:2], csrs[2:]
+    out["anchor_keep"] = [api("POST", "/v1/pki/trust-anchors", {"name": "fuzz-keep",
+                                                               "certificate": root["certificate"]})["id"]]
+    out["anchor_victim"] = [api("POST", "/v1/pki/trust-anchors", {"name": f"fuzz-victim-{i}",
+                                                                 "certificate": root["certificate"]})["id"]
+                            for i in range(4)]
+    rules = [{"effect": "allow", "paths": ["secrets/fuzz-*"], "capabilities": ["read"]}]
+    out["policy_keep"] = ["fuzz-keep"]
+    out["policy_victim"] = [f"fuzz-victim-{i}" for i in range(4)]
+    for name in (*out["policy_keep"], *out["policy_victim"]):
+        api("POST", "/v1/policies", {"name": name, "rules": rules})
+    out["identity_keep"] = [api("POST", "/v1/identities", {"name": f"fuzz-keep-{kind}", "kind": kind,
+                                                           "allowed_scopes": ["secrets:read"],
+                                                           **({"password": secrets.token_urlsafe(16)}
+                                                              if kind == "user" else {})})["id"]
+                            for kind in ("user", "service")]
+    out["identity_victim"] = [api("POST", "/v1/identities", {"name": f"fuzz-victim-{i}", "kind": "service",
+                                                             "allowed_scopes": ["secrets:read"]})["id"]
+                              for i in range(4)]
+    for identity in out["identity_keep"]:
+        api("POST", f"/v1/identities/{identity}/mfa/totp")
+    bindings = [api("POST", "/v1/bindings", {"policy": "fuzz-keep", "identity_id": identity})["id"]
+                for identity in (*out["identity_keep"], *out["identity_victim"])]
+    out["binding_keep"], out["binding_victim"] = bindings[:2], bindings[2:]
+    hook = f"https://{WEBHOOK_HOST}:{free_port()}/hook"
+    out["webhook_keep"] = [api("POST", "/v1/webhooks", {"url": hook})["id"]]
+    out["webhook_victim"] = [api("POST", "/v1/webhooks", {"url": hook})["id"] for _ in range(4)]
+    out["delivery"] = [api("POST", f"/v1/webhooks/{out['webhook_keep'][0]}:ping")["delivery_id"] for _ in range(3)]
+    subscriptions = [api("POST", "/v1/subscriptions", {"webhook_id": out["webhook_keep"][0],
+                                                       "event_types": ["secret.updated"]})["id"] for _ in range(5)]
+    out["subscription_keep"], out["subscription_victim"] = subscriptions[:1], subscriptions[1:]
+    out["export_keep"] = [api("POST", "/v1/exports", {"prefix": "fuzz-keep-0", "format": "json",
+                                                      "recipient": _ssh_recipient()})["id"]]
+    return out
+
+
+#: which seeded resources each operation takes: ``(method, path, {parameter: dictionary})``, a parameter
+#: as schemathesis names it (``path.id``, ``body.ca_id``)
+USES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    *(("GET", f"/v1/secrets/{{path}}{tail}", {"path.path": "secret_keep"}) for tail in ("", ":versions")),
+    ("POST", "/v1/secrets/{path}:rotate", {"path.path": "secret_keep"}),
+    *((method, f"/v1/secrets/{{path}}{tail}", {"path.path": "secret_victim"})
+      for method, tail in (("DELETE", ""), ("POST", ":purge"), ("POST", ":restore"))),
+    *(("GET", f"/v1/pki/cas/{{id}}{tail}", {"path.id": "ca_keep"}) for tail in ("", "/chain", "/crl")),
+    ("DELETE", "/v1/pki/cas/{id}", {"path.id": "ca_victim"}),
+    ("PUT", "/v1/pki/roles/{name}", {"body.ca_id": "ca_keep"}),
+    ("GET", "/v1/pki/roles/{name}", {"path.name": "role_keep"}),
+    ("DELETE", "/v1/pki/roles/{name}", {"path.name": "role_victim"}),
+    ("POST", "/v1/pki/roles/{name}:issue", {"path.name": "role_keep"}),
+    ("POST", "/v1/pki/roles/{name}:sign", {"path.name": "role_keep", "body.csr": "csr_pem"}),
+    ("POST", "/v1/pki/csrs", {"body.role": "role_keep", "body.csr": "csr_pem"}),
+    ("GET", "/v1/pki/csrs/{id}", {"path.id": "csr_keep"}),
+    *(("POST", f"/v1/pki/csrs/{{id}}:{verb}", {"path.id": "csr_victim"}) for verb in ("approve", "reject")),
+    ("GET", "/v1/pki/certificates/{serial}", {"path.serial": "serial_keep"}),
+    ("POST", "/v1/pki/certificates/{serial}:revoke", {"path.serial": "serial_victim"}),
+    ("GET", "/v1/pki/trust-anchors/{id}", {"path.id": "anchor_keep"}),
+    ("DELETE", "/v1/pki/trust-anchors/{id}", {"path.id": "anchor_victim"}),
+    *((method, "/v1/policies/{name}", {"path.name": "policy_keep"}) for method in ("GET", "PUT")),
+    ("DELETE", "/v1/policies/{name}", {"path.name": "policy_victim"}),
+    *((method, "/v1/identities/{id}", {"path.id": "identity_keep"}) for method in ("GET", "PATCH")),
+    ("DELETE", "/v1/identities/{id}", {"path.id": "identity_victim"}),
+    *((method, "/v1/identities/{id}/mfa/totp", {"path.id": "identity_keep"}) for method in ("POST", "DELETE")),
+    ("POST", "/v1/bindings", {"body.identity_id": "identity_keep", "body.policy": "policy_keep"}),
+    ("GET", "/v1/bindings/{id}", {"path.id": "binding_keep"}),
+    ("DELETE", "/v1/bindings/{id}", {"path.id": "binding_victim"}),
+    *((method, f"/v1/webhooks/{{id}}{tail}", {"path.id": "webhook_keep"})
+      for method, tail in (("GET", ""), ("PATCH", ""), ("POST", ":ping"), ("POST", ":rotate-secret"),
+                           ("GET", "/deliveries"))),
+    ("DELETE", "/v1/webhooks/{id}", {"path.id": "webhook_victim"}),
+    *((method, f"/v1/webhooks/{{id}}/deliveries/{{did}}{tail}", {"path.id": "webhook_keep", "path.did": "delivery"})
+      for method, tail in (("GET", ""), ("POST", ":retry"))),
+    ("POST", "/v1/subscriptions", {"body.webhook_id": "webhook_keep"}),
+    ("GET", "/v1/subscriptions/{id}", {"path.id": "subscription_keep"}),
+    ("DELETE", "/v1/subscriptions/{id}", {"path.id": "subscription_victim"}),
+    *(("GET", f"/v1/exports/{{id}}{tail}", {"path.id": "export_keep"}) for tail in ("", "/bundle")),
+)
+
+
+def _toml(value: Any) -> str:
+    return json.dumps(value)  # a JSON string or number is a TOML one
+
+
+def operations_config(seeded: dict[str, list[str]], probability: float = 0.5) -> str:
+    """``CONFIG``, and the seeded resources as dictionaries each operation in ``USES`` draws from."""
+    lines = [CONFIG.read_text(), "", "# -- resources tests/fuzz.py made before the run (generated) --"]
+    for name, values in sorted(seeded.items()):
+        lines += [f"[dictionaries.{name}]", f"values = [{', '.join(_toml(v) for v in values)}]", ""]
+    for method, path, parameters in USES:
+        if any(not seeded.get(dictionary) for dictionary in parameters.values()):
+            continue
+        bindings = ", ".join(f"{_toml(p)} = {{ dictionary = {_toml(d)}, probability = {probability} }}"
+                             for p, d in parameters.items())
+        # one filter, the operation's name: ``include-method`` beside ``include-path`` would be either
+        lines += ["[[operations]]", f"include-name = {_toml(f'{method} {path}')}", f"parameters = {{ {bindings} }}",
+                  ""]
+    return "\n".join(lines)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=250)
@@ -114,7 +307,9 @@ async def main() -> int:
     env.update({"PYTHONPATH": str(ROOT), "COFFER_HTTP_PORT": str(port), "COFFER_DATA_DIR": str(data),
                 "COFFER_DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", "COFFER_LOG_LEVEL": "error",
                 # the fuzzer is one client sending thousands of requests a minute
-                "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,pki=1000000/s,auth=1000000/s"})
+                "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,pki=1000000/s,auth=1000000/s",
+                # the seeded webhooks' address (nothing listens there): deliveries are made, and fail
+                "COFFER_OUTBOUND_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32"})
     platform = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.embedded", cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL)
@@ -122,10 +317,15 @@ async def main() -> int:
     try:
         await wait_healthy(url, platform)
         init = await asyncio.to_thread(post_json, f"{url}/v1/sys/init")
+        seeded = await asyncio.to_thread(seed, url, str(init["token"]))
+        config = data / "schemathesis.toml"
+        config.write_text(operations_config(seeded))
+        print(f"fuzz: seeded {sum(len(v) for v in seeded.values())} resources for {len(USES)} operations",
+              flush=True)
         print(f"fuzz: platform on {url}; running schemathesis (seed {args.seed}, {args.max_examples} examples per "
               f"operation, phases {args.phases}) ...", flush=True)
         command = schemathesis_command(url, str(init["token"]), max_examples=args.max_examples, seed=args.seed,
-                                       phases=args.phases, workers=args.workers)
+                                       phases=args.phases, workers=args.workers, config=config)
         proc = await asyncio.create_subprocess_exec(
             *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             env=schemathesis_env())

@@ -156,24 +156,78 @@ def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str,
     return op
 
 
+#: links no path can tell: a resource made by one operation that another takes in its body or under another
+#: path. ``(source, status, target, parameters, request body)``, operations as ``"METHOD path"``; the body
+#: is merged into what the fuzzer generates for the target.
+CROSS_LINKS: tuple[tuple[str, str, str, dict[str, str], dict[str, str] | None], ...] = (
+    # roles after CAs, CSRs after roles, certificates after :issue and :sign
+    ("POST /v1/pki/cas", "201", "PUT /v1/pki/roles/{name}", {}, {"ca_id": "$response.body#/id"}),
+    ("PUT /v1/pki/roles/{name}", "201", "POST /v1/pki/csrs", {}, {"role": "$request.path.name"}),
+    *((f"POST /v1/pki/roles/{{name}}:{verb}", "201", target, {"serial": "$response.body#/serial"}, None)
+      for verb in ("issue", "sign")
+      for target in ("GET /v1/pki/certificates/{serial}", "POST /v1/pki/certificates/{serial}:revoke")),
+    # engine roles after engines, leases after credentials
+    ("POST /v1/engines", "201", "PUT /v1/engines/{name}/roles/{role}", {"name": "$response.body#/name"}, None),
+    ("POST /v1/engines", "201", "POST /v1/leases:revoke-prefix", {}, {"engine": "$response.body#/name"}),
+    *(("POST /v1/engines/{name}/roles/{role}:credentials", "201", target, {"id": "$response.body#/lease_id"}, None)
+      for target in ("GET /v1/leases/{id}", "POST /v1/leases/{id}:renew", "POST /v1/leases/{id}:revoke")),
+    # deliveries after webhooks (a ping makes one), subscriptions to a webhook
+    *((source, status, target, {"id": "$request.path.id", "did": f"$response.body#/{field}"}, None)
+      for source, status, field in (("POST /v1/webhooks/{id}:ping", "202", "delivery_id"),
+                                    ("GET /v1/webhooks/{id}/deliveries", "200", "items/0/id"))
+      for target in ("GET /v1/webhooks/{id}/deliveries/{did}", "POST /v1/webhooks/{id}/deliveries/{did}:retry")),
+    ("POST /v1/webhooks", "201", "POST /v1/subscriptions", {}, {"webhook_id": "$response.body#/id"}),
+    # bindings of an identity to a policy
+    ("POST /v1/identities", "201", "POST /v1/bindings", {}, {"identity_id": "$response.body#/id"}),
+    ("POST /v1/policies", "201", "POST /v1/bindings", {}, {"policy": "$response.body#/name"}),
+)
+
+
+def _add_link(source: dict[str, Any], status: str, target: dict[str, Any], parameters: dict[str, str],
+              body: dict[str, str] | None = None) -> None:
+    link: dict[str, Any] = {"operationId": target["operationId"]}
+    if parameters:
+        link["parameters"] = parameters
+    if body:
+        link["requestBody"] = body
+    source["responses"][status].setdefault("links", {})[f"{target['operationId']}"] = link
+
+
 def _link(paths: dict[str, dict[str, Any]]) -> None:
-    """Each create (201, or 202 for a job, on a collection) links to the operations on the item it made."""
+    """Links for a stateful fuzzer, so that what takes an id is called with one that exists:
+
+    - a create (201, or 202 for a job, on a collection) links to the operations on the item it made
+      (``/{id}``, its actions and sub-resources) with the id from its answer;
+    - a ``PUT`` that creates an item under a name the caller chose (``201``) links to the other
+      operations on that item, with the path it was called with;
+    - ``CROSS_LINKS``: what the path can't tell (a role's CA, a lease of a credential, a delivery of a
+      ping, a binding's identity and policy).
+    """
     for path, operations in paths.items():
         create = operations.get("post")
         made = next((s for s in ("201", "202") if create is not None and s in create["responses"]), None)
         if create is None or made is None:
             continue
         for item_path, item_ops in paths.items():
-            found = re.fullmatch(re.escape(path) + r"/\{([a-z_]+)\}(?::[a-z-]+|/[a-z]+)?", item_path)
-            if not found:
+            found = re.fullmatch(re.escape(path) + r"/\{([a-z_]+)\}(?::[a-z-]+|(?:/[a-z-]+)+)?", item_path)
+            if not found or found[1] not in ("id", "name"):
                 continue
-            field = found[1] if found[1] in ("id", "name") else None
-            if field is None:
-                continue
-            links = create["responses"][made].setdefault("links", {})
-            for method, op in item_ops.items():
-                links[f"{method}_{op['operationId']}"] = {
-                    "operationId": op["operationId"], "parameters": {found[1]: f"$response.body#/{field}"}}
+            for op in item_ops.values():
+                _add_link(create, made, op, {found[1]: f"$response.body#/{found[1]}"})
+    for path, operations in paths.items():
+        put = operations.get("put")
+        params = _PARAM.findall(path)
+        if put is None or "201" not in put["responses"] or not params:
+            continue
+        for item_path, item_ops in paths.items():
+            if item_path == path or re.fullmatch(re.escape(path) + r"(?::[a-z-]+|(?:/[a-z-]+)+)", item_path):
+                for op in item_ops.values():
+                    if op is not put:
+                        _add_link(put, "201", op, {p: f"$request.path.{p}" for p in params})
+    by_key = {f"{method.upper()} {path}": op for path, ops in paths.items() for method, op in ops.items()}
+    for source, status, target, parameters, body in CROSS_LINKS:
+        if source in by_key and target in by_key and status in by_key[source]["responses"]:
+            _add_link(by_key[source], status, by_key[target], parameters, body)
 
 
 def document(routes: tuple[Route, ...] | list[Route], version: str, *, https_only: bool = True) -> dict[str, Any]:

@@ -302,7 +302,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/pki/csrs/{id}", get_csr, **_P, errors=("csr_not_found",)),
     Route("POST", "/v1/pki/csrs/{id}:{action:(approve|reject)}", csr_action, **_P, statuses=(200,),
           doc_paths=("/v1/pki/csrs/{id}:approve", "/v1/pki/csrs/{id}:reject"),
-          errors=("csr_not_found", "csr_already_processed", *ISSUE_ERRORS)),
+          errors=("csr_not_found", "csr_already_processed", "forbidden", *ISSUE_ERRORS)),  # forbidden: one's own
     Route("GET", "/v1/pki/certificates", list_certificates, **_P, query=CertQuery,
           errors=("invalid_cursor", "invalid_duration")),
     Route("GET", "/v1/pki/certificates/{serial}", get_certificate, **_P,
