@@ -14,12 +14,13 @@ or parses a raw dict for the bus.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as _PydanticError
 
 from shared.errors import InternalError, ValidationError, from_wire
@@ -63,6 +64,46 @@ def _integral(value: object) -> object:
 
 #: an integer field of a request, as JSON Schema reads ``integer``
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+#: C0 controls (CR, LF, NUL, TAB …), DEL and C1 controls (NEL among them), and the Unicode line and paragraph
+#: separators: what can end a header line or split a URL, in one reader or another
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: the same, as the description shows it (JSON Schema's ECMA-262 regex)
+HEADER_SAFE_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]*$"
+_CONTROLS_MESSAGE = "control characters (CR, LF, NUL, TAB …) are not allowed here"
+
+
+def _header_safe(value: str) -> str:
+    if _CONTROLS.search(value):
+        raise ValueError(_CONTROLS_MESSAGE)
+    return value
+
+
+def _header_safe_deep(value: Any) -> Any:
+    """Every string in a config value (in lists and objects too, keys included) is header-safe; walked
+    without recursion, however deeply the JSON nests."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _header_safe(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return value
+
+
+#: a config string that may reach an HTTP header, a URL or a connection string (a backend's ``tenant_id`` is
+#: sent as ``X-Tenant-ID``, a URL is requested, a user name is put in ``Authorization``): no control characters,
+#: so nothing a tenant stores can split a header or a request line. Refused with 422 ``validation_error`` naming
+#: the field, before anything is stored or connected to.
+HeaderSafeStr = Annotated[StrictStr, AfterValidator(_header_safe),
+                          Field(json_schema_extra={"pattern": HEADER_SAFE_PATTERN})]
+#: a value of a free-form ``config`` object (engines, federation backends, DNS providers): any JSON, each
+#: string in it header-safe
+HeaderSafeValue = Annotated[Any, AfterValidator(_header_safe_deep)]
 
 
 class PageRequest(Contract):

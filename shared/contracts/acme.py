@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import Contract, Empty, Method, Page, PageRequest, ServiceClient
+from shared.contracts import Contract, Empty, HeaderSafeStr, HeaderSafeValue, Method, Page, PageRequest, ServiceClient
 from shared.contracts.pki import MAX_PEM, NAME_PATTERN
 
 OrderStatus = Literal["pending", "processing", "valid", "invalid"]
@@ -32,7 +32,7 @@ ORDER_ID = r"^acmeo_[0-9a-f]{24}$"
 class Eab(Contract):
     """External account binding (RFC 8555 §7.3.4): the key id and MAC key the CA handed out."""
 
-    kid: StrictStr = Field(min_length=1, max_length=256)
+    kid: HeaderSafeStr = Field(min_length=1, max_length=256)
     #: base64url, as CAs give it
     hmac_key: StrictStr = Field(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9_=-]+$", repr=False)
 
@@ -40,7 +40,7 @@ class Eab(Contract):
 class AccountCreate(Contract):
     """``POST /v1/pki/acme/accounts``."""
 
-    directory_url: StrictStr = Field(min_length=1, max_length=2048)
+    directory_url: HeaderSafeStr = Field(min_length=1, max_length=2048)
     email: StrictStr | None = Field(None, max_length=254, pattern=r"^[^@\s:,<>]{1,64}@[^@\s:,<>]{1,189}$")
     eab: Eab | None = None
     #: extra roots (PEM) to trust for this CA's TLS certificate, as cert-manager's ``caBundle``
@@ -62,15 +62,15 @@ class ProviderCreate(Contract):
 
     name: StrictStr = Field(pattern=NAME_PATTERN)
     type: Literal["rfc2136"]
-    config: dict[StrictStr, Any] = Field(repr=False, max_length=16)
+    config: dict[StrictStr, HeaderSafeValue] = Field(repr=False, max_length=16)
 
 
 class Rfc2136Config(Contract):
     #: ``host`` or ``host:port`` (port 53 by default); IPv6 as ``[addr]:port``
-    nameserver: StrictStr = Field(min_length=1, max_length=300)
-    zone: StrictStr = Field(min_length=1, max_length=253)
-    tsig_key_name: StrictStr = Field(min_length=1, max_length=253)
-    tsig_secret: StrictStr = Field(min_length=1, max_length=1024, repr=False)
+    nameserver: HeaderSafeStr = Field(min_length=1, max_length=300)
+    zone: HeaderSafeStr = Field(min_length=1, max_length=253)
+    tsig_key_name: HeaderSafeStr = Field(min_length=1, max_length=253)
+    tsig_secret: HeaderSafeStr = Field(min_length=1, max_length=1024, repr=False)
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1"] = \
         "hmac-sha256"
 

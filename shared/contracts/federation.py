@@ -1,7 +1,9 @@
 """RPC contracts of federation backends (api.md §5.4), served by the ``secrets`` service, and their client.
 
 A backend's ``config`` is checked by the service per type (``invalid_config`` naming the fields);
-its credentials (``client_secret``, ``secret_access_key``) are sealed and never answered.
+its credentials (``client_secret``, ``secret_access_key``) are sealed and never answered. No string in it
+may hold a control character (they reach headers and URLs): 422 ``validation_error`` naming the field,
+before anything is connected to or stored.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from typing import Any, Literal
 from pydantic import Field, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import DURATION_SCHEMA, Contract, Empty, Method, Page, PageRequest, ServiceClient
+from shared.contracts import (
+    DURATION_SCHEMA,
+    Contract,
+    Empty,
+    HeaderSafeStr,
+    HeaderSafeValue,
+    Method,
+    Page,
+    PageRequest,
+    ServiceClient,
+)
 from shared.contracts.secrets import SECRET_POLICY_NAME
 
 BACKEND_TYPES = ("coffer", "aws_secrets_manager")
@@ -26,22 +38,23 @@ class BackendCreate(Contract):
     name: StrictStr = Field(pattern=SECRET_POLICY_NAME)
     type: Literal["coffer", "aws_secrets_manager"]
     mount_path: StrictStr = Field(min_length=1, max_length=512, json_schema_extra={"pattern": MOUNT_PATTERN})
-    config: dict[StrictStr, Any] = Field(repr=False, max_length=16)
+    config: dict[StrictStr, HeaderSafeValue] = Field(repr=False, max_length=16)
 
 
 class CofferConfig(Contract):
-    url: StrictStr = Field(max_length=2048)
-    client_id: StrictStr = Field(min_length=1, max_length=200)
-    client_secret: StrictStr = Field(min_length=1, max_length=1000, repr=False)
-    tenant_id: StrictStr | None = Field(None, max_length=200)
+    url: HeaderSafeStr = Field(max_length=2048)
+    client_id: HeaderSafeStr = Field(min_length=1, max_length=200)
+    client_secret: HeaderSafeStr = Field(min_length=1, max_length=1000, repr=False)
+    #: sent as ``X-Tenant-ID``
+    tenant_id: HeaderSafeStr | None = Field(None, max_length=200)
     timeout: StrictStr = Field("5s", max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 
 class AwsConfig(Contract):
     region: StrictStr = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
-    access_key_id: StrictStr = Field(min_length=1, max_length=128)
-    secret_access_key: StrictStr = Field(min_length=1, max_length=1000, repr=False)
-    endpoint_url: StrictStr | None = Field(None, max_length=2048)
+    access_key_id: HeaderSafeStr = Field(min_length=1, max_length=128)
+    secret_access_key: HeaderSafeStr = Field(min_length=1, max_length=1000, repr=False)
+    endpoint_url: HeaderSafeStr | None = Field(None, max_length=2048)
     timeout: StrictStr = Field("5s", max_length=40, json_schema_extra=DURATION_SCHEMA)
 
 

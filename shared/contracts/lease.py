@@ -13,7 +13,17 @@ from typing import Any, Literal
 from pydantic import Field, StrictBool, StrictStr
 
 from shared.context import RequestContext
-from shared.contracts import DURATION_SCHEMA, Contract, Empty, Method, Page, PageRequest, ServiceClient
+from shared.contracts import (
+    DURATION_SCHEMA,
+    Contract,
+    Empty,
+    HeaderSafeStr,
+    HeaderSafeValue,
+    Method,
+    Page,
+    PageRequest,
+    ServiceClient,
+)
 
 EngineType = Literal["postgresql", "rabbitmq", "redis"]
 LeaseStatus = Literal["active", "revoking", "revoked", "expired"]
@@ -28,7 +38,7 @@ class EngineCreate(Contract):
     type: EngineType
     #: postgresql ``{connection_url, sslmode?}``; rabbitmq ``{management_url, username, password}``;
     #: redis ``{host, port, username, password, tls?}``
-    config: dict[StrictStr, Any] = Field(repr=False, max_length=20)
+    config: dict[StrictStr, HeaderSafeValue] = Field(repr=False, max_length=20)
 
 
 class EngineRef(Contract):
@@ -63,8 +73,8 @@ class RoleBody(Contract):
     creation_statements: list[StrictStr] | None = Field(None, max_length=20)
     revocation_statements: list[StrictStr] | None = Field(None, max_length=20)
     #: rabbitmq: {vhost: {configure, write, read}} and user tags
-    vhosts: dict[StrictStr, dict[StrictStr, StrictStr]] | None = Field(None, max_length=50)
-    tags: list[StrictStr] | None = Field(None, max_length=10)
+    vhosts: dict[HeaderSafeStr, dict[StrictStr, StrictStr]] | None = Field(None, max_length=50)
+    tags: list[HeaderSafeStr] | None = Field(None, max_length=10)
     #: redis: ACL rules (``~app:*``, ``+@read``)
     acl_rules: list[StrictStr] | None = Field(None, max_length=100)
 
