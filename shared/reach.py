@@ -111,14 +111,15 @@ def recording(inner: Lookup = system_lookup) -> Lookup:
     return noted
 
 
-def note_peers(connector: Any) -> Any:
+def note_peers(connector: Any, into: Reach | None = None) -> Any:
     """``connector`` (aiohttp), noting the peer address of every connection it hands out — new or taken from
-    its pool — in the ``Reach`` being watched: what was connected to, not only what a name resolved to."""
+    its pool — in ``into``, or else the ``Reach`` being watched: what was connected to, not only what a name
+    resolved to (aiohttp resolves no IP literal)."""
     inner = connector.connect
 
     async def connect(*args: Any, **kwargs: Any) -> Any:
         connection = await inner(*args, **kwargs)
-        reach = _current.get()
+        reach = into if into is not None else _current.get()
         if reach is not None:
             transport = connection.transport
             peer = transport.get_extra_info("peername") if transport is not None else None

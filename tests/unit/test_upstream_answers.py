@@ -152,3 +152,28 @@ def test_a_public_backend_is_shown_its_status_a_private_one_could_not_connect() 
     assert texts == {(BackendError, "could not connect to backend 'b'", str({"backend": "b"}))}
     assert shown("b", public, 429, "rate_limited") == {"backend": "b", "status": 429, "upstream": "rate_limited"}
     assert shown("b", private, 429, "rate_limited") == {"backend": "b"}
+
+
+# -- ACME CAs: what was wrong only for a public CA -------------------------------------------------------
+
+
+def test_a_public_ca_is_shown_what_went_wrong_a_private_one_could_not_connect() -> None:
+    from services.pki.acme.protocol import CA_UNREACHABLE, AcmeUnavailable, Answer, unavailable
+    from services.pki.acme.service import upstream_error
+    from shared.errors import BackendError, BackendTimeout
+
+    public = unavailable(True, "the CA failed (HTTP 503)")
+    assert public.reason == "the CA failed (HTTP 503)" and not public.timeout
+    assert isinstance(upstream_error(unavailable(True, "late", timeout=True)), BackendTimeout)
+    for reason, timeout in (("the CA failed (HTTP 405)", False), ("the CA did not answer in time", True),
+                            ("the CA could not be reached (ClientOSError)", False)):
+        private = unavailable(False, reason, timeout=timeout)
+        assert (private.reason, private.timeout) == (CA_UNREACHABLE, False)
+        err = upstream_error(private)
+        assert isinstance(err, BackendError) and err.message == "could not connect to the ACME CA"
+    with pytest.raises(AcmeUnavailable) as shown:
+        Answer(200, {}, b"<html>", public=True).json()
+    assert "not JSON" in shown.value.reason
+    with pytest.raises(AcmeUnavailable) as hidden:
+        Answer(200, {}, b"<html>", public=False).json()
+    assert hidden.value.reason == CA_UNREACHABLE

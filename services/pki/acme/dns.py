@@ -10,6 +10,12 @@ Records are written and removed over TCP (an update with a few TXT records
 can outgrow a UDP answer, and TCP can't be spoofed off-path). "Propagated"
 means the primary answers the TXT values; the CA may ask a secondary, which
 NOTIFY keeps close behind.
+
+A server that could not be used reads "could not connect to the DNS server"
+whatever happened — refused, closed at once, silent, an answer that is no
+DNS (issue #27: the nameserver is a tenant's choice, and the error must not
+tell closed, open and silent ports of the operator's networks apart); the
+cause is logged. What a DNS server answered (TSIG errors, an rcode) is said.
 """
 
 from __future__ import annotations
@@ -28,12 +34,17 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 import dns.update
+import structlog
 
 from shared.contracts.acme import Rfc2136Config
 from shared.outbound import OutboundPolicy, OutboundRefused, check_host
+from shared.reach import COULD_NOT_CONNECT, cause
 
+log = structlog.get_logger("coffer.pki.acme")
 TIMEOUT = 10.0
 TTL = 60
+#: what a DNS server that could not be used reads, whatever happened
+DNS_UNREACHABLE = f"{COULD_NOT_CONNECT} to the DNS server"
 
 
 class DnsFailed(Exception):
@@ -68,9 +79,11 @@ class Rfc2136:
     address: str
     port: int
     key: dns.tsig.Key
+    #: seconds a query or an update may take
+    timeout: float = TIMEOUT
 
     @classmethod
-    async def open(cls, config: Rfc2136Config, policy: OutboundPolicy) -> Rfc2136:
+    async def open(cls, config: Rfc2136Config, policy: OutboundPolicy, timeout: float = TIMEOUT) -> Rfc2136:
         """Check the config's form and the server's address (``ValueError`` / ``OutboundRefused``)."""
         host, port = split_nameserver(config.nameserver)
         try:
@@ -85,12 +98,12 @@ class Rfc2136:
         if not secret:
             raise ValueError("tsig_secret is empty")
         address = await check_host(host, port, policy, protocol_port=53)
-        return cls(zone, address, port, dns.tsig.Key(key_name, secret, config.tsig_algorithm))
+        return cls(zone, address, port, dns.tsig.Key(key_name, secret, config.tsig_algorithm), timeout)
 
     async def _ask(self, message: dns.message.Message) -> dns.message.Message:
         message.use_tsig(self.key, algorithm=self.key.algorithm)
         try:
-            answer = await dns.asyncquery.tcp(message, self.address, port=self.port, timeout=TIMEOUT)
+            answer = await dns.asyncquery.tcp(message, self.address, port=self.port, timeout=self.timeout)
         except dns.tsig.PeerBadKey:
             raise DnsFailed("the server does not know the TSIG key (BADKEY)") from None
         except dns.tsig.PeerBadSignature:
@@ -99,10 +112,9 @@ class Rfc2136:
             raise DnsFailed("the server's answer failed the TSIG check (wrong secret?)") from None
         except dns.tsig.PeerError as exc:
             raise DnsFailed(f"the server refused the TSIG signature ({type(exc).__name__})") from None
-        except dns.exception.Timeout:
-            raise DnsFailed("the DNS server did not answer in time", transient=True) from None
-        except (OSError, EOFError, dns.exception.DNSException) as exc:
-            raise DnsFailed(f"the DNS server could not be reached ({type(exc).__name__})", transient=True) from None
+        except (OSError, EOFError, dns.exception.DNSException) as exc:  # dns.exception.Timeout among them
+            log.warning("acme_dns_unreachable", zone=self.zone.to_text(), cause=cause(exc))
+            raise DnsFailed(DNS_UNREACHABLE, transient=True) from None
         return answer
 
     async def check(self) -> None:
@@ -157,9 +169,9 @@ class Rfc2136:
         return found
 
 
-async def open_provider(config: Rfc2136Config, policy: OutboundPolicy) -> Rfc2136:
+async def open_provider(config: Rfc2136Config, policy: OutboundPolicy, timeout: float = TIMEOUT) -> Rfc2136:
     """``Rfc2136.open``, its refusals as ``ValueError`` with a reason a caller may see."""
     try:
-        return await Rfc2136.open(config, policy)
+        return await Rfc2136.open(config, policy, timeout)
     except OutboundRefused as exc:
         raise ValueError(f"nameserver: {exc.reason}") from None

@@ -13,6 +13,15 @@ on the event loop, and reads at most ``MAX_BODY`` bytes. The messages
 §6.5); a ``rateLimited`` problem or HTTP 429 is ``AcmeRateLimited`` with the
 CA's ``Retry-After``; any other problem document is ``AcmeProblem``. Network
 trouble, TLS failures, 5xx and refused addresses are ``AcmeUnavailable``.
+
+A CA that could not be used reads "could not connect to the ACME CA"
+whatever happened (issue #27: refused, closed at once, silent, an HTTP
+status or an answer that is no ACME must not tell the ports of the
+operator's networks apart); the cause is logged. Only a CA whose every
+address seen is public (``shared.reach.Reach``) is shown more — the HTTP
+status, what was wrong with its answer, that it did not answer in time —
+and from a CA reached through the private allow-list an error answer counts
+only when it is an ACME problem document.
 """
 
 from __future__ import annotations
@@ -26,10 +35,15 @@ from typing import Any
 
 import aiohttp
 import josepy as jose
+import structlog
 from acme import jws, messages
 from cryptography import x509
+from yarl import URL
 
 from shared.outbound import OutboundPolicy, OutboundRefused, check, guarded_connector, parse_url
+from shared.reach import COULD_NOT_CONNECT, Reach, cause, note_peers, read_at_most
+
+log = structlog.get_logger("coffer.pki.acme")
 
 #: no ACME answer (a directory, an order, a chain) comes near this
 MAX_BODY = 1 << 20
@@ -38,6 +52,9 @@ ALG = jose.ES256
 #: how often ARI is asked again: the CA's Retry-After, between a minute and a day (RFC 9773 §4.3)
 ARI_RECHECK = 86_400
 ARI_MIN_RECHECK = 60
+#: what a CA that could not be used reads, whatever happened, unless it is public
+CA_UNREACHABLE = f"{COULD_NOT_CONNECT} to the ACME CA"
+_ACME_ERROR = "urn:ietf:params:acme:error:"
 
 
 class AcmeUnavailable(Exception):
@@ -49,6 +66,12 @@ class AcmeUnavailable(Exception):
         self.timeout = timeout
         #: the outbound guard refused the address (not the CA's fault)
         self.refused = refused
+
+
+def unavailable(public: bool, reason: str, *, timeout: bool = False) -> AcmeUnavailable:
+    """``reason`` for a CA at public addresses only; ``CA_UNREACHABLE`` for one reached through the operator's
+    private allow-list (and no ``timeout``: silent reads like closed)."""
+    return AcmeUnavailable(reason, timeout=timeout) if public else AcmeUnavailable(CA_UNREACHABLE)
 
 
 class AcmeProblem(Exception):
@@ -102,6 +125,13 @@ def _problem(body: bytes, status: int) -> dict[str, Any]:
     return keep
 
 
+def _host(url: str) -> str | None:
+    try:
+        return URL(url).host
+    except (ValueError, TypeError):
+        return None
+
+
 def tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     """The system's roots, plus the account's own (a private ACME CA, a test CA)."""
     context = ssl.create_default_context()
@@ -126,18 +156,20 @@ def cert_id(cert: x509.Certificate) -> str | None:
 class Answer:
     """One HTTP answer of the CA: status, headers and the body (at most ``MAX_BODY`` bytes)."""
 
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+    def __init__(self, status: int, headers: Any, body: bytes, public: bool = True) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        #: the CA was reached at public addresses only (what was wrong with its answer may be said)
+        self.public = public
 
     def json(self) -> dict[str, Any]:
         try:
             doc = json.loads(self.body)
         except ValueError:
-            raise AcmeUnavailable("the CA answered something that is not JSON") from None
+            raise unavailable(self.public, "the CA answered something that is not JSON") from None
         if not isinstance(doc, dict):
-            raise AcmeUnavailable("the CA answered something that is not a JSON object")
+            raise unavailable(self.public, "the CA answered something that is not a JSON object")
         return doc
 
 
@@ -155,10 +187,12 @@ class AcmeSession:
         self._http: aiohttp.ClientSession | None = None
         self._directory: messages.Directory | None = None
         self._nonces: list[str] = []
+        #: every address the CA's names resolved to and every peer connected to, in this session
+        self.reach = Reach(_host(directory_url))
 
     async def __aenter__(self) -> AcmeSession:
-        self._http = aiohttp.ClientSession(connector=guarded_connector(self.policy, limit=4, ssl=self._ssl),
-                                           timeout=self._timeout)
+        connector = guarded_connector(self.policy, self.reach.lookup(), limit=4, ssl=self._ssl)
+        self._http = aiohttp.ClientSession(connector=note_peers(connector, self.reach), timeout=self._timeout)
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -179,27 +213,37 @@ class AcmeSession:
             headers["Content-Type"] = "application/jose+json"
         try:
             async with self._http.request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
-                body = await resp.content.read(MAX_BODY + 1)
+                body = await read_at_most(resp.content, MAX_BODY + 1)
                 if len(body) > MAX_BODY:
-                    raise AcmeUnavailable("the CA's answer is too large")
-                answer = Answer(resp.status, resp.headers, body)
-        except TimeoutError:
-            raise AcmeUnavailable("the CA did not answer in time", timeout=True) from None
-        except aiohttp.ClientConnectorDNSError:  # a name that does not resolve, or an address not permitted
-            raise AcmeUnavailable("the CA's address does not resolve or the outbound guard refuses it") from None
+                    raise self._unavailable("the CA's answer is too large")
+                answer = Answer(resp.status, resp.headers, body, self.reach.public)
+        except TimeoutError as exc:
+            raise self._unavailable("the CA did not answer in time", exc, timeout=True) from None
+        except aiohttp.ClientConnectorDNSError as exc:  # a name that does not resolve, or an address not permitted
+            raise self._unavailable("the CA's address does not resolve or the outbound guard refuses it", exc) \
+                from None
         except aiohttp.ClientError as exc:
-            raise AcmeUnavailable(f"the CA could not be reached ({type(exc).__name__})") from None
+            raise self._unavailable(f"the CA could not be reached ({type(exc).__name__})", exc) from None
         nonce = answer.headers.get("Replay-Nonce")
         if nonce:
             self._nonces.append(nonce)
         if answer.status == 429 or answer.status >= 400:
             problem = _problem(answer.body, answer.status)
+            if not answer.public and not str(problem.get("type", "")).startswith(_ACME_ERROR):
+                # through the private allow-list only an ACME CA's own problem is told from "could not connect"
+                raise self._unavailable(f"the CA failed (HTTP {answer.status})")
             if answer.status == 429 or problem.get("type") == "urn:ietf:params:acme:error:rateLimited":
                 raise AcmeRateLimited(problem, answer.status, _retry_after(answer.headers.get("Retry-After")))
             if answer.status >= 500 and ("detail" not in problem or answer.status in (502, 503, 504)):
-                raise AcmeUnavailable(f"the CA failed (HTTP {answer.status})")
+                raise self._unavailable(f"the CA failed (HTTP {answer.status})")
             raise AcmeProblem(problem, answer.status)
         return answer
+
+    def _unavailable(self, reason: str, exc: BaseException | None = None, *, timeout: bool = False
+                     ) -> AcmeUnavailable:
+        """``unavailable`` for this session's CA, the cause logged (never a URL: it may hold the account's id)."""
+        log.warning("acme_ca_unreachable", reason=reason, cause=cause(exc) if exc else None, public=self.reach.public)
+        return unavailable(self.reach.public, reason, timeout=timeout)
 
     async def directory(self) -> messages.Directory:
         if self._directory is None:
@@ -209,14 +253,14 @@ class AcmeSession:
                 for need in ("newNonce", "newAccount", "newOrder"):
                     parse_url(self._directory[need], self.policy)
             except (jose.DeserializationError, KeyError, OutboundRefused):
-                raise AcmeUnavailable("the URL is not an ACME directory") from None
+                raise self._unavailable("the URL is not an ACME directory") from None
         return self._directory
 
     async def _nonce(self) -> bytes:
         if not self._nonces:
             await self._send("HEAD", (await self.directory())["newNonce"])
         if not self._nonces:
-            raise AcmeUnavailable("the CA gave no nonce")
+            raise self._unavailable("the CA gave no nonce")
         return jose.b64decode(self._nonces.pop())
 
     async def post(self, url: str, payload: dict[str, Any] | None, *, use_kid: bool = True) -> Answer:
@@ -259,7 +303,7 @@ class AcmeSession:
         """The ``Location`` the CA gave, once the outbound guard has passed it (it is stored and used later)."""
         location = answer.headers.get("Location")
         if not location:
-            raise AcmeUnavailable(f"the CA gave the {what} no URL")
+            raise self._unavailable(f"the CA gave the {what} no URL")
         try:
             await check(location, self.policy)
         except OutboundRefused as exc:

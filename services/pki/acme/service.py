@@ -2,8 +2,10 @@
 
 What the CA says is turned into the vocabulary here: its ``rateLimited`` (or
 HTTP 429) is ``backend_rate_limited`` with its ``Retry-After``; unreachable,
-TLS failures and 5xx are ``backend_error`` (``backend_timeout`` when it did
-not answer in time); a problem document refusing an order is
+TLS failures and 5xx are ``backend_error`` (``backend_timeout`` when a CA at
+public addresses did not answer in time; through the operator's private
+allow-list every one of them reads "could not connect to the ACME CA", see
+``protocol``); a problem document refusing an order is
 ``acme_order_failed`` with the problem in ``details.problem``; one refusing an
 account (a bad EAB, an unsupported contact) is ``invalid_config``.
 """
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError as PydanticError
 
 from services.pki import keys
+from services.pki.acme.dns import TIMEOUT as DNS_TIMEOUT
 from services.pki.acme.dns import DnsFailed, Rfc2136, open_provider
 from services.pki.acme.protocol import AcmeProblem, AcmeRateLimited, AcmeSession, AcmeUnavailable
 from services.pki.acme.store import AcmeStore, Row, account_aad, new_id, provider_aad, sealed_of
@@ -121,7 +124,8 @@ class Acme:
             raise InvalidConfig("the rfc2136 provider's config is not valid",
                                 details={"fields": field_errors(exc)}) from None
         try:
-            return await open_provider(parsed, self.policy)
+            # a DNS query waits at most 10 s, and never longer than a call to the CA
+            return await open_provider(parsed, self.policy, min(DNS_TIMEOUT, self.timeout))
         except ValueError as exc:
             raise InvalidConfig(str(exc)) from None
 
@@ -129,8 +133,8 @@ class Acme:
         provider = await self._open(req.config)
         try:
             await provider.check()
-        except DnsFailed as exc:
-            raise InvalidConfig(f"the DNS server refused the check: {exc.reason}",
+        except DnsFailed as exc:  # could not connect (one text, whatever happened), or what the server answered
+            raise InvalidConfig(exc.reason if exc.transient else f"the DNS server refused the check: {exc.reason}",
                                 details={"field": "config"}) from None
         provider_id = new_id("dnsp")
         shown = {k: v for k, v in req.config.items() if k != "tsig_secret"}
