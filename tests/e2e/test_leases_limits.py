@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -152,6 +153,14 @@ async def test_creation_statements_may_not_make_the_admin_or_the_user_powerful(
         err = await expect(api, "invalid_role", "POST", f"/v1/engines/{eng['name']}/roles/{sneaky}:credentials",
                            json={})
         assert err["details"]["sqlstate"] == "42601", err  # the whole message failed to parse: nothing ran
+    # the grant, then a program run with it, in the next template: the guard between them stops it
+    probe = f"/tmp/coffer-lease-probe-{secrets.token_hex(4)}"
+    program = await role(api, eng["name"], {"creation_statements": [
+        *pg_role_statements(pg["schema"]), "GRANT pg_execute_server_program TO CURRENT_USER",
+        f"COPY (SELECT 1) TO PROGRAM 'touch {probe}'"]})
+    err = await expect(api, "invalid_config", "POST", f"/v1/engines/{eng['name']}/roles/{program}:credentials",
+                       json={})
+    assert TOO_POWERFUL in err["message"] and not await asyncio.to_thread(os.path.exists, probe)
     err = await expect(api, "invalid_role", "POST", f"/v1/engines/{eng['name']}/roles/{user_grant}:credentials",
                        json={})
     assert "server-file/program" in err["message"] and err["details"] == {"engine": eng["name"]}

@@ -10,13 +10,14 @@ roles) of a superuser role, ``pg_execute_server_program``,
 creation statements, so a superuser admin would run the tenant's SQL — and
 programs, and file reads — on the database host. Checked when the engine is
 created, before every admin rotation, and in every credentials request: a
-guard runs first in the same message as the creation statements (no extra
-round trip) and another after them, which rolls the whole creation back when
-the statements made the admin or the new user one of those (on PostgreSQL
-15 and older a ``CREATEROLE`` admin may grant itself those roles; what a
-single statement does with such a grant before the guard sees it can't be
-undone there: PostgreSQL 16 and newer, where ``CREATEROLE`` grants only
-roles it administers, close that). ``sslmode`` is
+guard runs before each creation template in the same message (no extra
+round trip) and another after the last, which rolls the whole creation back
+when the statements made the admin or the new user one of those. On
+PostgreSQL 15 and older a ``CREATEROLE`` admin may grant itself those
+roles: the guards stop the next template, but what one template (a ``DO``
+block, two statements in one string) does with such a grant before a guard
+sees it can't be undone; PostgreSQL 16 and newer, where ``CREATEROLE``
+grants only roles it administers, close that. ``sslmode`` is
 ``disable``, ``require`` (the default: encrypted, the server's certificate
 not checked — libpq's meaning) or ``verify-full`` (checked against
 ``ca_certificate`` or the system's trust store, and the host name).
@@ -293,8 +294,10 @@ class PostgresEngine(Engine):
                   "expiration": expires.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")}
         # one simple-protocol message: the statements, between the guards, run as one implicit transaction,
         # in one round trip (a newline before each ";": a template's trailing -- comment ends there)
-        script = "\n;\n".join([guard(None), *(render(s, values) for s in spec["creation_statements"]),
-                             guard(username)])
+        # the admin guard before every template (a grant made by one is refused before the next runs), the
+        # admin and user guard after the last
+        parts = [p for s in spec["creation_statements"] for p in (guard(None), render(s, values))]
+        script = "\n;\n".join([*parts, guard(username)])
 
         async def create(conn: asyncpg.Connection) -> None:
             try:
