@@ -14,10 +14,13 @@ guard runs before each creation template in the same message (no extra
 round trip) and another after the last, which rolls the whole creation back
 when the statements made the admin or the new user one of those. On
 PostgreSQL 15 and older a ``CREATEROLE`` admin may grant itself those
-roles: the guards stop the next template, but what one template (a ``DO``
-block, two statements in one string) does with such a grant before a guard
-sees it can't be undone; PostgreSQL 16 and newer, where ``CREATEROLE``
-grants only roles it administers, close that. ``sslmode`` is
+roles: a guard stops the next template, but what one template (a ``DO``
+block, two statements in one string — or two templates quoting the guard
+between them away) does with such a grant before a guard sees it can't be
+undone. The first and the last guard can't be quoted away (nothing of the
+tenant's stands on both sides); the whole creation is rolled back by the
+last. PostgreSQL 16 and newer, where ``CREATEROLE`` grants only roles it
+administers, close the rest. ``sslmode`` is
 ``disable``, ``require`` (the default: encrypted, the server's certificate
 not checked — libpq's meaning) or ``verify-full`` (checked against
 ``ca_certificate`` or the system's trust store, and the host name).
