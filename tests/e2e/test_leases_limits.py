@@ -31,6 +31,7 @@ from tests.e2e.lease_targets import (
     LEASE_PG,
     pg_admin,
     pg_connect,
+    pg_role_exists,
     pg_role_statements,
     rabbit,
     rabbit_admin,
@@ -179,6 +180,30 @@ async def test_creation_statements_may_not_make_the_admin_or_the_user_powerful(
     lease = await creds(api, eng["name"], await role(api, eng["name"], {
         "creation_statements": pg_role_statements(pg["schema"])}))
     assert (await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke"))[0] == 204
+
+
+async def test_revocation_statements_are_held_to_the_same_line(api: Api, pg: dict[str, Any]) -> None:
+    eng = await engine(api, "postgresql", pg_config(pg))
+    probe = f"/tmp/coffer-lease-probe-{secrets.token_hex(4)}"
+    ordinary = await role(api, eng["name"], {
+        "creation_statements": pg_role_statements(pg["schema"]),
+        "revocation_statements": [f'REVOKE ALL ON SCHEMA {pg["schema"]} FROM "{{{{name}}}}"']})
+    hostile = await role(api, eng["name"], {
+        "creation_statements": pg_role_statements(pg["schema"]),
+        "revocation_statements": ['REVOKE ALL ON SCHEMA public FROM "{{name}}"',
+                                  "GRANT pg_execute_server_program TO CURRENT_USER",
+                                  f"COPY (SELECT 1) TO PROGRAM 'touch {probe}'"]})
+    for rol in (ordinary, hostile):
+        lease = await creds(api, eng["name"], rol)
+        assert (await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke"))[0] == 204
+        assert not await pg_role_exists(lease["data"]["username"])  # the user is gone either way
+    assert not await asyncio.to_thread(os.path.exists, probe)
+    conn = await asyncpg.connect(LEASE_PG, ssl=False)
+    try:
+        assert not await conn.fetchval("SELECT pg_has_role($1::name, 'pg_execute_server_program', 'MEMBER')",
+                                       pg["user"])
+    finally:
+        await conn.close()
 
 
 # -- RabbitMQ: tags ----------------------------------------------------------------------------------------------

@@ -320,7 +320,9 @@ class PostgresEngine(Engine):
 
     async def revoke_user(self, spec: dict[str, Any], username: str) -> None:
         role, literal = quote_ident(username), quote_literal(username)
-        custom = "\n;\n".join(render(s, {"name": username}) for s in spec.get("revocation_statements") or ())
+        # the role's own statements between admin guards, like creation's (they are the tenant's SQL too)
+        custom = "\n;\n".join([p for s in spec.get("revocation_statements") or ()
+                                for p in (guard(None), render(s, {"name": username}))])
         # after NOLOGIN has committed no new session can start, so the terminate below ends them all;
         # the rest is one implicit transaction in one round trip
         removal = (f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {literal};"
@@ -334,8 +336,15 @@ class PostgresEngine(Engine):
                 return  # gone already (removed before, or never made)
             try:
                 if custom:
-                    await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                       f" WHERE usename = {literal}; {custom}")
+                    try:
+                        await conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                           f" WHERE usename = {literal};\n{custom}\n;\n{guard(None)}")
+                    except asyncpg.PostgresError as exc:
+                        if exc.sqlstate != _ADMIN_GUARD:
+                            raise
+                        # the admin is (or the statements made it) too powerful to run the tenant's SQL: the
+                        # user goes all the same, by the engine's own statements (rolled back: theirs)
+                        log.warning("engine_admin_too_powerful", action="revoke")
                 await conn.execute(removal)
             except asyncpg.UndefinedObjectError:
                 return  # the role's own revocation statements dropped it
