@@ -1,9 +1,17 @@
 """What every call of both clients shares: how a call is described (``_Call``), the request it becomes,
-and how its answer is read — the retries on 429/503 included (see ``client.py``)."""
+and how its answer is read — the retries on 429/503 included (see ``client.py``).
+
+Paths reach the server as typed. httpx resolves ``.`` and ``..`` segments in every URL it parses (RFC 3986
+§5.2.4, as a browser does), so ``a/../b`` would leave as ``b`` and the server would act on a secret nobody
+named; the request keeps the path it was given instead (``_PathAsTyped``), and the server, which reads its
+raw path, answers ``invalid_path``.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from coffer_client.errors import from_response
+from coffer_client.errors import CofferError, from_response
 
 DEFAULT_ADDR = "http://127.0.0.1:8700"
 VERSION = "0.1.0"
@@ -27,7 +35,9 @@ def _seg(text: str) -> str:
 
 
 def _secret_path(path: str) -> str:
-    return quote(path.strip("/"), safe="/")
+    """A secret's path for the URL: every character a path may not hold escaped, ``/`` kept, nothing
+    resolved or trimmed (``a/../b`` and ``/a`` are sent so, for the server to refuse)."""
+    return quote(path, safe="/")
 
 
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +82,19 @@ class _Base:
         return {"method": call.method, "url": self.addr + call.path, "json": call.json, "content": call.content,
                 "params": _drop_none(call.params) or None, "headers": {**self._headers(), **call.headers}}
 
+    def _build(self, http: httpx.Client | httpx.AsyncClient, call: _Call) -> httpx.Request:
+        """The request of ``call``, its path as given (see the module's docstring)."""
+        request = http.build_request(**self._request(call))
+        typed = quote(httpx.URL(self.addr).raw_path.decode("ascii").rstrip("/") + call.path, safe=_PATH_SAFE)
+        query = request.url.query
+        raw = typed.encode("ascii") + (b"?" + query if query else b"")
+        if raw != request.url.raw_path:
+            request.url = _PathAsTyped(request.url, raw)
+        return request
+
+    def _unreachable(self, exc: httpx.HTTPError) -> CofferError:
+        return CofferError(f"cannot reach {self.addr}: {_reason(exc, self.timeout)}", status=0)
+
     def _read(self, call: _Call, response: httpx.Response, attempt: int) -> tuple[float | None, Any]:
         """``(wait, None)`` to try again after ``wait`` s; else ``(None, result)`` (or it raises)."""
         if response.is_success or response.status_code in call.answers:
@@ -95,6 +118,52 @@ class _Base:
 
     def _page_call(self, call: _Call, cursor: str | None) -> _Call:
         return _Call(call.method, call.path, call.json, {**call.params, "cursor": cursor})
+
+
+#: what a path may hold unescaped (RFC 3986 pchar and "/"); "%" too: a path given already escaped stays so
+_PATH_SAFE = "/:@!$&'()*+,;=%"
+
+
+class _PathAsTyped(httpx.URL):
+    """``url`` whose request target is ``raw_path`` as given: httpx's transports send ``URL.raw_path``, the
+    one place this overrides, so ``..`` reaches the server instead of being resolved here."""
+
+    def __init__(self, url: httpx.URL, raw_path: bytes) -> None:
+        super().__init__(url)
+        self._typed_raw_path = raw_path
+
+    @property
+    def raw_path(self) -> bytes:
+        return self._typed_raw_path
+
+    def __str__(self) -> str:
+        return str(self.copy_with(raw_path=b"/")).removesuffix("/") + self._typed_raw_path.decode("ascii")
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """Why a request got no answer, in words (not an exception's class name)."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"timed out connecting (after {timeout:g} s)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out waiting for an answer (after {timeout:g} s)"
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return "name not resolved (is the host name right?)"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"its TLS certificate is not trusted ({cause.verify_message or 'verification failed'})"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or cause.strerror or 'handshake'}; is the address http or https?)"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is Coffer running there, on that port?)"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return os.strerror(cause.errno).lower() if cause.errno > 0 else str(cause.strerror or cause).lower()
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the connection closed without an answer (is something else listening there?)"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the address must start with http:// or https://"
+    return str(exc).lower() or "no answer"
 
 
 def _retry_after(response: httpx.Response) -> float | None:

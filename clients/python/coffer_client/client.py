@@ -23,7 +23,6 @@ import httpx
 
 from coffer_client._acme import API_CALLS, _AcmeApi
 from coffer_client._base import DEFAULT_ADDR, VERSION, _Base, _Call
-from coffer_client.errors import CofferError
 
 __all__ = ["API_CALLS", "DEFAULT_ADDR", "VERSION", "AsyncClient", "Client"]
 
@@ -49,9 +48,9 @@ class Client(_Base, _AcmeApi):
         attempt = 0
         while True:
             try:
-                response = self._http.request(**self._request(call))
+                response = self._http.send(self._build(self._http, call))
             except httpx.HTTPError as exc:
-                raise CofferError(f"cannot reach {self.addr}: {type(exc).__name__}", status=0) from None
+                raise self._unreachable(exc) from None
             wait, result = self._read(call, response, attempt)
             if wait is None:
                 return result
@@ -89,9 +88,9 @@ class AsyncClient(_Base, _AcmeApi):
         attempt = 0
         while True:
             try:
-                response = await self._http.request(**self._request(call))
+                response = await self._http.send(self._build(self._http, call))
             except httpx.HTTPError as exc:
-                raise CofferError(f"cannot reach {self.addr}: {type(exc).__name__}", status=0) from None
+                raise self._unreachable(exc) from None
             wait, result = self._read(call, response, attempt)
             if wait is None:
                 return result
