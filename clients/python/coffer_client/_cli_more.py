@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from coffer_client._age import RecipientError, recipient_from
 from coffer_client._cli_common import _ctx_state, _json, _mode, _table, _when, _write, output_option
 
 # -- PKI --------------------------------------------------------------------------------------------------
@@ -106,15 +107,18 @@ def lease_revoke(lease_id: str, output: str | None) -> None:
 @click.command("export")
 @click.option("--prefix", required=True, help="the secrets under this prefix (those you may read)")
 @click.option("--format", "fmt", type=click.Choice(["dotenv", "json"]), required=True)
-@click.option("--recipient", required=True,
-              help="an age recipient (age1…) or an ssh-ed25519 public key, or a file holding one")
+@click.option("--recipient", required=True, metavar="RECIPIENT|FILE",
+              help="an age recipient (age1…) or ssh-ed25519 public key; or a file holding one (comments allowed), "
+                   "or the key file age-keygen -o wrote (its public key is used)")
 @click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="where to save the bundle (age format)")
 @click.option("--wait", type=float, default=600.0, show_default=True, help="seconds to wait for the bundle")
 def export(prefix: str, fmt: str, recipient: str, out: Path, wait: float) -> None:
     """Export secrets as an age-encrypted bundle: starts the export, shows its progress, saves the bundle."""
-    if Path(recipient).expanduser().is_file():
-        recipient = Path(recipient).expanduser().read_text().strip().splitlines()[0]
+    try:
+        recipient = recipient_from(recipient)
+    except RecipientError as exc:
+        raise click.BadParameter(str(exc), param_hint="--recipient") from None
     client = _ctx_state().client()
     job = client.create_export(prefix, fmt, recipient)
     click.echo(f"export {job['id']} started: {job['count']} secrets under '{prefix}'", err=True)
