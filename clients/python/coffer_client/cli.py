@@ -3,8 +3,9 @@ database credentials — from the shell (contract: Coffer's ``docs/cli.md``).
 
 Secrets, passwords and tokens are read from stdin or a prompt without echo,
 never from the command line (where ``ps`` and shell history would keep them),
-and never printed in an error. Errors are one line on stderr,
-``error: <code>: <message> (request <id>)``, and the exit status says which
+and never printed in an error. An error is a line on stderr,
+``error: <code>: <message> (request <id>)``, then its details in words (which
+field and why, which rule), indented; the exit status says which
 kind: 2 usage, 3 authentication, 4 forbidden, 5 not found, 6 conflict or gone,
 7 rate limited or quota, 8 unavailable or server error, 1 anything else.
 """
@@ -18,6 +19,7 @@ from click.shell_completion import BashComplete, FishComplete, ZshComplete
 
 from coffer_client import config
 from coffer_client._cli_common import (
+    NotLoggedIn,
     State,
     _ctx_state,
     _json,
@@ -27,6 +29,7 @@ from coffer_client._cli_common import (
     _table,
     _when,
     env_name,
+    error_lines,
     exit_code,
     output_option,
 )
@@ -176,8 +179,8 @@ def completion(shell: str) -> None:
 # -- entry point -------------------------------------------------------------------------------------------
 
 def _fail(exc: CofferError) -> int:
-    where = f" (request {exc.request_id})" if exc.request_id else ""
-    click.echo(f"error: {exc.code or 'unreachable'}: {exc.message}{where}", err=True)
+    for line in error_lines(exc, config.token_source()):
+        click.echo(line, err=True)
     return exit_code(exc.status)
 
 
@@ -195,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except CofferError as exc:
         sys.exit(_fail(exc))
+    except NotLoggedIn as exc:
+        for line in exc.lines():
+            click.echo(line, err=True)
+        sys.exit(exit_code(401))
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)

@@ -54,13 +54,18 @@ class Settings:
     token_source: str | None
 
 
+def token_source() -> str:
+    """Where the token in use comes from: ``env`` (``COFFER_TOKEN`` beats the file) or ``file``."""
+    return "env" if os.environ.get("COFFER_TOKEN") else "file"
+
+
 def resolve(profile: str | None = None, addr: str | None = None, tenant: str | None = None) -> Settings:
     """Flags beat the environment, which beats the profile's files."""
     name = profile or os.environ.get("COFFER_PROFILE") or "default"
     conf = _read(config_dir() / "config.toml").get(name, {})
     creds = _read(config_dir() / "credentials.toml").get(name, {})
     token, source = None, None
-    if os.environ.get("COFFER_TOKEN"):
+    if token_source() == "env":
         token, source = os.environ["COFFER_TOKEN"], "env"
     elif creds.get("token"):
         token, source = str(creds["token"]), "file"
