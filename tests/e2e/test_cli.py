@@ -396,3 +396,147 @@ async def test_export_saves_a_bundle_age_opens(tmp_path: Path, platform: Platfor
     bad = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", "age1nope",
                        "-o", str(tmp_path / "x.age"))
     assert bad.code == 1 and bad.err.startswith("error: validation_error: ") and not (tmp_path / "x.age").exists()
+
+
+# -- issue #28: paths as typed, age key files, errors that explain themselves, tables that fit ----------------
+
+async def test_paths_are_sent_as_typed_and_dot_segments_are_refused(
+        tmp_path: Path, platform: Platform, api: Api, admin_identity: dict[str, Any]) -> None:
+    home, addr = await logged_in(tmp_path, platform, admin_identity), platform.url or ""
+    base = name("dots")
+    assert (await api.request("PUT", f"/v1/secrets/{base}/y", json={"value": remember_secret("y-" + base)}))[0] == 201
+    put = await coffer(home, addr, "secrets", "put", f"{base}/a/../b", "-", stdin="written?\n")
+    assert put.code == 1 and put.err.startswith("error: invalid_path: "), put.err
+    assert f"  path: {base}/a/../b" in put.err.splitlines()  # the path as typed, in the details
+    assert (await api.request("GET", f"/v1/secrets/{base}/b"))[0] == 404  # nothing written
+    for command in (["get"], ["versions"], ["rm"], ["rotate"], ["purge", "--yes"]):
+        run = await coffer(home, addr, "secrets", *command, f"{base}/x/../y")
+        assert run.code == 1 and run.err.startswith("error: invalid_path: ") and run.out == "", (command, run.err)
+    for typed in (f"./{base}/y", f"{base}/./y", f"/{base}/y", f"{base}/y/"):
+        assert (await coffer(home, addr, "secrets", "get", typed)).code == 1, typed
+    status, kept, _ = await api.request("GET", f"/v1/secrets/{base}/y")
+    assert status == 200 and kept["value"] == "y-" + base and kept["version"] == 1  # y untouched
+    listed = await coffer(home, addr, "secrets", "ls", f"{base}/")
+    assert [m["path"] for m in listed.json()] == [f"{base}/y"]
+
+    # dots escaped by hand reach the gateway escaped, which refuses them too: never read as y
+    from coffer_client import AsyncClient, errors
+
+    async with AsyncClient(addr, api.token) as client:
+        for raw in (f"/v1/secrets/{base}/x/%2E%2E/y", f"/v1/secrets/{base}/x/%2e%2e/y", f"/v1/secrets/{base}/%2E/y"):
+            with pytest.raises(errors.InvalidPath):
+                await client.request("GET", raw)
+        with pytest.raises(errors.InvalidPath):
+            await client.get_secret(f"{base}/x/%2E%2E/y")  # a typed "%" is sent as %25
+        with pytest.raises(errors.InvalidPath):
+            await client.put_secret(f"{base}/a/../b", "x")
+    assert (await api.request("GET", f"/v1/secrets/{base}/b"))[0] == 404
+
+
+async def test_export_to_the_key_file_age_keygen_writes(tmp_path: Path, platform: Platform, api: Api,
+                                                        admin_identity: dict[str, Any]) -> None:
+    home, addr = await logged_in(tmp_path, platform, admin_identity), platform.url or ""
+    base = name("cliage")
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{base}/token", json={"value": remember_secret("t-" + base)})
+    assert status == 201
+    key = tmp_path / "key.txt"
+    keygen = await asyncio.create_subprocess_exec("age-keygen", "-o", str(key), stderr=asyncio.subprocess.PIPE)
+    await keygen.communicate()
+    identity_line = next(line for line in key.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-1"))
+    remember_secret(identity_line)
+    out = tmp_path / "bundle.age"
+    done = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", str(key),
+                        "-o", str(out))
+    assert done.code == 0, done.err
+    assert identity_line not in done.out + done.err
+    opened = await asyncio.create_subprocess_exec("age", "-d", "-i", str(key), str(out), stdout=asyncio.subprocess.PIPE)
+    text, _ = await opened.communicate()
+    assert opened.returncode == 0 and json.loads(text) == {f"{base}/token": "t-" + base}
+
+    # a recipients file: comments and blank lines allowed
+    public = next(line.split(": ")[1] for line in key.read_text().splitlines() if line.startswith("# public key"))
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"# ops laptop\n\n{public}\n")
+    done = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "dotenv", "--recipient",
+                        str(recipients), "-o", str(tmp_path / "b2.age"))
+    assert done.code == 0, done.err
+    # refused before anything is asked of the server, the identity never echoed
+    broken = tmp_path / "broken.txt"
+    broken.write_text(identity_line[:-3] + "qqq\n")
+    other = await asyncio.create_subprocess_exec("age-keygen", stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE)
+    _, said = await other.communicate()  # age-keygen tells the public key on stderr
+    two = tmp_path / "two.txt"
+    two.write_text(f"{public}\n{said.decode().split('Public key: ')[1].strip()}\n")
+    for bad, says in ((broken, "line 1 of"), (two, "names 2 recipients")):
+        run = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", str(bad),
+                           "-o", str(tmp_path / "no.age"))
+        assert run.code == 2 and says in run.err, run.err
+        assert identity_line[16:] not in run.out + run.err and not (tmp_path / "no.age").exists()
+    argv = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", identity_line,
+                        "-o", str(tmp_path / "no.age"))
+    assert argv.code == 2 and "command line" in argv.err and identity_line[16:] not in argv.out + argv.err
+
+
+async def test_without_a_token_coffer_says_to_log_in(tmp_path: Path, platform: Platform) -> None:
+    for args in (["secrets", "ls"], ["whoami"], ["secrets", "get", "a/b"]):
+        run = await coffer(tmp_path / "fresh", platform.url or "", *args)
+        assert run.code == 3 and "not logged in" in run.err and "run `coffer login" in run.err, run.err
+        assert run.out == ""
+    other = await coffer(tmp_path / "fresh", platform.url or "", "--profile", "staging", "whoami")
+    assert other.code == 3 and "`coffer --profile staging login" in other.err
+    refused = await coffer(tmp_path / "fresh", platform.url or "", "whoami", env={"COFFER_TOKEN": "not-a-token"})
+    assert refused.code == 3 and refused.err.startswith("error: token_invalid") and "COFFER_TOKEN" in refused.err
+
+
+async def test_an_unreachable_address_is_named_with_the_reason_in_words(tmp_path: Path) -> None:
+    refused_at = f"http://127.0.0.1:{free_port()}"
+    for addr, reason in ((refused_at, "connection refused"),
+                         ("http://no-such-host.invalid:8700", "name not resolved")):
+        for args in (["status"], ["secrets", "ls"]):
+            run = await coffer(tmp_path, addr, *args, env={"COFFER_TOKEN": "t"})
+            assert run.code == 8, run.err
+            assert run.err.startswith(f"error: unreachable: cannot reach {addr}: {reason}"), run.err
+            assert "Error" not in run.err and "Exception" not in run.err  # no Python class names
+
+
+async def test_an_error_shows_its_details_in_words(tmp_path: Path, platform: Platform, api: Api,
+                                                   admin_identity: dict[str, Any]) -> None:
+    home, addr = await logged_in(tmp_path, platform, admin_identity), platform.url or ""
+    base = name("why")
+    bad = await coffer(home, addr, "export", "--prefix", f"{base}/", "--format", "json", "--recipient", "age1nope",
+                       "-o", str(tmp_path / "x.age"))
+    assert bad.code == 1 and bad.err.startswith("error: validation_error: ")
+    assert "  recipient: must be an age X25519 recipient (age1…) or an ssh-ed25519 public key" in bad.err.splitlines()
+    status, made, _ = await api.request("POST", "/v1/secret-policies", json={
+        "name": name("sp"), "path_pattern": f"{base}/**", "require_expiry": True})
+    assert status == 201
+    ruled = await coffer(home, addr, "secrets", "put", f"{base}/db", "v")
+    assert ruled.code == 1 and ruled.err.startswith("error: validation_error: "), ruled.err
+    lines = ruled.err.splitlines()
+    assert f"  policy: {made['name']}" in lines and "  rule: require_expiry" in lines
+    assert (await coffer(home, addr, "secrets", "put", f"{base}/db", "v", "--ttl", "1h")).code == 0
+
+
+async def test_tables_fit_the_terminal_and_the_path_shrinks_last(tmp_path: Path, platform: Platform, api: Api,
+                                                                 admin_identity: dict[str, Any]) -> None:
+    home, addr = await logged_in(tmp_path, platform, admin_identity), platform.url or ""
+    base = name("wide")
+    long_path = f"{base}/payments/prod/eu-west-1/db-primary"  # 46 characters
+    for path, kind in ((long_path, "connection_string"), (f"{base}/k", "password")):
+        assert (await api.request("PUT", f"/v1/secrets/{path}", json={
+            "value": "v", "secret_type": kind, "ttl": "30d"}))[0] == 201
+    wide = await coffer(home, addr, "secrets", "ls", f"{base}/", "-o", "table", env={"COLUMNS": "200"})
+    assert wide.code == 0 and max(len(line) for line in wide.out.splitlines()) < 200
+    for columns in (100, 80):
+        run = await coffer(home, addr, "secrets", "ls", f"{base}/", "-o", "table", env={"COLUMNS": str(columns)})
+        assert run.code == 0, run.err
+        lines = run.out.splitlines()
+        assert max(len(line) for line in lines) <= columns, run.out
+        assert any(long_path in line for line in lines), run.out  # the path whole, on one line: the others wrap
+    narrow = await coffer(home, addr, "secrets", "ls", f"{base}/", "-o", "table", env={"COLUMNS": "50"})
+    assert max(len(line) for line in narrow.out.splitlines()) <= 50
+    assert long_path in "".join(line.split("│")[1].strip() for line in narrow.out.splitlines()
+                                if line.startswith("│"))  # folded, not cut
+    piped = await coffer(home, addr, "secrets", "ls", f"{base}/", "-o", "table")  # no COLUMNS: a row is a line
+    assert any(long_path in line and "connection_string" in line for line in piped.out.splitlines())
