@@ -126,7 +126,8 @@ async def test_engines_reach_only_the_ranges_the_operator_named() -> None:
 @pytest.mark.parametrize("rule", [
     "+@all", "+@ALL", "allcommands", "AllCommands", "+@admin", "+@Dangerous", "+acl", "+ACL|LIST", "+acl|setuser",
     "+config", "+CONFIG|get", "+config|set", "+module", "+module|load", "+debug", "+client", "+client|kill",
-    "+keys", "+flushall", "+shutdown", "+replicaof", "+migrate", "(+@all)", "(~*", "clearselectors",
+    "+keys", "+flushall", "+shutdown", "+replicaof", "+migrate", "(+@all)", "(~*", "clearselectors", "+acl|",
+    "+debug|sleep", "+Module|LoadEx",
 ])
 def test_redis_roles_may_not_grant_administration_in_any_spelling(rule: str) -> None:
     with pytest.raises(InvalidRole) as caught:

@@ -76,7 +76,9 @@ DANGEROUS_COMMANDS = ADMIN_COMMANDS | frozenset(
 def _categories_of(command: str) -> tuple[str, ...]:
     """The denied categories granting ``command`` (``cmd`` or ``cmd|sub``) would grant some of."""
     def holds(commands: frozenset[str]) -> bool:
-        return command in commands or any(c.startswith(command + "|") for c in commands)
+        # the command, one of its subcommands, or a subcommand (any spelling: "acl|") of a command held whole
+        return command in commands or command.split("|", 1)[0] in commands \
+            or any(c.startswith(command + "|") for c in commands)
     return tuple(c for c, commands in (("admin", ADMIN_COMMANDS), ("dangerous", DANGEROUS_COMMANDS))
                  if holds(commands))
 
