@@ -152,3 +152,28 @@ async def test_every_api_area_example_runs_after_the_first_steps_or_says_what_it
     code, out, err = await bash("".join(script), platform, home)
     assert code == 0, ran(code, out, err)
     assert len(run) >= 7, f"only {len(run)} examples ran; skipped: {skipped}"
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings (lower case, punctuation dropped, spaces as hyphens)."""
+    text = re.sub(r"^```.*?^```$", "", page.read_text(), flags=re.S | re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+ (.*)$", text, flags=re.M)}
+
+
+def test_links_of_the_readme_and_the_docs_lead_to_pages_and_headings_of_this_repository() -> None:
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = re.sub(r"^```.*?^```$", "", page.read_text(), flags=re.S | re.M)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.is_relative_to(ROOT) or not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file in the repository)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                broken.append(f"{page.name}: {target} (no such heading)")
+        if "../shared/" in text:
+            broken.append(f"{page.name}: refers to ../shared/, outside the repository")
+    assert not broken, "\n".join(broken)
