@@ -69,16 +69,28 @@ async def test_a_guess_at_a_value_the_caller_cant_read_answers_like_a_wrong_gues
             assert status == 200 and page == {"items": [], "next_cursor": None}, (limit, guess == hidden, page)
 
 
-async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(api: Api) -> None:
-    auditor, _, visible = await _setup(api)
+async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(api: Api,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    auditor, hidden, visible = await _setup(api)
+    monkeypatch.setattr(audit_routes, "MATCH_CHUNK", 1)  # matches fetched a page's worth at a time: several rounds
+    for n, value in enumerate((hidden, visible)):  # a value at a hidden and then a readable path: found behind it
+        for path in (f"hid/e{n}", f"vis/f{n}"):
+            status, body, _ = await api.request("PUT", f"/v1/secrets/{path}", json={"value": value},
+                                                headers={"X-Tenant-ID": auditor["tenant_id"]})
+            assert status == 201, body
+    # (vis/f0 holds the hidden value: the auditor may read that path, so that entry is found)
+    status, page, _ = await api.request("POST", "/v1/audit/events:match?path_prefix=secrets/&limit=1",
+                                        json={"value": hidden}, token=auditor["token"])
+    assert status == 200 and [e["resource"] for e in page["items"]] == ["secrets/vis/f0"]
     one = await _pages(api, auditor, visible, 1)
-    assert [items for items, _ in one] == [["secrets/vis/c"], ["secrets/vis/d"]]
-    assert one[0][1] is not None and one[1][1] is None
-    assert await _pages(api, auditor, visible, 2) == [(["secrets/vis/c", "secrets/vis/d"], None)]
+    assert [items for items, _ in one] == [["secrets/vis/c"], ["secrets/vis/d"], ["secrets/vis/f1"]]
+    assert [resume is None for _, resume in one] == [False, False, True]
+    assert await _pages(api, auditor, visible, 3) == [(["secrets/vis/c", "secrets/vis/d", "secrets/vis/f1"], None)]
     status, page, _ = await api.request("POST", "/v1/audit/events:match", json={"value": visible},
                                         token=auditor["token"])  # without a prefix: its own questions too
-    assert status == 200 and [e["resource"] for e in page["items"]][:2] == ["secrets/vis/c", "secrets/vis/d"]
-    assert {e["resource"] for e in page["items"][2:]} == {"sys/audit"} and page["next_cursor"] is None
+    resources = [e["resource"] for e in page["items"]]
+    assert resources[:3] == ["secrets/vis/c", "secrets/vis/d", "secrets/vis/f1"]
+    assert set(resources[3:]) == {"sys/audit"} and page["next_cursor"] is None
 
 
 @pytest.mark.parametrize("scan", [2, 3])

@@ -68,6 +68,7 @@ async def audit_match(request: web.Request) -> web.Response:
 #: entries of the tenant's log one ``:match`` call looks through at most, matching or not: a call's work is
 #: bounded, and a page that is not full when they are used up ends with a cursor after the last of them
 MATCH_SCAN = 10_000
+MATCH_CHUNK = 1000
 
 
 async def _match(request: web.Request, params: AuditQuery, mac: str) -> web.Response:
@@ -86,7 +87,9 @@ async def _match(request: web.Request, params: AuditQuery, mac: str) -> web.Resp
     after = st.cursors.decode(params.cursor, tenant, shape) if params.cursor else None
     end, more = await st.audit.window(tenant, after, MATCH_SCAN)
     found: list[Any] = []
-    position, chunk = after, params.limit + 1
+    # matches are fetched in large chunks: a guess at a hidden value costs the same round trips as a wrong one,
+    # unless it matches more than a chunk of entries
+    position, chunk = after, max(params.limit + 1, MATCH_CHUNK)
     while len(found) <= params.limit:
         rows = await st.audit.events(
             tenant, identity_id=params.identity_id, path_prefix=params.path_prefix, code=params.code,
