@@ -136,13 +136,13 @@ async def pg_engine(args: argparse.Namespace) -> dict[str, Any]:
     own pool, in one process: no HTTP, no bus, no lease bookkeeping."""
     from datetime import UTC, datetime, timedelta
 
-    from services.lease.engines.base import Reach
+    from services.lease.engines.base import Limits, Reach
     from services.lease.engines.postgresql import PostgresEngine
     from shared.outbound import OutboundPolicy
 
     public, secret = PostgresEngine.parse_config({"connection_url": args.dsn})
     engine = PostgresEngine(public, secret, Reach(OutboundPolicy.from_cidrs(("127.0.0.0/8",), True, public=False),
-                                                  10.0, args.clients))
+                                                  10.0, args.clients, limits=Limits(postgresql_legacy=True)))
     spec = PostgresEngine.role_spec({"creation_statements": [
         "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'"]})
     expires = datetime.now(UTC) + timedelta(hours=1)

@@ -59,6 +59,7 @@ class Stack:
                     # the webhook scenario delivers to a receiver on this machine
                     "COFFER_OUTBOUND_ALLOWED_CIDRS": "127.0.0.0/8", "COFFER_OUTBOUND_ALLOW_HTTP": "true",
                     "COFFER_WEBHOOK_POLL_INTERVAL": "0.2", "COFFER_ENGINE_ALLOWED_CIDRS": "127.0.0.0/8",
+                    "COFFER_ENGINE_POSTGRESQL_LEGACY": "true",  # the lease cluster is this machine's version
                     "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,auth=1000000/s,pki=1000000/s"})
         if amqp:
             env["COFFER_AMQP_URL"] = amqp

@@ -64,6 +64,10 @@ class LeaseSettings(Settings):
     #: default none of ``@admin``, ``@dangerous`` (``@all``, ``allcommands``) or their commands (``acl``,
     #: ``config``, ``module``, ``debug``, ``keys``…)
     engine_redis_allow: Annotated[tuple[str, ...], NoDecode] = ()
+    #: PostgreSQL targets older than 16 accepted anyway: there a CREATEROLE admin can grant itself
+    #: pg_execute_server_program within one of the tenant's statements (a DO block), before any check
+    #: sees it — commands on the target's host. Only for targets whose host is the tenant's to run.
+    engine_postgresql_legacy: bool = False
 
     _split_engines = field_validator("engine_allowed_cidrs", "engine_rabbitmq_tags", "engine_redis_allow",
                                      mode="before")(comma_separated)
@@ -74,4 +78,4 @@ class LeaseSettings(Settings):
     def engine_limits(self) -> Limits:
         """What roles may grant in their targets, as the engines take it."""
         return Limits(rabbitmq_tags=frozenset(self.engine_rabbitmq_tags),
-                      redis_allow=frozenset(self.engine_redis_allow))
+                      redis_allow=frozenset(self.engine_redis_allow), postgresql_legacy=self.engine_postgresql_legacy)

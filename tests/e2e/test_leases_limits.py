@@ -88,6 +88,30 @@ async def widened(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str,
 
 # -- PostgreSQL: the admin ------------------------------------------------------------------------------------
 
+async def test_a_postgresql_target_older_than_16_is_refused_unless_the_operator_accepts_it(
+        tmp_path_factory: pytest.TempPathFactory, pg_dsn: str, http: aiohttp.ClientSession) -> None:
+    """Before 16, CREATEROLE may grant itself pg_execute_server_program inside one of the tenant's statements
+    (a DO block), before any guard sees it: such targets are refused by default. (The suite's platforms
+    accept them: this machine's lease cluster may be older.)"""
+    conn = await asyncpg.connect(LEASE_PG, ssl=False)
+    try:
+        version = int(await conn.fetchval("SHOW server_version_num"))
+    finally:
+        await conn.close()
+    async with own_platform("embedded", tmp_path_factory.mktemp("pg16"), pg_dsn,
+                            engine_postgresql_legacy=False) as p, pg_admin() as admin:
+        api = await initialised(p, http)
+        body = {"name": name("pg"), "type": "postgresql", "config": pg_config(admin)}
+        if version < 160000:
+            err = await expect(api, "invalid_config", "POST", "/v1/engines", json=body)
+            assert "PostgreSQL 16 or newer is required" in err["message"], err
+            assert admin["password"] not in str(err)
+            assert not await in_schema(p, pg_dsn, "SELECT 1 FROM {schema}.engines WHERE name = $1", body["name"])
+        else:
+            status, made, _ = await api.request("POST", "/v1/engines", json=body)
+            assert status == 201, made
+
+
 async def test_a_postgresql_admin_that_is_a_superuser_or_holds_server_roles_is_refused(
         api: Api, platform: Platform, pg_dsn: str, pg: dict[str, Any]) -> None:
     # postgres, the cluster's superuser, with its right password

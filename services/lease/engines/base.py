@@ -56,6 +56,9 @@ class Limits:
     #: Redis categories (``@admin``, ``@dangerous``, ``@all``) and commands (``config``) a role may grant
     #: beyond what is refused by default (lowercase)
     redis_allow: frozenset[str] = frozenset()
+    #: PostgreSQL targets older than 16, whose CREATEROLE admins can grant themselves the server-program
+    #: and server-file roles within one statement (``COFFER_ENGINE_POSTGRESQL_LEGACY``); refused by default
+    postgresql_legacy: bool = False
 
 
 @dataclass(frozen=True)

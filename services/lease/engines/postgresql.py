@@ -20,7 +20,8 @@ between them away) does with such a grant before a guard sees it can't be
 undone. The first and the last guard can't be quoted away (nothing of the
 tenant's stands on both sides); the whole creation is rolled back by the
 last. PostgreSQL 16 and newer, where ``CREATEROLE`` grants only roles it
-administers, close the rest. ``sslmode`` is
+administers, close the rest: older servers are refused unless the operator
+accepts them (``COFFER_ENGINE_POSTGRESQL_LEGACY``). ``sslmode`` is
 ``disable``, ``require`` (the default: encrypted, the server's certificate
 not checked — libpq's meaning) or ``verify-full`` (checked against
 ``ca_certificate`` or the system's trust store, and the host name).
@@ -84,6 +85,8 @@ _REFUSED = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificat
 #: files on the database host
 SERVER_ROLES = ("pg_execute_server_program", "pg_read_server_files", "pg_write_server_files")
 TOO_POWERFUL = "the admin role is too powerful: superuser or server-file/program roles are not allowed"
+TOO_OLD = ("PostgreSQL 16 or newer is required: on older versions a CREATEROLE admin can grant itself "
+           "server-program roles (the operator may accept older servers: COFFER_ENGINE_POSTGRESQL_LEGACY)")
 _ADMIN_GUARD, _USER_GUARD = "CF001", "CF002"  # SQLSTATEs of our own guards (class CF is no one else's)
 
 
@@ -275,14 +278,17 @@ class PostgresEngine(Engine):
 
     # -- what leases need --------------------------------------------------------------------------
 
-    @staticmethod
-    async def _privileges(conn: asyncpg.Connection) -> None:
-        """The admin can do what leases need, and no more than the engine allows (``TargetRefused``)."""
+    async def _privileges(self, conn: asyncpg.Connection) -> None:
+        """The admin can do what leases need, and no more than the engine allows (``TargetRefused``); the
+        server is 16 or newer unless the operator accepts older ones."""
         row = await conn.fetchrow(
             "SELECT rolcreaterole, pg_has_role(session_user, 'pg_signal_backend', 'MEMBER') AS signal,"
+            " current_setting('server_version_num')::int AS version,"
             f" {_powerful('session_user', chr(39))} AS powerful FROM pg_roles WHERE rolname = session_user")
         if row is None or row["powerful"]:
             raise TargetRefused(TOO_POWERFUL)
+        if row["version"] < 160000 and not self.reach.limits.postgresql_legacy:
+            raise TargetRefused(TOO_OLD)
         if not row["rolcreaterole"]:
             raise TargetRefused("the engine's admin needs CREATEROLE")
         if not row["signal"]:
