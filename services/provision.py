@@ -1,6 +1,6 @@
 """Per-service credentials for distributed mode: one RabbitMQ user and one PostgreSQL role per service.
 
-Holding one service's credentials is not holding the platform (README, "Who may say what"):
+Holding one service's credentials is not holding the platform (docs/architecture.md, "Who may say what"):
 
 - RabbitMQ user ``coffer-<prefix><service>``: configure only its own queues
   (``coffer.rpc.<rpc name>``, ``coffer.events.<service>…``, ``coffer.dead.<service>…``,

@@ -2,7 +2,7 @@
 
 Both live in the memory of one gateway replica, as Vault's rate-limit quotas
 do: with N replicas behind a balancer a caller gets up to N times the
-configured rate. Size the limits as ``wanted_rate / N`` (README, Rate limits).
+configured rate. Size the limits as ``wanted_rate / N`` (docs/operations.md, Rate limits).
 """
 
 from __future__ import annotations
