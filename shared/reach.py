@@ -21,26 +21,15 @@ networks. So:
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from shared.outbound import Lookup, OutboundPolicy, system_lookup
+from shared.outbound import Lookup, is_public, system_lookup
 
 COULD_NOT_CONNECT = "could not connect"
-
-
-@functools.cache
-def _public_rules() -> OutboundPolicy:
-    return OutboundPolicy()  # no allow-list: public unicast only
-
-
-def is_public(address: str) -> bool:
-    """Would ``address`` (an IP literal) pass the outbound guard on public rules alone?"""
-    return _public_rules().permits(address)
 
 
 def _literal(host: str | None) -> str | None:
