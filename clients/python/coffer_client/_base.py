@@ -139,6 +139,9 @@ class _PathAsTyped(httpx.URL):
     def __str__(self) -> str:
         return str(self.copy_with(raw_path=b"/")).removesuffix("/") + self._typed_raw_path.decode("ascii")
 
+    def __repr__(self) -> str:
+        return f"URL({str(self)!r})"
+
 
 def _reason(exc: BaseException, timeout: float) -> str:
     """Why a request got no answer, in words (not an exception's class name)."""
