@@ -32,6 +32,7 @@ from services.lease.engines.base import (
     TargetDown,
     TargetRefused,
     TargetRejected,
+    TargetTls,
     new_password,
     new_username,
 )
@@ -57,6 +58,10 @@ def target_errors(engine: str, action: str, *, rejected: type[CofferError] = Inv
     """A target's failure as the vocabulary's code (``engine_unreachable``, ``invalid_config``, ``rejected``)."""
     try:
         yield
+    except TargetTls as exc:
+        log.warning("engine_unreachable", engine=engine, action=action, error="tls")
+        raise EngineUnreachable(f"engine '{engine}': the TLS connection failed: {exc.hint}",
+                                details={"engine": engine, "reason": "tls"}) from None
     except TargetDown as exc:
         # one answer whatever the cause (closed, silent, another server): the cause in the log only
         log.warning("engine_unreachable", engine=engine, action=action, error=str(exc))

@@ -79,14 +79,21 @@ def _header_safe(value: str) -> str:
     return value
 
 
+#: PEM blocks (a ``ca_certificate``, a bundle): line breaks between base64 lines, nothing else. No line of one
+#: holds a ``:``, so even in a header it could add no field; the character classes don't overlap (linear)
+_PEM = re.compile(r"(?:[ \t\r\n]*-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n[A-Za-z0-9+/=\r\n]+-----END \1-----)+"
+                  r"[ \t\r\n]*")
+
+
 def _header_safe_deep(value: Any) -> Any:
-    """Every string in a config value (in lists and objects too, keys included) is header-safe; walked
-    without recursion, however deeply the JSON nests."""
+    """Every string in a config value (in lists and objects too, keys included) is header-safe, but for PEM
+    blocks (certificates); walked without recursion, however deeply the JSON nests."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            _header_safe(item)
+            if not _PEM.fullmatch(item):
+                _header_safe(item)
         elif isinstance(item, Mapping):
             stack.extend(item.keys())
             stack.extend(item.values())

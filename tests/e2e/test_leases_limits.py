@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -367,3 +368,30 @@ async def test_closed_silent_and_foreign_ports_read_alike(api: Api) -> None:
     # the cause is the server log's, and differs there
     causes = {line for line in LOG_LINES[logged:] if "engine_unreachable" in line}
     assert any("ConnectionRefusedError" in c for c in causes) and any("TimeoutError" in c for c in causes), causes
+
+
+async def test_a_postgresql_engine_that_fails_on_tls_says_so(api: Api) -> None:
+    """issue #28: TLS trouble is engine_unreachable with details.reason "tls" and a hint about sslmode — only
+    where the peer showed it is PostgreSQL (its 'N' to SSLRequest, or a TLS handshake after its 'S'), so an
+    HTTP or SSH port still reads like a closed one."""
+    async with pg_admin() as admin:
+        bundle = await asyncio.to_thread(Path("/etc/ssl/certs/ca-certificates.crt").read_text)  # a CA not the server's
+        start = bundle.index("-----BEGIN CERTIFICATE-----")
+        other_ca = bundle[start:bundle.index("-----END CERTIFICATE-----", start) + 25] + "\n"
+        name_ = name("tls")
+        err = await expect(api, "engine_unreachable", "POST", "/v1/engines", json={
+            "name": name_, "type": "postgresql",
+            "config": pg_config(admin, sslmode="verify-full", ca_certificate=other_ca)})
+        assert err["details"] == {"engine": name_, "reason": "tls"}, err
+        assert "certificate was not accepted" in err["message"] and "sslmode" in err["message"], err
+        assert admin["password"] not in repr(err)
+    async with listener(b"N") as plain_postgres, listener(b"HTTP/1.1 400 Bad Request\r\n\r\n") as http:
+        err = await expect(api, "engine_unreachable", "POST", "/v1/engines", json={
+            "name": name("tls"), "type": "postgresql",
+            "config": {"connection_url": f"postgresql://a:b@127.0.0.1:{plain_postgres}/x"}})
+        assert err["details"]["reason"] == "tls" and "does not offer TLS" in err["message"], err
+        assert "sslmode" in err["message"], err
+        err = await expect(api, "engine_unreachable", "POST", "/v1/engines", json={
+            "name": name("tls"), "type": "postgresql",
+            "config": {"connection_url": f"postgresql://a:b@127.0.0.1:{http}/x"}})
+        assert "reason" not in err["details"], err

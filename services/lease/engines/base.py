@@ -33,6 +33,15 @@ class TargetDown(Exception):
     """The target could not be reached or did not answer in time (retry later)."""
 
 
+class TargetTls(TargetDown):
+    """The target speaks the engine's protocol but the TLS its ``sslmode`` asks for failed; ``hint`` (ours)
+    says what to change. Only where the peer has shown it is such a server, so a port is no oracle."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__("tls")
+        self.hint = hint
+
+
 class TargetRefused(Exception):
     """The target refused the engine's admin credentials or lacks a privilege they need."""
 

@@ -42,10 +42,12 @@ one round trip, a revocation two.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import secrets
 import ssl
+import struct
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -61,6 +63,7 @@ from services.lease.engines.base import (
     TargetDown,
     TargetRefused,
     TargetRejected,
+    TargetTls,
     field_of,
     only_fields,
     role_error,
@@ -71,6 +74,11 @@ from shared.errors import InvalidConfig
 log = structlog.get_logger("coffer.lease.postgresql")
 
 SSLMODES = ("disable", "require", "verify-full")
+NO_TLS = ("the server does not offer TLS: turn ssl on there, or set sslmode to disable on a network you "
+          "trust")
+CERT_REFUSED = ("the server's certificate was not accepted: with sslmode verify-full it must chain to "
+                "ca_certificate (or the system's trust store) and name the host; sslmode require encrypts "
+                "without checking it")
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _KNOWN = {"name", "password", "expiration"}
 SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
@@ -248,7 +256,33 @@ class PostgresEngine(Engine):
         except asyncpg.PostgresError as exc:
             raise TargetDown(f"postgres {exc.sqlstate}") from None
         except Exception as exc:  # noqa: BLE001 - whatever else is there (another protocol, a silent port)
-            raise TargetDown(type(exc).__name__) from None
+            raise await self._down(exc, address, port) from None
+
+    async def _down(self, exc: BaseException, address: str, port: int) -> TargetDown:
+        """What a failure to connect says: TLS trouble where the peer showed it is PostgreSQL, else nothing."""
+        if isinstance(exc, ssl.SSLCertVerificationError):  # it answered 'S' to SSLRequest: PostgreSQL with TLS
+            return TargetTls(CERT_REFUSED)
+        if isinstance(exc, ssl.SSLError):
+            return TargetTls("the TLS handshake with the server failed; check its ssl settings and sslmode")
+        # asyncpg says "rejected SSL upgrade" for any first byte but 'S': only PostgreSQL's own 'N' (ssl off
+        # on the server) is told apart, so an HTTP or SSH port still reads like a closed one
+        if "rejected SSL upgrade" in str(exc) and await self._refuses_tls(address, port):
+            return TargetTls(NO_TLS)
+        return TargetDown(type(exc).__name__)
+
+    async def _refuses_tls(self, address: str, port: int) -> bool:
+        """Does ``address:port`` answer PostgreSQL's SSLRequest with its 'N' (a server with ssl off)?"""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), self.reach.timeout)
+        except (OSError, TimeoutError):
+            return False
+        try:
+            writer.write(struct.pack("!ll", 8, 80877103))  # SSLRequest
+            return await asyncio.wait_for(reader.read(1), self.reach.timeout) == b"N"
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
 
     async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -268,8 +302,9 @@ class PostgresEngine(Engine):
             raise
         except asyncpg.InsufficientPrivilegeError:
             raise TargetRefused("the engine's admin lacks a privilege this needs") from None
-        except _DOWN as exc:
-            raise TargetDown(type(exc).__name__) from None
+        except _DOWN as exc:  # the pool connects here, on first use
+            host, port = self.public["host"], self.public["port"]
+            raise await self._down(exc, await self.reach.address(host, port), port) from None
 
     async def close(self) -> None:
         if self._pool is not None:
