@@ -1,5 +1,5 @@
 """``coffer``: log in once, read and write secrets, run a program with its secrets, get certificates and
-database credentials — from the shell (contract: Coffer's ``docs/cli.md``).
+database credentials — from the shell (README, "Use it from the shell", and clients/python/README.md).
 
 Secrets, passwords and tokens are read from stdin or a prompt without echo,
 never from the command line (where ``ps`` and shell history would keep them),
