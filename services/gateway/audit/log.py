@@ -56,7 +56,7 @@ def chain_hash(prev: bytes, entry: dict[str, Any]) -> bytes:
 
 
 def view(row: Any) -> dict[str, Any]:
-    return {"seq": row["seq"], "at": row["at"].isoformat(), "identity_id": row["identity_id"],
+    return {"seq": row["seq"], "at": row["at"], "identity_id": row["identity_id"],
             "action": row["action"], "resource": row["resource"], "outcome": row["outcome"],
             "status": row["status"], "client_ip": row["client_ip"], "request_id": row["request_id"],
             "fields": row["fields"], "hash": row["hash"].hex()}

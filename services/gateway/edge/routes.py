@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from services.gateway.iam.domain import Principal
 from shared.context import RequestContext
 from shared.contracts import Query, parse
+from shared.contracts.times import answer_json
 from shared.errors import CofferError, InvalidRequest, ValidationError, envelope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,8 +103,10 @@ def tenant_of(request: web.Request) -> str:
 # -- answers -------------------------------------------------------------------------------
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """``data`` as the JSON answer; its datetimes written RFC 3339 UTC with ``Z`` (shared/contracts/times.py),
+    so views hand it datetimes, not strings of their own."""
     return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+        body=answer_json(data), status=status, content_type="application/json", headers=headers
     )
 
 

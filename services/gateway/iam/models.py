@@ -241,7 +241,7 @@ def identity_view(row: Any) -> dict[str, Any]:
         "allowed_scopes": list(row["allowed_scopes"]), "partner_admin": row["partner_admin"],
         "client_id": row["client_id"], "mfa_enrolled": row["mfa_kek_id"] is not None,
         "require_mfa": row["require_mfa"],
-        "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
+        "created_at": row["created_at"], "updated_at": row["updated_at"],
     }
 
 
@@ -249,15 +249,15 @@ def tenant_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "kind": row["kind"], "parent_id": row["parent_id"],
             "quotas": row["quotas"], "secret_retention": row["secret_retention"],
             "require_mfa": row["require_mfa"],
-            "created_at": row["created_at"].isoformat(),
-            "updated_at": row["updated_at"].isoformat()}
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"]}
 
 
 def policy_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "description": row["description"], "rules": row["rules"],
-            "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()}
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
 def binding_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "policy": row["policy"], "identity_id": row["identity_id"],
-            "created_at": row["created_at"].isoformat()}
+            "created_at": row["created_at"]}

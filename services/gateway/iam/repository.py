@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from services.gateway.iam.store import SchemaRepository
+from shared.contracts.times import rfc3339
 from shared.crypto import Sealed
 from shared.errors import Forbidden, IdentityNotFound, NameConflict
 
@@ -216,7 +217,7 @@ class IamRepository(SchemaRepository):
                 "INSERT INTO revoked_tokens (jti, tenant_id, expires_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (tenant_id, jti) DO NOTHING", jti, tenant_id, expires_at)
             await self._event(conn, "token.revoked", tenant_id, request_id,
-                              {"jti": jti, "tenant_id": tenant_id, "expires_at": expires_at.isoformat()})
+                              {"jti": jti, "tenant_id": tenant_id, "expires_at": rfc3339(expires_at)})
 
     async def revocations(self) -> tuple[set[tuple[str, str]], set[str], dict[str, int]]:
         """Unexpired revoked tokens (tenant, jti), identities whose tokens are all void (deleted), and each

@@ -84,9 +84,9 @@ async def whoami(request: web.Request) -> web.Response:
                      "mfa_enrolled": row["mfa_enrolled"]},
         "tenant": {"id": row["tenant_id"], "name": row["tenant_name"], "kind": row["tenant_kind"]},
         "scopes": sorted(who.scopes),
-        "expires_at": who.expires_at.isoformat().replace("+00:00", "Z"),
+        "expires_at": who.expires_at,
         # when this token's holder last proved a second factor (None: never, with this token)
-        "mfa_at": who.mfa_at.isoformat().replace("+00:00", "Z") if who.mfa_at else None,
+        "mfa_at": who.mfa_at,
     })
 
 
