@@ -133,6 +133,52 @@ async def test_user_login_totp_step_up_and_replay(api: Api) -> None:
     remember_secret(tok["access_token"])
 
 
+async def test_a_step_up_without_an_enrolment_says_that_no_totp_is_enrolled(api: Api) -> None:
+    """Not "the code is not valid": the caller's own identity has no factor, and the answer says so and how
+    to enrol one (its own state only: a login answers alike for both failures)."""
+    svc = await identity(api, ["secrets:read"])
+    status, body, headers = await api.request("POST", "/v1/auth/mfa", token=svc["token"],
+                                              json={"totp_code": "123456"})
+    err = assert_envelope(status, body, headers, "mfa_required")
+    assert err["details"]["reason"] == "not_enrolled" and err["details"]["identity_id"] == svc["id"], err
+    assert "no TOTP factor is enrolled" in err["message"] and "/mfa/totp" in err["message"], err
+
+    status, enrol, _ = await api.request("POST", f"/v1/identities/{svc['id']}/mfa/totp", token=svc["token"])
+    assert status == 201, enrol
+    code = totp_code(remember_secret(enrol["otpauth_uri"]))
+    status, body, headers = await api.request("POST", "/v1/auth/mfa", token=svc["token"],
+                                              json={"totp_code": "000000" if code != "000000" else "111111"})
+    err = assert_envelope(status, body, headers, "mfa_required")  # enrolled now: a wrong code is told apart
+    assert err["details"] == {"reason": "invalid_code"}, err
+
+
+async def test_an_admin_may_reset_but_not_enrol_another_identitys_totp(api: Api) -> None:
+    """The otpauth:// URI is the factor: only its owner sees it (api.md §3, no takeover). The root admin, who
+    holds everything, is refused like anyone else, whether the identity exists or not."""
+    username, password = name("user"), remember_secret("correct horse battery staple 7")
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": username, "kind": "user", "allowed_scopes": ["secrets:read"], "password": password})
+    assert status == 201, user
+    for target in (user["id"], "idn_doesnotexist"):
+        status, body, headers = await api.request("POST", f"/v1/identities/{target}/mfa/totp")  # the root admin
+        err = assert_envelope(status, body, headers, "forbidden")
+        assert err["details"] == {"rule": "own_enrolment_only"} and "reset" in err["message"], err  # no URI
+    status, got, _ = await api.request("GET", f"/v1/identities/{user['id']}")
+    assert status == 200 and got["mfa_enrolled"] is False  # nothing was enrolled
+
+    status, tok, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                       json={"username": username, "password": password})
+    assert status == 200, tok
+    own = remember_secret(tok["access_token"])
+    status, enrol, _ = await api.request("POST", f"/v1/identities/{user['id']}/mfa/totp", token=own)
+    assert status == 201 and enrol["otpauth_uri"].startswith("otpauth://totp/"), enrol  # the user itself
+    remember_secret(enrol["otpauth_uri"])
+    status, _, _ = await api.request("DELETE", f"/v1/identities/{user['id']}/mfa/totp")  # the admin's reset
+    assert status == 204
+    status, got, _ = await api.request("GET", f"/v1/identities/{user['id']}")
+    assert got["mfa_enrolled"] is False
+
+
 async def test_mfa_condition_needs_a_fresh_step_up(api: Api) -> None:
     base = unique()
     await put(api, f"{base}/guarded")

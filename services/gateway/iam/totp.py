@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor import InvalidToken
@@ -33,10 +34,23 @@ def totp_step(secret: bytes, code: str, now: float) -> int | None:
     return None
 
 
-async def check_totp(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> bool:
-    """Verify a code of ``identity_id``; a code whose step was already used is refused (replay)."""
+#: what checking a code found: accepted, no factor enrolled, or a wrong (or already used) code
+Verdict = Literal["ok", "not_enrolled", "invalid_code"]
+
+
+async def totp_verdict(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> Verdict:
+    """Check a code of ``identity_id``; a code whose step was already used is refused (replay).
+
+    Whether a factor is enrolled is told only to the identity itself (its step-up): a login answers alike
+    for both failures, else it would tell a password guesser which users have a second factor.
+    """
     sealed = await repo.totp(identity_id)
     if sealed is None:
-        return False
+        return "not_enrolled"
     step = totp_step(unseal(kms, sealed, totp_aad(identity_id)), code, time.time())
-    return step is not None and await repo.claim_totp_step(identity_id, step)
+    return "ok" if step is not None and await repo.claim_totp_step(identity_id, step) else "invalid_code"
+
+
+async def check_totp(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> bool:
+    """Whether ``code`` is a valid, unused code of ``identity_id`` (false too when nothing is enrolled)."""
+    return await totp_verdict(repo, kms, identity_id, code) == "ok"

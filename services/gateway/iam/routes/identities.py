@@ -163,7 +163,8 @@ async def _mfa_change_allowed(request: web.Request, identity_id: str) -> Any:
 
     One's own: a first enrolment with any token; replacing or removing it needs
     a step-up within the last 5 minutes (else a stolen password would be enough
-    to swap the authenticator). Another's: the ``admin`` scope, ``write`` on
+    to swap the authenticator). Another's (a reset only: ``enrol_totp`` refuses
+    another's before this): the ``admin`` scope, ``write`` on
     ``identities/<id>``, and holding at least what it holds.
     """
     who, identities = principal(request), state(request).identities
@@ -182,17 +183,27 @@ async def _mfa_change_allowed(request: web.Request, identity_id: str) -> Any:
     return row
 
 
+#: ``details.rule`` of an enrolment for another identity
+OWN_ENROLMENT_ONLY = "own_enrolment_only"
+
+
 async def enrol_totp(request: web.Request) -> web.Response:
-    """Enrol TOTP (RFC 6238); the ``otpauth://`` URI is shown once. Replacing another's voids its tokens."""
+    """Enrol TOTP (RFC 6238) for oneself; the ``otpauth://`` URI is shown once, to its owner only.
+
+    Nobody enrols another identity's factor, whatever it holds (api.md §3, no takeover): whoever saw the URI
+    could make that identity's codes. An admin resets another's factor (DELETE) and its owner enrols again.
+    Refused before the identity is looked up, so the answer is the same whether it exists or not.
+    """
     st, identity_id = state(request), request.match_info["id"]
+    if identity_id != principal(request).identity_id:
+        raise Forbidden("a TOTP factor is enrolled only by its own identity, which alone sees the otpauth:// URI:"
+                        " an admin may reset another identity's factor (DELETE), and that identity enrols again",
+                        details={"rule": OWN_ENROLMENT_ONLY})
     row = await _mfa_change_allowed(request, identity_id)
-    replacing_another = identity_id != principal(request).identity_id and row["mfa_kek_id"] is not None
     secret = new_totp_secret()
     sealed = seal(st.kms, secret, totp_aad(identity_id))
-    generation = await st.identities.set_totp(tenant_of(request), identity_id, sealed, void_tokens=replacing_another,
-                                              request_id=context(request).request_id)
-    if replacing_another:
-        st.revocations.tokens_voided(identity_id, generation)
+    await st.identities.set_totp(tenant_of(request), identity_id, sealed, void_tokens=False,
+                                 request_id=context(request).request_id)
     uri = totp(secret).get_provisioning_uri(row["name"], "Coffer")
     return json_response({"identity_id": identity_id, "otpauth_uri": uri}, status=201)
 

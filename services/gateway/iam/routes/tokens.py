@@ -19,7 +19,7 @@ from services.gateway.edge.routes import (
 from services.gateway.iam import domain
 from services.gateway.iam.models import RevokeRequest, TotpCode
 from services.gateway.iam.routes import authorize
-from services.gateway.iam.totp import check_totp
+from services.gateway.iam.totp import totp_verdict
 from services.gateway.state import state
 from shared.errors import InsufficientScope, MfaRequired, TenantAccessDenied, TokenInvalid
 
@@ -27,8 +27,14 @@ from shared.errors import InsufficientScope, MfaRequired, TenantAccessDenied, To
 async def step_up(request: web.Request) -> web.Response:
     body = await read_model(request, TotpCode)
     st, who = state(request), principal(request)
-    if not await check_totp(st.identities, st.kms, who.identity_id, body.totp_code):
-        raise MfaRequired("TOTP code is not valid (or was already used)")
+    verdict = await totp_verdict(st.identities, st.kms, who.identity_id, body.totp_code)
+    if verdict == "not_enrolled":  # the caller's own identity: telling it leaks nothing
+        raise MfaRequired(
+            "no TOTP factor is enrolled for this identity: enrol one with POST /v1/identities/{id}/mfa/totp"
+            " (your own id, as GET /v1/auth/whoami shows), then step up with a code from it",
+            details={"reason": "not_enrolled", "identity_id": who.identity_id})
+    if verdict != "ok":
+        raise MfaRequired("TOTP code is not valid (or was already used)", details={"reason": "invalid_code"})
     token, ttl = st.signer.issue(who.identity_id, who.tenant_id, tuple(sorted(who.scopes)),
                                  mfa_at=int(time.time()), generation=who.generation)
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
