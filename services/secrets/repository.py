@@ -34,9 +34,12 @@ from shared.errors import (
 
 log = structlog.get_logger("coffer.secrets")
 
+#: a secret's answer: the secret's own times (``created_at``/``created_by``: its first write, ``updated_at``: its
+#: last change) and the version it shows (its fields, and ``version_created_at``/``version_created_by``: its write)
 _META = (
     "s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at, s.created_by,"
-    " s.updated_at, s.deleted_at, s.purge_after"
+    " s.updated_at, s.deleted_at, s.purge_after, v.created_at AS version_created_at,"
+    " v.created_by AS version_created_by"
 )
 _JOIN_CURRENT = (
     "FROM secrets s JOIN secret_versions v"
@@ -277,6 +280,7 @@ class SecretsRepository:
         row = await self.pool.fetchrow(
             "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at,"
             " s.created_by, s.updated_at, s.deleted_at, s.purge_after, s.current_version,"
+            " v.created_at AS version_created_at, v.created_by AS version_created_by,"
             " v.kek_id, v.wrapped_key, v.nonce, v.ciphertext"
             " FROM secrets s LEFT JOIN secret_versions v ON v.tenant_id = s.tenant_id"
             " AND v.path = s.path AND v.version = coalesce($3, s.current_version)"
@@ -291,10 +295,14 @@ class SecretsRepository:
         return _meta(row), unseal(self.kms, sealed, associated_data(tenant_id, path, row["version"]))
 
     async def versions(self, tenant_id: str, path: str, before: int | None, limit: int) -> list[SecretMeta]:
-        """Versions newest first, those below ``before`` when continuing a page."""
+        """Versions newest first, those below ``before`` when continuing a page.
+
+        Each item is a version: its ``created_at``/``created_by``/``updated_at`` are the version's write (as they
+        always were), the same as its ``version_created_at``/``version_created_by``."""
         rows = await self.pool.fetch(
             "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at,"
-            " v.created_at, v.created_by, v.created_at AS updated_at, s.deleted_at, s.purge_after"
+            " v.created_at, v.created_by, v.created_at AS updated_at, s.deleted_at, s.purge_after,"
+            " v.created_at AS version_created_at, v.created_by AS version_created_by"
             " FROM secrets s JOIN secret_versions v ON v.tenant_id = s.tenant_id AND v.path = s.path"
             " WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
             " AND ($3::int IS NULL OR v.version < $3) ORDER BY v.version DESC LIMIT $4",

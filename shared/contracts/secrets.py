@@ -106,7 +106,14 @@ class ListVersions(Contract):
 
 
 class SecretMeta(Contract):
-    """A secret's metadata (never its value)."""
+    """A secret's metadata (never its value), as of one of its versions.
+
+    ``version``, ``secret_type``, ``metadata`` and ``expires_at`` are that version's. On the answers about a
+    secret (``put``, ``get``, ``list``, ``restore``, ``rotate``) ``created_at``/``created_by`` are the secret's:
+    its first write (version 1), and ``updated_at`` its last change; on an item of ``versions`` they are that
+    version's write (and ``updated_at`` the same moment). ``version_created_at``/``version_created_by`` are the
+    shown version's write on every answer, so one name means one thing everywhere.
+    """
 
     path: str
     version: int
@@ -118,6 +125,10 @@ class SecretMeta(Contract):
     updated_at: datetime
     deleted_at: datetime | None
     purge_after: datetime | None
+    #: when the version shown was written, and by whom (``None`` for a path under a federation mount: the
+    #: backend's own times are in ``created_at``/``updated_at``)
+    version_created_at: datetime | None = None
+    version_created_by: str | None = None
     #: the federation backend that answered (a path under a mount, api.md §5.4); absent otherwise
     backend: str | None = Field(None, exclude_if=lambda value: value is None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from shared.contracts.events import Event
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
 from tests.conftest import Api, remember_secret
+from tests.e2e.iam_helpers import allow, identity
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.integration.test_bus_contract import wait_until
 
@@ -38,7 +40,8 @@ async def test_write_read_update_and_versions(api: Api) -> None:
     assert meta["secret_type"] == "password" and meta["metadata"]["ключ"] == "значение"
     assert "value" not in meta and meta["created_by"].startswith("idn_")
     assert set(meta) == {"path", "version", "secret_type", "metadata", "expires_at", "created_at",
-                         "created_by", "updated_at", "deleted_at", "purge_after"}
+                         "created_by", "updated_at", "deleted_at", "purge_after", "version_created_at",
+                         "version_created_by"}
 
     status, meta2, headers = await put(api, f"{base}/db/password", {"user": "app", "n": [1, 2]},
                                        secret_type="json")
@@ -52,6 +55,38 @@ async def test_write_read_update_and_versions(api: Api) -> None:
     status, page, _ = await api.request("GET", f"/v1/secrets/{base}/db/password:versions")
     assert status == 200 and [i["version"] for i in page["items"]] == [2, 1]
     assert page["next_cursor"] is None and all("value" not in i for i in page["items"])
+
+
+async def test_a_secret_and_its_versions_say_which_write_each_time_is(api: Api) -> None:
+    """``created_at``/``created_by`` of a secret are its first write; of a version item, that version's write.
+    ``version_created_at``/``version_created_by`` are the shown version's write on every answer, so the same
+    version answers the same moment whichever call shows it (docs/secrets.md, Times)."""
+    path = f"{unique()}/db"
+    status, first, _ = await put(api, path)
+    assert status == 201 and first["version_created_at"] == first["created_at"], first
+    writer = await identity(api, ["secrets:write", "secrets:read"], [allow([f"secrets/{path}"], ["write", "read"])])
+    await asyncio.sleep(0.01)
+    status, second, _ = await api.request("PUT", f"/v1/secrets/{path}", token=writer["token"],
+                                          json={"value": remember_secret(secrets.token_hex(8))})
+    assert status == 200 and second["version"] == 2, second
+    # the secret: created by the first write, its version 2 written later by someone else
+    assert second["created_at"] == first["created_at"] and second["created_by"] == first["created_by"]
+    assert datetime.fromisoformat(second["version_created_at"]) > datetime.fromisoformat(first["created_at"])
+    assert second["version_created_by"] == writer["id"] != second["created_by"]
+
+    _, got, _ = await api.request("GET", f"/v1/secrets/{path}")
+    _, old, _ = await api.request("GET", f"/v1/secrets/{path}?version=1")
+    _, listed, _ = await api.request("GET", f"/v1/secrets?prefix={path}")
+    _, page, _ = await api.request("GET", f"/v1/secrets/{path}:versions")
+    v2, v1 = page["items"]
+    for about_the_secret in (got, old, listed["items"][0]):
+        assert about_the_secret["created_at"] == first["created_at"], about_the_secret
+    assert got["version_created_at"] == listed["items"][0]["version_created_at"] == v2["version_created_at"] \
+        == second["version_created_at"]
+    assert old["version_created_at"] == v1["version_created_at"] == first["version_created_at"]
+    assert (got["version_created_by"], old["version_created_by"]) == (writer["id"], first["created_by"])
+    for item in (v1, v2):  # a version item: its created_* are the version's write, as they always were
+        assert (item["created_at"], item["created_by"]) == (item["version_created_at"], item["version_created_by"])
 
 
 async def test_list_is_paginated_in_path_order_under_a_prefix(api: Api) -> None:
