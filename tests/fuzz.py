@@ -21,7 +21,9 @@ generated): an operation on ``/{id}`` otherwise only ever meets 404 and
 never reaches its core logic. What an operation destroys (``DELETE``,
 ``:purge``, ``:revoke``, ``:approve``) draws from resources of its own, so
 the reads keep theirs. Webhooks point at 127.0.0.2 (allowed for outbound
-calls in this run, nothing listening); the links of the description
+calls in this run, nothing listening), and a ``redis`` engine at a Redis this run starts there
+(``own_redis``, when ``redis-server`` is installed) gives engine roles,
+credentials and leases; the links of the description
 (services/gateway/edge/openapi.py) chain the stateful phase the same way.
 
 Three operations are left out, each for a reason that is not the fuzzer's to
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -43,6 +46,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -148,26 +152,27 @@ def _ssh_recipient() -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
-def seed(url: str, token: str) -> dict[str, list[str]]:
+def seed(url: str, token: str, redis: tuple[str, int, str] | None = None) -> dict[str, list[str]]:
     """A few of each resource, made as the root admin: ``{dictionary name: [id, …]}``. ``*_keep`` are for
-    operations that read or change, ``*_victim`` for those that destroy."""
+    operations that read or change, ``*_victim`` for those that destroy. ``redis`` (host, port, password
+    of a Redis of this run's own): an engine on it, its roles and leases."""
     def api(method: str, path: str, body: dict[str, Any] | None = None, as_: str = token) -> Any:
         return call(url, method, path, as_, body)
 
     out: dict[str, list[str]] = {}
-    for kind in ("keep", "victim"):
-        out[f"secret_{kind}"] = [f"fuzz-{kind}-{i}" for i in range(4 if kind == "keep" else 8)]
+    for kind in ("keep", "victim", "deleted", "purged"):  # read; deleted; restored; purged
+        out[f"secret_{kind}"] = [f"fuzz-{kind}-{i}" for i in range(6)]
         for path in out[f"secret_{kind}"]:
             api("PUT", f"/v1/secrets/{path}", {"value": secrets.token_hex(8)})
             api("PUT", f"/v1/secrets/{path}", {"value": secrets.token_hex(8)})
-    for path in out["secret_victim"][:4]:  # something to restore
+    for path in out["secret_deleted"]:  # something to restore
         api("DELETE", f"/v1/secrets/{path}")
 
     def ca(name: str) -> dict[str, Any]:
         return dict(api("POST", "/v1/pki/cas", {"name": name, "common_name": f"Fuzz {name}", "ttl": "8760h"}))
 
     root = ca("fuzz-keep")
-    out["ca_keep"] = [root["id"]]
+    out["ca_keep"], out["ca_pem"] = [root["id"]], [root["certificate"]]
     out["ca_victim"] = [ca(f"fuzz-victim-{i}")["id"] for i in range(4)]
     role = {"ca_id": root["id"], "allowed_domains": ["example.com"], "allow_subdomains": True,
             "allow_bare_domains": True, "allow_ip_sans": True, "ttl": "24h", "max_ttl": "720h"}
@@ -179,6 +184,7 @@ def seed(url: str, token: str) -> dict[str, list[str]]:
                           for i in range(2)]
     out["serial_victim"] = [api("POST", "/v1/pki/roles/fuzz-keep:issue",
                                 {"common_name": f"v{i}.example.com"})["serial"] for i in range(6)]
+    out["issue_cn"] = [f"fuzz{i}.example.com" for i in range(3)]
     out["csr_pem"] = [_csr(f"csr{i}.example.com") for i in range(3)]
     # CSRs for :approve and :reject come from another identity: the submitter may not approve its own
     submitter = api("POST", "/v1/identities", {"name": "fuzz-submitter", "kind": "service", "allowed_scopes": ["pki"]})
@@ -200,44 +206,80 @@ def seed(url: str, token: str) -> dict[str, list[str]]:
     out["policy_victim"] = [f"fuzz-victim-{i}" for i in range(4)]
     for name in (*out["policy_keep"], *out["policy_victim"]):
         api("POST", "/v1/policies", {"name": name, "rules": rules})
-    out["identity_keep"] = [api("POST", "/v1/identities", {"name": f"fuzz-keep-{kind}", "kind": kind,
-                                                           "allowed_scopes": ["secrets:read"],
-                                                           **({"password": secrets.token_urlsafe(16)}
-                                                              if kind == "user" else {})})["id"]
-                            for kind in ("user", "service")]
+    keep = [api("POST", "/v1/identities", {"name": f"fuzz-keep-{kind}", "kind": kind,
+                                           "allowed_scopes": ["secrets:read"],
+                                           **({"password": secrets.token_urlsafe(16)} if kind == "user" else {})})
+            for kind in ("user", "service")]
+    out["identity_keep"] = [identity["id"] for identity in keep]
     out["identity_victim"] = [api("POST", "/v1/identities", {"name": f"fuzz-victim-{i}", "kind": "service",
                                                              "allowed_scopes": ["secrets:read"]})["id"]
                               for i in range(4)]
-    for identity in out["identity_keep"]:
-        api("POST", f"/v1/identities/{identity}/mfa/totp")
+    # a factor to reset: enrolled by the identity itself (only it sees the otpauth:// URI)
+    own = call(url, "POST", "/v1/auth/token", "", {"client_id": keep[1]["client_id"],
+                                                   "client_secret": keep[1]["client_secret"]})
+    api("POST", f"/v1/identities/{keep[1]['id']}/mfa/totp", as_=own["access_token"])
     bindings = [api("POST", "/v1/bindings", {"policy": "fuzz-keep", "identity_id": identity})["id"]
                 for identity in (*out["identity_keep"], *out["identity_victim"])]
     out["binding_keep"], out["binding_victim"] = bindings[:2], bindings[2:]
     hook = f"https://{WEBHOOK_HOST}:{free_port()}/hook"
+    out["webhook_url"] = [hook, f"https://{WEBHOOK_HOST}:{free_port()}/other"]
     out["webhook_keep"] = [api("POST", "/v1/webhooks", {"url": hook})["id"]]
     out["webhook_victim"] = [api("POST", "/v1/webhooks", {"url": hook})["id"] for _ in range(4)]
     out["delivery"] = [api("POST", f"/v1/webhooks/{out['webhook_keep'][0]}:ping")["delivery_id"] for _ in range(3)]
     subscriptions = [api("POST", "/v1/subscriptions", {"webhook_id": out["webhook_keep"][0],
                                                        "event_types": ["secret.updated"]})["id"] for _ in range(5)]
     out["subscription_keep"], out["subscription_victim"] = subscriptions[:1], subscriptions[1:]
+    out["ttl_long"] = ["24h", "48h"]
+    rotation = {"path_pattern": "fuzz-keep-*", "interval": "720h", "generator": {"type": "password"}}
+    out["rotation_keep"] = ["fuzz-keep"]
+    out["rotation_victim"] = [f"fuzz-victim-{i}" for i in range(4)]
+    for name in (*out["rotation_keep"], *out["rotation_victim"]):
+        api("POST", "/v1/rotation-policies", {"name": name, **rotation})
+    if redis is not None:
+        host, port, password = redis
+        config = {"host": host, "port": port, "username": "default", "password": password}
+        out["engine_keep"] = ["fuzz-keep"]
+        out["engine_victim"] = [f"fuzz-victim-{i}" for i in range(3)]
+        for name in (*out["engine_keep"], *out["engine_victim"]):
+            api("POST", "/v1/engines", {"name": name, "type": "redis", "config": config})
+        out["engine_role_keep"] = ["fuzz-keep"]
+        out["engine_role_victim"] = [f"fuzz-victim-{i}" for i in range(4)]
+        for name in (*out["engine_role_keep"], *out["engine_role_victim"]):
+            api("PUT", f"/v1/engines/fuzz-keep/roles/{name}", {"acl_rules": ["~fuzz:*", "+get", "+set"],
+                                                                "default_ttl": "1h", "max_ttl": "24h"})
+        leases = [api("POST", "/v1/engines/fuzz-keep/roles/fuzz-keep:credentials", {})["lease_id"]
+                  for _ in range(8)]
+        out["lease_keep"], out["lease_victim"] = leases[:3], leases[3:]
+        out["acl_rule"] = ["~fuzz:*", "+get", "+set", "-@all", "%R~cache:*"]
+        out["ttl_short"] = ["1h", "30m"]
+    out["recipient"] = [_ssh_recipient()]
     out["export_keep"] = [api("POST", "/v1/exports", {"prefix": "fuzz-keep-0", "format": "json",
-                                                      "recipient": _ssh_recipient()})["id"]]
+                                                      "recipient": out["recipient"][0]})["id"]]
     return out
 
 
 #: which seeded resources each operation takes: ``(method, path, {parameter: dictionary})``, a parameter
-#: as schemathesis names it (``path.id``, ``body.ca_id``)
-USES: tuple[tuple[str, str, dict[str, str]], ...] = (
+#: as schemathesis names it (``path.id``, ``body.ca_id``), a dictionary by name (drawn half the time) or as
+#: ``(name, probability)``
+USES: tuple[tuple[str, str, dict[str, str | tuple[str, float]]], ...] = (
     *(("GET", f"/v1/secrets/{{path}}{tail}", {"path.path": "secret_keep"}) for tail in ("", ":versions")),
     ("POST", "/v1/secrets/{path}:rotate", {"path.path": "secret_keep"}),
-    *((method, f"/v1/secrets/{{path}}{tail}", {"path.path": "secret_victim"})
-      for method, tail in (("DELETE", ""), ("POST", ":purge"), ("POST", ":restore"))),
+    ("DELETE", "/v1/secrets/{path}", {"path.path": "secret_victim"}),
+    ("POST", "/v1/secrets/{path}:restore", {"path.path": "secret_deleted"}),
+    ("POST", "/v1/secrets/{path}:purge", {"path.path": "secret_purged"}),
+    # what a create needs that a schema can't say: a duration a CA may have, a parent that exists, an address
+    # a webhook may call, a CA certificate, a recipient's key
+    ("POST", "/v1/pki/cas", {"body.ttl": "ttl_long", "body.parent_id": "ca_keep"}),
+    *((method, path, {"body.url": "webhook_url"}) for method, path in (("POST", "/v1/webhooks"),
+                                                                        ("PATCH", "/v1/webhooks/{id}"))),
+    ("POST", "/v1/pki/trust-anchors", {"body.certificate": "ca_pem"}),
+    ("POST", "/v1/exports", {"body.recipient": "recipient", "body.prefix": "secret_keep"}),
     *(("GET", f"/v1/pki/cas/{{id}}{tail}", {"path.id": "ca_keep"}) for tail in ("", "/chain", "/crl")),
     ("DELETE", "/v1/pki/cas/{id}", {"path.id": "ca_victim"}),
     ("PUT", "/v1/pki/roles/{name}", {"body.ca_id": "ca_keep"}),
     ("GET", "/v1/pki/roles/{name}", {"path.name": "role_keep"}),
     ("DELETE", "/v1/pki/roles/{name}", {"path.name": "role_victim"}),
-    ("POST", "/v1/pki/roles/{name}:issue", {"path.name": "role_keep"}),
+    ("POST", "/v1/pki/roles/{name}:issue", {"path.name": "role_keep", "body.common_name": "issue_cn"}),
     ("POST", "/v1/pki/roles/{name}:sign", {"path.name": "role_keep", "body.csr": "csr_pem"}),
     ("POST", "/v1/pki/csrs", {"body.role": "role_keep", "body.csr": "csr_pem"}),
     ("GET", "/v1/pki/csrs/{id}", {"path.id": "csr_keep"}),
@@ -264,7 +306,51 @@ USES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("GET", "/v1/subscriptions/{id}", {"path.id": "subscription_keep"}),
     ("DELETE", "/v1/subscriptions/{id}", {"path.id": "subscription_victim"}),
     *(("GET", f"/v1/exports/{{id}}{tail}", {"path.id": "export_keep"}) for tail in ("", "/bundle")),
+    *((method, "/v1/rotation-policies/{name}", {"path.name": "rotation_keep"}) for method in ("GET", "PUT")),
+    ("DELETE", "/v1/rotation-policies/{name}", {"path.name": "rotation_victim"}),
+    *((method, f"/v1/engines/{{name}}{tail}", {"path.name": "engine_keep"})
+      for method, tail in (("GET", ""), ("PATCH", ""), ("GET", "/roles"))),
+    ("DELETE", "/v1/engines/{name}", {"path.name": "engine_victim"}),
+    # a redis role: its engine and rules drawn nearly always, or generated bodies only ever meet 404 or 400
+    ("PUT", "/v1/engines/{name}/roles/{role}", {
+        "path.name": ("engine_keep", 0.9), "body.acl_rules[*]": ("acl_rule", 0.9),
+        "body.default_ttl": ("ttl_short", 0.9), "body.max_ttl": ("ttl_long", 0.9)}),
+    *((method, f"/v1/engines/{{name}}/roles/{{role}}{tail}", {"path.name": "engine_keep",
+                                                              "path.role": "engine_role_keep"})
+      for method, tail in (("GET", ""), ("POST", ":credentials"))),
+    ("DELETE", "/v1/engines/{name}/roles/{role}", {"path.name": "engine_keep", "path.role": "engine_role_victim"}),
+    *((method, f"/v1/leases/{{id}}{tail}", {"path.id": "lease_keep"})
+      for method, tail in (("GET", ""), ("POST", ":renew"))),
+    ("POST", "/v1/leases/{id}:revoke", {"path.id": "lease_victim"}),
+    ("POST", "/v1/leases:revoke-prefix", {"body.engine": "engine_victim"}),
 )
+
+
+@contextlib.asynccontextmanager
+async def own_redis() -> AsyncIterator[tuple[str, int, str] | None]:
+    """A Redis of this run's own on ``WEBHOOK_HOST`` (nothing else of this machine listens there), for the
+    seeded ``redis`` engine: (host, port, password), or ``None`` without ``redis-server``. Never the
+    machine's shared Redis: the fuzzer may rotate an engine's admin password."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port, password = free_port(), secrets.token_urlsafe(16)
+    proc = await asyncio.create_subprocess_exec(
+        binary, "--bind", WEBHOOK_HOST, "--port", str(port), "--requirepass", password, "--save", "",
+        "--appendonly", "no", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                _, writer = await asyncio.open_connection(WEBHOOK_HOST, port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        yield WEBHOOK_HOST, port, password
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 def _toml(value: Any) -> str:
@@ -277,10 +363,11 @@ def operations_config(seeded: dict[str, list[str]], probability: float = 0.5) ->
     for name, values in sorted(seeded.items()):
         lines += [f"[dictionaries.{name}]", f"values = [{', '.join(_toml(v) for v in values)}]", ""]
     for method, path, parameters in USES:
-        if any(not seeded.get(dictionary) for dictionary in parameters.values()):
+        drawn = {p: d if isinstance(d, tuple) else (d, probability) for p, d in parameters.items()}
+        if any(not seeded.get(dictionary) for dictionary, _ in drawn.values()):
             continue
-        bindings = ", ".join(f"{_toml(p)} = {{ dictionary = {_toml(d)}, probability = {probability} }}"
-                             for p, d in parameters.items())
+        bindings = ", ".join(f"{_toml(p)} = {{ dictionary = {_toml(d)}, probability = {chance} }}"
+                             for p, (d, chance) in drawn.items())
         # one filter, the operation's name: ``include-method`` beside ``include-path`` would be either
         lines += ["[[operations]]", f"include-name = {_toml(f'{method} {path}')}", f"parameters = {{ {bindings} }}",
                   ""]
@@ -309,7 +396,11 @@ async def main() -> int:
                 # the fuzzer is one client sending thousands of requests a minute
                 "COFFER_RATE_LIMITS": "read=1000000/s,write=1000000/s,pki=1000000/s,auth=1000000/s",
                 # the seeded webhooks' address (nothing listens there): deliveries are made, and fail
-                "COFFER_OUTBOUND_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32"})
+                "COFFER_OUTBOUND_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32",
+                # the seeded engine's Redis, this run's own (``own_redis``)
+                "COFFER_ENGINE_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32"})
+    exits = contextlib.AsyncExitStack()
+    redis = await exits.enter_async_context(own_redis())
     platform = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.embedded", cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL)
@@ -317,7 +408,7 @@ async def main() -> int:
     try:
         await wait_healthy(url, platform)
         init = await asyncio.to_thread(post_json, f"{url}/v1/sys/init")
-        seeded = await asyncio.to_thread(seed, url, str(init["token"]))
+        seeded = await asyncio.to_thread(seed, url, str(init["token"]), redis)
         config = data / "schemathesis.toml"
         config.write_text(operations_config(seeded))
         print(f"fuzz: seeded {sum(len(v) for v in seeded.values())} resources for {len(USES)} operations",
@@ -337,7 +428,8 @@ async def main() -> int:
             print(line, flush=True)
         await proc.wait()
     finally:
-        platform.send_signal(signal.SIGINT)
+        if platform.returncode is None:
+            platform.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(platform.wait(), 15)
         except TimeoutError:
@@ -346,6 +438,7 @@ async def main() -> int:
         await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         await admin.close()
         shutil.rmtree(data, ignore_errors=True)
+        await exits.aclose()
     text = "\n".join(lines)
     cases = cases_of(text)
     failures = re.search(r"(\d+) failures?\b", text.split("SUMMARY")[-1]) if "SUMMARY" in text else None

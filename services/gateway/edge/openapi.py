@@ -56,11 +56,19 @@ _BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "ex
 
 def _json_schema(model: type[BaseModel], **kwargs: Any) -> dict[str, Any]:
     """``model``'s JSON Schema, bounds in JSON Schema's words: pydantic leaves ``ge``/``le`` as they are on
-    a number wrapped in a validator (``JsonInt``), which a reader of the description would not apply."""
+    a number wrapped in a validator (``JsonInt``), which a reader of the description would not apply, and
+    writes a dict of constrained keys as ``patternProperties``, which does not say other keys are refused."""
     def fix(node: Any) -> Any:
         if isinstance(node, dict):
             if node.get("default", 0) is None and node.get("type") not in (None, "null"):
                 node = {k: v for k, v in node.items() if k != "default"}  # "absent", not null (SkipJsonSchema)
+            patterns = node.get("patternProperties")
+            if isinstance(patterns, dict) and len(patterns) == 1 and "additionalProperties" not in node:
+                # a dict whose keys are constrained: pydantic says patternProperties, which leaves a key
+                # outside the pattern free to hold anything; every key matches it, every value its schema
+                (pattern, values), = patterns.items()
+                node = {**{k: v for k, v in node.items() if k != "patternProperties"},
+                        "propertyNames": {"pattern": pattern}, "additionalProperties": values}
             return {_BOUNDS.get(k, k) if k in _BOUNDS and node.get("type") in ("integer", "number") else k: fix(v)
                     for k, v in node.items()}
         if isinstance(node, list):
