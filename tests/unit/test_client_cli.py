@@ -161,6 +161,9 @@ def test_recipient_files_and_what_they_may_not_hold(tmp_path: Path) -> None:
     with pytest.raises(RecipientError, match="command line") as caught:
         recipient_from(secret)
     assert secret[16:] not in str(caught.value)
+    # a path that isn't there is said so, not sent to the server as if it were a recipient
+    with pytest.raises(RecipientError, match="no such file"):
+        recipient_from(str(tmp_path / "missing.pub"))
 
 
 # -- errors and tables ---------------------------------------------------------------------------------------

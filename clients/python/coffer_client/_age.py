@@ -157,7 +157,9 @@ def recipient_from(value: str) -> str:
                              "where ps and shell history keep it; give the file that holds it (key.txt)")
     path = Path(value).expanduser()
     if not path.is_file():
-        return value  # a recipient itself: the server says whether it is one
+        if value.startswith(("age1", "ssh-")):
+            return value  # a recipient itself: the server says whether it is one
+        raise RecipientError(f"{value}: no such file, and not a recipient (age1…, ssh-ed25519 …)")
     if path.stat().st_size > _MAX_FILE:
         raise RecipientError(f"{value} is larger than {_MAX_FILE // 1024} KiB: not a key or recipients file")
     try:

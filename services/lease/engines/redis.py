@@ -34,8 +34,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis import exceptions as rx
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from services.lease.engines.base import (
     Engine,
