@@ -9,6 +9,11 @@ Those two URLs are an operator's: first it gives every service its own
 RabbitMQ user and PostgreSQL role with fresh passwords (``services.provision``),
 and each process gets only its own, never the operator's. ``--shared-credentials``
 runs every process with the operator's URLs instead (one trust domain).
+
+The users and roles are this installation's own (named with a prefix derived from
+the database and vhost unless ``COFFER_SCHEMA_PREFIX`` is set, and marked): it
+refuses to reset those of another installation, or ones no provisioning made,
+unless ``--take-over`` (``COFFER_PROVISION_TAKE_OVER=1``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import urllib.error
 import urllib.request
 
 from services.gateway.settings import GatewaySettings
-from services.provision import ensure_database, provision
+from services.provision import TAKE_OVER_HELP, ensure_database, provision
 from shared.registry import SERVICES
 from shared.runtime import require_distributed
 
@@ -47,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for health ok")
     parser.add_argument("--shared-credentials", action="store_true",
                         help="don't provision per-service users: every process gets COFFER_AMQP_URL/DATABASE_URL")
+    parser.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     args = parser.parse_args(argv)
     settings = require_distributed(GatewaySettings())  # the operator's URLs, and where the gateway listens
     replicas = {name: 1 for name in SERVICES}
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         assert settings.database_url is not None
         asyncio.run(ensure_database(settings.database_url.get_secret_value()))
     else:
-        creds = asyncio.run(provision(settings))
+        creds = asyncio.run(provision(settings, take_over=args.take_over or None))
         users = {s: c.amqp_user for s, c in creds.items()}
         for name in SERVICES:
             env[name].update(creds[name].env(users))

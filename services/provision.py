@@ -20,12 +20,21 @@ Holding one service's credentials is not holding the platform (docs/architecture
 - PostgreSQL role ``coffer_<prefix><service>``: owns its schema and nothing
   else (it can't create schemas or read another service's).
 
+Users and roles are global to the broker and the cluster, so each installation has names of its own:
+``<prefix>`` is ``COFFER_SCHEMA_PREFIX`` when it is set (even empty), else one derived from the
+installation's database and vhost (``default_prefix``). Schemas are named ``COFFER_SCHEMA_PREFIX``
++ service only (they are per database already). What provisioning makes is marked with the installation
+(``<database>/<vhost>``): a RabbitMQ user tag and a PostgreSQL role comment, ``coffer-installation-<hash>``.
+It refuses to reset the password of a user or role of that name that hasn't this installation's mark, or to
+take a schema owned by another installation's role, unless told to (``--take-over``,
+``COFFER_PROVISION_TAKE_OVER=1``): that would stop the processes that use them.
+
 Passwords are fresh and random on every run and are never written to disk:
 RabbitMQ gets salted SHA-256 hashes (``import_definitions``), PostgreSQL a
 SCRAM verifier, so neither server's logs see them. The launcher
 (``services.distributed``) hands each process only its own credentials.
 
-    python -m services.provision --env-dir DIR   # writes DIR/<service>.env (0600) for other launchers
+    python -m services.provision --env-dir DIR [--take-over]  # writes DIR/<service>.env (0600) for other launchers
     python -m services.provision --compose deploy  # docker-compose's definitions and init script (dev passwords)
 """
 
@@ -94,6 +103,115 @@ def pg_role(prefix: str, service: str) -> str:
     return f"coffer_{prefix}{service}"
 
 
+#: what provisioning marks its users and roles with: ``coffer-installation-<16 hex>`` (``installation_mark``)
+MARK = "coffer-installation-"
+#: ``1`` (or ``--take-over``): reset users and roles of these names even if another installation (or no
+#: provisioning) made them, and take the schemas from their owners
+TAKE_OVER_ENV = "COFFER_PROVISION_TAKE_OVER"
+
+
+def vhost_of(url: URL) -> str:
+    return url.path.removeprefix("/") or "/"
+
+
+def installation_id(database: str, vhost: str) -> str:
+    """An installation is its database and its vhost: two on one cluster and broker differ in one of them."""
+    return f"{database}/{vhost}"
+
+
+def _digest(installation: str) -> str:
+    return hashlib.sha256(installation.encode()).hexdigest()
+
+
+def installation_mark(installation: str) -> str:
+    """The RabbitMQ user tag (and the first word of the PostgreSQL role comment) of ``installation``."""
+    return MARK + _digest(installation)[:16]
+
+
+def default_prefix(database: str, vhost: str) -> str:
+    """The user and role prefix of an installation that sets no ``COFFER_SCHEMA_PREFIX``: stable across runs.
+
+    ``<database, letters and digits, at most 8>_<6 hex of sha256("<database>/<vhost>")>_``: at most 16
+    characters, so it matches ``schema_prefix``'s pattern (it may be copied there) and the longest role
+    (``coffer_`` + 16 + ``webhooks``) stays far below PostgreSQL's 63.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "", database.lower())[:8]
+    return f"{slug}_{_digest(installation_id(database, vhost))[:6]}_" if slug else \
+        f"{_digest(installation_id(database, vhost))[:6]}_"
+
+
+def user_prefix(settings: Settings, database: str, vhost: str) -> str:
+    """``COFFER_SCHEMA_PREFIX`` when set, even empty (the names of earlier versions), else ``default_prefix``."""
+    if "schema_prefix" in settings.model_fields_set:
+        return settings.schema_prefix
+    return default_prefix(database, vhost)
+
+
+def _mark_of(comment: str | None) -> str | None:
+    word = (comment or "").split(" ", 1)[0]
+    return word if word.startswith(MARK) else None
+
+
+def _whose(mark: str | None, comment: str | None = None) -> str:
+    if mark is None:
+        return "no installation's mark: made by hand, by docker-compose or by a version before this one"
+    return f"made for another installation: {comment or mark}"
+
+
+def rabbitmq_conflicts(users: dict[str, list[str]], names: list[str], installation: str) -> list[str]:
+    """The users among ``names`` that exist (``users``: name -> tags) without ``installation``'s mark."""
+    mark = installation_mark(installation)
+    return [f"RabbitMQ user {name} ({_whose(next((t for t in users[name] if t.startswith(MARK)), None))})"
+            for name in names if name in users and mark not in users[name]]
+
+
+async def rabbitmq_users() -> dict[str, list[str]]:
+    """Every user of the broker with its tags."""
+    done = await asyncio.create_subprocess_exec("rabbitmqctl", "-q", "list_users", "--formatter", "json",
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await done.communicate()
+    if done.returncode != 0:
+        raise SystemExit(f"provision: rabbitmqctl list_users failed: {err.decode().strip()[:300]}")
+    tags: dict[str, list[str]] = {}
+    for row in json.loads(out or b"[]"):
+        value = row.get("tags") or []
+        tags[row["user"]] = [t.strip() for t in value.split(",")] if isinstance(value, str) else list(value)
+    return tags
+
+
+async def postgres_conflicts(conn: asyncpg.Connection, roles: dict[str, str], installation: str) -> list[str]:
+    """Roles named in ``roles`` (role -> its schema) that exist without ``installation``'s mark, and those
+    schemas when another installation's role owns them.
+
+    A schema owned by an unmarked role (an earlier version's ``coffer_<service>``, the operator after a
+    ``--shared-credentials`` run) is this database's own data: it passes to the new role.
+    """
+    mark, found = installation_mark(installation), []
+    for name, comment in await conn.fetch(
+            "SELECT rolname, shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = ANY($1::text[])",
+            list(roles)):
+        if _mark_of(comment) != mark:
+            found.append(f"PostgreSQL role {name} ({_whose(_mark_of(comment), comment)})")
+    for schema, owner, comment in await conn.fetch(
+            "SELECT n.nspname, r.rolname, shobj_description(r.oid, 'pg_authid') FROM pg_namespace n"
+            " JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = ANY($1::text[])", list(roles.values())):
+        if owner not in roles and _mark_of(comment) not in (None, mark):
+            found.append(f"PostgreSQL schema {schema} (owned by {owner}, {_whose(_mark_of(comment), comment)})")
+    return found
+
+
+def refusal(installation: str, conflicts: list[str]) -> str:
+    database, _, vhost = installation.partition("/")
+    return "\n".join([
+        f"provision: refused: installation {installation!r} (database {database!r}, vhost {vhost!r}) did not make",
+        *(f"  - {c}" for c in conflicts),
+        "Provisioning resets their passwords (and takes the schemas): the processes using them now would stop",
+        "working. If another installation uses them, give this one names of its own: leave COFFER_SCHEMA_PREFIX",
+        "unset (users and roles then get a prefix derived from the database and vhost) or set another. If they",
+        f"are this installation's (made by an earlier version), take them over: --take-over or {TAKE_OVER_ENV}=1.",
+    ])
+
+
 def _any(*names: str) -> str:
     return "^(?:" + "|".join(names) + ")$"
 
@@ -159,8 +277,8 @@ def scram_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:{b64(server).decode()}"
 
 
-def definitions(vhost: str, passwords: dict[str, str], prefix: str) -> dict[str, Any]:
-    """RabbitMQ definitions: the vhost, the exchanges, and each service's user and permissions."""
+def definitions(vhost: str, passwords: dict[str, str], prefix: str, mark: str | None = None) -> dict[str, Any]:
+    """RabbitMQ definitions: the vhost, the exchanges, and each service's user (tagged ``mark``) and permissions."""
     exchange = {"vhost": vhost, "durable": True, "auto_delete": False, "internal": False, "arguments": {}}
     return {
         "vhosts": [{"name": vhost}],
@@ -168,7 +286,8 @@ def definitions(vhost: str, passwords: dict[str, str], prefix: str) -> dict[str,
         "exchanges": [{**exchange, "name": name, "type": "topic"}
                       for name in (RPC_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE)],
         "users": [{"name": amqp_user(prefix, s), "password_hash": rabbit_password_hash(p),
-                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []} for s, p in passwords.items()],
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": [mark] if mark else []}
+                  for s, p in passwords.items()],
         "permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, **rabbit_permissions(s)} for s in passwords],
         "topic_permissions": [{"user": amqp_user(prefix, s), "vhost": vhost, "exchange": exchange, **keys}
                               for s in passwords for exchange, keys in topic_permissions(s).items()],
@@ -198,13 +317,23 @@ async def upgrade_exchanges(admin_url: URL) -> None:
         await conn.close()
 
 
-async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: str) -> None:
-    vhost = admin_url.path.removeprefix("/") or "/"
+async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: str, *,
+                             installation: str | None = None, take_over: bool = False) -> None:
+    """Each service's user, marked as ``installation``'s (default: this vhost's, in no database named).
+
+    Refused (SystemExit) if a user of those names exists without that mark, unless ``take_over``.
+    """
+    vhost = vhost_of(admin_url)
+    installation = installation or installation_id("", vhost)
+    names = [amqp_user(prefix, s) for s in passwords]
+    if not take_over and (conflicts := rabbitmq_conflicts(await rabbitmq_users(), names, installation)):
+        raise SystemExit(refusal(installation, conflicts))
     await upgrade_exchanges(admin_url)
     # on standard input, so nothing is written to disk (the CLI passes it to the node)
     done = await asyncio.create_subprocess_exec("rabbitmqctl", "import_definitions", stdin=subprocess.PIPE,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = await done.communicate(json.dumps(definitions(vhost, passwords, prefix)).encode())
+    doc = definitions(vhost, passwords, prefix, installation_mark(installation))
+    _, err = await done.communicate(json.dumps(doc).encode())
     if done.returncode != 0:
         raise SystemExit(f"provision: rabbitmqctl import_definitions failed: {err.decode().strip()[:300]}")
     for service, password in passwords.items():  # the import is asynchronous: wait until each user logs in
@@ -220,24 +349,43 @@ async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: 
                 await asyncio.sleep(0.1)
 
 
-async def provision_postgres(admin_dsn: str, passwords: dict[str, str], settings: Settings) -> None:
+async def provision_postgres(admin_dsn: str, passwords: dict[str, str], settings: Settings, *,
+                             prefix: str | None = None, installation: str | None = None, take_over: bool = False,
+                             say: Callable[[str], None] = print) -> None:
+    """Each service's role (``coffer_<prefix><service>``), owning its schema, marked as ``installation``'s.
+
+    ``prefix``: default ``settings.schema_prefix``; ``installation``: default this database with the vhost of
+    ``settings.amqp_url``. Refused (SystemExit) if a role of those names exists without that mark, or another
+    installation's role owns one of the schemas, unless ``take_over``.
+    """
+    prefix = settings.schema_prefix if prefix is None else prefix
     conn = await asyncpg.connect(admin_dsn)
     try:
         database = await conn.fetchval("SELECT current_database()")
-        for service, password in passwords.items():
-            role, schema = pg_role(settings.schema_prefix, service), settings.schema_for(service)
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer-provision'))")
+        vhost = vhost_of(URL(settings.amqp_url.get_secret_value())) if settings.amqp_url else ""
+        installation = installation or installation_id(database, vhost)
+        comment = f"{installation_mark(installation)} (installation {installation})"
+        roles = {pg_role(prefix, service): settings.schema_for(service) for service in passwords}
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('coffer-provision'))")
+            if not take_over and (conflicts := await postgres_conflicts(conn, roles, installation)):
+                raise SystemExit(refusal(installation, conflicts))
+            for (role, schema), password in zip(roles.items(), passwords.values(), strict=True):
                 if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role):
                     await conn.execute(f'CREATE ROLE "{role}" LOGIN')
                 verifier = await conn.fetchval("SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
                                                role, scram_verifier(password))
                 await conn.execute(verifier)
+                await conn.execute(await conn.fetchval("SELECT format('COMMENT ON ROLE %I IS %L', $1::text, $2::text)",
+                                                       role, comment))
+                owner = await conn.fetchval("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = $1",
+                                            schema)
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                 await conn.execute(f'ALTER SCHEMA "{schema}" OWNER TO "{role}"')
                 await conn.execute(f'REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC')
                 await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
-                # an installation that ran with one shared user: its tables pass to the service's role
+                # an installation that ran with one shared user, or an earlier version's role: its tables pass
+                # to the service's role
                 for kind, name in await conn.fetch(
                         "SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.relname FROM pg_class c"
                         " WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p', 'S')"
@@ -245,6 +393,10 @@ async def provision_postgres(admin_dsn: str, passwords: dict[str, str], settings
                         " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'a')",
                         schema, role):
                     await conn.execute(f'ALTER {kind} "{schema}"."{name}" OWNER TO "{role}"')
+                if owner is not None and owner != role:
+                    say(f"coffer: schema {schema} and its tables passed from {owner} to {role}" + (
+                        f" ({owner} is left as it is: drop it when nothing uses it any more)"
+                        if owner.startswith("coffer_") else ""))
     finally:
         await conn.close()
 
@@ -267,19 +419,41 @@ async def ensure_database(admin_dsn: str, say: Callable[[str], None] = print) ->
     await conn.close()
 
 
-async def provision(settings: Settings, *, say: Callable[[str], None] = print) -> dict[str, ServiceCredentials]:
+async def provision(settings: Settings, *, take_over: bool | None = None,
+                    say: Callable[[str], None] = print) -> dict[str, ServiceCredentials]:
     """Create (or update) every service's RabbitMQ user and PostgreSQL role with new passwords.
 
-    ``settings`` hold the operator's (admin) URLs; the answer, each service's own.
+    ``settings`` hold the operator's (admin) URLs; the answer, each service's own. Nothing is changed on
+    either server if a user or role of those names is not this installation's (``take_over``: default
+    ``COFFER_PROVISION_TAKE_OVER``).
     """
     if settings.amqp_url is None or settings.database_url is None:
         raise SystemExit("provision: needs COFFER_AMQP_URL and COFFER_DATABASE_URL of an administrator")
+    if take_over is None:
+        take_over = os.environ.get(TAKE_OVER_ENV, "").lower() in ("1", "true", "yes")
     admin_url, admin_dsn = URL(settings.amqp_url.get_secret_value()), settings.database_url.get_secret_value()
-    prefix = settings.schema_prefix
-    passwords = {service: secrets.token_urlsafe(24) for service in SERVICES}
     await ensure_database(admin_dsn, say)
-    await provision_rabbitmq(admin_url, passwords, prefix)
-    await provision_postgres(admin_dsn, passwords, settings)
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        installation = installation_id(database, vhost_of(admin_url))
+        prefix = user_prefix(settings, database, vhost_of(admin_url))
+        passwords = {service: secrets.token_urlsafe(24) for service in SERVICES}
+        # both servers checked before either is changed
+        conflicts = [] if take_over else [
+            *rabbitmq_conflicts(await rabbitmq_users(), [amqp_user(prefix, s) for s in SERVICES], installation),
+            *await postgres_conflicts(conn, {pg_role(prefix, s): settings.schema_for(s) for s in SERVICES},
+                                      installation)]
+    finally:
+        await conn.close()
+    if conflicts:
+        raise SystemExit(refusal(installation, conflicts))
+    origin = "COFFER_SCHEMA_PREFIX" if "schema_prefix" in settings.model_fields_set else \
+        "derived from the database and vhost; COFFER_SCHEMA_PREFIX is unset"
+    say(f"coffer: installation {installation!r}: users and roles prefixed {prefix!r} ({origin})")
+    await provision_rabbitmq(admin_url, passwords, prefix, installation=installation, take_over=take_over)
+    await provision_postgres(admin_dsn, passwords, settings, prefix=prefix, installation=installation,
+                             take_over=take_over, say=say)
     creds = {}
     for service, password in passwords.items():
         user, role = amqp_user(prefix, service), pg_role(prefix, service)
@@ -289,6 +463,10 @@ async def provision(settings: Settings, *, say: Callable[[str], None] = print) -
             database_url=str(URL(admin_dsn).with_user(role).with_password(password)))
         say(f"coffer: {service}: RabbitMQ user {user}, PostgreSQL role {role} (schema {settings.schema_for(service)})")
     return creds
+
+
+TAKE_OVER_HELP = (f"reset users and roles of these names even if this installation did not make them, and take "
+                  f"their schemas (same as {TAKE_OVER_ENV}=1): their current holders stop working")
 
 
 #: the passwords of docker-compose.yml: for a laptop, never for anything reachable
@@ -324,6 +502,7 @@ def main() -> None:
                         help="write <service>.env (mode 0600) with each service's own credentials here")
     parser.add_argument("--compose", type=Path, metavar="DEPLOY_DIR",
                         help="write docker-compose's broker definitions and PostgreSQL init script there")
+    parser.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     args = parser.parse_args()
     if args.compose:
         for path, text in compose_files(args.compose).items():
@@ -333,7 +512,7 @@ def main() -> None:
         return
     if not args.env_dir:
         parser.error("give --env-dir (or --compose)")
-    creds = asyncio.run(provision(Settings()))
+    creds = asyncio.run(provision(Settings(), take_over=args.take_over or None))
     users = {s: c.amqp_user for s, c in creds.items()}
     args.env_dir.mkdir(parents=True, exist_ok=True)
     for service, c in creds.items():

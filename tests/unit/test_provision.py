@@ -12,9 +12,25 @@ import re
 
 import pytest
 
-from services.provision import CALLS, LEGACY_RPC_EXCHANGE, rabbit_permissions, topic_permissions
+from services.provision import (
+    CALLS,
+    LEGACY_RPC_EXCHANGE,
+    MARK,
+    TAKE_OVER_ENV,
+    default_prefix,
+    definitions,
+    installation_id,
+    installation_mark,
+    pg_role,
+    rabbit_permissions,
+    rabbitmq_conflicts,
+    refusal,
+    topic_permissions,
+    user_prefix,
+)
 from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE
 from shared.bus.rabbit.batch import BATCH_METHOD
+from shared.config import Settings
 from shared.registry import SERVICES, rpc_name
 
 EXCHANGES = (RPC_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE, LEGACY_RPC_EXCHANGE, "amq.default", "amq.topic",
@@ -84,3 +100,48 @@ def test_nobody_publishes_dead_letters(service: str) -> None:
     """RabbitMQ dead-letters without the topic check; a service itself may put nothing into any dead letters."""
     dead = topic_permissions(service)[DEAD_LETTER_EXCHANGE]["write"]
     assert not any(may(dead, c) for other in SERVICES for c in consumers(other))
+
+
+# --- one installation's names and marks (issue #28, item 5) ---
+
+
+def test_each_installation_has_a_prefix_of_its_own_that_every_run_finds_again() -> None:
+    """Users and roles are global to the broker and the cluster: without COFFER_SCHEMA_PREFIX, the prefix is
+    derived from the database and vhost, the same on every run, different for another database or vhost."""
+    prefixes = {default_prefix(db, vhost) for db in ("coffer", "coffer2", "Coffer-Prod.eu", "äöü", "x" * 63)
+                for vhost in ("/", "prod", "coffer")}
+    assert len(prefixes) == 15
+    for prefix in prefixes:
+        assert re.fullmatch(Settings.model_fields["schema_prefix"].metadata[0].pattern, prefix), prefix
+        assert len(pg_role(prefix, "webhooks")) <= 63 and prefix.endswith("_")
+    assert default_prefix("coffer", "/") == default_prefix("coffer", "/") != default_prefix("coffer", "prod")
+    assert default_prefix("coffer", "/").startswith("coffer_")
+
+
+def test_an_explicit_prefix_is_kept_even_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COFFER_SCHEMA_PREFIX", raising=False)
+    assert user_prefix(Settings(), "coffer", "/") == default_prefix("coffer", "/")
+    assert user_prefix(Settings(schema_prefix="a_"), "coffer", "/") == "a_"
+    monkeypatch.setenv("COFFER_SCHEMA_PREFIX", "")  # the names of earlier versions: coffer-gateway, coffer_gateway
+    assert user_prefix(Settings(), "coffer", "/") == ""
+    assert Settings().schema_for("secrets") == "secrets"  # schemas never get the derived prefix
+
+
+def test_provisioned_users_carry_their_installations_mark() -> None:
+    mark = installation_mark(installation_id("coffer", "/"))
+    assert mark.startswith(MARK) and mark != installation_mark(installation_id("coffer", "prod"))
+    users = definitions("/", {s: "pw" for s in SERVICES}, "p_", mark)["users"]
+    assert {u["name"]: u["tags"] for u in users} == {f"coffer-p_{s}": [mark] for s in SERVICES}
+    assert all(u["tags"] == [] for u in definitions("/", {s: "pw" for s in SERVICES}, "")["users"])  # compose's
+
+
+def test_users_not_marked_as_this_installations_are_conflicts() -> None:
+    ours, theirs = installation_id("a", "/"), installation_id("b", "/")
+    existing = {"coffer-p_gateway": [installation_mark(ours)], "coffer-p_secrets": [installation_mark(theirs)],
+                "coffer-p_pki": [], "coffer-p_lease": ["management"], "guest": ["administrator"]}
+    found = rabbitmq_conflicts(existing, [f"coffer-p_{s}" for s in SERVICES], ours)
+    assert [c.split(" (")[0] for c in found] == ["RabbitMQ user coffer-p_secrets", "RabbitMQ user coffer-p_pki",
+                                                  "RabbitMQ user coffer-p_lease"]
+    assert "another installation" in found[0] and "no installation's mark" in found[1]
+    message = refusal(ours, found)
+    assert "--take-over" in message and f"{TAKE_OVER_ENV}=1" in message and "COFFER_SCHEMA_PREFIX" in message
