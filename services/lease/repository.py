@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from shared.contracts.events import Event
+from shared.contracts.times import rfc3339
 from shared.crypto import Sealed
 from shared.db import outbox
 from shared.errors import EngineInUse, EngineNotFound, LeaseNotFound, NameConflict, QuotaExceeded, RoleNotFound
@@ -37,7 +38,7 @@ class LeaseRepository:
     async def _event(self, conn: asyncpg.Connection, kind: str, lease: Row | dict[str, Any], request_id: str,
                      **extra: Any) -> None:
         data = {"lease_id": lease["id"], "engine": lease["engine"], "role": lease["role"],
-                "expires_at": lease["expires_at"].isoformat(), **extra}
+                "expires_at": rfc3339(lease["expires_at"]), **extra}
         await outbox.add(conn, Event(type=kind, tenant_id=lease["tenant_id"], request_id=request_id, data=data),
                          schema=self.schema)
 
@@ -165,7 +166,7 @@ class LeaseRepository:
             await conn.execute("UPDATE leases SET status = 'active', next_attempt_at = NULL, locked_until = NULL"
                                " WHERE id = $1 AND status = 'creating'", lease["id"])
             await self._event(conn, "lease.created", lease, request_id,
-                              max_expires_at=lease["max_expires_at"].isoformat())
+                              max_expires_at=rfc3339(lease["max_expires_at"]))
 
     async def forget(self, lease_id: str) -> None:
         """A lease whose user was never made (or was removed at once): no trace but the audit's."""

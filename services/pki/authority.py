@@ -30,6 +30,7 @@ from services.pki.inputs import ParsedCsr, parse_csr
 from services.pki.names import CheckedNames, NameRules, check_ip, check_names
 from services.pki.repository import PkiRepository, Row
 from shared.contracts.pki import CaCreate, RoleBody
+from shared.contracts.times import rfc3339
 from shared.cpu import run_cpu
 from shared.crypto import KmsProvider, Sealed, seal, unseal
 from shared.durations import parse_duration
@@ -115,7 +116,7 @@ class Authority:
                     path_length = limit - 1
             if not_after > parent_row["not_after"]:
                 raise TtlExceedsMax("the CA would outlive its parent", details={
-                    "ttl": req.ttl, "parent_not_after": parent_row["not_after"].isoformat()})
+                    "ttl": req.ttl, "parent_not_after": rfc3339(parent_row["not_after"])})
         ca_id = "ca_" + secrets.token_hex(10)
         serial = certs.new_serial()
         key = await run_cpu(keys.generate, req.key_type)
@@ -148,7 +149,7 @@ class Authority:
         not_after = start + timedelta(seconds=seconds)
         if not_after > ca["not_after"]:
             raise TtlExceedsMax("the certificate would outlive its CA", details={
-                "ttl": ttl or role.ttl, "ca_not_after": ca["not_after"].isoformat()})
+                "ttl": ttl or role.ttl, "ca_not_after": rfc3339(ca["not_after"])})
         return start - BACKDATE, not_after
 
     async def _sign(self, tenant_id: str, role_name: str, role: RoleBody, subject: keys.PublicKey | str,

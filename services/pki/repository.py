@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from shared.contracts.events import Event
+from shared.contracts.times import rfc3339
 from shared.crypto import Sealed
 from shared.db import outbox
 from shared.errors import (
@@ -190,7 +191,7 @@ class PkiRepository:
             cert["ip_sans"], cert["not_before"], cert["not_after"], cert["certificate"])
         await self._event(conn, "certificate.issued", tenant_id, request_id, {
             "serial": cert["serial"], "ca_id": cert["ca_id"], "role": cert["role"],
-            "common_name": cert["common_name"], "not_after": cert["not_after"].isoformat()})
+            "common_name": cert["common_name"], "not_after": rfc3339(cert["not_after"])})
 
     async def insert_certificate(self, cert: dict[str, Any], request_id: str, max_certificates: int | None) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -245,7 +246,7 @@ class PkiRepository:
                 await conn.execute("UPDATE certificates SET expiring_event_at = now() WHERE serial = $1", r["serial"])
                 await self._event(conn, "certificate.expiring", r["tenant_id"], "req_sweeper", {
                     "serial": r["serial"], "ca_id": r["ca_id"], "role": r["role"],
-                    "common_name": r["common_name"], "not_after": r["not_after"].isoformat()})
+                    "common_name": r["common_name"], "not_after": rfc3339(r["not_after"])})
             return len(rows)
 
     # -- CSRs --------------------------------------------------------------------------------

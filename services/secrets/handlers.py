@@ -33,6 +33,7 @@ from shared.contracts.secrets import (
     validate_path,
     validate_prefix,
 )
+from shared.contracts.times import rfc3339
 from shared.cursors import CursorCodec
 from shared.durations import parse_duration
 from shared.errors import InvalidDuration, InvalidRequest, InvalidSecretType, SecretExpired, VersionNotFound
@@ -92,7 +93,7 @@ class SecretsHandlers:
         meta, plaintext = await self.repo.get(ctx.require_tenant(), path, req.version)
         if meta.expires_at is not None and meta.expires_at <= datetime.now(UTC):
             raise SecretExpired(f"Secret '{path}' expired",
-                                details={"path": path, "expires_at": meta.expires_at.isoformat()})
+                                details={"path": path, "expires_at": rfc3339(meta.expires_at)})
         return SecretView.model_validate({**vars(meta), "value": value_of(plaintext)})
 
     @handles(contract.VERSIONS)

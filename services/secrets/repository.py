@@ -20,6 +20,7 @@ from services.secrets.rotation import matching_policy
 from shared.contracts import from_row
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
+from shared.contracts.times import rfc3339
 from shared.crypto import KmsProvider, Sealed, seal, unseal
 from shared.db import outbox
 from shared.errors import (
@@ -166,7 +167,7 @@ class SecretsRepository:
         if row is not None and row["deleted_at"] is not None:
             raise SecretExists(
                 "a deleted secret is kept at this path until it is purged",
-                details={"path": path, "purge_after": row["purge_after"].isoformat()})
+                details={"path": path, "purge_after": rfc3339(row["purge_after"])})
         current = 0 if row is None else row["current_version"]
         if expected is not None and expected != current:
             raise VersionConflict(

@@ -26,6 +26,7 @@ from services.secrets.repository import MAX_POLICIES, SecretsRepository, named, 
 from services.secrets.rotation import matching_policy, rotated_write
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
+from shared.contracts.times import rfc3339
 from shared.db import outbox
 from shared.errors import CofferError, NameConflict, QuotaExceeded, RotationPolicyNotFound, SecretNotFound
 from shared.jobs import backoff
@@ -195,7 +196,7 @@ class RotationStore:
         await outbox.add(conn, Event(
             type="secret.rotation_failed", tenant_id=tenant_id, request_id="req_rotation",
             data={"path": path, "rotation_policy": policy["name"], "attempt": attempt, "error": exc.code,
-                  "next_attempt_at": next_at.isoformat()}), schema=self.secrets.schema)
+                  "next_attempt_at": rfc3339(next_at)}), schema=self.secrets.schema)
         SECRET_ROTATIONS.labels(trigger="schedule", outcome="failed").inc()
         log.warning("secret_rotation_failed", tenant_id=tenant_id, path=path, rotation_policy=policy["name"],
                     attempt=attempt, error=exc.code, retry_in=round(delay, 1))

@@ -117,7 +117,7 @@ async def test_soft_delete_restore_and_purge(api: Api) -> None:
     assert_envelope(status, body, headers, "secret_not_found")
     status, body, headers = await put(api, path)
     err = assert_envelope(status, body, headers, "secret_exists")
-    assert err["details"]["purge_after"]
+    assert err["details"]["purge_after"].endswith("Z")  # RFC 3339 UTC, as every answer (issue #28)
     status, body, headers = await api.request("DELETE", f"/v1/secrets/{path}")
     assert_envelope(status, body, headers, "secret_not_found")
 

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from shared.contracts.events import Event
+from shared.contracts.times import rfc3339
 from shared.crypto import Sealed
 from shared.db import outbox
 from shared.errors import AcmeAccountNotFound, AcmeOrderNotFound, DnsProviderNotFound, InvalidRequest, NameConflict
@@ -229,10 +230,10 @@ class AcmeStore:
                 " ari_check_at = $9, updated_at = now() WHERE id = $1", item["id"], cert["serial"], renew_at,
                 int(renewal), sealed.kek_id, sealed.wrapped_key, sealed.nonce, sealed.ciphertext, ari_check_at)
             data = {"order_id": item["id"], "serial": cert["serial"], "domains": list(item["domains"]),
-                    "not_after": cert["not_after"].isoformat(), "renewal": renewal}
+                    "not_after": rfc3339(cert["not_after"]), "renewal": renewal}
             await self.event(conn, "certificate.issued", item["tenant_id"], "req_acme",
                              {"serial": cert["serial"], "ca_id": None, "role": None,
-                              "common_name": cert["common_name"], "not_after": cert["not_after"].isoformat(),
+                              "common_name": cert["common_name"], "not_after": rfc3339(cert["not_after"]),
                               "acme_order_id": item["id"]})
             await self.event(conn, "acme.order.completed", item["tenant_id"], "req_acme", data)
 
@@ -253,4 +254,4 @@ class AcmeStore:
                 await self.event(conn, "acme.order.failed", item["tenant_id"], "req_acme", {
                     "order_id": item["id"], "domains": list(item["domains"]), "renewal": renewal,
                     "problem": {k: problem[k] for k in ("type", "detail") if k in problem},
-                    "next_attempt_at": retry_at.isoformat() if retry_at else None})
+                    "next_attempt_at": rfc3339(retry_at) if retry_at else None})
