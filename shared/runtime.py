@@ -170,7 +170,7 @@ class ServiceRuntime:
         """Destroy the deleted tenant's data in this service's schema, once (inbox)."""
         assert self.pool is not None
         tenant_id = event.data.get("tenant_id") or event.tenant_id
-        if not isinstance(tenant_id, str) or not tenant_id:
+        if event.type != "tenant.deleted" or not isinstance(tenant_id, str) or not tenant_id:
             return
         async with self.pool.acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, f"{self.spec.name}-tenants", event.id):

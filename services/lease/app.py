@@ -47,7 +47,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
 
     async def tenant_deleted(event: Event, ctx: RequestContext) -> None:
         tenant_id = event.data.get("tenant_id") or event.tenant_id
-        if isinstance(tenant_id, str) and tenant_id:
+        if event.type == "tenant.deleted" and isinstance(tenant_id, str) and tenant_id:
             marked = await repo.tenant_deleted(tenant_id)
             log.info("tenant_leases_revoking", tenant_id=tenant_id, leases=marked)
             sweeper.wake()

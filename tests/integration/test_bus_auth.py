@@ -420,3 +420,54 @@ async def test_each_service_role_owns_its_schema_only(pg_dsn: str) -> None:
             await admin.execute(f'DROP OWNED BY "{role}"')
             await admin.execute(f'DROP ROLE "{role}"')
         await admin.close()
+
+
+async def test_an_event_dead_lettered_into_the_exchange_under_another_key_is_refused(users: Users) -> None:
+    """The attack review after issue #27: pki made a queue of its own whose dead letters go to coffer.events
+    under the key ``tenant.deleted`` (RabbitMQ checks no topic permission on dead-lettering), and put into it
+    a ``certificate.issued`` of its own naming a victim tenant: every tenant.deleted consumer ran it, and the
+    victim's secrets were destroyed. Now the routing key must be the event's type and the message never
+    dead-lettered, and a consumer sees only the types it subscribed to."""
+    ran: list[tuple[str, str]] = []
+
+    def handler(consumer: str) -> Any:
+        async def on(event: Event, ctx: RequestContext) -> None:
+            ran.append((consumer, event.type))
+        return on
+
+    for service in ("secrets", "lease"):
+        await (await users.bus(service)).subscribe(f"{service}-tenants", ["tenant.deleted"], handler(service))
+    await (await users.bus("webhooks")).subscribe("webhooks", ["#"], handler("webhooks"))
+    pki, gateway = await users.bus("pki"), await users.bus("gateway")
+
+    conn = await aio_pika.connect(users.url("pki"))
+    try:
+        channel = await conn.channel()
+        relay = await channel.declare_queue("coffer.events.pki-relay", durable=False, arguments={
+            "x-dead-letter-exchange": EVENTS_EXCHANGE, "x-dead-letter-routing-key": "tenant.deleted",
+            "x-message-ttl": 0})
+        forged = Event(type="certificate.issued", tenant_id="ten_victim", data={"tenant_id": "ten_victim"})
+        with capture_logs(processors=PROCESSORS[:1]) as logs:
+            await channel.default_exchange.publish(
+                aio_pika.Message(encode(forged.model_dump(mode="json")), user_id=users.map["pki"]),
+                routing_key=relay.name)
+            deadline = asyncio.get_running_loop().time() + 5
+            while len([e for e in logs if e["event"] == "event_refused"]) < 3:
+                assert asyncio.get_running_loop().time() < deadline, logs
+                await asyncio.sleep(0.05)
+        await relay.delete()
+    finally:
+        await conn.close()
+    assert ran == [], ran
+    refused = [e for e in logs if e["event"] == "event_refused"]
+    assert {e["consumer"] for e in refused} == {"secrets-tenants", "lease-tenants", "webhooks"}
+    assert {e["routing_key"] for e in refused} == {"tenant.deleted"}
+    # a genuine tenant.deleted of the gateway's still reaches them all, and pki's own event the dispatcher
+    await gateway.publish(Event(type="tenant.deleted", tenant_id="ten_1", data={"tenant_id": "ten_1"}))
+    await pki.publish(Event(type="certificate.issued", tenant_id="ten_1", data={}))
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(ran) < 4:
+        assert asyncio.get_running_loop().time() < deadline, ran
+        await asyncio.sleep(0.05)
+    assert sorted(ran) == [("lease", "tenant.deleted"), ("secrets", "tenant.deleted"),
+                           ("webhooks", "certificate.issued"), ("webhooks", "tenant.deleted")]

@@ -23,6 +23,7 @@ from shared.bus.base import (
     encode,
     event_context,
     event_headers,
+    topic_matches,
 )
 from shared.bus.rabbit.connection import JSON, RabbitConnection, log
 from shared.contracts.events import Event
@@ -115,6 +116,21 @@ class RabbitEvents(RabbitConnection):
             if self._conn is not None and self.connected and f"events:{consumer}" not in self._consuming:
                 await self._declare_consumer(self._conn, consumer)
 
+    def _genuine(self, consumer: str, event: Event, message: AbstractIncomingMessage) -> bool:
+        """Is this the event as its owner published it, to this consumer?
+
+        The sender (RabbitMQ's validated ``user_id``) owns the type; the routing key is the type and the
+        message was never dead-lettered: a service may make a queue of its own whose dead letters go to
+        ``coffer.events`` under any key it likes (RabbitMQ checks no topic permission there), so a
+        ``certificate.issued`` of pki's could otherwise arrive as ``tenant.deleted``; and the type is one
+        the consumer subscribed to, so no handler ever sees a type it did not ask for.
+        """
+        headers = message.headers or {}
+        patterns = self._consumers.get(consumer, ((), None, False))[0]
+        return (self._may_publish(event.type, message.user_id) and message.routing_key == event.type
+                and "x-death" not in headers and "x-first-death-exchange" not in headers
+                and any(topic_matches(p, event.type) for p in patterns))
+
     async def _on_event(
         self, consumer: str, handler: EventHandler, message: AbstractIncomingMessage
     ) -> None:
@@ -124,8 +140,9 @@ class RabbitEvents(RabbitConnection):
             log.error("event_malformed", consumer=consumer)
             await message.reject(requeue=False)
             return
-        if not self._may_publish(event.type, message.user_id):
-            log.warning("event_refused", consumer=consumer, event_type=event.type, sender=message.user_id)
+        if not self._genuine(consumer, event, message):
+            log.warning("event_refused", consumer=consumer, event_type=event.type, sender=message.user_id,
+                        routing_key=message.routing_key)
             await message.reject(requeue=False)  # kept among the dead letters for an operator to look at
             return
         ctx = event_context(event, message.headers)
@@ -155,7 +172,7 @@ class RabbitEvents(RabbitConnection):
         """No retries: the state a broadcast updates is also reloaded from its store."""
         try:
             event = Event.model_validate(decode(message.body))
-            if self._may_publish(event.type, message.user_id):
+            if self._genuine(consumer, event, message):
                 ctx = event_context(event, message.headers)
                 ctx.bind()
                 await handler(event, ctx)
