@@ -14,17 +14,24 @@ for were generated.
 
 Before schemathesis starts, ``seed`` makes a few of each resource the API
 has (secrets, CAs, roles, certificates, CSRs, trust anchors, policies,
-identities, bindings, webhooks with a delivery, subscriptions, an export),
-and ``operations_config`` hands their ids to the operations that take them,
-as schemathesis dictionaries drawn half the time (the other half stays
-generated): an operation on ``/{id}`` otherwise only ever meets 404 and
-never reaches its core logic. What an operation destroys (``DELETE``,
-``:purge``, ``:revoke``, ``:approve``) draws from resources of its own, so
-the reads keep theirs. Webhooks point at 127.0.0.2 (allowed for outbound
-calls in this run, nothing listening), and a ``redis`` engine at a Redis this run starts there
-(``own_redis``, when ``redis-server`` is installed) gives engine roles,
-credentials and leases; the links of the description
+identities, bindings, rotation policies, webhooks with a delivery,
+subscriptions, an export, engines with roles and leases, ACME accounts, DNS
+providers and orders), and ``operations_config`` hands their ids to the
+operations that take them, as schemathesis dictionaries drawn half the time
+(the other half stays generated): an operation on ``/{id}`` otherwise only
+ever meets 404 and never reaches its core logic. What an operation destroys
+(``DELETE``, ``:purge``, ``:revoke``, ``:approve``) draws from resources of
+its own, so the reads keep theirs. The links of the description
 (services/gateway/edge/openapi.py) chain the stateful phase the same way.
+
+Targets of the run's own: webhooks point at 127.0.0.2, where nothing listens
+(outbound calls are allowed there); the ``redis`` engine's Redis is started
+there too (``own_redis``: never the machine's shared Redis, as the fuzzer may
+rotate an engine's admin password); ACME talks to ``pebble`` and ``named``
+(``own_acme``, tests/e2e/acme_peers.py, on 127.0.0.1, then allowed for
+outbound calls). Each is skipped where its program is not installed, and the
+operations needing it then only meet 404. Federation backends are not seeded
+(they need another Coffer or AWS).
 
 Three operations are left out, each for a reason that is not the fuzzer's to
 find: ``PUT /v1/sys/maintenance`` (enabling it closes the API on purpose),
@@ -152,10 +159,11 @@ def _ssh_recipient() -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
-def seed(url: str, token: str, redis: tuple[str, int, str] | None = None) -> dict[str, list[str]]:
+def seed(url: str, token: str, redis: tuple[str, int, str] | None = None, acme: Any = None) -> dict[str, list[str]]:
     """A few of each resource, made as the root admin: ``{dictionary name: [id, …]}``. ``*_keep`` are for
     operations that read or change, ``*_victim`` for those that destroy. ``redis`` (host, port, password
-    of a Redis of this run's own): an engine on it, its roles and leases."""
+    of a Redis of this run's own): an engine on it, its roles and leases; ``acme`` (``acme_peers``' Peers):
+    ACME accounts, DNS providers and an order that ends with a certificate."""
     def api(method: str, path: str, body: dict[str, Any] | None = None, as_: str = token) -> Any:
         return call(url, method, path, as_, body)
 
@@ -252,6 +260,22 @@ def seed(url: str, token: str, redis: tuple[str, int, str] | None = None) -> dic
         out["lease_keep"], out["lease_victim"] = leases[:3], leases[3:]
         out["acl_rule"] = ["~fuzz:*", "+get", "+set", "-@all", "%R~cache:*"]
         out["ttl_short"] = ["1h", "30m"]
+    if acme is not None:
+        account = {"directory_url": acme.directory_url, "email": "ops@example.com", "ca_bundle": acme.tls_root}
+        out["acme_account_keep"] = [api("POST", "/v1/pki/acme/accounts", account)["id"]]
+        out["acme_account_victim"] = [api("POST", "/v1/pki/acme/accounts", account)["id"] for _ in range(3)]
+        out["acme_dns_keep"] = [api("POST", "/v1/pki/acme/dns-providers", acme.provider("fuzz-keep"))["id"]]
+        out["acme_dns_victim"] = [api("POST", "/v1/pki/acme/dns-providers", acme.provider(f"fuzz-victim-{i}"))["id"]
+                                  for i in range(3)]
+        orders = [api("POST", "/v1/pki/acme/orders", {
+            "account_id": out["acme_account_keep"][0], "dns_provider_id": out["acme_dns_keep"][0],
+            "domains": [f"fuzz{i}.acme.test"]})["id"] for i in range(4)]
+        deadline = time.monotonic() + 90
+        while api("GET", f"/v1/pki/acme/orders/{orders[0]}")["status"] not in ("valid", "invalid"):
+            if time.monotonic() > deadline:
+                raise SystemExit("fuzz: seeding failed: the ACME order did not settle in 90 s")
+            time.sleep(0.3)
+        out["acme_order_keep"], out["acme_order_victim"] = orders[:1], orders[1:]
     out["recipient"] = [_ssh_recipient()]
     out["export_keep"] = [api("POST", "/v1/exports", {"prefix": "fuzz-keep-0", "format": "json",
                                                       "recipient": out["recipient"][0]})["id"]]
@@ -323,6 +347,11 @@ USES: tuple[tuple[str, str, dict[str, str | tuple[str, float]]], ...] = (
       for method, tail in (("GET", ""), ("POST", ":renew"))),
     ("POST", "/v1/leases/{id}:revoke", {"path.id": "lease_victim"}),
     ("POST", "/v1/leases:revoke-prefix", {"body.engine": "engine_victim"}),
+    *(("GET", f"/v1/pki/acme/{kind}/{{id}}{tail}", {"path.id": f"acme_{name}_keep"})
+      for kind, name, tail in (("accounts", "account", ""), ("dns-providers", "dns", ""), ("orders", "order", ""),
+                               ("orders", "order", "/private-key"))),
+    *(("DELETE", f"/v1/pki/acme/{kind}/{{id}}", {"path.id": f"acme_{name}_victim"})
+      for kind, name in (("accounts", "account"), ("dns-providers", "dns"), ("orders", "order"))),
 )
 
 
@@ -351,6 +380,18 @@ async def own_redis() -> AsyncIterator[tuple[str, int, str] | None]:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def own_acme(folder: Path) -> AsyncIterator[Any]:
+    """``named`` and ``pebble`` (tests/e2e/acme_peers.py) for the run, or ``None`` where they aren't installed."""
+    from tests.e2e.acme_peers import NAMED, PEBBLE, acme_peers
+
+    if not (shutil.which(NAMED) and shutil.which(PEBBLE)):
+        yield None
+        return
+    async with acme_peers(folder) as peers:
+        yield peers
 
 
 def _toml(value: Any) -> str:
@@ -401,6 +442,12 @@ async def main() -> int:
                 "COFFER_ENGINE_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32"})
     exits = contextlib.AsyncExitStack()
     redis = await exits.enter_async_context(own_redis())
+    (data / "acme").mkdir()
+    acme = await exits.enter_async_context(own_acme(data / "acme"))
+    if acme is not None:  # pebble and named listen on 127.0.0.1: the run's ACME client may call them there
+        env.update({"COFFER_OUTBOUND_ALLOWED_CIDRS": f"{WEBHOOK_HOST}/32,127.0.0.1/32",
+                    "COFFER_ACME_POLL_INTERVAL": "0.3", "COFFER_ACME_TIMEOUT": "5",
+                    "COFFER_ACME_PROPAGATION_TIMEOUT": "10"})
     platform = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.embedded", cwd=ROOT, env=env,
                                                     stdout=asyncio.subprocess.DEVNULL,
                                                     stderr=asyncio.subprocess.DEVNULL)
@@ -408,7 +455,7 @@ async def main() -> int:
     try:
         await wait_healthy(url, platform)
         init = await asyncio.to_thread(post_json, f"{url}/v1/sys/init")
-        seeded = await asyncio.to_thread(seed, url, str(init["token"]), redis)
+        seeded = await asyncio.to_thread(seed, url, str(init["token"]), redis, acme)
         config = data / "schemathesis.toml"
         config.write_text(operations_config(seeded))
         print(f"fuzz: seeded {sum(len(v) for v in seeded.values())} resources for {len(USES)} operations",
