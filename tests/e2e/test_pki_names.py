@@ -189,3 +189,24 @@ async def test_odd_unicode_never_answers_500_and_a_refusal_stores_nothing(
     assert await count(db, "cas") == cas + made
     assert await count(db, "certificates") == certificates + issued
     assert await count(db, "csrs") == csrs + submitted
+
+
+async def test_odd_unicode_in_a_roles_domains_is_refused_naming_them_or_kept_as_a_labels(
+        api: Api, db: tuple[asyncpg.Connection, str]) -> None:
+    """A role's ``allowed_domains`` are names too: each is a host name (kept as its A-labels) or the role is
+    refused with 422 naming ``allowed_domains``. Never a 5xx, and a refused role is not stored."""
+    ca = await make_ca(api)
+    roles = await count(db, "roles")
+    made = 0
+    for value in odd_strings(11, 40):
+        name = unique("role-")
+        status, body, headers = await api.request("PUT", f"/v1/pki/roles/{name}", json={
+            "ca_id": ca["id"], "allowed_domains": [f"{value}.example.com"]})
+        assert status in (201, 422), (value, body)
+        if status == 201:
+            made += 1
+            assert all(d.isascii() for d in body["allowed_domains"]), body
+        else:  # the list, or its item (the gateway names where a NUL is: allowed_domains.0)
+            err = assert_envelope(status, body, headers, "validation_error")
+            assert [f["field"].split(".")[0] for f in err["details"]["fields"]] == ["allowed_domains"], err
+    assert await count(db, "roles") == roles + made
