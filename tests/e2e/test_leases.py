@@ -230,7 +230,15 @@ async def test_renew_extends_up_to_max_expires_at(api: Api, rds: dict[str, Any])
     assert status == 200 and renewed["expires_at"] == renewed["max_expires_at"]
     status, renewed, _ = await api.request("POST", f"/v1/leases/{lease['lease_id']}:renew")  # the role's default
     assert status == 200
-    status, _, _ = await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke")
+    # :revoke takes no body, or {}: anything else is refused, and the lease stays (make fuzz found it ignored)
+    for bad, code in ((b"true", "invalid_request"), (b"\x00", "invalid_request"), (b'{"increment": "1m"}',
+                                                                                   "validation_error")):
+        status, body, headers = await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke", data=bad,
+                                                  headers={"Content-Type": "application/json"})
+        assert_envelope(status, body, headers, code)
+    status, still, _ = await api.request("GET", f"/v1/leases/{lease['lease_id']}")
+    assert status == 200 and still["status"] == "active", still
+    status, _, _ = await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke", json={})
     assert status == 204
     status, body, headers = await api.request("POST", f"/v1/leases/{lease['lease_id']}:renew", json={})
     assert assert_envelope(status, body, headers, "lease_expired")["details"]["status"] == "revoked"

@@ -27,7 +27,7 @@ from services.gateway.edge.openapi import NAME
 from services.gateway.edge.routes import PageQuery, Route, context, model_response, principal, query, read_model
 from services.gateway.forward.access import authorize, fetched, listed, listed_through
 from services.gateway.state import state
-from shared.contracts import parse
+from shared.contracts import Empty, parse
 from shared.contracts.lease import (
     ENGINE_NAME,
     CredentialsBody,
@@ -213,6 +213,7 @@ async def lease_action(request: web.Request) -> web.Response:
         return model_response(await _lease(request).renew(context(request), Renew(
             id=lease_id, increment=body.increment)))
     lease_id = await _allowed_lease(request, "revoke")
+    await read_model(request, Empty)  # no body, or {}: anything else is refused, not ignored
     ended = await _lease(request).revoke(context(request), LeaseRef(id=lease_id))
     if ended.status in ("revoked", "expired"):
         return web.Response(status=204)
@@ -261,5 +262,6 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/leases/{id}", get_lease, **_L, errors=("lease_not_found",)),
     Route("POST", "/v1/leases/{id}:{action:(renew|revoke)}", lease_action, **_L, body=RenewBody,
           statuses=(200, 202, 204), doc_paths=("/v1/leases/{id}:renew", "/v1/leases/{id}:revoke"),
+          doc_bodies={"/v1/leases/{id}:revoke": Empty},
           errors=("lease_not_found", "lease_expired", "invalid_duration", "engine_unreachable")),
 )

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.pki import keys
+from services.pki import keys, x500
 from services.pki.acme.dns import DnsFailed, Rfc2136
 from services.pki.acme.protocol import AcmeProblem, AcmeRateLimited, AcmeSession, AcmeUnavailable, cert_id
 from services.pki.acme.service import Acme
@@ -64,8 +64,12 @@ def _problem(doc: dict[str, Any] | None, fallback: str) -> dict[str, Any]:
 
 
 def _csr(key: ec.EllipticCurvePrivateKey, domains: list[str]) -> bytes:
+    """The order's CSR: every domain a SAN; the common name the first domain X.509 allows there (at most 64
+    characters), none when no domain fits (a CA takes the names from the SANs, RFC 8555 §7.4)."""
+    fits = [d for d in domains if x500.problem(x500.ATTRIBUTES["common_name"], d) is None]
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fits[0])] if fits else [])
     return (x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])]))
+            .subject_name(subject)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False)
             .sign(key, hashes.SHA256())).public_bytes(serialization.Encoding.DER)
 
