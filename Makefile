@@ -46,6 +46,7 @@ test: $(STAMP)
 	$(call need,pebble,pebble,the ACME CA of the ACME tests)
 	$(call need,named,bind9,the RFC 2136 DNS server of the ACME tests)
 	$(call need,dig,bind9-dnsutils,to look at the ACME tests' TXT records)
+	$(call need,softhsm2-util,softhsm2,the HSM of the pkcs11 seal tests)
 	.ci/lease-targets
 	$(PY) -m pytest tests
 

@@ -8,7 +8,10 @@ message names no key material.
 
 Provider ``local``: a JSON key file (mode 0600) holding several KEKs by id, one
 of them active. Rotation adds a KEK and makes it active; old ones stay until
-nothing is wrapped by them.
+nothing is wrapped by them. How the keyring is kept in that file is a
+``KeyringStore``: ``ClearKeyFile`` (the default: the KEKs in base64, in the
+clear) or a sealed keyring (``shared.seal.SealedStore``: encrypted under a root
+key held in memory only).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import base64
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -62,13 +66,47 @@ def _aesgcm_open(key: bytes, blob: bytes, aad: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
 
 
-class LocalKms:
-    """KEKs in a local key file: ``{"active": id, "keys": {id: base64}}``."""
+class KeyringStore(Protocol):
+    """How a keyring ``{active, keys}`` is written to and read from the key file's bytes.
 
-    def __init__(self, path: Path, keys: dict[str, bytes], active: str) -> None:
+    ``parse`` raises ``ValueError`` (or ``KeyError``/``TypeError``) on content it can't open; the
+    message and the exception name no key material.
+    """
+
+    def dump(self, keys: Mapping[str, bytes], active: str) -> bytes: ...
+
+    def parse(self, data: bytes) -> tuple[dict[str, bytes], str]: ...
+
+
+class ClearKeyFile:
+    """Today's key file: ``{"active": id, "keys": {id: base64}}``, the KEKs in the clear."""
+
+    def dump(self, keys: Mapping[str, bytes], active: str) -> bytes:
+        return json.dumps(
+            {"active": active, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}},
+            indent=1,
+        ).encode()
+
+    def parse(self, data: bytes) -> tuple[dict[str, bytes], str]:
+        doc = json.loads(data)
+        keys = {kid: base64.b64decode(k) for kid, k in doc["keys"].items()}
+        active = doc["active"]
+        if active not in keys or any(len(k) != KEY_BYTES for k in keys.values()):
+            raise ValueError("inconsistent key file")
+        return keys, active
+
+
+CLEAR_KEY_FILE = ClearKeyFile()
+
+
+class LocalKms:
+    """KEKs in a local key file, kept by a ``KeyringStore`` (by default ``ClearKeyFile``)."""
+
+    def __init__(self, path: Path, keys: dict[str, bytes], active: str, store: KeyringStore | None = None) -> None:
         self.path = path
         self._keys = keys
         self._active = active
+        self._store: KeyringStore = store or CLEAR_KEY_FILE
         self._stamp = self._file_stamp()
 
     def _file_stamp(self) -> tuple[int, int]:
@@ -82,39 +120,33 @@ class LocalKms:
         """Pick up a rotation done by another process sharing the key file (one stat)."""
         stamp = self._file_stamp()
         if stamp != self._stamp and stamp != (0, 0):
-            fresh = LocalKms.load(self.path)
+            fresh = LocalKms.load(self.path, store=self._store)
             self._keys, self._active, self._stamp = fresh._keys, fresh._active, stamp
 
     @classmethod
-    def load(cls, path: Path, *, create: bool = False) -> LocalKms:
+    def load(cls, path: Path, *, create: bool = False, store: KeyringStore | None = None) -> LocalKms:
         """Read the key file; with ``create``, make it (0600, atomically) if missing."""
         path = Path(path)
+        store = store or CLEAR_KEY_FILE
         if not path.exists():
             if not create:
                 raise EncryptionError("KMS key file not found", details={"path": str(path)})
             kek_id = "kek_" + secrets.token_hex(8)
-            cls._write(path, {kek_id: secrets.token_bytes(KEY_BYTES)}, kek_id, replace=False)
+            cls._write(path, store.dump({kek_id: secrets.token_bytes(KEY_BYTES)}, kek_id), replace=False)
         try:
-            doc = json.loads(path.read_text())
-            keys = {kid: base64.b64decode(k) for kid, k in doc["keys"].items()}
-            active = doc["active"]
-            if active not in keys or any(len(k) != KEY_BYTES for k in keys.values()):
-                raise ValueError("inconsistent key file")
+            keys, active = store.parse(path.read_bytes())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EncryptionError(
                 "KMS key file unreadable", details={"path": str(path), "reason": type(exc).__name__}
             ) from None
-        return cls(path, keys, active)
+        return cls(path, keys, active, store)
 
     @staticmethod
     def _doc(keys: dict[str, bytes], active: str) -> bytes:
-        return json.dumps(
-            {"active": active, "keys": {k: base64.b64encode(v).decode() for k, v in keys.items()}},
-            indent=1,
-        ).encode()
+        return CLEAR_KEY_FILE.dump(keys, active)
 
-    @classmethod
-    def _write(cls, path: Path, keys: dict[str, bytes], active: str, *, replace: bool) -> None:
+    @staticmethod
+    def _write(path: Path, data: bytes, *, replace: bool) -> None:
         """Write a private (0600) temp file, then move it into place atomically.
 
         ``replace=False`` (first start): link, so that when several processes
@@ -124,7 +156,7 @@ class LocalKms:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, cls._doc(keys, active))
+            os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -176,7 +208,7 @@ class LocalKms:
         self._follow_file()
         kek_id = "kek_" + secrets.token_hex(8)
         keys = {**self._keys, kek_id: secrets.token_bytes(KEY_BYTES)}
-        self._write(self.path, keys, kek_id, replace=True)
+        self._write(self.path, self._store.dump(keys, kek_id), replace=True)
         self._keys, self._active, self._stamp = keys, kek_id, self._file_stamp()
         return kek_id
 
