@@ -41,6 +41,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import getpass
 import hashlib
 import hmac
 import json
@@ -48,7 +49,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,6 +182,8 @@ class SealedKeyring:
         if not replace and path.exists():
             raise SealError(f"{path} exists already", reason="exists")
         LocalKms._write(path, _encode(root_key, record, keys, active), replace=replace)
+        if not replace and not SealedKeyring.read(path).verify(root_key):  # another process made it first
+            raise SealError(f"{path} exists already", reason="exists")
 
     def verify(self, root_key: bytes) -> bool:
         """Whether ``root_key`` is this keyring's R (constant-time)."""
@@ -752,12 +755,21 @@ def _seal_from_args(kind: str, args: argparse.Namespace) -> Seal:
     raise SealError(f"unknown seal {kind!r}", reason="invalid_parameters")
 
 
+def _share_lines(stdin: Any) -> Iterator[str]:
+    """Shares from standard input, one a line; from a terminal without echo (getpass)."""
+    if stdin is sys.stdin and sys.stdin.isatty():
+        while line := getpass.getpass("share (empty to stop): "):
+            yield line
+        return
+    yield from stdin
+
+
 async def _root_key_from(sealed: SealedKeyring, args: argparse.Namespace, stdin: Any) -> bytes:
     if sealed.seal_type == "shamir":
         unsealer = Unsealer(sealed)
         print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} shares on standard input, "
               "one a line", file=sys.stderr)
-        for line in stdin:
+        for line in _share_lines(stdin):
             if not line.strip():
                 continue
             try:

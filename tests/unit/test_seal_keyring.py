@@ -176,3 +176,23 @@ def test_the_command_runs_as_a_module(tmp_path: Path) -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "keyring.sealed").exists() and len(proc.stdout.strip().splitlines()) == 2 + 1 + 2
+
+
+def test_concurrent_initialisations_leave_one_keyring_and_the_others_know(tmp_path: Path) -> None:
+    import threading
+
+    path, won, lost = tmp_path / "keyring.sealed", [], []
+
+    def init() -> None:
+        try:
+            won.append(asyncio.run(initialise(path, ShamirSeal(2, 1)))[0])
+        except SealError as exc:
+            lost.append(exc.reason)
+
+    threads = [threading.Thread(target=init) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1 and lost == ["exists"] * 7
+    assert SealedKeyring.read(path).verify(won[0])
