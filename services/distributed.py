@@ -14,6 +14,11 @@ The users and roles are this installation's own (named with a prefix derived fro
 the database and vhost unless ``COFFER_SCHEMA_PREFIX`` is set, and marked): it
 refuses to reset those of another installation, or ones no provisioning made,
 unless ``--take-over`` (``COFFER_PROVISION_TAKE_OVER=1``).
+
+Seals (``COFFER_SEAL``): ``file`` and the auto seals (``awskms``, ``pkcs11``: each
+process unseals its own copy of the keyring by itself). ``shamir`` is refused
+before anything starts: it needs the gateway to hand each process its key
+(issue #29, item 2).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import urllib.request
 
 from services.gateway.settings import GatewaySettings
 from services.provision import TAKE_OVER_HELP, ensure_database, provision
+from shared.custody import CustodyRefused, check
 from shared.registry import SERVICES
 from shared.runtime import require_distributed
 
@@ -55,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     args = parser.parse_args(argv)
     settings = require_distributed(GatewaySettings())  # the operator's URLs, and where the gateway listens
+    try:  # COFFER_SEAL=shamir (it needs the key hand-over of issue #29 item 2), a key file under another seal ...
+        check(settings, distributed=True)
+    except CustodyRefused as refused:
+        print(refused.code, file=sys.stderr, flush=True)
+        return 2
     replicas = {name: 1 for name in SERVICES}
     for spec in args.replicas:
         name, _, count = spec.partition("=")

@@ -3,17 +3,28 @@
 Storage: ``COFFER_DATABASE_URL`` if set, else an embedded PostgreSQL (the
 ``pgserver`` package) under ``COFFER_DATA_DIR``/pg, so data survives a
 restart. Bus: RabbitMQ if ``COFFER_AMQP_URL`` is set, else in-process.
+
+Keys: ``COFFER_SEAL=file`` (the default) reads the clear key file as always.
+Any other seal starts sealed (shared/custody.py): the sealed gateway
+(services/sealed.py) answers on the gateway's address until the seal opens
+(shares, or the KMS / HSM by itself); then the platform starts with the
+unsealed keys on the same address. ``POST /v1/sys/seal`` (root admin) stops
+the platform (not the process) and the sealed gateway answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import socket
 import sys
 import time
 
+import asyncpg
+
 from services.platform import Platform
+from shared import custody as custody_mod
 from shared.config import Settings
 from shared.logging import configure
 from shared.runtime import freeze_startup_heap, install_uvloop, wait_for_signal
@@ -72,6 +83,11 @@ def banner(url: str, settings: Settings, started: float, *, first_time: bool = T
   Lost them? python -m services.gateway recover-admin (README: Run it)
 """
     bus = "RabbitMQ" if settings.amqp_url else "in-process bus"
+    keys = (f"KMS key file: {settings.key_file} (back it up: without it no secret can be read)"
+            if settings.seal == "file" else
+            f"Seal: {settings.seal}, sealed keyring {settings.sealed_keyring_file} (back it up; it opens nothing "
+            "without the " + {"shamir": "shares", "awskms": "KMS key", "pkcs11": "HSM key"}[settings.seal] + ")"
+            + ("\n  Seal again (root admin): curl -X POST " + url + "/v1/sys/seal -H \"Authorization: Bearer ...\""))
     storage = (
         "PostgreSQL at COFFER_DATABASE_URL" if settings.database_url
         else f"embedded PostgreSQL in {settings.data_dir}/pg"
@@ -84,7 +100,7 @@ coffer: ready in {time.monotonic() - started:.1f}s — all five services in one 
 
 {first_steps if first_time else signed_in}
   Logs: level {settings.log_level} (COFFER_LOG_LEVEL=info to see every request)
-  KMS key file: {settings.key_file} (back it up: without it no secret can be read)
+  {keys}
   Ctrl-C to stop.
 """
 
@@ -93,10 +109,14 @@ async def main() -> None:
     started = time.monotonic()
     settings = Settings()
     configure(settings.log_level, settings.log_format)
+    custody_mod.check(settings)  # a clear key file under another seal, a keyring under another: refused now
     taken = port_in_use(settings.http_host, settings.http_port)
     if taken:
         raise SystemExit(taken)
     dsn = settings.database_url.get_secret_value() if settings.database_url else embedded_database(settings)
+    if settings.seal != "file":
+        await run_sealed(settings, dsn, started)
+        return
     platform = Platform({}, dsn, name="coffer-embedded")  # each service reads its settings from the env
     try:
         try:
@@ -115,9 +135,88 @@ async def main() -> None:
         await platform.close()
 
 
+async def database_initialised(dsn: str, settings: Settings) -> bool:
+    """Has ``sys/init`` been done in this database (asked while sealed: no service runs)?"""
+    conn = await asyncpg.connect(dsn)
+    try:
+        table = f'"{settings.schema_for("gateway")}".tenants'
+        if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            return False
+        return bool(await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE parent_id IS NULL)"))
+    finally:
+        await conn.close()
+
+
+async def run_sealed(settings: Settings, dsn: str, started: float) -> None:
+    """Any seal but ``file``: sealed gateway until unsealed, then the platform; again after ``sys/seal``."""
+    from services.gateway.settings import GatewaySettings
+    from services.gateway.state import STATE
+    from services.gateway.system.routes import initialise
+    from services.gateway.system.seal import after_unseal
+    from services.sealed import SealedServer, first_of, sealed_banner, stop_event
+
+    gateway_settings = GatewaySettings()
+    custody = custody_mod.Custody(settings)
+    custody_mod.install(custody)
+    stop = stop_event()
+    custody.start()
+    try:
+        while not stop.is_set():
+            server: SealedServer | None = None
+            if custody.sealed:
+                server = SealedServer(custody, gateway_settings,
+                                      database_initialised=lambda: database_initialised(dsn, settings))
+                url = await server.start()
+                print(sealed_banner(url, custody), flush=True)
+                if await first_of(stop, custody.unsealed) is stop:
+                    await server.close()
+                    break
+                await server.stop_listening()  # the platform takes the address; answers under way finish
+            assert custody.kms is not None
+            platform = Platform({}, dsn, name="coffer-embedded", kms=custody.kms)
+            try:
+                try:
+                    await platform.start()
+                except BaseException as exc:
+                    if server is not None:
+                        await server.finish_init(None, exc)
+                    raise
+                state = platform.app[STATE]
+                if server is not None:
+                    await server.finish_init(functools.partial(initialise, state))
+                    await server.close()
+                await after_unseal(state, custody)
+                assert platform.url is not None
+                print(f"coffer: unsealed ({custody.type}, {custody.how}) in {(custody.took or 0) * 1000:.0f} ms",
+                      flush=True)
+                print(banner(platform.url, settings, started, first_time=not await initialised(platform)), flush=True)
+                freeze_startup_heap()
+                await first_of(stop, custody.seal_requested)
+            finally:
+                if server is not None:
+                    await server.close()
+                if stop.is_set():
+                    print("coffer: stopping ...", flush=True)
+                else:
+                    print("coffer: sealing: stopping the platform ...", flush=True)
+                await platform.close()
+            if stop.is_set():
+                break
+            custody.seal()
+            started = time.monotonic()
+    finally:
+        if not custody.unsealed.is_set():
+            print("coffer: stopping ...", flush=True)
+        await custody.close()
+        custody_mod.install(None)
+
+
 if __name__ == "__main__":
     install_uvloop()
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         sys.exit(0)
+    except custody_mod.CustodyRefused as refused:
+        print(refused.code, file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -32,7 +32,8 @@ class Platform:
     """Some or all services, sharing one bus, one KMS and one database.
 
     ``values`` are setting values beyond the environment (the tests'), given to
-    every service's own settings class; ``settings`` is what they share.
+    every service's own settings class; ``settings`` is what they share. ``kms``:
+    the KMS a seal opened (shared/custody.py); default the clear key file.
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class Platform:
         services: Sequence[str] = SERVICES,
         bus: Bus | None = None,
         name: str = "coffer",
+        kms: LocalKms | None = None,
     ) -> None:
         self.specs = [spec_of(s) for s in services]
         self.values = dict(values)
@@ -50,7 +52,8 @@ class Platform:
         self.dsn = dsn
         self.bus = bus or create_bus(self.settings, name=name)
         self._own_bus = bus is None
-        self.kms = LocalKms.load(self.settings.key_file, create=True)
+        # the process's KMS when its seal opened one (shared/custody.py), else the clear key file as always
+        self.kms = kms if kms is not None else LocalKms.load(self.settings.key_file, create=True)
         self.runtimes: dict[str, ServiceRuntime] = {}
         self.url: str | None = None
         self.app: Any = None

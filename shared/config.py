@@ -79,6 +79,20 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".coffer")
     #: the local KMS key file (created 0600 on first start); default ``<data_dir>/kms.key``.
     kms_key_file: Path | None = None
+    #: what keeps the root key behind the keyring (issue #29, shared/custody.py): ``file`` (the clear key file
+    #: above, as before), ``shamir`` (shares held by people), ``awskms`` (a KMS key), ``pkcs11`` (an HSM key)
+    seal: str = Field("file", pattern="^(file|shamir|awskms|pkcs11)$")
+    #: the sealed keyring (any seal but ``file``); default ``<data_dir>/keyring.sealed``
+    seal_file: Path | None = None
+    awskms_key_id: str | None = None
+    awskms_region: str = "us-east-1"
+    awskms_endpoint_url: str | None = None
+    pkcs11_library: str | None = None
+    pkcs11_token: str | None = None
+    pkcs11_key: str | None = None
+    #: the HSM user PIN (never logged), or a file holding it
+    pkcs11_pin: SecretStr | None = None
+    pkcs11_pin_file: Path | None = None
     #: prefix of the PostgreSQL schemas (tests run several platforms in one database).
     schema_prefix: str = Field("", pattern=r"^[a-z0-9_]{0,20}$")
     #: distributed mode with one RabbitMQ user per service: ``gateway=coffer-gateway,secrets=…``.
@@ -164,6 +178,11 @@ class Settings(BaseSettings):
     def key_file(self) -> Path:
         """Where the local KMS keeps its key-encryption keys."""
         return self.kms_key_file or self.data_dir / "kms.key"
+
+    @property
+    def sealed_keyring_file(self) -> Path:
+        """Where a seal other than ``file`` keeps the sealed keyring."""
+        return self.seal_file or self.data_dir / "keyring.sealed"
 
     def schema_for(self, service: str) -> str:
         """The PostgreSQL schema a service owns."""

@@ -245,6 +245,9 @@ async def run_service(spec: ServiceSpec) -> None:
     settings = require_distributed(spec.settings())
     configure(settings.log_level, settings.log_format)
     assert settings.database_url is not None
+    if settings.seal != "file":
+        await _run_sealed_service(spec, settings)
+        return
     bus = create_bus(settings, name=f"coffer-{spec.name}")
     kms = LocalKms.load(settings.key_file, create=True)
     await bus.start()
@@ -258,3 +261,55 @@ async def run_service(spec: ServiceSpec) -> None:
     finally:
         await runtime.close()
         await bus.close()
+
+
+async def _run_sealed_service(spec: ServiceSpec, settings: Settings) -> None:
+    """An auto seal (awskms, pkcs11) in distributed mode: each process unseals its own keyring by itself,
+    retrying with backoff while the KMS or HSM is away; the gateway answers sealed meanwhile
+    (services/sealed.py). ``shamir`` is refused here: it needs the key hand-over of issue #29 item 2."""
+    from shared import custody as custody_mod
+
+    custody_mod.check(settings, distributed=True)  # CustodyRefused (a SystemExit) says why
+    custody = custody_mod.Custody(settings)
+    custody_mod.install(custody)
+
+    def make_bus() -> Bus:
+        return create_bus(settings, name=f"coffer-{spec.name}")
+
+    if spec.name == "gateway":  # the one process with an address: it answers sealed meanwhile
+        import importlib
+
+        sealed = importlib.import_module("services.sealed")
+        await sealed.run_gateway(spec, settings, custody, make_bus)
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    custody.start()
+    print(f"coffer {spec.name}: sealed ({settings.seal}): unsealing ...", flush=True)
+    try:
+        waiting = asyncio.ensure_future(custody.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiting, stopping):
+            task.cancel()
+        await asyncio.gather(waiting, stopping, return_exceptions=True)
+        if stop.is_set():
+            return
+        assert custody.kms is not None
+        bus = make_bus()
+        await bus.start()
+        runtime = ServiceRuntime(spec, settings, bus, custody.kms, settings.database_url.get_secret_value()
+                                 if settings.database_url else "")
+        try:
+            await runtime.start()
+            print(f"coffer {spec.name}: unsealed ({settings.seal}) in {(custody.took or 0) * 1000:.0f} ms; "
+                  f"serving RPC '{rpc_name(spec.name)}.*' (Ctrl-C to stop)", flush=True)
+            freeze_startup_heap()
+            await stop.wait()
+        finally:
+            await runtime.close()
+            await bus.close()
+    finally:
+        await custody.close()

@@ -1,4 +1,5 @@
-"""System routes (api.md §2): health, metrics, init, KEK rotation, maintenance, the OpenAPI description."""
+"""System routes (api.md §2, §11): health, metrics, init, KEK rotation, maintenance, the seal, the OpenAPI
+description."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, StrictBool, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from services.gateway.edge.routes import Route, context, json_response, read_model
 from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES, InitRequest
-from services.gateway.state import state
+from services.gateway.state import GatewayState, state
+from services.gateway.system import seal as seal_control
 from shared.contracts import Contract
 from shared.errors import CofferError, NameConflict, ServiceUnavailable
 from shared.metrics import OUTBOX_BACKLOG
@@ -19,6 +21,25 @@ from shared.metrics import render as render_metrics
 from shared.registry import SERVICES
 
 REWRAP_TIMEOUT = 300.0
+
+
+class SysInitRequest(InitRequest):
+    """``POST /v1/sys/init``: the names, and with ``COFFER_SEAL=shamir`` how R is split (api.md §11)."""
+
+    secret_shares: StrictInt = Field(5, ge=1, le=16)
+    secret_threshold: StrictInt = Field(3, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _threshold_within_shares(self) -> SysInitRequest:
+        if self.secret_threshold > self.secret_shares:
+            raise ValueError("secret_threshold can't be more than secret_shares")
+        return self
+
+
+class UnsealRequest(Contract):
+    """``POST /v1/sys/unseal``: one shamir share (base64 of 38 bytes: 52 characters; spaces are dropped)."""
+
+    share: StrictStr = Field(min_length=1, max_length=128)
 
 
 class MaintenanceBody(Contract):
@@ -62,10 +83,11 @@ async def metrics(request: web.Request) -> web.Response:
                         headers={"Cache-Control": "no-store"})
 
 
-async def init(request: web.Request) -> web.Response:
-    """Once, on an empty system: root tenant, admin identity, allow-all policy, a token."""
-    body = await read_model(request, InitRequest)
-    st = state(request)
+async def initialise(st: GatewayState, body: InitRequest) -> dict[str, Any]:
+    """Once, on an empty system: root tenant, admin identity, allow-all policy, a token (``NameConflict`` after).
+
+    The handler's work, callable in-process: the sealed gateway's ``sys/init`` (shamir) runs it once the
+    platform it has just unsealed is up, and answers it beside the shares."""
     secret = domain.new_client_secret()
     tenant = {"id": domain.new_id("ten"), "name": body.tenant_name, "kind": "partner"}
     identity = {
@@ -81,8 +103,17 @@ async def init(request: web.Request) -> web.Response:
                                       binding_id=domain.new_id("bnd")):
         raise NameConflict("Coffer is already initialised")
     token, _ = st.signer.issue(identity["id"], tenant["id"], domain.ALL_SCOPES)
-    return json_response({"tenant_id": tenant["id"], "client_id": identity["client_id"], "client_secret": secret,
-                          "token": token}, status=201)
+    return {"tenant_id": tenant["id"], "client_id": identity["client_id"], "client_secret": secret, "token": token}
+
+
+async def init(request: web.Request) -> web.Response:
+    """Once, on an empty system: root tenant, admin identity, allow-all policy, a token.
+
+    ``secret_shares`` / ``secret_threshold`` matter only to the sealed gateway of a shamir installation
+    not initialised yet (services/sealed.py); here the seal exists already (or is not shamir) and they
+    are ignored, as Vault ignores them for an auto seal."""
+    body = await read_model(request, SysInitRequest)
+    return json_response(await initialise(state(request), body), status=201)
 
 
 async def rotate_kek(request: web.Request) -> web.Response:
@@ -119,10 +150,35 @@ async def openapi_json(request: web.Request) -> web.Response:
     return json_response(state(request).openapi)
 
 
+async def seal_status(request: web.Request) -> web.Response:
+    """``{sealed, type, progress, threshold, initialized}``: unsealed here (a sealed process answers from
+    services/sealed.py)."""
+    return json_response(seal_control.status(state(request).settings))
+
+
+async def unseal(request: web.Request) -> web.Response:
+    """Unsealed already: nothing to do (the share is read and dropped), as Vault answers."""
+    await read_model(request, UnsealRequest)
+    status = seal_control.status(state(request).settings)
+    return json_response({"sealed": False, "progress": 0, "threshold": status["threshold"]})
+
+
+async def seal(request: web.Request) -> web.Response:
+    """Root admins: seal this process again (its platform stops; R and the keys are forgotten)."""
+    st = state(request)
+    kind = await seal_control.request_seal(st, context(request))
+    return json_response({"sealed": True, "type": kind})
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
     Route("GET", "/metrics", metrics, public=True, media="text/plain"),
-    Route("POST", "/v1/sys/init", init, public=True, body=InitRequest, statuses=(201,), errors=("name_conflict",)),
+    Route("POST", "/v1/sys/init", init, public=True, body=SysInitRequest, statuses=(201,),
+          errors=("name_conflict",)),
+    Route("GET", "/v1/sys/seal-status", seal_status, public=True),
+    Route("POST", "/v1/sys/unseal", unseal, public=True, category="auth", body=UnsealRequest),
+    Route("POST", "/v1/sys/seal", seal, scope="admin", platform=True, target=lambda r: ("sys/seal", "manage"),
+          errors=("forbidden",)),
     Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
           target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),
     Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin", platform=True, errors=("forbidden",),
