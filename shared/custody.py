@@ -223,6 +223,8 @@ class Custody:
         """Sealed from here on: auto seals try to unseal in the background; shamir waits for shares."""
         self._started = self._clock()
         if self.auto:
+            self._sealed_because(None, "unsealing", "asking the " + ("KMS" if self.type == "awskms" else "HSM")
+                                 + " for the root key")
             self._task = asyncio.create_task(self._auto_loop(), name=f"unseal-{self.type}")
             return
         if self.path.exists():

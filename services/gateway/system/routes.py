@@ -7,14 +7,14 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, StrictBool, StrictInt, StrictStr, model_validator
+from pydantic import Field, StrictBool, StrictStr, model_validator
 
 from services.gateway.edge.routes import Route, context, json_response, read_model
 from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES, InitRequest
 from services.gateway.state import GatewayState, state
 from services.gateway.system import seal as seal_control
-from shared.contracts import Contract
+from shared.contracts import Contract, JsonInt
 from shared.errors import CofferError, NameConflict, ServiceUnavailable
 from shared.metrics import OUTBOX_BACKLOG
 from shared.metrics import render as render_metrics
@@ -26,8 +26,8 @@ REWRAP_TIMEOUT = 300.0
 class SysInitRequest(InitRequest):
     """``POST /v1/sys/init``: the names, and with ``COFFER_SEAL=shamir`` how R is split (api.md §11)."""
 
-    secret_shares: StrictInt = Field(5, ge=1, le=16)
-    secret_threshold: StrictInt = Field(3, ge=1, le=16)
+    secret_shares: JsonInt = Field(5, ge=1, le=16)
+    secret_threshold: JsonInt = Field(3, ge=1, le=16)
 
     @model_validator(mode="after")
     def _threshold_within_shares(self) -> SysInitRequest:
@@ -166,8 +166,7 @@ async def unseal(request: web.Request) -> web.Response:
 async def seal(request: web.Request) -> web.Response:
     """Root admins: seal this process again (its platform stops; R and the keys are forgotten)."""
     st = state(request)
-    kind = await seal_control.request_seal(st, context(request))
-    return json_response({"sealed": True, "type": kind})
+    return json_response(await seal_control.request_seal(st, context(request)))
 
 
 ROUTES: tuple[Route, ...] = (

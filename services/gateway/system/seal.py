@@ -24,7 +24,6 @@ from shared.config import Settings
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.db import outbox
-from shared.errors import InvalidRequest
 
 log = structlog.get_logger("coffer.seal")
 
@@ -45,17 +44,21 @@ async def _event(st: GatewayState, kind: str, request_id: str | None, data: dict
                          schema=st.schema)
 
 
-async def request_seal(st: GatewayState, ctx: RequestContext) -> str:
-    """``POST /v1/sys/seal``: ``system.sealed`` in the outbox, then ask the process to stop and seal."""
+async def request_seal(st: GatewayState, ctx: RequestContext) -> dict[str, Any]:
+    """``POST /v1/sys/seal``: ``system.sealed`` in the outbox, then ask the process to stop and seal.
+
+    ``COFFER_SEAL=file`` (no custody): nothing to seal, the clear key file would open it again at once;
+    the answer says so (``sealed: false``) rather than failing: no error code of the vocabulary means
+    "this seal can't be closed", and the call changes nothing."""
     custody = custody_mod.installed()
     if custody is None or custody.sealed:
-        raise InvalidRequest(f"COFFER_SEAL={st.settings.seal}: nothing to seal (the key file would open it "
-                             "again at once); choose another seal to be able to seal",
-                             details={"type": st.settings.seal})
+        return {"sealed": False, "type": st.settings.seal,
+                "message": f"COFFER_SEAL={st.settings.seal}: nothing to seal (the key file would open it again at "
+                           "once); choose another seal to be able to seal"}
     await _event(st, "system.sealed", ctx.request_id, {"type": custody.type, "by": ctx.identity_id})
     log.warning("seal_requested", seal=custody.type, identity_id=ctx.identity_id, request_id=ctx.request_id)
     custody.seal_requested.set()
-    return custody.type
+    return {"sealed": True, "type": custody.type}
 
 
 async def root_tenant(st: GatewayState) -> str | None:

@@ -1,0 +1,253 @@
+"""Auto seals through real processes (issue #29 item 1): ``awskms`` on moto's server, ``pkcs11`` on SoftHSM2.
+
+Each: a first start makes the sealed keyring and unseals by itself; a restart unseals by itself again; with
+the KMS or HSM away at start the process answers sealed (health names the reason) and unseals by itself
+once it is back. Distributed mode: ``shamir`` is refused with a message that says why; with ``awskms``
+every process unseals its own copy by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Api, free_port
+from tests.e2e.test_run_modes import Proc, drop_service_credentials, spawn, wait_healthy
+from tests.e2e.test_seal_shamir import wait_sealed
+from tests.integration.test_seal_awskms import REGION, aws_credentials, kms_call, start_moto  # noqa: F401 - autouse
+from tests.integration.test_seal_pkcs11 import LIBRARY, PIN, hsm  # noqa: F401 - the fixture
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+UNSEALED = re.compile(r"unsealed \((awskms|pkcs11), auto\) in (\d+) ms")
+
+
+class Proxy:
+    """A TCP forwarder to ``target``: stopping it makes the KMS 'away' without losing moto's keys."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(Exception):
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+@pytest.fixture
+async def fresh() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def moto_port() -> Iterator[int]:
+    port = free_port()
+    proc = start_moto(port)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+async def new_key(moto_port: int) -> str:
+    answer = await kms_call(f"http://127.0.0.1:{moto_port}", "create_key", Description="coffer e2e",
+                            KeyUsage="ENCRYPT_DECRYPT")
+    return str(answer["KeyMetadata"]["KeyId"])  # type: ignore[index]
+
+
+def key_files(data: Path) -> list[Path]:
+    """Every clear key file anywhere under the data directory (there must be none)."""
+    return list(data.rglob("kms.key"))
+
+
+def unseal_ms(output: str) -> list[int]:
+    return [int(m[2]) for m in UNSEALED.finditer(output)]
+
+
+async def until(proc: Proc, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proc.output:
+        assert time.monotonic() < deadline and proc.proc.returncode is None, proc.output
+        await asyncio.sleep(0.1)
+
+
+async def auto_seal_round(api: Api, env: dict[str, str], data: Path, away: Any, back: Any) -> tuple[str, list[int]]:
+    """start (keyring made, unsealed), init + write, restart (unsealed), restart with the seal away
+    (sealed, the reason in health), back (unsealed by itself), the secret reads back. Every output."""
+    outputs: list[str] = []
+    first = await spawn("services.embedded", env)
+    try:
+        await wait_healthy(api, first)
+        assert (data / "keyring.sealed").exists() and key_files(data) == []
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201 and "unseal_shares" not in init, init
+        api.token = init["token"]
+        assert (await api.request("PUT", "/v1/secrets/auto/k", json={"value": "v-auto-seal-value"}))[0] == 201
+        status, body, _ = await api.request("GET", "/v1/sys/seal-status", token=None)
+        assert (body["sealed"], body["threshold"]) == (False, None), body
+    finally:
+        assert await first.stop() == 0
+        outputs.append(first.output)
+    second = await spawn("services.embedded", env)
+    try:
+        await wait_healthy(api, second)
+        assert (await api.request("GET", "/v1/secrets/auto/k"))[1]["value"] == "v-auto-seal-value"
+    finally:
+        assert await second.stop() == 0
+        outputs.append(second.output)
+    await away()
+    third = await spawn("services.embedded", env)
+    try:
+        health = await wait_sealed(api, third)
+        while health["reason"] == "unsealing":  # the first attempt is under way
+            await asyncio.sleep(0.2)
+            health = await wait_sealed(api, third)
+        assert health["reason"] in ("kms_unreachable", "kms_unavailable", "hsm_unavailable"), health
+        assert health["message"] and health["error"]["details"]["sealed"] is True, health
+        status, body, _ = await api.request("GET", "/v1/secrets/auto/k")
+        assert status == 503 and body["error"]["details"]["sealed"] is True, body
+        status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": "AAAA"})
+        assert status == 400 and body["error"]["details"]["reason"] == "auto_seal", body
+        await until(third, '"event": "sealed"')
+        await asyncio.sleep(1.5)  # a retry or two while away
+        await back()
+        back_at = time.monotonic()
+        await wait_healthy(api, third, timeout=60)
+        print(f"unsealed {time.monotonic() - back_at:.1f}s after the seal came back")
+        assert (await api.request("GET", "/v1/secrets/auto/k"))[1]["value"] == "v-auto-seal-value"
+    finally:
+        assert await third.stop() == 0
+        outputs.append(third.output)
+    output = "\n".join(outputs)
+    assert "v-auto-seal-value" not in output and init["token"] not in output and init["client_secret"] not in output
+    assert key_files(data) == []
+    return output, unseal_ms(output)
+
+
+async def test_awskms_auto_unseals_and_waits_for_the_kms(tmp_path: Path, moto_port: int,
+                                                         fresh: aiohttp.ClientSession) -> None:
+    key_id = await new_key(moto_port)
+    proxy = Proxy(moto_port)
+    await proxy.start()
+    port, data = free_port(), tmp_path / "data"
+    env = {**AWS_ENV, "COFFER_DATA_DIR": str(data), "COFFER_HTTP_PORT": str(port), "COFFER_SEAL": "awskms",
+           "COFFER_AWSKMS_KEY_ID": key_id, "COFFER_AWSKMS_REGION": REGION, "COFFER_AWSKMS_ENDPOINT_URL": proxy.url}
+    try:
+        output, times = await auto_seal_round(Api(f"http://127.0.0.1:{port}", fresh), env, data, proxy.stop,
+                                              proxy.start)
+    finally:
+        with contextlib.suppress(Exception):
+            await proxy.stop()
+    assert '"reason": "kms_unreachable"' in output, output
+    print(f"awskms embedded auto-unseal (ms, per start): {times}")
+    assert len(times) == 3 and min(times) < 1000, times
+
+
+async def test_pkcs11_auto_unseals_and_waits_for_the_hsm(hsm: Path, tmp_path: Path,  # noqa: F811
+                                                         fresh: aiohttp.ClientSession) -> None:
+    port, data = free_port(), tmp_path / "data"
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o600)
+    env = {"COFFER_DATA_DIR": str(data), "COFFER_HTTP_PORT": str(port), "COFFER_SEAL": "pkcs11",
+           "COFFER_PKCS11_LIBRARY": LIBRARY, "COFFER_PKCS11_TOKEN": "coffer", "COFFER_PKCS11_KEY": "coffer-e2e",
+           "COFFER_PKCS11_PIN_FILE": str(pin_file)}
+    token = next(d for d in (hsm / "tokens").iterdir() if b"coffer" in (d / "token.object").read_bytes()
+                 and b"spare" not in (d / "token.object").read_bytes())
+    unplugged = hsm / "unplugged-e2e"
+
+    async def away() -> None:
+        shutil.move(token, unplugged)
+
+    async def back() -> None:
+        shutil.move(unplugged, token)
+
+    try:
+        output, times = await auto_seal_round(Api(f"http://127.0.0.1:{port}", fresh), env, data, away, back)
+    finally:
+        if unplugged.exists():
+            shutil.move(unplugged, token)
+    assert '"reason": "hsm_unavailable"' in output, output
+    assert PIN not in output
+    print(f"pkcs11 embedded auto-unseal (ms, per start): {times}")
+    assert len(times) == 3 and min(times) < 1000, times
+
+
+async def test_distributed_refuses_shamir_with_the_reason(tmp_path: Path) -> None:
+    env = {"COFFER_SEAL": "shamir", "COFFER_DATA_DIR": str(tmp_path),
+           "COFFER_AMQP_URL": "amqp://nobody:x@127.0.0.1:1/none", "COFFER_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
+    for module in ("services.distributed", "services.secrets"):
+        proc = await spawn(module, env)
+        code = await asyncio.wait_for(proc.proc.wait(), 30)
+        await proc.stop()
+        assert code != 0, proc.output
+        assert "COFFER_SEAL=shamir is not available in distributed mode" in proc.output, proc.output
+        assert "item 2" in proc.output and "Traceback" not in proc.output, proc.output
+
+
+async def test_distributed_awskms_each_process_unseals_by_itself(
+        tmp_path: Path, moto_port: int, private_amqp: str, pg_dsn: str, fresh: aiohttp.ClientSession) -> None:
+    key_id = await new_key(moto_port)
+    port = free_port()
+    prefix = "s" + tmp_path.name[-6:].lower().replace("-", "_") + "_"
+    prefix = re.sub(r"[^a-z0-9_]", "", prefix)[:12]
+    env = {**AWS_ENV, "COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn, "COFFER_HTTP_PORT": str(port),
+           "COFFER_DATA_DIR": str(tmp_path), "COFFER_SCHEMA_PREFIX": prefix, "COFFER_HEALTH_TIMEOUT": "1.5",
+           "COFFER_SEAL": "awskms", "COFFER_AWSKMS_KEY_ID": key_id, "COFFER_AWSKMS_REGION": REGION,
+           "COFFER_AWSKMS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}"}
+    api = Api(f"http://127.0.0.1:{port}", fresh)
+    launcher = await spawn("services.distributed", env)
+    try:
+        await wait_healthy(api, launcher, timeout=90)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201, init
+        api.token = init["token"]
+        assert (await api.request("PUT", "/v1/secrets/dist/k", json={"value": "v-dist-auto"}))[0] == 201
+        assert (await api.request("GET", "/v1/secrets/dist/k"))[1]["value"] == "v-dist-auto"
+    finally:
+        await launcher.stop()
+        await drop_service_credentials(pg_dsn, prefix)
+    unsealed = re.findall(r"coffer (\w+): unsealed \(awskms(?:, auto)?\) in (\d+) ms", launcher.output)
+    assert sorted(name for name, _ in unsealed) == ["gateway", "lease", "pki", "secrets", "webhooks"], launcher.output
+    print(f"awskms distributed auto-unseal (ms, per process): {dict((n, int(t)) for n, t in unsealed)}")
+    assert (tmp_path / "keyring.sealed").exists() and not (tmp_path / "kms.key").exists()
+    assert "v-dist-auto" not in launcher.output and init["token"] not in launcher.output
