@@ -117,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"coffer: not healthy after {args.wait:.0f}s: {health}", flush=True)
                 deadline = float("inf")
             elif int(time.monotonic()) % 5 == 0:
-                print(f"coffer: waiting for services ... {health.get('services') if health else 'gateway not up yet'}",
-                      flush=True)
+                if health and health.get("status") == "sealed":  # an auto seal not open yet: why, not "None"
+                    print(f"coffer: sealed ({health.get('type')}): {health.get('reason')} — "
+                          f"{health.get('message') or ''}", flush=True)
+                else:
+                    print(f"coffer: waiting for services ... "
+                          f"{health.get('services') if health else 'gateway not up yet'}", flush=True)
         time.sleep(1.0)
     for _, proc in procs:
         if proc.poll() is None:
