@@ -187,8 +187,9 @@ async def run_sealed(settings: Settings, dsn: str, started: float) -> None:
                     await server.close()
                 await after_unseal(state, custody)
                 assert platform.url is not None
-                print(f"coffer: unsealed ({custody.type}, {custody.how}) in {(custody.took or 0) * 1000:.0f} ms",
-                      flush=True)
+                print(f"coffer: unsealed ({custody.type}, {custody.how}) in {(custody.took or 0) * 1000:.0f} ms"
+                      + (f" (the attempt that opened it: {custody.attempt * 1000:.0f} ms)"
+                         if custody.attempt is not None else ""), flush=True)
                 print(banner(platform.url, settings, started, first_time=not await initialised(platform)), flush=True)
                 freeze_startup_heap()
                 await first_of(stop, custody.seal_requested)

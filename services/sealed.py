@@ -316,7 +316,8 @@ async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, ma
                 if server is not None:
                     await server.close()
                 await after_unseal(running.app[STATE], custody)
-                print(f"coffer {spec.name}: unsealed ({custody.type}) in {(custody.took or 0) * 1000:.0f} ms; "
+                print(f"coffer {spec.name}: unsealed ({custody.type}) in {(custody.took or 0) * 1000:.0f} ms "
+                      f"(the attempt that opened it: {(custody.attempt or 0) * 1000:.0f} ms); "
                       f"listening on {running.url} (Ctrl-C to stop)", flush=True)
                 freeze_startup_heap()
                 await first_of(stop, custody.seal_requested)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -160,9 +161,11 @@ class Custody:
         self.unsealed = asyncio.Event()
         #: set by ``POST /v1/sys/seal``: the process stops its platform and seals again
         self.seal_requested = asyncio.Event()
-        #: how the last unseal happened (``auto``, ``shares``, ``init``) and how long it took (seconds)
+        #: how the last unseal happened (``auto``, ``shares``, ``init``), how long it took since the process
+        #: began to unseal (retries and waits for shares included), and its successful attempt alone (auto)
         self.how: str | None = None
         self.took: float | None = None
+        self.attempt: float | None = None
         self.attempts: list[UnsealAttempt] = []
         self.dropped_attempts = 0
         self._clock, self._sleep = clock, sleep
@@ -209,18 +212,24 @@ class Custody:
         self.reason = exc.reason if exc is not None else reason
         self.message = exc.message if exc is not None else message
 
-    def _opened(self, root_key: bytes, kms: LocalKms, how: str) -> None:
+    def _opened(self, root_key: bytes, kms: LocalKms, how: str, attempt_began: float | None = None) -> None:
         self._root_key, self.kms, self.how = root_key, kms, how
-        self.took = self._clock() - self._started
+        now = self._clock()
+        self.took = now - self._started
+        self.attempt = now - attempt_began if attempt_began is not None else None
         self.reason = self.message = None
         self.unsealer = None
         self.unsealed.set()
-        log.warning("unsealed", seal=self.type, how=how, took_ms=round(self.took * 1000, 1))
+        log.warning("unsealed", seal=self.type, how=how, took_ms=round(self.took * 1000, 1),
+                    attempt_ms=round(self.attempt * 1000, 1) if self.attempt is not None else None)
 
     # -- start ---------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Sealed from here on: auto seals try to unseal in the background; shamir waits for shares."""
+        if self.auto:  # the seal's client library, loaded with the process's other modules, not in the unseal
+            with contextlib.suppress(ImportError):
+                importlib.import_module("aiobotocore.session" if self.type == "awskms" else "pkcs11")
         self._started = self._clock()
         if self.auto:
             self._sealed_because(None, "unsealing", "asking the " + ("KMS" if self.type == "awskms" else "HSM")
@@ -240,6 +249,7 @@ class Custody:
         log.warning("sealed", seal=self.type, reason=self.reason)
 
     async def _auto_once(self) -> None:
+        began = self._clock()
         seal = auto_seal_of(self.settings)
         if not self.path.exists():
             try:
@@ -249,7 +259,7 @@ class Custody:
                 if exc.reason != "exists":  # another process made it first: open theirs
                     raise
         root_key, kms = await auto_unseal(self.path, seal)
-        self._opened(root_key, kms, "auto")
+        self._opened(root_key, kms, "auto", began)
 
     async def _auto_loop(self) -> None:
         delay = BACKOFF_FIRST
@@ -323,7 +333,7 @@ class Custody:
         self.kms, self._root_key = None, None
         self.unsealed.clear()
         self.seal_requested.clear()
-        self.how = self.took = None
+        self.how = self.took = self.attempt = None
         self._started = self._clock()
         if self.type == "shamir":
             self.unsealer = Unsealer(SealedKeyring.read(self.path))

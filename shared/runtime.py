@@ -304,7 +304,8 @@ async def _run_sealed_service(spec: ServiceSpec, settings: Settings) -> None:
                                  if settings.database_url else "")
         try:
             await runtime.start()
-            print(f"coffer {spec.name}: unsealed ({settings.seal}) in {(custody.took or 0) * 1000:.0f} ms; "
+            print(f"coffer {spec.name}: unsealed ({settings.seal}) in {(custody.took or 0) * 1000:.0f} ms "
+                  f"(the attempt that opened it: {(custody.attempt or 0) * 1000:.0f} ms); "
                   f"serving RPC '{rpc_name(spec.name)}.*' (Ctrl-C to stop)", flush=True)
             freeze_startup_heap()
             await stop.wait()
