@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -198,3 +199,46 @@ async def test_shamir_init_restart_unseal_and_seal_again(tmp_path: Path, fresh: 
     assert (data / "keyring.sealed").stat().st_mode & 0o077 == 0
     text = (data / "keyring.sealed").read_text()
     assert all(share not in text for share in shares)
+
+
+async def test_a_file_installation_moves_to_shamir_with_the_migrate_command(
+        tmp_path: Path, fresh: aiohttp.ClientSession) -> None:
+    """The documented path: a `file` installation with a secret; a shamir start refused while kms.key is there
+    (naming the command); `python -m shared.seal migrate --to shamir`; a shamir start, three shares, the secret."""
+    port, data = free_port(), tmp_path / "data"
+    env = {"COFFER_DATA_DIR": str(data), "COFFER_HTTP_PORT": str(port)}
+    api = Api(f"http://127.0.0.1:{port}", fresh)
+    before = await spawn("services.embedded", env)
+    try:
+        await wait_healthy(api, before)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201
+        api.token = init["token"]
+        assert (await api.request("PUT", "/v1/secrets/m/k", json={"value": "v-migrated-value"}))[0] == 201
+    finally:
+        assert await before.stop() == 0
+
+    refused = await spawn("services.embedded", {**env, "COFFER_SEAL": "shamir"})
+    assert await asyncio.wait_for(refused.proc.wait(), 30) != 0
+    await refused.stop()
+    assert "python -m shared.seal migrate --to shamir" in refused.output and "Traceback" not in refused.output
+
+    migrate = await spawn("shared.seal", env, "migrate", "--to", "shamir", "--shares", "3", "--threshold", "2")
+    assert await asyncio.wait_for(migrate.proc.wait(), 60) == 0, migrate.output
+    await migrate.stop()
+    shares = [line for line in migrate.lines if re.fullmatch(r"[A-Za-z0-9+/=]{52}", line)]
+    assert len(shares) == 3, migrate.output
+    assert list(data.rglob("kms.key")) == []
+
+    after = await spawn("services.embedded", {**env, "COFFER_SEAL": "shamir"})
+    try:
+        await wait_sealed(api, after)
+        for share in shares[:2]:
+            status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": share})
+            assert status == 200, body
+        await wait_healthy(api, after)
+        status, body, _ = await api.request("GET", "/v1/secrets/m/k")
+        assert status == 200 and body["value"] == "v-migrated-value", body
+    finally:
+        assert await after.stop() == 0
+    assert all(share not in after.output for share in shares) and "v-migrated-value" not in after.output
