@@ -29,6 +29,11 @@ PROVIDER_ID = r"^dnsp_[0-9a-f]{24}$"
 ORDER_ID = r"^acmeo_[0-9a-f]{24}$"
 
 
+#: an ACME contact address: no control, space or separator characters (spelled out, not ``\s``: Python, Rust
+#: and ECMA-262, which the OpenAPI description is read with, each mean a different set by it)
+_NOT_IN_EMAIL = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff:,<>"
+EMAIL = rf"^[^{_NOT_IN_EMAIL}]{{1,64}}@[^{_NOT_IN_EMAIL}]{{1,189}}$"
+
 class Eab(Contract):
     """External account binding (RFC 8555 §7.3.4): the key id and MAC key the CA handed out."""
 
@@ -41,7 +46,7 @@ class AccountCreate(Contract):
     """``POST /v1/pki/acme/accounts``."""
 
     directory_url: HeaderSafeStr = Field(min_length=1, max_length=2048)
-    email: StrictStr | None = Field(None, max_length=254, pattern=r"^[^@\s:,<>]{1,64}@[^@\s:,<>]{1,189}$")
+    email: StrictStr | None = Field(None, max_length=254, pattern=EMAIL)
     eab: Eab | None = None
     #: extra roots (PEM) to trust for this CA's TLS certificate, as cert-manager's ``caBundle``
     ca_bundle: StrictStr | None = Field(None, max_length=MAX_PEM)
