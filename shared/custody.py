@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from shared.seal import (
     auto_unseal,
     initialise,
     open_local_kms,
+    share_lines,
 )
 
 log = structlog.get_logger("coffer.seal")
@@ -136,6 +138,38 @@ def check(settings: Settings, *, distributed: bool = False) -> None:
         raise CustodyRefused("coffer: COFFER_SEAL=awskms needs COFFER_AWSKMS_KEY_ID to make the sealed keyring")
     if seal in ("awskms", "pkcs11"):
         auto_seal_of(settings)  # names a missing setting now, not at the first retry
+
+
+async def open_for_tool(settings: Settings, stdin: Any = None) -> LocalKms:
+    """The keys for an operator's tool run beside the platform (``recover-admin``), through the same seal:
+    the key file; the KMS or HSM, asked once; or shamir shares read from ``stdin`` (a terminal without
+    echo). ``SystemExit`` saying why when they can't be opened; nothing secret in it."""
+    if settings.seal == "file":
+        return LocalKms.load(settings.key_file, create=False)
+    check(settings)
+    path = settings.sealed_keyring_file
+    if not path.exists():
+        raise CustodyRefused(f"coffer: no sealed keyring at {path} (COFFER_SEAL_FILE): nothing to open")
+    try:
+        if settings.seal != "shamir":
+            return (await auto_unseal(path, auto_seal_of(settings)))[1]
+        unsealer = Unsealer(SealedKeyring.read(path))
+        print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} unseal shares, one a line",
+              file=sys.stderr)
+        for line in share_lines(stdin if stdin is not None else sys.stdin):
+            if not line.strip():
+                continue
+            try:
+                progress, threshold = unsealer.add(line.strip())
+            except SealError as exc:
+                print(f"share refused: {exc.message}", file=sys.stderr)
+                continue
+            print(f"share accepted ({progress}/{threshold})", file=sys.stderr)
+            if unsealer.root_key is not None:
+                return open_local_kms(path, unsealer.root_key)
+        raise CustodyRefused("coffer: not enough unseal shares were given")
+    except SealFailure as exc:
+        raise CustodyRefused(f"coffer: the seal did not open ({exc.reason}): {exc.message}") from None
 
 
 def open_file(settings: Settings) -> LocalKms:

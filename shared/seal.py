@@ -755,7 +755,7 @@ def _seal_from_args(kind: str, args: argparse.Namespace) -> Seal:
     raise SealError(f"unknown seal {kind!r}", reason="invalid_parameters")
 
 
-def _share_lines(stdin: Any) -> Iterator[str]:
+def share_lines(stdin: Any) -> Iterator[str]:
     """Shares from standard input, one a line; from a terminal without echo (getpass)."""
     if stdin is sys.stdin and sys.stdin.isatty():
         while line := getpass.getpass("share (empty to stop): "):
@@ -769,7 +769,7 @@ async def _root_key_from(sealed: SealedKeyring, args: argparse.Namespace, stdin:
         unsealer = Unsealer(sealed)
         print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} shares on standard input, "
               "one a line", file=sys.stderr)
-        for line in _share_lines(stdin):
+        for line in share_lines(stdin):
             if not line.strip():
                 continue
             try:

@@ -26,15 +26,15 @@ from services.gateway.iam.models import ROOT_POLICY_RULES
 from services.gateway.settings import GatewaySettings
 from shared.context import new_request_id
 from shared.contracts.events import Event
-from shared.crypto import LocalKms
+from shared.custody import open_for_tool
 from shared.db import create_pool, outbox, sealed_keys
 from shared.errors import EncryptionError
 
 
 async def recover_admin(settings: GatewaySettings, name: str) -> dict[str, Any]:
     """The new root admin: ``{tenant_id, identity_id, name, client_id, client_secret}``."""
-    try:
-        kms = LocalKms.load(settings.key_file, create=False)
+    try:  # through the installation's seal: the key file, the KMS or HSM, or unseal shares on stdin
+        kms = await open_for_tool(settings)
     except EncryptionError as exc:
         raise SystemExit(f"recover-admin: {exc.message}: {settings.key_file} (COFFER_KMS_KEY_FILE)") from None
     if settings.database_url is not None:
@@ -89,7 +89,8 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m services.gateway recover-admin",
         description="Make a new root admin (every scope, partner admin, an allow-everything policy) when none "
-                    "can log in. Needs the database and the KMS key file; prints the credentials once.")
+                    "can log in. Needs the database and the keys (the key file, or the installation's seal: "
+                    "its KMS or HSM, or unseal shares on standard input); prints the credentials once.")
     parser.add_argument("--name", default=None, help="the new identity's name [recovered-admin-<random>]")
     args = parser.parse_args(argv)
     name = args.name or f"recovered-admin-{domain.new_id('x')[-6:]}"

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Api, free_port
+from tests.conftest import ROOT, Api, free_port
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import Proc, spawn, wait_healthy
 
@@ -242,3 +244,28 @@ async def test_a_file_installation_moves_to_shamir_with_the_migrate_command(
     finally:
         assert await after.stop() == 0
     assert all(share not in after.output for share in shares) and "v-migrated-value" not in after.output
+
+    # break-glass under the seal: recover-admin opens the keys with shares on stdin, not a key file
+    base = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+    recover = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.gateway", "recover-admin", "--name", "rescue", cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **env, "COFFER_SEAL": "shamir"}, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(recover.communicate(("garbage\n" + "\n".join(shares[1:]) + "\n").encode()), 90)
+    assert recover.returncode == 0, err.decode()
+    said = re.search(r"client_id:\s+(\S+)\s+client_secret:\s+(\S+)", out.decode())
+    assert said, out.decode()
+    client_id, client_secret = said.groups()
+    assert "share refused" in err.decode() and all(share not in out.decode() + err.decode() for share in shares)
+    assert list(data.rglob("kms.key")) == []
+    again = await spawn("services.embedded", {**env, "COFFER_SEAL": "shamir"})
+    try:
+        await wait_sealed(api, again)
+        for share in shares[:2]:
+            assert (await api.request("POST", "/v1/sys/unseal", token=None, json={"share": share}))[0] == 200
+        await wait_healthy(api, again)
+        status, tok, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                           json={"client_id": client_id, "client_secret": client_secret})
+        assert status == 200, tok
+    finally:
+        assert await again.stop() == 0
