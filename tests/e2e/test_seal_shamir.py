@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from coffer_client import AsyncClient, CofferError
 
 from tests.conftest import ROOT, Api, free_port
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -235,9 +236,13 @@ async def test_a_file_installation_moves_to_shamir_with_the_migrate_command(
     after = await spawn("services.embedded", {**env, "COFFER_SEAL": "shamir"})
     try:
         await wait_sealed(api, after)
-        for share in shares[:2]:
-            status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": share})
-            assert status == 200, body
+        async with AsyncClient(api.url, token="") as client:  # the Python client's seal calls, no token
+            assert (await client.seal_status())["sealed"] is True
+            assert await client.unseal(shares[0]) == {"sealed": True, "progress": 1, "threshold": 2}
+            with pytest.raises(CofferError) as refused:
+                await client.unseal(shares[0])
+            assert refused.value.code == "invalid_request" and shares[0] not in str(refused.value)
+            assert (await client.unseal(shares[1]))["sealed"] is False
         await wait_healthy(api, after)
         status, body, _ = await api.request("GET", "/v1/secrets/m/k")
         assert status == 200 and body["value"] == "v-migrated-value", body

@@ -29,6 +29,18 @@ class _AdminApi(_Api):
     def set_maintenance(self, enabled: bool, message: str | None = None) -> dict[str, Any]:
         return self._call(_Call("PUT", "/v1/sys/maintenance", _drop_none({"enabled": enabled, "message": message})))
 
+    def seal_status(self) -> dict[str, Any]:
+        """``{sealed, type, progress, threshold, …}``: no token needed, answered while sealed too."""
+        return self._call(_Call("GET", "/v1/sys/seal-status"))
+
+    def unseal(self, share: str) -> dict[str, Any]:
+        """Give one unseal share (the ``shamir`` seal): ``{sealed, progress, threshold}``; no token needed."""
+        return self._call(_Call("POST", "/v1/sys/unseal", {"share": share}))
+
+    def seal(self) -> dict[str, Any]:
+        """Seal the platform again (root admins): every call but the seal's answers 503 until it is unsealed."""
+        return self._call(_Call("POST", "/v1/sys/seal"))
+
     def rotate_kek(self) -> dict[str, Any]:
         """A new key-encryption key; every data key re-wrapped (root admins)."""
         return self._call(_Call("POST", "/v1/sys/kms:rotate"))
@@ -322,6 +334,8 @@ class _AdminApi(_Api):
 API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/sys/health"): "health", ("GET", "/metrics"): "metrics", ("POST", "/v1/sys/init"): "init",
     ("POST", "/v1/sys/kms:rotate"): "rotate_kek", ("GET", "/v1/sys/maintenance"): "get_maintenance",
+    ("GET", "/v1/sys/seal-status"): "seal_status", ("POST", "/v1/sys/unseal"): "unseal",
+    ("POST", "/v1/sys/seal"): "seal",
     ("PUT", "/v1/sys/maintenance"): "set_maintenance", ("GET", "/v1/openapi.json"): "openapi",
     ("POST", "/v1/auth/token"): "login_client", ("GET", "/v1/auth/jwks"): "jwks",
     ("GET", "/v1/auth/whoami"): "whoami", ("POST", "/v1/auth/mfa"): "step_up",

@@ -29,9 +29,11 @@ class _Api:
         """``{status: ok|degraded, services: {...}}`` (a degraded platform answers too, not an error)."""
         return self._call(_Call("GET", "/v1/sys/health", answers=(503,)))
 
-    def init(self) -> dict[str, Any]:
-        """Once, on an empty system: the root tenant, its admin's client id and secret, and a token."""
-        return self._call(_Call("POST", "/v1/sys/init"))
+    def init(self, secret_shares: int | None = None, secret_threshold: int | None = None) -> dict[str, Any]:
+        """Once, on an empty system: the root tenant, its admin's client id and secret, and a token; under the
+        ``shamir`` seal also the ``unseal_shares`` (shown this once), ``secret_threshold`` of ``secret_shares``."""
+        body = _drop_none({"secret_shares": secret_shares, "secret_threshold": secret_threshold})
+        return self._call(_Call("POST", "/v1/sys/init", body or None))
 
     def login_client(self, client_id: str, client_secret: str, scopes: list[str] | None = None) -> Token:
         """A token from client credentials; the client uses it from now on."""
