@@ -170,10 +170,14 @@ class SealedServer:
         body = await read_model(request, SysInitRequest)
         if self._database_initialised is not None and await self._database_initialised():
             raise NameConflict("Coffer is already initialised, but its sealed keyring is missing: restore it "
-                               "from a backup", details={"path": str(custody.path)})
+                               "from a backup")  # (no path: this answer is anonymous)
+        # reserved before the seal opens: the platform that starts next must not take another caller's
+        # sys/init between its first listening and this init's run (finish_init lifts it)
+        custody.init_reserved = True
         try:
             shares = await custody.init_shamir(body.secret_shares, body.secret_threshold)
         except SealError as exc:
+            custody.init_reserved = False
             if exc.reason == "exists":
                 raise NameConflict("Coffer is already initialised") from None
             raise InvalidRequest(exc.message, details={"reason": exc.reason}) from None
@@ -223,15 +227,18 @@ class SealedServer:
             return
         body, future = self.pending_init
         self.pending_init = None
-        if future.done():
-            return
-        if failure is not None or run is None:
-            future.set_exception(failure or InternalError("the platform did not start"))
-            return
         try:
-            future.set_result(await run(body))
-        except Exception as exc:  # noqa: BLE001 - handed to the waiting request
-            future.set_exception(exc)
+            if future.done():
+                return
+            if failure is not None or run is None:
+                future.set_exception(failure or InternalError("the platform did not start"))
+                return
+            try:
+                future.set_result(await run(body))
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)
+        finally:
+            self.custody.init_reserved = False
 
     async def close(self) -> None:
         """Stop listening, let answers under way finish (the shamir init's included), then stop."""

@@ -190,6 +190,8 @@ class Custody:
         self.kms: LocalKms | None = None
         self._root_key: bytes | None = None
         self.unsealer: Unsealer | None = None
+        #: a shamir sys/init of the sealed gateway is under way: the platform's own sys/init refuses meanwhile
+        self.init_reserved = False
         self.reason: str | None = None
         self.message: str | None = None
         self.unsealed = asyncio.Event()

@@ -86,3 +86,33 @@ async def test_sys_seal_under_the_file_seal_seals_nothing(tmp_path: Path, pg_dsn
         assert status == 200, body
     finally:
         await platform.close()
+
+
+async def test_the_platforms_own_init_waits_for_the_sealed_gateways(tmp_path: Path, pg_dsn: str,
+                                                                    http: aiohttp.ClientSession) -> None:
+    """The seal attack review: between a shamir sys/init making the seal and that init's run in-process, the
+    platform already listens, and its own sys/init (no token) gave the root admin to whoever asked first (6
+    of 6 races won). While the sealed gateway's init is reserved, the platform's answers 409."""
+    custody = custody_mod.Custody(Settings(seal="shamir", data_dir=tmp_path))
+    custody.start()
+    custody.init_reserved = True  # what the sealed gateway sets before the seal opens
+    for share in await custody.init_shamir(3, 2):
+        remember_secret(share)
+    values = setting_values(tmp_path, None, pg_dsn, seal="shamir")
+    platform = Platform(values, pg_dsn, name=f"test-{secrets.token_hex(3)}", kms=custody.kms)
+    await platform.start()
+    custody_mod.install(custody)
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        status, body, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert (status, body["error"]["code"]) == (409, "name_conflict"), body
+        assert "being initialised" in body["error"]["message"]
+        custody.init_reserved = False  # the sealed gateway's init ran (finish_init lifts it)
+        status, body, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201, body
+        remember_secret(body["client_secret"])
+    finally:
+        custody_mod.install(None)
+        await platform.close()
+        await custody.close()

@@ -14,6 +14,7 @@ from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES, InitRequest
 from services.gateway.state import GatewayState, state
 from services.gateway.system import seal as seal_control
+from shared import custody
 from shared.contracts import Contract, JsonInt
 from shared.errors import CofferError, NameConflict, ServiceUnavailable
 from shared.metrics import OUTBOX_BACKLOG
@@ -112,6 +113,9 @@ async def init(request: web.Request) -> web.Response:
     ``secret_shares`` / ``secret_threshold`` matter only to the sealed gateway of a shamir installation
     not initialised yet (services/sealed.py); here the seal exists already (or is not shamir) and they
     are ignored, as Vault ignores them for an auto seal."""
+    reserved = custody.installed()
+    if reserved is not None and reserved.init_reserved:  # the sealed gateway's shamir init runs it in-process
+        raise NameConflict("Coffer is being initialised")
     body = await read_model(request, SysInitRequest)
     return json_response(await initialise(state(request), body), status=201)
 
