@@ -49,7 +49,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -688,10 +688,13 @@ class Migration:
     root_key: bytes | None = field(default=None, repr=False)
 
 
-async def migrate_to_sealed(key_file: Path, sealed_file: Path, seal: Seal, *, keep_old: bool = False) -> Migration:
-    """``file`` → a seal: read the clear key file, write the sealed keyring, check it opens, then remove
-    the clear file (overwritten, unlinked) — or, with ``keep_old``, rename it aside. Run it with the
-    platform stopped."""
+async def migrate_to_sealed(key_file: Path, sealed_file: Path, seal: Seal, *, keep_old: bool = False,
+                            deliver: Callable[[list[str] | None], None] | None = None) -> Migration:
+    """``file`` → a seal: read the clear key file, write the sealed keyring, check it opens, hand the
+    shares to ``deliver`` (shamir), then remove the clear file (overwritten, unlinked) — or, with
+    ``keep_old``, rename it aside. Should ``deliver`` fail (a full disk, a closed pipe), the sealed file
+    is removed and the clear one kept: shares nobody received must not be the only way in. Run it with
+    the platform stopped."""
     key_file, sealed_file = Path(key_file), Path(sealed_file)
     kms = LocalKms.load(key_file)  # EncryptionError if absent or damaged
     keys, active = dict(kms._keys), kms._active
@@ -700,6 +703,12 @@ async def migrate_to_sealed(key_file: Path, sealed_file: Path, seal: Seal, *, ke
     if SealedKeyring.read(sealed_file).open(root_key) != (keys, active):
         sealed_file.unlink()
         raise SealError("the sealed keyring does not read back: nothing changed", reason="corrupted")
+    if deliver is not None:
+        try:
+            deliver(shares)
+        except BaseException:
+            sealed_file.unlink()
+            raise
     aside = _set_aside(key_file) if keep_old else None
     if aside is None:
         _destroy(key_file)
@@ -798,7 +807,15 @@ async def _migrate(args: argparse.Namespace, stdin: Any) -> None:
         print(f"moved the keyring ({len(done.kek_ids)} KEKs) from the sealed file {sealed_file} "
               f"to the clear key file {key_file} (0600): seal 'file'")
     else:
-        done = await migrate_to_sealed(key_file, sealed_file, _seal_from_args(args.to, args), keep_old=args.keep_old)
+        def deliver(shares: list[str] | None) -> None:  # before the clear key file goes: a failure keeps it
+            if shares:
+                print(f"unseal shares ({args.threshold} of {args.shares} open the keyring); shown once, now:")
+                for share in shares:
+                    print(share)
+            sys.stdout.flush()
+
+        done = await migrate_to_sealed(key_file, sealed_file, _seal_from_args(args.to, args), keep_old=args.keep_old,
+                                       deliver=deliver)
         print(f"sealed the keyring ({len(done.kek_ids)} KEKs) of {key_file} with {args.to} into {sealed_file} "
               "(0600), and checked that it opens")
     if done.old_kept_as is not None:
@@ -806,10 +823,6 @@ async def _migrate(args: argparse.Namespace, stdin: Any) -> None:
               + (": it opens every secret, move it somewhere safe or destroy it" if args.to != "file" else ""))
     else:
         print(f"removed {done.old}" + (" (overwritten, then unlinked)" if args.to != "file" else ""))
-    if done.shares:
-        print(f"unseal shares ({args.threshold} of {args.shares} open the keyring); shown once, now:")
-        for share in done.shares:
-            print(share)
 
 
 def main(argv: Sequence[str] | None = None, stdin: Any = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import io
 import json
 import os
@@ -152,6 +153,26 @@ def test_migrate_file_to_shamir_and_back_keeps_every_value(tmp_path: Path, capsy
     back = LocalKms.load(key_file)
     assert back._keys == clear_keys and back.active_key_id == kms.active_key_id
     assert all(unseal(back, v, b"aad") == k for k, v in values.items())
+
+
+def test_migrate_keeps_the_key_file_when_the_shares_could_not_be_delivered(tmp_path: Path) -> None:
+    """The seal attack review: `migrate --to shamir > /dev/full` destroyed kms.key, then failed to print the
+    shares: every secret lost. Now the shares go out before the clear file goes, and a failure undoes it."""
+    key_file, sealed_file = tmp_path / "kms.key", tmp_path / "keyring.sealed"
+    LocalKms.load(key_file, create=True)
+    before = key_file.read_bytes()
+
+    class Full(io.StringIO):  # what /dev/full or a closed pipe does to a write
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    saved, sys.stdout = sys.stdout, Full()
+    try:
+        code = main(["migrate", "--to", "shamir", "--shares", "3", "--threshold", "2",
+                     "--key-file", str(key_file), "--sealed-file", str(sealed_file)])
+    finally:
+        sys.stdout = saved
+    assert code == 1 and key_file.read_bytes() == before and not sealed_file.exists()
 
 
 def test_migrate_refuses_to_overwrite_and_keep_old_renames(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
