@@ -245,8 +245,16 @@ class Custody:
         return body
 
     def _sealed_because(self, exc: SealFailure | None, reason: str | None = None, message: str | None = None) -> None:
+        """Why it is sealed, as anyone may read it (health and seal-status take no token): the seal's reason
+        code, and words of our own; the seal's message (a library path, a token label) goes to the log only."""
         self.reason = exc.reason if exc is not None else reason
-        self.message = exc.message if exc is not None else message
+        if exc is not None:
+            self.message = ("the seal's " + ("KMS" if self.type == "awskms" else "HSM") + " can't be used now "
+                            "(the reason code says why; the log has more); retrying"
+                            if isinstance(exc, SealUnavailable) else
+                            "the seal refused (the reason code says why; the log has more): fix it and restart")
+        else:
+            self.message = message
 
     def _opened(self, root_key: bytes, kms: LocalKms, how: str, attempt_began: float | None = None) -> None:
         self._root_key, self.kms, self.how = root_key, kms, how
@@ -384,9 +392,11 @@ class Custody:
 
     def note_attempt(self, *, outcome: str, reason: str | None, status: int, client_ip: str | None,
                      request_id: str) -> None:
+        """Kept for the audit log until unsealed: the latest ``MAX_ATTEMPTS_KEPT`` (the oldest dropped and
+        counted), so a flood of junk shares can't push out the key holders' own, which come last."""
         if len(self.attempts) >= MAX_ATTEMPTS_KEPT:
+            self.attempts.pop(0)
             self.dropped_attempts += 1
-            return
         self.attempts.append(UnsealAttempt(datetime.now(UTC), outcome, reason, status, client_ip, request_id))
 
     def take_attempts(self) -> tuple[list[UnsealAttempt], int]:

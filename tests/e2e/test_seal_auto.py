@@ -145,6 +145,9 @@ async def auto_seal_round(api: Api, env: dict[str, str], data: Path, away: Any,
             health = await wait_sealed(api, third)
         assert health["reason"] in ("kms_unreachable", "kms_unavailable", "hsm_unavailable"), health
         assert health["message"] and health["error"]["details"]["sealed"] is True, health
+        for configured in (env.get("COFFER_PKCS11_LIBRARY"), env.get("COFFER_PKCS11_TOKEN"),
+                           env.get("COFFER_AWSKMS_KEY_ID"), env.get("COFFER_AWSKMS_ENDPOINT_URL")):
+            assert not configured or configured not in str(health), health  # anonymous: reason codes only
         status, body, _ = await api.request("GET", "/v1/secrets/auto/k")
         assert status == 503 and body["error"]["details"]["sealed"] is True, body
         status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": "AAAA"})

@@ -17,7 +17,7 @@ import pytest
 
 from services.gateway.settings import GatewaySettings
 from services.sealed import SealedServer, sealed_banner
-from shared.custody import Custody, CustodyRefused, check
+from shared.custody import MAX_ATTEMPTS_KEPT, Custody, CustodyRefused, check
 from shared.seal import ShamirSeal, initialise
 from tests.conftest import remember_secret
 
@@ -141,3 +141,16 @@ async def test_a_sealed_keyring_under_the_file_seal_is_refused(tmp_path: Path) -
         check(GatewaySettings(seal="file", data_dir=tmp_path))
     with pytest.raises(CustodyRefused, match="sealed with shamir, not awskms"):
         check(GatewaySettings(seal="awskms", data_dir=tmp_path, awskms_key_id="k"))
+
+
+def test_a_flood_of_junk_shares_cant_push_the_key_holders_attempts_out_of_the_audit(tmp_path: Path) -> None:
+    """The seal attack review: 1,210 junk shares from 22 addresses, then the real ones: the audit kept the first
+    1,000 junk entries and none of the key holders'. The latest are kept now, the oldest counted as dropped."""
+    custody = Custody(GatewaySettings(seal="shamir", data_dir=tmp_path))
+    for i in range(MAX_ATTEMPTS_KEPT + 210):
+        custody.note_attempt(outcome="invalid_request", reason="wrong_share", status=400,
+                             client_ip=f"127.0.0.{i % 22 + 2}", request_id=f"req_junk{i}")
+    custody.note_attempt(outcome="ok", reason="unsealed", status=200, client_ip="10.0.0.7", request_id="req_holder")
+    kept, dropped = custody.take_attempts()
+    assert len(kept) == MAX_ATTEMPTS_KEPT and dropped == 211
+    assert kept[-1].request_id == "req_holder" and kept[0].request_id == "req_junk211"
