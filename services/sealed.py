@@ -264,6 +264,9 @@ def sealed_banner(url: str, custody: Custody) -> str:
                   f"    curl -X POST {url}/v1/sys/unseal -H 'Content-Type: application/json' "
                   "-d '{\"share\": \"<one share>\"}'",
                   f"  Progress: curl {url}/v1/sys/seal-status"]
+    elif custody.reason == "sealed_by_operator":
+        lines += ["  Sealed by POST /v1/sys/seal: it stays sealed until the process is restarted, which unseals "
+                  f"it with the {custody.type} seal"]
     else:
         lines += [f"  The {custody.type} seal unseals by itself when it can reach the "
                   f"{'KMS' if custody.type == 'awskms' else 'HSM'} (retrying with backoff); "

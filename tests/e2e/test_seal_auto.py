@@ -169,6 +169,7 @@ async def auto_seal_round(api: Api, env: dict[str, str], data: Path, away: Any,
     finally:
         assert await third.stop() == 0
         outputs.append(third.output)
+    assert "stays sealed until the process is restarted" in third.output, third.output  # the banner says so
     output = "\n".join(outputs)
     assert "v-auto-seal-value" not in output and init["token"] not in output and init["client_secret"] not in output
     assert key_files(data) == []
