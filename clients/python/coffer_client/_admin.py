@@ -1,4 +1,4 @@
-"""The rest of the API (administration), and the table of every call and the method that makes it."""
+"""The rest of the API (administration); the table of every call and the method that makes it is in ``_calls``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from urllib.parse import quote
 
 from coffer_client._api import _Api
 from coffer_client._base import _Call, _drop_none, _identity, _seg
+from coffer_client._calls import API_CALLS
+
+__all__ = ["API_CALLS", "_AdminApi"]
 
 
 class _AdminApi(_Api):
@@ -328,83 +331,3 @@ class _AdminApi(_Api):
     def trust_bundle(self) -> str:
         """The tenant's roots and trust anchors, PEM."""
         return self._call(_Call("GET", "/v1/pki/trust-bundle", text=True))
-
-
-#: every call of the API and the method that makes it (a unit test holds this against the gateway's routes)
-API_CALLS: dict[tuple[str, str], str] = {
-    ("GET", "/v1/sys/health"): "health", ("GET", "/metrics"): "metrics", ("POST", "/v1/sys/init"): "init",
-    ("POST", "/v1/sys/kms:rotate"): "rotate_kek", ("GET", "/v1/sys/maintenance"): "get_maintenance",
-    ("GET", "/v1/sys/seal-status"): "seal_status", ("POST", "/v1/sys/unseal"): "unseal",
-    ("POST", "/v1/sys/seal"): "seal",
-    ("PUT", "/v1/sys/maintenance"): "set_maintenance", ("GET", "/v1/openapi.json"): "openapi",
-    ("POST", "/v1/auth/token"): "login_client", ("GET", "/v1/auth/jwks"): "jwks",
-    ("GET", "/v1/auth/whoami"): "whoami", ("POST", "/v1/auth/mfa"): "step_up",
-    ("POST", "/v1/auth/revoke"): "revoke_token", ("POST", "/v1/auth/keys:rotate"): "rotate_signing_key",
-    ("POST", "/v1/identities"): "create_identity", ("GET", "/v1/identities"): "list_identities",
-    ("GET", "/v1/identities/{id}"): "get_identity", ("PATCH", "/v1/identities/{id}"): "update_identity",
-    ("DELETE", "/v1/identities/{id}"): "delete_identity", ("POST", "/v1/identities/{id}/mfa/totp"): "enrol_totp",
-    ("DELETE", "/v1/identities/{id}/mfa/totp"): "reset_totp",
-    ("POST", "/v1/tenants"): "create_tenant", ("GET", "/v1/tenants"): "list_tenants",
-    ("GET", "/v1/tenants/{id}"): "get_tenant", ("PATCH", "/v1/tenants/{id}"): "update_tenant",
-    ("DELETE", "/v1/tenants/{id}"): "delete_tenant",
-    ("POST", "/v1/policies"): "create_policy", ("GET", "/v1/policies"): "list_policies",
-    ("GET", "/v1/policies/{name}"): "get_policy", ("PUT", "/v1/policies/{name}"): "put_policy",
-    ("DELETE", "/v1/policies/{name}"): "delete_policy",
-    ("POST", "/v1/bindings"): "create_binding", ("GET", "/v1/bindings"): "list_bindings",
-    ("GET", "/v1/bindings/{id}"): "get_binding", ("DELETE", "/v1/bindings/{id}"): "delete_binding",
-    ("GET", "/v1/audit/events"): "audit_events", ("POST", "/v1/audit/events:match"): "audit_match",
-    ("GET", "/v1/audit/verify"): "audit_verify",
-    ("GET", "/v1/secrets"): "list_secrets", ("GET", "/v1/secrets/{path}"): "get_secret",
-    ("GET", "/v1/secrets/{path}:versions"): "versions", ("PUT", "/v1/secrets/{path}"): "put_secret",
-    ("DELETE", "/v1/secrets/{path}"): "delete_secret", ("POST", "/v1/secrets/{path}:restore"): "restore_secret",
-    ("POST", "/v1/secrets/{path}:purge"): "purge_secret", ("POST", "/v1/secrets/{path}:rotate"): "rotate_secret",
-    ("POST", "/v1/webhooks"): "create_webhook", ("GET", "/v1/webhooks"): "list_webhooks",
-    ("GET", "/v1/webhooks/{id}"): "get_webhook", ("PATCH", "/v1/webhooks/{id}"): "update_webhook",
-    ("DELETE", "/v1/webhooks/{id}"): "delete_webhook", ("POST", "/v1/webhooks/{id}:ping"): "ping_webhook",
-    ("POST", "/v1/webhooks/{id}:rotate-secret"): "rotate_webhook_secret",
-    ("GET", "/v1/webhooks/{id}/deliveries"): "list_deliveries",
-    ("GET", "/v1/webhooks/{id}/deliveries/{did}"): "get_delivery",
-    ("POST", "/v1/webhooks/{id}/deliveries/{did}:retry"): "retry_delivery",
-    ("POST", "/v1/subscriptions"): "create_subscription", ("GET", "/v1/subscriptions"): "list_subscriptions",
-    ("GET", "/v1/subscriptions/{id}"): "get_subscription", ("DELETE", "/v1/subscriptions/{id}"): "delete_subscription",
-    ("GET", "/v1/pki/cas/{id}/crl"): "ca_crl", ("POST", "/v1/pki/ocsp"): "ocsp",
-    ("GET", "/v1/pki/ocsp/{request}"): "ocsp_get", ("POST", "/v1/pki/cas"): "create_ca",
-    ("GET", "/v1/pki/cas"): "list_cas", ("GET", "/v1/pki/cas/{id}"): "get_ca",
-    ("GET", "/v1/pki/cas/{id}/chain"): "ca_chain", ("DELETE", "/v1/pki/cas/{id}"): "delete_ca",
-    ("GET", "/v1/pki/roles"): "list_pki_roles", ("PUT", "/v1/pki/roles/{name}"): "put_pki_role",
-    ("GET", "/v1/pki/roles/{name}"): "get_pki_role", ("DELETE", "/v1/pki/roles/{name}"): "delete_pki_role",
-    ("POST", "/v1/pki/roles/{name}:issue"): "issue_certificate", ("POST", "/v1/pki/roles/{name}:sign"): "sign_csr",
-    ("POST", "/v1/pki/csrs"): "submit_csr", ("GET", "/v1/pki/csrs"): "list_csrs",
-    ("GET", "/v1/pki/csrs/{id}"): "get_csr", ("POST", "/v1/pki/csrs/{id}:approve"): "approve_csr",
-    ("POST", "/v1/pki/csrs/{id}:reject"): "reject_csr", ("GET", "/v1/pki/certificates"): "list_certificates",
-    ("GET", "/v1/pki/certificates/{serial}"): "get_certificate",
-    ("POST", "/v1/pki/certificates/{serial}:revoke"): "revoke_certificate",
-    ("POST", "/v1/pki/trust-anchors"): "create_trust_anchor", ("GET", "/v1/pki/trust-anchors"): "list_trust_anchors",
-    ("GET", "/v1/pki/trust-anchors/{id}"): "get_trust_anchor",
-    ("DELETE", "/v1/pki/trust-anchors/{id}"): "delete_trust_anchor",
-    ("GET", "/v1/pki/trust-bundle"): "trust_bundle",
-    ("POST", "/v1/engines"): "create_engine", ("GET", "/v1/engines"): "list_engines",
-    ("GET", "/v1/engines/{name}"): "get_engine", ("PATCH", "/v1/engines/{name}"): "rotate_engine_admin",
-    ("DELETE", "/v1/engines/{name}"): "delete_engine", ("GET", "/v1/engines/{name}/roles"): "list_roles",
-    ("PUT", "/v1/engines/{name}/roles/{role}"): "put_role", ("GET", "/v1/engines/{name}/roles/{role}"): "get_role",
-    ("DELETE", "/v1/engines/{name}/roles/{role}"): "delete_role",
-    ("POST", "/v1/engines/{name}/roles/{role}:credentials"): "lease_credentials",
-    ("GET", "/v1/leases"): "list_leases", ("POST", "/v1/leases:revoke-prefix"): "revoke_prefix",
-    ("GET", "/v1/leases/{id}"): "get_lease", ("POST", "/v1/leases/{id}:renew"): "renew_lease",
-    ("POST", "/v1/leases/{id}:revoke"): "revoke_lease",
-    ("POST", "/v1/secret-policies"): "create_secret_policy", ("GET", "/v1/secret-policies"): "list_secret_policies",
-    ("GET", "/v1/secret-policies/{name}"): "get_secret_policy",
-    ("PUT", "/v1/secret-policies/{name}"): "put_secret_policy",
-    ("DELETE", "/v1/secret-policies/{name}"): "delete_secret_policy",
-    ("POST", "/v1/federation/backends"): "create_federation_backend",
-    ("GET", "/v1/federation/backends"): "list_federation_backends",
-    ("GET", "/v1/federation/backends/{name}"): "get_federation_backend",
-    ("DELETE", "/v1/federation/backends/{name}"): "delete_federation_backend",
-    ("POST", "/v1/exports"): "create_export", ("GET", "/v1/exports/{id}"): "get_export",
-    ("GET", "/v1/exports/{id}/bundle"): "export_bundle",
-    ("POST", "/v1/rotation-policies"): "create_rotation_policy",
-    ("GET", "/v1/rotation-policies"): "list_rotation_policies",
-    ("GET", "/v1/rotation-policies/{name}"): "get_rotation_policy",
-    ("PUT", "/v1/rotation-policies/{name}"): "put_rotation_policy",
-    ("DELETE", "/v1/rotation-policies/{name}"): "delete_rotation_policy",
-}
