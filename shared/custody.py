@@ -52,7 +52,7 @@ from shared.seal import (
     auto_unseal,
     initialise,
     open_local_kms,
-    share_lines,
+    root_key_from_shares,
 )
 
 log = structlog.get_logger("coffer.seal")
@@ -153,21 +153,8 @@ async def open_for_tool(settings: Settings, stdin: Any = None) -> LocalKms:
     try:
         if settings.seal != "shamir":
             return (await auto_unseal(path, auto_seal_of(settings)))[1]
-        unsealer = Unsealer(SealedKeyring.read(path))
-        print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} unseal shares, one a line",
-              file=sys.stderr)
-        for line in share_lines(stdin if stdin is not None else sys.stdin):
-            if not line.strip():
-                continue
-            try:
-                progress, threshold = unsealer.add(line.strip())
-            except SealError as exc:
-                print(f"share refused: {exc.message}", file=sys.stderr)
-                continue
-            print(f"share accepted ({progress}/{threshold})", file=sys.stderr)
-            if unsealer.root_key is not None:
-                return open_local_kms(path, unsealer.root_key)
-        raise CustodyRefused("coffer: not enough unseal shares were given")
+        root_key = root_key_from_shares(SealedKeyring.read(path), stdin if stdin is not None else sys.stdin)
+        return open_local_kms(path, root_key)
     except SealFailure as exc:
         raise CustodyRefused(f"coffer: the seal did not open ({exc.reason}): {exc.message}") from None
 

@@ -773,23 +773,29 @@ def share_lines(stdin: Any) -> Iterator[str]:
     yield from stdin
 
 
+def root_key_from_shares(sealed: SealedKeyring, stdin: Any) -> bytes:
+    """R from shamir shares read one a line from ``stdin`` (a terminal without echo), saying on stderr what
+    became of each (never the share); ``SealError`` when they run out before the threshold."""
+    unsealer = Unsealer(sealed)
+    print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} shares on standard input, "
+          "one a line", file=sys.stderr)
+    for line in share_lines(stdin):
+        if not line.strip():
+            continue
+        try:
+            progress, threshold = unsealer.add(line.strip())
+        except SealError as exc:
+            print(f"share refused: {exc.message}", file=sys.stderr)
+            continue
+        print(f"share accepted ({progress}/{threshold})", file=sys.stderr)
+        if unsealer.root_key is not None:
+            return unsealer.root_key
+    raise SealError("not enough shares given", reason="not_enough_shares")
+
+
 async def _root_key_from(sealed: SealedKeyring, args: argparse.Namespace, stdin: Any) -> bytes:
     if sealed.seal_type == "shamir":
-        unsealer = Unsealer(sealed)
-        print(f"shamir: give {unsealer.threshold} of the {unsealer.shares} shares on standard input, "
-              "one a line", file=sys.stderr)
-        for line in share_lines(stdin):
-            if not line.strip():
-                continue
-            try:
-                progress, threshold = unsealer.add(line.strip())
-            except SealError as exc:
-                print(f"share refused: {exc.message}", file=sys.stderr)
-                continue
-            print(f"share accepted ({progress}/{threshold})", file=sys.stderr)
-            if unsealer.root_key is not None:
-                return unsealer.root_key
-        raise SealError("not enough shares given", reason="not_enough_shares")
+        return root_key_from_shares(sealed, stdin)
     seal = _seal_from_args(sealed.seal_type, args)
     assert isinstance(seal, AwsKmsSeal | Pkcs11Seal)
     root_key = await seal.unseal(sealed.record)

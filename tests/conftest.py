@@ -11,6 +11,8 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,18 @@ async def admin(platform: Platform, http: aiohttp.ClientSession) -> AsyncIterato
 async def api(admin: dict[str, Any]) -> Api:
     api: Api = admin["api"]
     return api
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    """moto's server (AWS KMS, Secrets Manager) on 127.0.0.1:``port``, once it answers."""
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto's server did not start")

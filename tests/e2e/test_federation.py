@@ -5,11 +5,7 @@ stopped backend, a throttling one, a slow one, and the circuit breaker in front 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,7 +16,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 
 from services.platform import Platform
-from tests.conftest import Api, free_port, initialised, own_platform, remember_secret
+from tests.conftest import Api, free_port, initialised, own_platform, remember_secret, start_moto
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.test_gateway_envelope import assert_envelope
 
@@ -41,19 +37,6 @@ async def api(platform: Platform, http: aiohttp.ClientSession) -> Api:
     return await initialised(platform, http)
 
 
-def start_moto(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            import socket
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto's server did not start")
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from tests.e2e.lease_targets import (
 )
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_leases import creds, engine, pg_config, role
+from tests.e2e.test_leases_security import schema_rows
 
 TOO_POWERFUL = "the admin role is too powerful: superuser or server-file/program roles are not allowed"
 
@@ -58,14 +59,6 @@ async def as_postgres(*statements: str) -> None:
         await conn.close()
 
 
-async def in_schema(platform: Platform, pg_dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    """``query`` in the lease service's schema of ``platform`` (``{schema}``)."""
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        schema = platform.values["schema_prefix"] + "lease"
-        return list(await conn.fetch(query.replace("{schema}", f'"{schema}"'), *args))
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ async def test_a_postgresql_target_older_than_16_is_refused_unless_the_operator_
             err = await expect(api, "invalid_config", "POST", "/v1/engines", json=body)
             assert "PostgreSQL 16 or newer is required" in err["message"], err
             assert admin["password"] not in str(err)
-            assert not await in_schema(p, pg_dsn, "SELECT 1 FROM {schema}.engines WHERE name = $1", body["name"])
+            assert not await schema_rows(p, pg_dsn, "SELECT 1 FROM {schema}.engines WHERE name = $1", body["name"])
         else:
             status, made, _ = await api.request("POST", "/v1/engines", json=body)
             assert status == 201, made
@@ -133,7 +126,7 @@ async def test_a_postgresql_admin_that_is_a_superuser_or_holds_server_roles_is_r
                 assert TOO_POWERFUL in err["message"] and admin["password"] not in repr(err), (grant, err)
     finally:
         await as_postgres(f"DROP ROLE {boss}", f"DROP ROLE {middle}")
-    assert not await in_schema(platform, pg_dsn, "SELECT 1 FROM {schema}.engines WHERE name LIKE 'super-%'"
+    assert not await schema_rows(platform, pg_dsn, "SELECT 1 FROM {schema}.engines WHERE name LIKE 'super-%'"
                                                  " OR name LIKE 'strong-%'")
     assert (await engine(api, "postgresql", pg_config(pg)))["type"] == "postgresql"  # CREATEROLE, no more: fine
 
@@ -201,7 +194,7 @@ async def test_creation_statements_may_not_make_the_admin_or_the_user_powerful(
                                        pg["user"])
     finally:
         await conn.close()
-    assert not await in_schema(platform, pg_dsn, "SELECT 1 FROM {schema}.leases WHERE engine = $1", eng["name"])
+    assert not await schema_rows(platform, pg_dsn, "SELECT 1 FROM {schema}.leases WHERE engine = $1", eng["name"])
     lease = await creds(api, eng["name"], await role(api, eng["name"], {
         "creation_statements": pg_role_statements(pg["schema"])}))
     assert (await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke"))[0] == 204
@@ -244,12 +237,12 @@ async def test_rabbitmq_roles_get_only_the_tags_the_operator_allows(
         assert err["details"] == {"field": "tags"}, err
     # a role written before the operator narrowed the list (its row changed here): refused at the lease
     rol = await role(api, eng["name"], {"vhosts": vhosts, "tags": []})
-    await in_schema(platform, pg_dsn, "UPDATE {schema}.roles SET spec = jsonb_set(spec, '{tags}',"
+    await schema_rows(platform, pg_dsn, "UPDATE {schema}.roles SET spec = jsonb_set(spec, '{tags}',"
                                       " '[\"administrator\"]') WHERE engine = $1 AND name = $2", eng["name"], rol)
     err = await expect(api, "invalid_role", "POST", f"/v1/engines/{eng['name']}/roles/{rol}:credentials", json={})
     assert err["details"] == {"field": "tags"}
     assert not [u for u in await rabbit("GET", "/api/users") if u["name"].startswith(f"v-{rol}-")]
-    assert not await in_schema(platform, pg_dsn, "SELECT 1 FROM {schema}.leases WHERE engine = $1", eng["name"])
+    assert not await schema_rows(platform, pg_dsn, "SELECT 1 FROM {schema}.leases WHERE engine = $1", eng["name"])
 
     # where the operator allows "management": that tag and no other
     wide, _ = widened
@@ -288,7 +281,7 @@ async def test_redis_roles_grant_no_administration_unless_the_operator_allows_it
         await leased.aclose()
     assert (await api.request("POST", f"/v1/leases/{lease['lease_id']}:revoke"))[0] == 204
     # a stored role that grants more than the operator allows now: refused at the lease, no user made
-    await in_schema(platform, pg_dsn, "UPDATE {schema}.roles SET spec = jsonb_set(spec, '{acl_rules}',"
+    await schema_rows(platform, pg_dsn, "UPDATE {schema}.roles SET spec = jsonb_set(spec, '{acl_rules}',"
                                       " '[\"+@all\", \"~*\"]') WHERE engine = $1 AND name = $2", eng["name"], rol)
     await expect(api, "invalid_role", "POST", f"/v1/engines/{eng['name']}/roles/{rol}:credentials", json={})
 

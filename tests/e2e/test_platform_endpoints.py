@@ -21,7 +21,7 @@ import pytest
 from yarl import URL
 
 from services.platform import Platform
-from tests.conftest import Api, own_platform, remember_secret
+from tests.conftest import Api, initialised, own_platform
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.test_gateway_envelope import assert_envelope
 
@@ -41,12 +41,7 @@ async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="module")
 async def child(platform: Platform, http: aiohttp.ClientSession) -> Api:
     """The attacker: the admin of a child tenant, with every scope and a policy over everything."""
-    assert platform.url
-    root = Api(platform.url, http)
-    status, init, _ = await root.request("POST", "/v1/sys/init", token=None)
-    assert status == 201, init
-    root.token = remember_secret(init["token"])
-    remember_secret(init["client_secret"])
+    root = await initialised(platform, http)
     status, tenant, _ = await root.request("POST", "/v1/tenants", json={"name": name("child")})
     assert status == 201, tenant
     admin = await identity(root, ["secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin"],

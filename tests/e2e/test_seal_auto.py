@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import Api, free_port
+from tests.conftest import Api, free_port, start_moto
 from tests.e2e.test_run_modes import Proc, drop_service_credentials, spawn, wait_healthy
 from tests.e2e.test_seal_shamir import wait_sealed
-from tests.integration.test_seal_awskms import REGION, aws_credentials, kms_call, start_moto  # noqa: F401 - autouse
+from tests.integration.test_seal_awskms import REGION, aws_credentials, kms_call  # noqa: F401 - autouse
 from tests.integration.test_seal_pkcs11 import LIBRARY, PIN, hsm  # noqa: F401 - the fixture
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,23 +27,11 @@ from shared.seal import (
     migrate_to_file,
     migrate_to_sealed,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, start_moto
 
 REGION = "us-east-1"
 
 
-def start_moto(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto's server did not start")
 
 
 @pytest.fixture(scope="module", autouse=True)
