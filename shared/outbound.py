@@ -127,7 +127,8 @@ class PlatformEndpoints:
     """
 
     entries: set[tuple[object, int | None]] = field(default_factory=set)
-    local: frozenset[IpAddress] = field(default_factory=host_addresses)
+    #: this host's own addresses (``platform_endpoints`` reads them once); an empty set of endpoints needs none
+    local: frozenset[IpAddress] = frozenset()
 
     def _key(self, ip: IpAddress) -> object:
         for form in (ip, unwrap(ip)):  # ::1 and :: lie inside ::/96 too: this host before any unwrapping
@@ -164,7 +165,7 @@ class PlatformEndpoints:
 async def platform_endpoints(targets: Iterable[tuple[str, int | None]],
                              lookup: Lookup | None = None) -> PlatformEndpoints:
     """The endpoints ``targets`` (host, port) resolve to; a name that doesn't resolve stops the start."""
-    endpoints = PlatformEndpoints()
+    endpoints = PlatformEndpoints(local=host_addresses())
     for host, port in targets:
         try:
             await endpoints.add_host(host, port, lookup)
@@ -215,7 +216,7 @@ class OutboundPolicy:
         return ip.is_global and not ip.is_multicast and not ip.is_reserved and not ip.is_unspecified
 
 
-_PUBLIC_ONLY = OutboundPolicy(platform=PlatformEndpoints(local=frozenset()))
+_PUBLIC_ONLY = OutboundPolicy()
 
 
 def is_public(address: str) -> bool:
