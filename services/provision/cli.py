@@ -15,7 +15,8 @@ from shared.config import Settings
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m services.provision", description=package.__doc__.splitlines()[0] if package.__doc__ else None)
+    parser = argparse.ArgumentParser(prog="python -m services.provision",
+                                     description=package.__doc__.splitlines()[0] if package.__doc__ else None)
     parser.add_argument("--env-dir", type=Path,
                         help="write <service>.env (mode 0600) with each service's own credentials here")
     parser.add_argument("--compose", type=Path, metavar="DEPLOY_DIR",
