@@ -87,5 +87,6 @@ bench: $(STAMP)
 	$(call need,named,bind9,the DNS server of the ACME scenario)
 	$(call need,curl,curl,to wait for RabbitMQ's management API)
 	$(call need,redis-server,redis-server,a target of the lease service)
+	$(call need,softhsm2-util,softhsm2,the HSM of the pkcs11 seal rows)
 	.ci/lease-targets
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -10,6 +10,7 @@ bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
 
     python -m bench.run [--duration 10] [--clients 64] [--modes embedded,distributed]
                         [--scenarios read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease] [--no-fanout]
+    python -m bench.run --only seals [--seals-short]    # the seal section alone (bench/seals.py); --no-seals skips it
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import globs
+from bench import globs, seals
 from bench.acme import acme_rows
 from bench.exports import export_rows
 from bench.fanout import webhook_fanout
@@ -284,7 +285,12 @@ async def main() -> None:
                              " export, federation, acme")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
+    parser.add_argument("--only", choices=["seals"], help="run this section alone (seals: bench/seals.py)")
+    seals.add_arguments(parser)
     args = parser.parse_args()
+    if args.only == "seals":
+        await seals.main(args, wrk)
+        return
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
     print("bench: glob matcher: typical and pathological patterns ...", flush=True)
@@ -308,6 +314,7 @@ async def main() -> None:
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
+        seal_rows = await seals.measure(args, session, wrk) if args.seal_section else []
     results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}
@@ -330,11 +337,12 @@ async def main() -> None:
               f"{r['p99_ms']} | {r['errors']} | {rss} |")
     print()
     globs.print_table(glob_rows)
+    seals.print_table(seal_rows)
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
                                "clients": args.clients, "duration": args.duration, "results": results,
-                               "globs": glob_rows}, indent=1))
+                               "globs": glob_rows, "seals": seal_rows}, indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")
 
 
