@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(PYVER)
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-distributed test test-unit docs lint bench fuzz chaos chaos-short clean
+.PHONY: run run-distributed test peers test-unit docs lint bench fuzz chaos chaos-short clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
@@ -38,7 +38,12 @@ need = @command -v $(1) >/dev/null || { echo "installing $(2) ($(3), Debian pack
 
 ## make test: unit + integration + e2e against the real RabbitMQ and PostgreSQL on 127.0.0.1
 ## (and, for the lease service, Redis, RabbitMQ's management API and a password-auth PostgreSQL cluster)
-test: $(STAMP)
+test: $(STAMP) peers
+	.ci/lease-targets
+	$(PY) -m pytest tests
+
+## make peers: the Debian packages the tests talk to (installed when missing)
+peers:
 	$(call need,openssl,openssl,the relying party of the PKI tests)
 	$(call need,age,age,opens the bundles of the export tests)
 	$(call need,curl,curl,to wait for RabbitMQ's management API)
@@ -47,8 +52,7 @@ test: $(STAMP)
 	$(call need,named,bind9,the RFC 2136 DNS server of the ACME tests)
 	$(call need,dig,bind9-dnsutils,to look at the ACME tests' TXT records)
 	$(call need,softhsm2-util,softhsm2,the HSM of the pkcs11 seal tests)
-	.ci/lease-targets
-	$(PY) -m pytest tests
+	$(call need,wrk,wrk,the load generator of the benchmark's smoke test)
 
 ## make fuzz: the whole API under schemathesis (every check but 405, stateful, seed 7, >= 10,000 cases)
 fuzz: $(STAMP)

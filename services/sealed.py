@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -296,10 +297,13 @@ def stop_event() -> asyncio.Event:
 
 
 async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, make_bus: Callable[[], Any]) -> None:
-    """A distributed gateway process with an auto seal: sealed app until unsealed, then the gateway; after
+    """A distributed gateway process with a seal: sealed app until unsealed (an auto seal by itself; shamir
+    by shares, or by the first ``sys/init``, answered once the gateway runs), then the gateway; after
     ``sys/seal`` (root admin) the gateway stops and the sealed app answers again (the other processes keep
-    running: each has its own seal). Until a signal."""
+    running with the keys they opened). Until a signal."""
+    from services.embedded import database_initialised
     from services.gateway.state import STATE
+    from services.gateway.system.routes import initialise
     from services.gateway.system.seal import after_unseal
     from shared.runtime import ServiceRuntime, freeze_startup_heap  # the caller is shared.runtime.run_service
 
@@ -310,7 +314,8 @@ async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, ma
         while not stop.is_set():
             server: SealedServer | None = None
             if custody.sealed:
-                server = SealedServer(custody, settings)
+                server = SealedServer(custody, settings, database_initialised=functools.partial(
+                    database_initialised, settings.database_url.get_secret_value(), settings))
                 url = await server.start()
                 print(sealed_banner(url, custody), flush=True)
                 if await first_of(stop, custody.unsealed) is stop:
@@ -324,6 +329,7 @@ async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, ma
                 await bus.start()
                 running = await runtime.start()
                 if server is not None:
+                    await server.finish_init(functools.partial(initialise, running.app[STATE]))
                     await server.close()
                 await after_unseal(running.app[STATE], custody)
                 print(f"coffer {spec.name}: unsealed ({custody.type}) in {(custody.took or 0) * 1000:.0f} ms "

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     seal: str = Field("file", pattern="^(file|shamir|awskms|pkcs11)$")
     #: the sealed keyring (any seal but ``file``); default ``<data_dir>/keyring.sealed``
     seal_file: Path | None = None
+    #: the services' keyring files (shared/keyring.py); default ``keyrings/`` beside the root keyring.
+    #: Back it up apart from the database, with a short retention: that is what makes a deleted tenant's
+    #: values unreadable in older database copies.
+    keyring_dir: Path | None = None
+    #: BYOK tenants (shared/byok.py): how often each process asks the KMS about their keys, and how long an
+    #: answer holds when the KMS can't be reached (a key disabled stops the tenant's reads at the next check)
+    byok_check_interval: float = Field(20.0, gt=0, le=60)
+    byok_ttl: float = Field(60.0, gt=0, le=3600)
     awskms_key_id: str | None = None
     awskms_region: str = "us-east-1"
     awskms_endpoint_url: str | None = None
@@ -183,6 +191,10 @@ class Settings(BaseSettings):
     def sealed_keyring_file(self) -> Path:
         """Where a seal other than ``file`` keeps the sealed keyring."""
         return self.seal_file or self.data_dir / "keyring.sealed"
+
+    def keyrings(self, root_keyring: Path) -> Path:
+        """Where the services' keyring files are, beside the root keyring unless ``COFFER_KEYRING_DIR``."""
+        return self.keyring_dir or Path(root_keyring).parent / "keyrings"
 
     def schema_for(self, service: str) -> str:
         """The PostgreSQL schema a service owns."""

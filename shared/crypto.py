@@ -179,6 +179,22 @@ class LocalKms:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._keys)
 
+    def key(self, kek_id: str) -> bytes | None:
+        """A key of the keyring by id (the service keyrings' root shares, ``shared.keyring``)."""
+        self._follow_file()
+        return self._keys.get(kek_id)
+
+    def add_key(self, kek_id: str) -> bytes:
+        """Add a random key under ``kek_id`` (not made active) unless the file has one; the caller holds
+        the file's lock (``shared.keyring``)."""
+        fresh = LocalKms.load(self.path, store=self._store)
+        self._keys, self._active, self._stamp = fresh._keys, fresh._active, fresh._stamp
+        if kek_id not in self._keys:
+            keys = {**self._keys, kek_id: secrets.token_bytes(KEY_BYTES)}
+            self._write(self.path, self._store.dump(keys, self._active), replace=True)
+            self._keys, self._stamp = keys, self._file_stamp()
+        return self._keys[kek_id]
+
     def wrap(self, data_key: bytes, aad: bytes) -> tuple[str, bytes]:
         self._follow_file()
         kek_id = self._active
@@ -188,6 +204,8 @@ class LocalKms:
             raise EncryptionError("data key could not be wrapped") from None
 
     def unwrap(self, kek_id: str, wrapped: bytes, aad: bytes) -> bytes:
+        if not kek_id.startswith("kek_"):  # a service keyring's root share never opens a data key
+            raise EncryptionError("data key is wrapped by an unknown KEK", details={"kek_id": kek_id})
         key = self._keys.get(kek_id)
         if key is None:
             self._follow_file()  # another process may have rotated the file
@@ -198,6 +216,18 @@ class LocalKms:
             return _aesgcm_open(key, wrapped, kek_id.encode() + b"|" + aad)
         except (InvalidTag, ValueError):
             raise EncryptionError("data key could not be unwrapped") from None
+
+    def reseal(self, store: KeyringStore) -> None:
+        """The same keys written again through another store (a new root key: ``sys/rotate-root``),
+        atomically, checked by reading them back; this object keeps working on the new file. The caller
+        holds the file's lock (``shared.keyring``)."""
+        fresh = LocalKms.load(self.path, store=self._store)
+        keys, active = fresh._keys, fresh._active
+        self._write(self.path, store.dump(keys, active), replace=True)
+        back = LocalKms.load(self.path, store=store)
+        if (back._keys, back._active) != (keys, active):
+            raise EncryptionError("the re-sealed keyring does not read back")
+        self._keys, self._active, self._store, self._stamp = keys, active, store, back._stamp
 
     def rotate(self) -> str:
         """Add a KEK, make it active, rewrite the key file atomically (0600).

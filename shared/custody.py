@@ -39,11 +39,14 @@ import structlog
 
 from shared.config import Settings
 from shared.crypto import LocalKms
+from shared.keyring import exclusive
 from shared.seal import (
     AutoSeal,
     AwsKmsSeal,
     Pkcs11Seal,
+    Seal,
     SealedKeyring,
+    SealedStore,
     SealError,
     SealFailure,
     SealUnavailable,
@@ -116,11 +119,6 @@ def check(settings: Settings, *, distributed: bool = False) -> None:
                 f"seal, or move it back to a key file with `{MIGRATE} --to file --sealed-file {sealed_file}` "
                 "(platform stopped)")
         return
-    if distributed and seal == "shamir":
-        raise CustodyRefused(
-            "coffer: COFFER_SEAL=shamir is not available in distributed mode yet: each process would need the "
-            "root key handed over by the gateway (issue #29, item 2: per-service keys). Use an auto seal there "
-            "(COFFER_SEAL=awskms or pkcs11), or shamir in embedded mode (make run)")
     if key_file.exists():
         raise CustodyRefused(
             f"coffer: COFFER_SEAL={seal} but the clear key file {key_file} is there: move it into the seal with "
@@ -351,6 +349,27 @@ class Custody:
             root_key, made = await initialise(self.path, ShamirSeal(shares, threshold))
             assert made is not None
             self._opened(root_key, open_local_kms(self.path, root_key), "init")
+            return made
+
+    async def rotate_root(self, shares: int | None = None, threshold: int | None = None) -> list[str] | None:
+        """``sys/rotate-root``: a new R from the same seal (shamir: new shares, ``shares``/``threshold`` or the
+        current counts; an auto seal: R encrypted anew by the HSM or KMS); the root keyring re-sealed under
+        it. The service keyrings are untouched (their shares U_s stay the same: only what wraps them moved).
+        Old shares no longer open anything."""
+        async with self._init_lock:
+            if self.kms is None:
+                raise SealError("sealed", reason="sealed")
+            if self.type == "shamir":
+                record = SealedKeyring.read(self.path).record
+                seal: Seal = ShamirSeal(shares or int(record["secret_shares"]),
+                                        threshold or int(record["secret_threshold"]))
+            else:
+                seal = auto_seal_of(self.settings)
+            new_key, record, made = await seal.init()
+            with exclusive(self.path):  # the lock root shares are added under
+                self.kms.reseal(SealedStore(new_key, record))
+            self._root_key = new_key
+            log.warning("root_key_rotated", seal=self.type)
             return made
 
     # -- sealing again ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import zlib
 from collections.abc import Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -30,18 +31,21 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
+from shared import byok, keyring
 from shared.bus import Bus, RpcHandler, create_bus
 from shared.config import Settings
 from shared.context import RequestContext
+from shared.contracts import Empty
 from shared.contracts.events import Event
-from shared.contracts.system import PingResult, RewrapResult
+from shared.contracts.system import PingResult, RewrapResult, ShredRequest, ShredResult, TenantKmsRequest
 from shared.crypto import LocalKms
-from shared.db import OutboxRelay, SealedColumns, create_pool, inbox, migrate, rewrap_all, sealed_keys
+from shared.db import OutboxRelay, SealedColumns, create_pool, has_legacy, inbox, migrate, rewrap_all, sealed_keys
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
 from shared.outbound import OutboundPolicy, PlatformEndpoints, platform_endpoints
 from shared.registry import rpc_name
 
+_KEK_ROTATION_LOCK = 0x6B656B0000  # + a number of the schema: one rotation at a time per service
 log = structlog.get_logger("coffer.runtime")
 S = TypeVar("S", bound=Settings)
 
@@ -54,12 +58,15 @@ class ServiceDeps:
     settings: Settings
     bus: Bus
     pool: asyncpg.Pool
-    kms: LocalKms
+    #: the service's keyring (shared/keyring.py): its own values; ``kms.tenant(id)`` for a tenant's
+    kms: keyring.ServiceKeyring
     schema: str
     relay: OutboxRelay
     #: the platform's own endpoints (database, broker, gateway): no outbound call may reach them
     platform: PlatformEndpoints = field(default_factory=PlatformEndpoints)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: the root keyring, when this process holds it (the gateway hands shares over from it: shared/handover.py)
+    root: LocalKms | None = None
 
     def settings_of(self, cls: type[S]) -> S:
         """The service's own settings (the class its spec names)."""
@@ -116,7 +123,7 @@ class ServiceSpec:
 class ServiceRuntime:
     """One running service."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms, dsn: str, *,
+    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms | keyring.RootKeys, dsn: str, *,
                  platform: PlatformEndpoints | None = None) -> None:
         self.spec = spec
         self.platform = platform
@@ -127,6 +134,8 @@ class ServiceRuntime:
         self.schema = settings.schema_for(spec.name)
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
+        self.keyring: keyring.ServiceKeyring | None = None
+        self.tenant_kms: byok.TenantKms | None = None
         self.deps: ServiceDeps | None = None
         self.running: Running | None = None
         self._stack = AsyncExitStack()
@@ -137,19 +146,38 @@ class ServiceRuntime:
         self.pool = await create_pool(self.dsn, self.schema)
         async with self.pool.acquire() as conn:
             await migrate(conn, self.schema, self.spec.migrations)
+            salt = await keyring.ensure_salt(conn)
+        root = keyring.LocalRoot(self.kms) if isinstance(self.kms, LocalKms) else self.kms
+        self.keyring = keyring.ServiceKeyring.open(self.settings.keyrings(root.path), self.spec.name,
+                                                   await root.share(self.spec.name), salt)
+        log.info("service_keyring_opened", service=self.spec.name, file=self.keyring.path.name)
+        self.tenant_kms = byok.TenantKms(self.settings.awskms_region, self.settings.awskms_endpoint_url,
+                                         self.settings.awskms_key_id if self.settings.seal == "awskms" else None)
+        with contextlib.suppress(TimeoutError):  # BYOK tenants' keys asked once before serving (then every 20 s)
+            await asyncio.wait_for(byok.refresh(self.keyring, self.tenant_kms, self.settings.byok_ttl), 15)
+        places = (*self.spec.sealed, sealed_keys.sealed_columns(self.schema))
+        if await has_legacy(self.pool, places):  # sealed before the hierarchy: moved under it, once
+            self.keyring.legacy = await root.legacy()
+            moved, unreadable = await rewrap_all(self.pool, self.keyring, places, only_legacy=True)
+            log.warning("sealed_values_moved_to_keyring", service=self.spec.name, moved=moved, unreadable=unreadable)
         self.relay = OutboxRelay(
             self.pool, self.bus, self.schema, poll_interval=self.settings.outbox_poll_interval
         )
         self.deps = ServiceDeps(
             name=self.spec.name, settings=self.settings, bus=self.bus, pool=self.pool,
-            kms=self.kms, schema=self.schema, relay=self.relay, platform=self.platform,
+            kms=self.keyring, schema=self.schema, relay=self.relay, platform=self.platform,
+            root=self.kms if isinstance(self.kms, LocalKms) else None,
         )
+        self.deps.spawn(byok.watch(self.keyring, self.tenant_kms, self.settings.byok_check_interval,
+                                   self.settings.byok_ttl), f"{self.spec.name}-byok")
         running = Running()
         if self.spec.lifespan is not None:
             running = await self._stack.enter_async_context(self.spec.lifespan(self.deps))
-        if {"ping", "rewrap"} & set(running.rpc):  # health and KEK rotation are the runtime's, for all alike
-            raise RuntimeError(f"{self.spec.name}: 'ping' and 'rewrap' are the runtime's methods")
-        handlers: dict[str, RpcHandler] = {**running.rpc, "rewrap": self._rewrap, "ping": self._ping}
+        own: dict[str, RpcHandler] = {"rewrap": self._rewrap, "ping": self._ping, "shred": self._shred,
+                                      "tenant_kms": self._tenant_kms}
+        if set(own) & set(running.rpc):  # health, KEK rotation, tenants' keys: the runtime's, for all alike
+            raise RuntimeError(f"{self.spec.name}: {sorted(own)} are the runtime's methods")
+        handlers: dict[str, RpcHandler] = {**running.rpc, **own}
         await self.bus.serve(rpc_name(self.spec.name), handlers, callers=self.spec.rpc_callers)
         if self.spec.tenant_tables:
             await self.bus.subscribe(f"{self.spec.name}-tenants", ["tenant.deleted"], self._tenant_deleted)
@@ -172,6 +200,8 @@ class ServiceRuntime:
         tenant_id = event.data.get("tenant_id") or event.tenant_id
         if event.type != "tenant.deleted" or not isinstance(tenant_id, str) or not tenant_id:
             return
+        assert self.keyring is not None
+        self.keyring.shred(tenant_id)  # the gateway shredded before deleting; again, before any row goes
         async with self.pool.acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, f"{self.spec.name}-tenants", event.id):
                 return
@@ -181,12 +211,36 @@ class ServiceRuntime:
                 removed += int(status.split()[-1])
         log.info("tenant_data_destroyed", service=self.spec.name, tenant_id=tenant_id, rows=removed)
 
+    async def _shred(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """Destroy a tenant's KEKs in this service's keyring (the gateway, deleting the tenant)."""
+        assert self.keyring is not None
+        request = ShredRequest.model_validate(payload)
+        destroyed = self.keyring.shred(request.tenant_id)
+        log.warning("tenant_keys_destroyed", service=self.spec.name, tenant_id=request.tenant_id, had_keys=destroyed)
+        return ShredResult(service=self.spec.name, destroyed=destroyed).model_dump()
+
+    async def _tenant_kms(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """The tenant's KEKs wrapped by its own KMS key too, or no longer (the gateway, setting ``kms_key``)."""
+        assert self.keyring is not None and self.tenant_kms is not None
+        request = TenantKmsRequest.model_validate(payload)
+        key = request.kms_key.model_dump() if request.kms_key is not None else None
+        await byok.set_key(self.keyring, request.tenant_id, key, self.tenant_kms, self.settings.byok_ttl)
+        return Empty().model_dump()
+
     async def _rewrap(self, payload: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        """Re-wrap every data key of this service not under the active KEK (values untouched)."""
-        assert self.pool is not None
+        """``sys/kms:rotate`` here: new KEKs in this service's keyring (its own, one per tenant), then every
+        data key re-wrapped under them (values untouched). One rotation at a time across its replicas."""
+        assert self.pool is not None and self.keyring is not None
+        async with self.pool.acquire() as conn:
+            lock = _KEK_ROTATION_LOCK + zlib.crc32(self.schema.encode()) % 0x10000
+            await conn.execute("SELECT pg_advisory_lock($1)", lock)
+            try:
+                kek_id = self.keyring.rotate()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", lock)
         places = (*self.spec.sealed, sealed_keys.sealed_columns(self.schema))
-        moved, unreadable = await rewrap_all(self.pool, self.kms, places)
-        return RewrapResult(kek_id=self.kms.active_key_id, rewrapped=moved, unreadable=unreadable).model_dump()
+        moved, unreadable = await rewrap_all(self.pool, self.keyring, places)
+        return RewrapResult(kek_id=kek_id, rewrapped=moved, unreadable=unreadable).model_dump()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -242,75 +296,18 @@ def require_distributed(settings: S) -> S:
 
 async def run_service(spec: ServiceSpec) -> None:
     """``python -m services.<name>``: one service in its own process until a signal."""
+    from shared import serve
+
     settings = require_distributed(spec.settings())
     configure(settings.log_level, settings.log_format)
     assert settings.database_url is not None
     if settings.seal != "file":
-        await _run_sealed_service(spec, settings)
+        await serve.run_sealed_service(spec, settings)
         return
     bus = create_bus(settings, name=f"coffer-{spec.name}")
     kms = LocalKms.load(settings.key_file, create=True)
     await bus.start()
     runtime = ServiceRuntime(spec, settings, bus, kms, settings.database_url.get_secret_value())
-    try:
-        running = await runtime.start()
-        where = f"listening on {running.url}" if running.url else f"serving RPC '{rpc_name(spec.name)}.*'"
-        print(f"coffer {spec.name}: {where} (Ctrl-C to stop)", flush=True)
-        freeze_startup_heap()
-        await wait_for_signal()
-    finally:
-        await runtime.close()
-        await bus.close()
-
-
-async def _run_sealed_service(spec: ServiceSpec, settings: Settings) -> None:
-    """An auto seal (awskms, pkcs11) in distributed mode: each process unseals its own keyring by itself,
-    retrying with backoff while the KMS or HSM is away; the gateway answers sealed meanwhile
-    (services/sealed.py). ``shamir`` is refused here: it needs the key hand-over of issue #29 item 2."""
-    from shared import custody as custody_mod
-
-    custody_mod.check(settings, distributed=True)  # CustodyRefused (a SystemExit) says why
-    custody = custody_mod.Custody(settings)
-    custody_mod.install(custody)
-
-    def make_bus() -> Bus:
-        return create_bus(settings, name=f"coffer-{spec.name}")
-
-    if spec.name == "gateway":  # the one process with an address: it answers sealed meanwhile
-        import importlib
-
-        sealed = importlib.import_module("services.sealed")
-        await sealed.run_gateway(spec, settings, custody, make_bus)
-        return
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    custody.start()
-    print(f"coffer {spec.name}: sealed ({settings.seal}): unsealing ...", flush=True)
-    try:
-        waiting = asyncio.ensure_future(custody.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (waiting, stopping):
-            task.cancel()
-        await asyncio.gather(waiting, stopping, return_exceptions=True)
-        if stop.is_set():
-            return
-        assert custody.kms is not None
-        bus = make_bus()
-        await bus.start()
-        runtime = ServiceRuntime(spec, settings, bus, custody.kms, settings.database_url.get_secret_value()
-                                 if settings.database_url else "")
-        try:
-            await runtime.start()
-            print(f"coffer {spec.name}: unsealed ({settings.seal}) in {(custody.took or 0) * 1000:.0f} ms "
-                  f"(the attempt that opened it: {(custody.attempt or 0) * 1000:.0f} ms); "
-                  f"serving RPC '{rpc_name(spec.name)}.*' (Ctrl-C to stop)", flush=True)
-            freeze_startup_heap()
-            await stop.wait()
-        finally:
-            await runtime.close()
-            await bus.close()
-    finally:
-        await custody.close()
+    await serve.serve(runtime, bus, serve.stop_on_signals(), lambda running: (
+        f"coffer {spec.name}: " + (f"listening on {running.url}" if running.url else
+                                    f"serving RPC '{rpc_name(spec.name)}.*'") + " (Ctrl-C to stop)"))

@@ -23,8 +23,9 @@ from services.gateway.iam.tokens import signing_key_aad
 from services.gateway.iam.totp import totp_aad
 from services.gateway.replica import ReplicaSync
 from services.gateway.settings import GatewaySettings
+from shared import handover
 from shared.contracts import rpc_table
-from shared.db import SealedColumns
+from shared.db import SealedColumns, by_tenant_id
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -43,7 +44,11 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
         for address in runner.addresses:  # the gateway is never a target of the platform's own calls
             deps.platform.add(address[0], address[1])
         iam = IamHandlers(StandingPolicy(state.identities, state.policies))
-        yield Running(rpc=rpc_table(iam), url=f"http://{host}:{port}", app=runner.app)
+        rpc = dict(rpc_table(iam))
+        if deps.root is not None:  # a shamir installation's other processes get their share from here
+            root = deps.root
+            rpc.update(handover.handlers(lambda: root))
+        yield Running(rpc=rpc, url=f"http://{host}:{port}", app=runner.app)
     finally:
         await runner.cleanup()
         await sync.close()
@@ -52,8 +57,10 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
 
 SPEC = ServiceSpec(
     name="gateway", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=GatewaySettings,
-    rpc_callers={"may": ("gateway", "webhooks")},  # the dispatcher asks before delivering
+    # the dispatcher asks before delivering; each service alone asks for its share of the root keyring
+    rpc_callers={"may": ("gateway", "webhooks"), **handover.callers()},
     # token signing keys, and every identity's TOTP secret
     sealed=(SealedColumns("signing_keys", key=("kid",), aad=lambda row: signing_key_aad(row["kid"])),
-            SealedColumns("identities", key=("id",), prefix="mfa_", aad=lambda row: totp_aad(row["id"]))),
+            SealedColumns("identities", key=("id",), prefix="mfa_", aad=lambda row: totp_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id)),
 )

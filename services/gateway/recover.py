@@ -20,10 +20,13 @@ import asyncio
 import sys
 from typing import Any
 
+import asyncpg
+
 from services.gateway.audit.log import AuditLog
 from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES
 from services.gateway.settings import GatewaySettings
+from shared import keyring
 from shared.context import new_request_id
 from shared.contracts.events import Event
 from shared.custody import open_for_tool
@@ -47,7 +50,14 @@ async def recover_admin(settings: GatewaySettings, name: str) -> dict[str, Any]:
     pool = await create_pool(dsn, schema, min_size=1, max_size=2)
     try:
         try:
-            audit_key = await sealed_keys.existing_key(pool, kms, schema, "audit")
+            salt = await pool.fetchval("SELECT value FROM keyring WHERE name = 'salt'")
+        except asyncpg.UndefinedTableError:
+            salt = None
+        if salt is None:
+            raise SystemExit(f"recover-admin: no initialised Coffer in schema '{schema}' (POST /v1/sys/init first)")
+        try:  # the gateway's own keyring: the root keyring's share and the gateway's salt
+            ring = keyring.open_service_keyring(kms, settings.keyrings(kms.path), "gateway", bytes(salt))
+            audit_key = await sealed_keys.existing_key(pool, ring, schema, "audit")
         except EncryptionError:
             raise SystemExit("recover-admin: this KMS key file does not open the installation's keys") from None
         root = await pool.fetchval("SELECT id FROM tenants WHERE parent_id IS NULL")

@@ -21,8 +21,8 @@ from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
 from shared.contracts.system import SystemClient
 from shared.contracts.webhooks import WebhooksClient
-from shared.crypto import LocalKms
 from shared.cursors import CursorCodec
+from shared.keyring import ServiceKeyring
 
 if TYPE_CHECKING:
     from services.gateway.audit.log import AuditLog
@@ -46,7 +46,8 @@ class GatewayState:
 
     settings: GatewaySettings
     schema: str
-    kms: LocalKms
+    #: the gateway's keyring (shared/keyring.py): signing keys, audit and cursor keys; TOTP seeds per tenant
+    kms: ServiceKeyring
     bus: Bus
     # storage
     identities: IamRepository

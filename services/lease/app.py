@@ -24,7 +24,7 @@ from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.events import Event
 from shared.cursors import CursorCodec
-from shared.db import SealedColumns, sealed_keys
+from shared.db import SealedColumns, by_tenant_id, sealed_keys
 from shared.jobs import QueueRunner, Sweep, run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
@@ -65,5 +65,6 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
 SPEC = ServiceSpec(
     name="lease", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=LeaseSettings,
     sealed=(SealedColumns("engines", key=("tenant_id", "name"), aad=lambda row: engine_aad(row["tenant_id"],
-                                                                                           row["name"])),),
+                                                                                           row["name"]),
+                          tenant=by_tenant_id),),
 )

@@ -38,9 +38,10 @@ from services.lease.engines.base import (
 )
 from services.lease.repository import LeaseRepository, Row
 from shared.context import new_request_id
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import Sealed, seal, unseal
 from shared.errors import CofferError, EngineUnreachable, InvalidConfig, InvalidRole
 from shared.jobs import backoff
+from shared.keyring import ServiceKeyring
 
 log = structlog.get_logger("coffer.lease")
 
@@ -77,14 +78,14 @@ def target_errors(engine: str, action: str, *, rejected: type[CofferError] = Inv
 class Engines:
     """Engines by row, kept while their row is unchanged (at most ``keep`` at a time per replica)."""
 
-    def __init__(self, kms: KmsProvider, reach: Reach, keep: int = 64) -> None:
+    def __init__(self, kms: ServiceKeyring, reach: Reach, keep: int = 64) -> None:
         self.kms = kms
         self.reach = reach
         self.keep = keep
         self._open: OrderedDict[tuple[str, str], tuple[datetime, Engine]] = OrderedDict()
 
     def seal(self, tenant_id: str, name: str, secret: dict[str, Any]) -> Sealed:
-        return seal(self.kms, orjson.dumps(secret), engine_aad(tenant_id, name))
+        return seal(self.kms.tenant(tenant_id), orjson.dumps(secret), engine_aad(tenant_id, name))
 
     def build(self, kind: str, public: dict[str, Any], secret: dict[str, Any]) -> Engine:
         return ENGINE_TYPES[kind](public, secret, self.reach)
@@ -95,8 +96,8 @@ class Engines:
         if held is not None and held[0] == row["updated_at"]:
             self._open.move_to_end(key)
             return held[1]
-        secret = orjson.loads(unseal(self.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"],
-                                                      row["ciphertext"]), engine_aad(*key)))
+        sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
+        secret = orjson.loads(unseal(self.kms.tenant(row["tenant_id"]), sealed, engine_aad(*key)))
         engine = self.build(row["type"], row["config"], secret)
         if held is not None:
             await held[1].close()

@@ -17,7 +17,7 @@ from services.pki.repository import PkiRepository
 from services.pki.settings import PkiSettings
 from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
-from shared.db import SealedColumns, sealed_keys
+from shared.db import SealedColumns, by_tenant_id, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import QueueRunner, Sweep, run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
@@ -55,9 +55,13 @@ SPEC = ServiceSpec(
     # a deleted tenant's CAs go with their sealed keys; certificates and CSRs before the CAs they name
     tenant_tables=("csrs", "certificates", "acme_orders", "acme_accounts", "acme_dns_providers", "roles",
                    "trust_anchors", "cas"),
-    sealed=(SealedColumns("cas", key=("id",), aad=lambda row: ca_aad(row["id"])),
+    sealed=(SealedColumns("cas", key=("id",), aad=lambda row: ca_aad(row["id"]), columns=("tenant_id",),
+                          tenant=by_tenant_id),
             # ACME account keys, TSIG secrets, the private keys of certificates ACME CAs issued
-            SealedColumns("acme_accounts", key=("id",), aad=lambda row: account_aad(row["id"])),
-            SealedColumns("acme_dns_providers", key=("id",), aad=lambda row: provider_aad(row["id"])),
-            SealedColumns("acme_orders", key=("id",), aad=lambda row: order_aad(row["id"]))),
+            SealedColumns("acme_accounts", key=("id",), aad=lambda row: account_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id),
+            SealedColumns("acme_dns_providers", key=("id",), aad=lambda row: provider_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id),
+            SealedColumns("acme_orders", key=("id",), aad=lambda row: order_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id)),
 )

@@ -32,9 +32,10 @@ from services.pki.repository import PkiRepository, Row
 from shared.contracts.pki import CaCreate, RoleBody
 from shared.contracts.times import rfc3339
 from shared.cpu import run_cpu
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import Sealed, seal, unseal
 from shared.durations import parse_duration
 from shared.errors import CsrInvalid, KeyTypeMismatch, TtlExceedsMax, ValidationError
+from shared.keyring import ServiceKeyring
 
 KEY_CACHE = 256
 OCSP_CACHE = 20_000
@@ -51,7 +52,7 @@ def now() -> datetime:
 
 
 class Authority:
-    def __init__(self, repo: PkiRepository, kms: KmsProvider, public_url: str | None, crl_lifetime: int,
+    def __init__(self, repo: PkiRepository, kms: ServiceKeyring, public_url: str | None, crl_lifetime: int,
                  ocsp_lifetime: int) -> None:
         self.repo = repo
         self.kms = kms
@@ -69,8 +70,8 @@ class Authority:
         cached = self._issuers.get(ca["id"])
         if cached is not None and cached[0] == ca["ciphertext"]:
             return cached[1]
-        der = unseal(self.kms, Sealed(ca["kek_id"], ca["wrapped_key"], ca["nonce"], ca["ciphertext"]),
-                     ca_aad(ca["id"]))
+        sealed = Sealed(ca["kek_id"], ca["wrapped_key"], ca["nonce"], ca["ciphertext"])
+        der = unseal(self.kms.tenant(ca["tenant_id"]), sealed, ca_aad(ca["id"]))
         key = await run_cpu(keys.from_der, der)
         crl_url, ocsp_url = self.locations(ca["id"])
         issuer = Issuer(certs.load_pem(ca["certificate"]), key, crl_url, ocsp_url)
@@ -133,7 +134,7 @@ class Authority:
             issued = {"serial": values["serial"], "tenant_id": tenant_id, "ca_id": req.parent_id, "role": None,
                       "common_name": req.common_name, "sans": [], "ip_sans": [], "not_before": start - BACKDATE,
                       "not_after": not_after, "certificate": values["certificate"]}
-        sealed = seal(self.kms, keys.to_der(key), ca_aad(ca_id))
+        sealed = seal(self.kms.tenant(tenant_id), keys.to_der(key), ca_aad(ca_id))
         return await self.repo.insert_ca(values, sealed, certs.issuer_hashes(cert),
                                          (crl, start + self.crl_lifetime), issued, request_id)
 

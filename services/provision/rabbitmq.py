@@ -27,14 +27,19 @@ from services.provision.installation import (
 )
 from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, RPC_EXCHANGE
 from shared.bus.rabbit.batch import BATCH_METHOD
+from shared.handover import method_of as handover_method
 from shared.registry import EVENT_OWNERS, SERVICES, rpc_name
 
 #: what each service may call: rpc name -> its methods (empty: every method). The gateway calls every
-#: service; the webhook dispatcher asks ``iam.may`` (the gateway's ``rpc_callers``). The broker refuses any
+#: service; the webhook dispatcher asks ``iam.may`` (the gateway's ``rpc_callers``); every service asks
+#: ``iam.keyring_<itself>``. The broker refuses any
 #: other request at publish; each service checks the sender of every request it runs again.
 CALLS: dict[str, dict[str, tuple[str, ...]]] = {
     "gateway": {rpc_name(s): () for s in SERVICES},
-    "webhooks": {rpc_name("gateway"): ("may",)},
+    # each other service asks the gateway for its own share of the root keyring, and for nobody else's
+    # (a shamir seal in distributed mode: shared/handover.py)
+    **{s: {rpc_name("gateway"): (*(("may",) if s == "webhooks" else ()), handover_method(s))}
+       for s in SERVICES if s != "gateway"},
 }
 #: services that call other services' RPC
 CALLERS = tuple(CALLS)

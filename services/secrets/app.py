@@ -18,7 +18,7 @@ from services.secrets.rotation_store import RotationStore
 from services.secrets.settings import SecretsSettings
 from shared.contracts import rpc_table
 from shared.cursors import CursorCodec
-from shared.db import SealedColumns, sealed_keys
+from shared.db import SealedColumns, by_tenant_id, sealed_keys
 from shared.durations import parse_duration
 from shared.jobs import QueueRunner, Sweep, run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
@@ -60,8 +60,10 @@ SPEC = ServiceSpec(
                    "federation_backends"),
     # every version's data key (values are never re-encrypted)
     sealed=(SealedColumns("secret_versions", key=("tenant_id", "path", "version"),
-                          aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"])),
+                          aad=lambda row: associated_data(row["tenant_id"], row["path"], row["version"]),
+                          tenant=by_tenant_id),
            # federation backends' credentials
            SealedColumns("federation_backends", key=("tenant_id", "name"),
-                         aad=lambda row: backend_aad(row["tenant_id"], row["name"]))),
+                         aad=lambda row: backend_aad(row["tenant_id"], row["name"]),
+                         tenant=by_tenant_id)),
 )

@@ -23,8 +23,9 @@ import structlog
 from services.secrets.domain import associated_data, value_of
 from services.secrets.exports import MAX_BUNDLE_BYTES, encrypt, render
 from shared.contracts.exports import ExportView
-from shared.crypto import KmsProvider, Sealed, unseal
+from shared.crypto import Sealed, unseal
 from shared.errors import CofferError, ExportNotFound, ValidationError
+from shared.keyring import ServiceKeyring
 
 log = structlog.get_logger("coffer.secrets.exports")
 
@@ -44,7 +45,7 @@ def _not_found(export_id: str) -> ExportNotFound:
 class ExportStore:
     """Export rows, and the ``LeasedQueue`` the job runner works through."""
 
-    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, *, ttl_seconds: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, kms: ServiceKeyring, *, ttl_seconds: int) -> None:
         self.pool = pool
         self.kms = kms
         self.ttl = ttl_seconds
@@ -123,7 +124,8 @@ class ExportStore:
                 tenant_id, paths[start:start + STEP])
             for row in rows:
                 sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
-                plaintext = unseal(self.kms, sealed, associated_data(tenant_id, row["path"], row["version"]))
+                plaintext = unseal(self.kms.tenant(tenant_id), sealed,
+                                   associated_data(tenant_id, row["path"], row["version"]))
                 size += len(plaintext)
                 if size > MAX_BUNDLE_BYTES:
                     raise ValidationError.on("prefix", f"the secrets under this prefix are more than "

@@ -27,7 +27,7 @@ from services.secrets.repository import named, named_page
 from shared.contracts import parse
 from shared.contracts.federation import CREDENTIALS, SHOWN, AwsConfig, BackendCreate, BackendView, CofferConfig
 from shared.contracts.secrets import SecretMeta, SecretView, validate_path
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import Sealed, seal, unseal
 from shared.durations import parse_duration
 from shared.errors import (
     BackendError,
@@ -39,6 +39,7 @@ from shared.errors import (
     SecretNotFound,
     ValidationError,
 )
+from shared.keyring import ServiceKeyring
 from shared.outbound import OutboundPolicy, OutboundRefused, check
 
 log = structlog.get_logger("coffer.secrets.federation")
@@ -86,7 +87,7 @@ class _Mounted:
 
 
 class Federation:
-    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, policy: OutboundPolicy, *, threshold: int = 5,
+    def __init__(self, pool: asyncpg.Pool, kms: ServiceKeyring, policy: OutboundPolicy, *, threshold: int = 5,
                  cooldown: float = 30.0) -> None:
         self.pool, self.kms, self.policy = pool, kms, policy
         self.threshold, self.cooldown = threshold, cooldown
@@ -134,7 +135,7 @@ class Federation:
             await backend.check(timeout)  # unreachable: backend_error; refused: invalid_config
         finally:
             await backend.close()
-        sealed = seal(self.kms, orjson.dumps(credentials), backend_aad(tenant_id, req.name))
+        sealed = seal(self.kms.tenant(tenant_id), orjson.dumps(credentials), backend_aad(tenant_id, req.name))
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('federation:' || $1))", tenant_id)
             clash = await conn.fetchval(
@@ -193,7 +194,8 @@ class Federation:
         live = self._live.get(key)
         if live is None:
             sealed = Sealed(mount["kek_id"], mount["wrapped_key"], mount["nonce"], mount["ciphertext"])
-            credentials = orjson.loads(unseal(self.kms, sealed, backend_aad(tenant_id, mount["name"])))
+            credentials = orjson.loads(unseal(self.kms.tenant(tenant_id), sealed,
+                                              backend_aad(tenant_id, mount["name"])))
             config = mount["config"]
             live = _Mounted(self._make(mount["name"], mount["type"], config, credentials),
                             Breaker(self.threshold, self.cooldown), float(parse_duration(config["timeout"])))

@@ -21,7 +21,7 @@ from shared.contracts import from_row
 from shared.contracts.events import Event
 from shared.contracts.secrets import SecretMeta
 from shared.contracts.times import rfc3339
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import Sealed, seal, unseal
 from shared.db import outbox
 from shared.errors import (
     NameConflict,
@@ -32,6 +32,7 @@ from shared.errors import (
     VersionConflict,
     VersionNotFound,
 )
+from shared.keyring import ServiceKeyring
 
 log = structlog.get_logger("coffer.secrets")
 
@@ -111,7 +112,7 @@ async def named_page(pool: asyncpg.Pool, table: str, columns: str, tenant_id: st
 
 
 class SecretsRepository:
-    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, kms: ServiceKeyring, schema: str) -> None:
         self.pool = pool
         self.kms = kms
         self.schema = schema
@@ -174,7 +175,7 @@ class SecretsRepository:
                 "the secret changed since the expected version",
                 details={"path": path, "expected_version": expected, "current_version": current})
         version = current + 1
-        sealed = seal(self.kms, write.plaintext, associated_data(tenant_id, path, version))
+        sealed = seal(self.kms.tenant(tenant_id), write.plaintext, associated_data(tenant_id, path, version))
         # the version and the pointer to it in one round trip
         meta = await conn.fetchrow(
             "WITH v AS (INSERT INTO secret_versions (tenant_id, path, version, secret_type, metadata,"
@@ -293,7 +294,7 @@ class SecretsRepository:
             raise VersionNotFound(f"Secret '{path}' has no version {version}",
                                   details={"path": path, "version": version})
         sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
-        return _meta(row), unseal(self.kms, sealed, associated_data(tenant_id, path, row["version"]))
+        return _meta(row), unseal(self.kms.tenant(tenant_id), sealed, associated_data(tenant_id, path, row["version"]))
 
     async def versions(self, tenant_id: str, path: str, before: int | None, limit: int) -> list[SecretMeta]:
         """Versions newest first, those below ``before`` when continuing a page.

@@ -14,7 +14,7 @@ from shared.context import RequestContext
 from shared.contracts import rpc_table
 from shared.contracts.iam import Check, IamClient, MayRequest
 from shared.cursors import CursorCodec
-from shared.db import SealedColumns, sealed_keys
+from shared.db import SealedColumns, by_tenant_id, sealed_keys
 from shared.durations import parse_duration
 from shared.outbound import system_lookup
 from shared.runtime import Running, ServiceDeps, ServiceSpec
@@ -49,6 +49,8 @@ SPEC = ServiceSpec(
     name="webhooks", migrations=Path(__file__).parent / "migrations", lifespan=lifespan, settings=WebhooksSettings,
     tenant_tables=("deliveries", "subscriptions", "webhooks"),  # attempts go with deliveries
     # each endpoint's signing secret, and the previous one while a rotation's overlap lasts
-    sealed=(SealedColumns("webhooks", key=("id",), aad=lambda row: secret_aad(row["id"])),
-            SealedColumns("webhooks", key=("id",), prefix="prev_", aad=lambda row: secret_aad(row["id"]))),
+    sealed=(SealedColumns("webhooks", key=("id",), aad=lambda row: secret_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id),
+            SealedColumns("webhooks", key=("id",), prefix="prev_", aad=lambda row: secret_aad(row["id"]),
+                          columns=("tenant_id",), tenant=by_tenant_id)),
 )

@@ -12,9 +12,10 @@ from typing import Any, Protocol
 import asyncpg
 
 from shared.contracts.events import Event
-from shared.crypto import KmsProvider, Sealed, seal, unseal
+from shared.crypto import Sealed, seal, unseal
 from shared.db import outbox
 from shared.errors import QuotaExceeded, SubscriptionNotFound, WebhookNotFound
+from shared.keyring import ServiceKeyring
 
 CONSUMER = "webhooks"
 _WEBHOOK = ("id, tenant_id, url, description, enabled, disabled_reason, failing_since, prev_until, created_at,"
@@ -91,7 +92,7 @@ class Attempt:
 
 
 class WebhooksRepository:
-    def __init__(self, pool: asyncpg.Pool, kms: KmsProvider, schema: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, kms: ServiceKeyring, schema: str) -> None:
         self.pool = pool
         self.kms = kms
         self.schema = schema
@@ -101,7 +102,7 @@ class WebhooksRepository:
     async def create_webhook(self, tenant_id: str, url: str, description: str | None, enabled: bool,
                              secret: str, max_webhooks: int | None) -> asyncpg.Record:
         webhook_id = new_id("whk")
-        sealed = seal(self.kms, secret.encode(), secret_aad(webhook_id))
+        sealed = seal(self.kms.tenant(tenant_id), secret.encode(), secret_aad(webhook_id))
         async with self.pool.acquire() as conn, conn.transaction():
             if max_webhooks is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext('webhooks-quota:' || $1))", tenant_id)
@@ -145,7 +146,7 @@ class WebhooksRepository:
 
     async def rotate_secret(self, tenant_id: str, webhook_id: str, secret: str, overlap: float) -> asyncpg.Record:
         """A new secret; the old one keeps signing (beside it) for ``overlap`` seconds."""
-        sealed = seal(self.kms, secret.encode(), secret_aad(webhook_id))
+        sealed = seal(self.kms.tenant(tenant_id), secret.encode(), secret_aad(webhook_id))
         row = await self.pool.fetchrow(
             "UPDATE webhooks SET prev_kek_id = kek_id, prev_wrapped_key = wrapped_key, prev_nonce = nonce,"
             " prev_ciphertext = ciphertext, prev_until = now() + make_interval(secs => $7),"
@@ -158,10 +159,11 @@ class WebhooksRepository:
 
     def secrets_in_force(self, row: Any) -> list[str]:
         """The current secret, and the previous one while its overlap lasts."""
-        found = [unseal(self.kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
+        kms = self.kms.tenant(row["tenant_id"])
+        found = [unseal(kms, Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"]),
                         secret_aad(row["webhook_id"])).decode()]
         if row["prev_kek_id"] and row["prev_until"] and row["prev_until"] > datetime.now(UTC):
-            found.append(unseal(self.kms, Sealed(row["prev_kek_id"], row["prev_wrapped_key"], row["prev_nonce"],
+            found.append(unseal(kms, Sealed(row["prev_kek_id"], row["prev_wrapped_key"], row["prev_nonce"],
                                                  row["prev_ciphertext"]), secret_aad(row["webhook_id"])).decode())
         return found
 

@@ -1,6 +1,11 @@
-"""RPC methods every service answers, served by the runtime: ``<service>.ping`` and ``<service>.rewrap``."""
+"""RPC methods every service answers, served by the runtime: ``ping``, ``rewrap`` (KEK rotation), ``shred`` (a
+deleted tenant's keys) and ``tenant_kms`` (a tenant's own KMS key)."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from shared.context import RequestContext
 from shared.contracts import Contract, Empty, Method, ServiceClient
@@ -24,6 +29,40 @@ class RewrapResult(Contract):
     unreadable: int = 0
 
 
+class ShredRequest(Contract):
+    """``<service>.shred``: destroy a tenant's KEKs in the service's keyring (the gateway, deleting it)."""
+
+    tenant_id: str
+
+
+class ShredResult(Contract):
+    service: str
+    #: whether the tenant had keys in this service (a tombstone is left either way)
+    destroyed: bool
+
+
+class KmsKey(Contract):
+    """A tenant's own KMS key (BYOK): ``{type: "awskms", key_id}`` (a key id, alias or ARN)."""
+
+    type: Literal["awskms"]
+    key_id: str = Field(min_length=1, max_length=2048, pattern=r"^[A-Za-z0-9:/_+=.,@-]+$")
+
+
+class TenantKmsRequest(Contract):
+    """``<service>.tenant_kms``: wrap the tenant's KEKs with its KMS key too (or, ``null``, no longer)."""
+
+    tenant_id: str
+    kms_key: KmsKey | None = None
+
+
+def tenant_kms_method(service: str) -> Method[TenantKmsRequest, Empty]:
+    return Method(rpc_name(service), "tenant_kms", TenantKmsRequest, Empty)
+
+
+def shred_method(service: str) -> Method[ShredRequest, ShredResult]:
+    return Method(rpc_name(service), "shred", ShredRequest, ShredResult)
+
+
 def ping_method(service: str) -> Method[Empty, PingResult]:
     return Method(rpc_name(service), "ping", Empty, PingResult)
 
@@ -40,3 +79,11 @@ class SystemClient(ServiceClient):
 
     async def rewrap(self, ctx: RequestContext, service: str, *, timeout: float | None = None) -> RewrapResult:
         return await self._call(rewrap_method(service), ctx, Empty(), timeout=timeout)
+
+    async def shred(self, ctx: RequestContext, service: str, tenant_id: str, *,
+                    timeout: float | None = None) -> ShredResult:
+        return await self._call(shred_method(service), ctx, ShredRequest(tenant_id=tenant_id), timeout=timeout)
+
+    async def tenant_kms(self, ctx: RequestContext, service: str, request: TenantKmsRequest, *,
+                         timeout: float | None = None) -> None:
+        await self._call(tenant_kms_method(service), ctx, request, timeout=timeout)

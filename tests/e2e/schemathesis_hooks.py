@@ -43,9 +43,11 @@ SEMANTIC_REFUSALS = {
 }
 #: operations that refuse a well-formed request for the state of what it names, with invalid_request and a
 #: message saying what to do first (no code of the vocabulary means "in use" for these; see docs/api.md)
-STATE_REFUSALS = {
-    ("DELETE", "/v1/pki/acme/accounts/{id}"): "orders use the account: delete them first",
-    ("DELETE", "/v1/pki/acme/dns-providers/{id}"): "orders use the DNS provider: delete them first",
+STATE_REFUSALS = {  # what the answer's message starts with
+    ("DELETE", "/v1/pki/acme/accounts/{id}"): "orders use it: delete them first",  # the account
+    ("DELETE", "/v1/pki/acme/dns-providers/{id}"): "orders use it: delete them first",  # the DNS provider
+    # the fuzzed platform runs the file seal: no root key to rotate (tests/e2e/test_secrets_storage.py)
+    ("POST", "/v1/sys/rotate-root"): "COFFER_SEAL=file has no root key to rotate",
 }
 #: pydantic's messages for a request's shape: a request the description allows must never get one
 SHAPE_MESSAGES = ("Field required", "Input should", "String should", "Extra inputs", "List should",
@@ -66,7 +68,7 @@ def valid_requests_are_refused_only_for_what_no_schema_says(ctx: Any, response: 
                 f"a request the description allows was refused for its shape: {field}"
         return None
     if code == "invalid_request" and (case.method.upper(), case.path) in STATE_REFUSALS:
-        assert error.get("message") == "orders use it: delete them first", error
+        assert str(error.get("message", "")).startswith(STATE_REFUSALS[(case.method.upper(), case.path)]), error
         return None
     assert code in SEMANTIC_REFUSALS, f"a request the description allows was refused with {code}"
     return None

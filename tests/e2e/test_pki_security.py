@@ -289,6 +289,14 @@ async def test_kek_rotation_rewraps_ca_keys_and_issuing_goes_on(api: Api, setup:
     assert cert["ca_id"] == setup["ca"]["id"]
 
 
+async def _ca_tenant(pg_dsn: str, schema: str, ca_id: str) -> str:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        return str(await conn.fetchval(f'SELECT tenant_id FROM "{schema}".cas WHERE id = $1', ca_id))
+    finally:
+        await conn.close()
+
+
 async def test_ca_keys_are_sealed_at_rest_and_never_logged(api: Api, platform: Platform, pg_dsn: str,
                                                            setup: dict[str, Any]) -> None:
     """The CA's key, unsealed here with the platform's KMS, is registered: no log line of the run may hold it."""
@@ -299,7 +307,10 @@ async def test_ca_keys_are_sealed_at_rest_and_never_logged(api: Api, platform: P
                                   setup["ca"]["id"])
     finally:
         await conn.close()
-    der = unseal(platform.kms, Sealed(*row), ca_aad(setup["ca"]["id"]))
+    ring = platform.runtimes["pki"].keyring
+    assert ring is not None
+    tenant_keys = ring.tenant(await _ca_tenant(pg_dsn, schema, setup["ca"]["id"]))  # the CA's tenant's KEK
+    der = unseal(tenant_keys, Sealed(*row), ca_aad(setup["ca"]["id"]))
     key = keys.from_der(der)
     pem = keys.to_pem(key)
     for line in pem.splitlines()[1:-1]:
@@ -307,7 +318,11 @@ async def test_ca_keys_are_sealed_at_rest_and_never_logged(api: Api, platform: P
     cert = x509.load_pem_x509_certificate(setup["ca"]["certificate"].encode())
     assert cert.public_key() == key.public_key()
     with pytest.raises(EncryptionError):  # bound to its CA: the same row under another id does not open
-        unseal(platform.kms, Sealed(*row), ca_aad("ca_other"))
+        unseal(tenant_keys, Sealed(*row), ca_aad("ca_other"))
+    with pytest.raises(EncryptionError):  # nor under the service's own keys, nor the root keyring
+        unseal(ring, Sealed(*row), ca_aad(setup["ca"]["id"]))
+    with pytest.raises(EncryptionError):
+        unseal(platform.kms, Sealed(*row), ca_aad(setup["ca"]["id"]))
     leaf = await issue(api, setup["role"], "logged.example.com")  # work that logs, with the key in use
     await api.request("POST", f"/v1/pki/certificates/{leaf['serial']}:revoke", json={"reason": "superseded"})
     await api.request("POST", f"/v1/pki/roles/{setup['role']}:sign", json={"csr": pem})

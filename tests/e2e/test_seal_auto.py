@@ -2,8 +2,8 @@
 
 Each: a first start makes the sealed keyring and unseals by itself; a restart unseals by itself again; with
 the KMS or HSM away at start the process answers sealed (health names the reason) and unseals by itself
-once it is back. Distributed mode: ``shamir`` is refused with a message that says why; with ``awskms``
-every process unseals its own copy by itself.
+once it is back. Distributed mode: with ``shamir`` the gateway hands each process its own key; with
+``awskms`` every process unseals its own copy by itself.
 """
 
 from __future__ import annotations
@@ -225,16 +225,63 @@ async def test_pkcs11_auto_unseals_and_waits_for_the_hsm(hsm: Path, tmp_path: Pa
     assert len(times) == 3 and all(attempt < 1000 for _, attempt in times[:2]), times  # the third met the outage
 
 
-async def test_distributed_refuses_shamir_with_the_reason(tmp_path: Path) -> None:
-    env = {"COFFER_SEAL": "shamir", "COFFER_DATA_DIR": str(tmp_path),
-           "COFFER_AMQP_URL": "amqp://nobody:x@127.0.0.1:1/none", "COFFER_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
-    for module in ("services.distributed", "services.secrets"):
-        proc = await spawn(module, env)
-        code = await asyncio.wait_for(proc.proc.wait(), 30)
-        await proc.stop()
-        assert code != 0, proc.output
-        assert "COFFER_SEAL=shamir is not available in distributed mode" in proc.output, proc.output
-        assert "item 2" in proc.output and "Traceback" not in proc.output, proc.output
+async def test_distributed_shamir_the_gateway_hands_each_process_its_own_key(
+        tmp_path: Path, private_amqp: str, pg_dsn: str, fresh: aiohttp.ClientSession) -> None:
+    """shamir in distributed mode: the gateway gathers the shares and hands each other process its own share
+    of the root keyring (HPKE over the bus, a method only that service's RabbitMQ user may call); every
+    process opens its own keyring file and no other."""
+    port = free_port()
+    prefix = re.sub(r"[^a-z0-9_]", "", "h" + tmp_path.name[-6:].lower().replace("-", "_") + "_")[:12]
+    env = {"COFFER_AMQP_URL": private_amqp, "COFFER_DATABASE_URL": pg_dsn, "COFFER_HTTP_PORT": str(port),
+           "COFFER_DATA_DIR": str(tmp_path), "COFFER_SCHEMA_PREFIX": prefix, "COFFER_HEALTH_TIMEOUT": "1.5",
+           "COFFER_SEAL": "shamir", "COFFER_LOG_LEVEL": "info"}
+    api = Api(f"http://127.0.0.1:{port}", fresh)
+    outputs: list[str] = []
+    kept: list[str] = []  # the shares and the token: never in any output
+    try:
+        await _init_restart_unseal(api, env, outputs, kept)
+    finally:
+        await drop_service_credentials(pg_dsn, prefix)
+    output = "\n".join(outputs)
+    handed = re.findall(r"coffer (\w+): unsealed \(shamir, key handed over by the gateway in (\d+) ms\)", output)
+    assert sorted(name for name, _ in handed) == sorted(["lease", "pki", "secrets", "webhooks"] * 2), output
+    opened = set(re.findall(r'"service": "(\w+)", "file": "(\w+)\.[0-9a-f]{16}\.keyring", "event": '
+                            r'"service_keyring_opened"', output))
+    assert opened == {(s, s) for s in ("gateway", "lease", "pki", "secrets", "webhooks")}, output
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "keyrings").glob("*.keyring")) == \
+        ["gateway", "lease", "pki", "secrets", "webhooks"]
+    assert not (tmp_path / "kms.key").exists() and (tmp_path / "keyring.sealed").exists()
+    assert "v-dist-shamir" not in output and kept and all(k not in output for k in kept)
+
+
+async def _init_restart_unseal(api: Api, env: dict[str, str], outputs: list[str], kept: list[str]) -> None:
+    """init 3/2 on a sealed distributed platform, a secret written; a restart; two shares; the secret read."""
+    launcher = await spawn("services.distributed", env)
+    try:
+        await wait_sealed(api, launcher, timeout=90)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None,
+                                            json={"secret_shares": 3, "secret_threshold": 2})
+        assert status == 201, launcher.output
+        shares, api.token = init["unseal_shares"], init["token"]
+        kept.extend([*shares, init["token"]])
+        await wait_healthy(api, launcher, timeout=90)
+        status, body, _ = await api.request("PUT", "/v1/secrets/dist/k", json={"value": "v-dist-shamir"})
+        assert status == 201, body
+    finally:
+        await launcher.stop()
+        outputs.append(launcher.output)
+    again = await spawn("services.distributed", env)
+    try:
+        await wait_sealed(api, again, timeout=90)
+        for share in shares[1:]:
+            status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": share})
+            assert status == 200, body
+        await wait_healthy(api, again, timeout=90)
+        status, body, _ = await api.request("GET", "/v1/secrets/dist/k")
+        assert status == 200 and body["value"] == "v-dist-shamir", body
+    finally:
+        await again.stop()
+        outputs.append(again.output)
 
 
 async def test_distributed_awskms_each_process_unseals_by_itself(

@@ -274,3 +274,56 @@ async def test_a_file_installation_moves_to_shamir_with_the_migrate_command(
         assert status == 200, tok
     finally:
         assert await again.stop() == 0
+
+
+async def test_rotate_root_new_shares_open_and_old_ones_no_longer(tmp_path: Path, fresh: aiohttp.ClientSession) -> None:
+    """``sys/rotate-root`` (root admins): new shares once; after a restart the old ones are refused, the new
+    ones unseal, and every value reads back (the service keyrings were not touched)."""
+    port, data = free_port(), tmp_path / "data"
+    env = {"COFFER_DATA_DIR": str(data), "COFFER_HTTP_PORT": str(port), "COFFER_SEAL": "shamir"}
+    api = Api(f"http://127.0.0.1:{port}", fresh)
+    first = await spawn("services.embedded", env)
+    try:
+        await wait_sealed(api, first)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None,
+                                            json={"secret_shares": 3, "secret_threshold": 2})
+        assert status == 201, init
+        old = init["unseal_shares"]
+        await wait_healthy(api, first)
+        api.token = init["token"]
+        assert (await api.request("PUT", "/v1/secrets/app/db", json={"value": "v-before-rotate-root"}))[0] == 201
+        keyrings = {p.name: p.read_bytes() for p in (data / "keyrings").glob("*.keyring")}
+        before = (data / "keyring.sealed").read_bytes()
+        reader = await identity_token(api, ["secrets:read"])
+        status, body, _ = await api.request("POST", "/v1/sys/rotate-root", token=reader)
+        assert (status, body["error"]["code"]) == (403, "insufficient_scope"), body
+        for bad in ({"secret_shares": "5"}, {"secret_shares": 17}, {"secret_shares": 2, "secret_threshold": 3},
+                    {"unknown": 1}):
+            status, body, _ = await api.request("POST", "/v1/sys/rotate-root", json=bad)
+            assert status in (400, 422) and body["error"]["code"] in ("validation_error", "invalid_request"), bad
+        assert (data / "keyring.sealed").read_bytes() == before  # nothing changed by refused calls
+        status, body, _ = await api.request("POST", "/v1/sys/rotate-root",
+                                            json={"secret_shares": 4, "secret_threshold": 2})
+        assert status == 200, body
+        new = body["unseal_shares"]
+        assert (body["type"], body["rotated"], body["secret_shares"], body["secret_threshold"], len(new)) == \
+            ("shamir", True, 4, 2, 4)
+        assert not set(new) & set(old) and (data / "keyring.sealed").read_bytes() != before
+        assert {p.name: p.read_bytes() for p in (data / "keyrings").glob("*.keyring")} == keyrings
+        assert (await api.request("GET", "/v1/secrets/app/db"))[1]["value"] == "v-before-rotate-root"
+    finally:
+        assert await first.stop() == 0
+    second = await spawn("services.embedded", env)
+    try:
+        await wait_sealed(api, second)
+        status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": old[0]})
+        assert status == 400 and body["error"]["details"]["reason"] in ("wrong_split", "wrong_share"), body
+        for share in new[2:]:
+            status, body, _ = await api.request("POST", "/v1/sys/unseal", token=None, json={"share": share})
+            assert status == 200, body
+        await wait_healthy(api, second)
+        assert (await api.request("GET", "/v1/secrets/app/db"))[1]["value"] == "v-before-rotate-root"
+    finally:
+        assert await second.stop() == 0
+    output = first.output + second.output
+    assert all(s not in output for s in (*old, *new)) and "v-before-rotate-root" not in output

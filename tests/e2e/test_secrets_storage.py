@@ -106,32 +106,40 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
 
     status, body, _ = await api.request("POST", "/v1/sys/kms:rotate")
     assert status == 200, body
-    new_kek = body["kek_id"]
-    assert new_kek not in old_keks and body["rewrapped"]["secrets"] >= len(values)
+    kek_ids = body["kek_ids"]
+    assert set(kek_ids) == {"gateway", "secrets", "pki", "lease", "webhooks"} and body["kek_id"] == kek_ids["gateway"]
+    assert not set(kek_ids.values()) & old_keks and body["rewrapped"]["secrets"] >= len(values)
     assert body["rewrapped"]["gateway"] >= 1  # the token signing key
+    rings = {name: runtime.keyring for name, runtime in platform.runtimes.items()}
+    assert all(ring is not None and ring.active_key_id == kek_ids[name] for name, ring in rings.items())
+    tenant_kek = rings["secrets"].tenant(admin["tenant_id"]).active_key_id
+    assert tenant_kek.startswith("tkek_") and tenant_kek not in old_keks
 
     after = {(r["path"], r["version"]): r for r in await pool.fetch(
         f'SELECT path, version, kek_id, ciphertext, nonce FROM "{schema}".secret_versions')}
-    # every data key moved, but those of rows other tests corrupted on purpose
+    # every data key moved under its tenant's new KEK, but those of rows other tests corrupted on purpose
     unreadable = body["unreadable"].get("secrets", 0)
-    assert sum(r["kek_id"] != new_kek for r in after.values()) == unreadable
-    assert all(r["kek_id"] == new_kek for (p, _), r in after.items() if p.startswith(base))
+    active = set(rings["secrets"].active_ids())
+    assert sum(r["kek_id"] not in active for r in after.values()) == unreadable
+    assert all(r["kek_id"] == tenant_kek for (p, _), r in after.items() if p.startswith(base))
     # values were not re-encrypted: only their keys moved (this test's own rows: the session platform's
     # background jobs may purge and other tests re-create theirs meanwhile, under the same path and version)
     for r in (r for r in before if r["path"].startswith(base)):
         assert after[(r["path"], r["version"])]["ciphertext"] == r["ciphertext"]
     gateway = platform.settings.schema_for("gateway")
-    assert await gateway_pool.fetchval(
-        f'SELECT count(*) FROM "{gateway}".signing_keys WHERE kek_id <> $1', new_kek) == 0
-    assert await gateway_pool.fetchval(  # TOTP secrets were left under the old KEK before
-        f'SELECT count(*) FROM "{gateway}".identities WHERE mfa_kek_id <> $1', new_kek) == 0
+    assert await gateway_pool.fetchval(  # the service's own values: under its own KEK
+        f'SELECT count(*) FROM "{gateway}".signing_keys WHERE kek_id <> $1', kek_ids["gateway"]) == 0
+    assert await gateway_pool.fetchval(  # TOTP secrets were left under the old KEK before; now their tenant's
+        f'SELECT count(*) FROM "{gateway}".identities WHERE mfa_kek_id <> ALL($1::text[])',
+        list(rings["gateway"].active_ids())) == 0
     webhooks = platform.settings.schema_for("webhooks")
     assert await gateway_pool.fetchval(
-        f'SELECT count(*) FROM "{webhooks}".webhooks WHERE kek_id <> $1 OR prev_kek_id <> $1', new_kek) == 0
+        f'SELECT count(*) FROM "{webhooks}".webhooks WHERE kek_id <> ALL($1::text[])'
+        " OR prev_kek_id <> ALL($1::text[])", list(rings["webhooks"].active_ids())) == 0
     for service in ("gateway", "secrets", "pki", "lease", "webhooks"):
         assert await gateway_pool.fetchval(
             f'SELECT count(*) FROM "{platform.settings.schema_for(service)}".sealed_keys WHERE kek_id <> $1',
-            new_kek) == 0, service
+            kek_ids[service]) == 0, service
     status, _, _ = await api.request("POST", "/v1/auth/mfa", token=user_token,
                                      json={"totp_code": totp_code(enrol["otpauth_uri"])})
     assert status == 200  # the re-wrapped TOTP secret still opens
@@ -142,7 +150,7 @@ async def test_kek_rotation_rewraps_every_data_key_and_everything_still_reads(
     status, _, _ = await put(api, f"{base}/after")
     assert status == 201
     assert await pool.fetchval(
-        f'SELECT kek_id FROM "{schema}".secret_versions WHERE path = $1', f"{base}/after") == new_kek
+        f'SELECT kek_id FROM "{schema}".secret_versions WHERE path = $1', f"{base}/after") == tenant_kek
 
 
 async def test_kms_rotate_needs_admin_scope(api: Api, admin: dict[str, Any]) -> None:
@@ -160,10 +168,12 @@ async def test_a_missing_kek_is_encryption_error_never_plaintext(
         api = await initialised(platform, http)
         value = remember_secret("kekless-" + secrets.token_hex(6))
         await put(api, "a/b", value)
-        kms = platform.runtimes["secrets"].kms
-        kms._keys.clear()  # noqa: SLF001 - simulate a KMS that lost its key
-        kms._stamp = kms._file_stamp()  # noqa: SLF001 - and don't let it re-read the file
-        kms.path = tmp_path / "gone.key"
+        ring = platform.runtimes["secrets"].keyring
+        assert ring is not None
+        ring._keys.clear()  # noqa: SLF001 - simulate a keyring that lost its keys
+        ring._tenants.clear()  # noqa: SLF001
+        ring._tenant_keys.clear()  # noqa: SLF001
+        ring.path, ring._stamp = tmp_path / "gone.keyring", (0, 0)  # noqa: SLF001 - and its file
         status, body, headers = await api.request("GET", "/v1/secrets/a/b")
         assert_envelope(status, body, headers, "encryption_error")
         assert value not in str(body)
@@ -213,3 +223,12 @@ async def test_retention_purges_once_across_two_replicas_and_expiry_fires_once(
         await second.close()
         await first.close()
         await bus.close()
+
+
+async def test_rotate_root_with_the_file_seal_is_refused_and_changes_nothing(api: Api, platform: Platform) -> None:
+    key_file = platform.settings.key_file
+    before = key_file.read_bytes()
+    status, body, headers = await api.request("POST", "/v1/sys/rotate-root")
+    err = assert_envelope(status, body, headers, "invalid_request")
+    assert err["details"] == {"seal": "file"} and "migrate" in err["message"]
+    assert key_file.read_bytes() == before

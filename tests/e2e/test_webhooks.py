@@ -464,7 +464,7 @@ async def test_the_outcomes_of_a_group_are_written_together_each_to_its_own_deli
     runtime = platform.runtimes["webhooks"]
     assert runtime.pool is not None
     schema = platform.settings.schema_for("webhooks")
-    repo = WebhooksRepository(runtime.pool, runtime.kms, schema)
+    repo = WebhooksRepository(runtime.pool, runtime.keyring, schema)
     ok_hook, bad_hook = await webhook(api, receiver.url), await webhook(api, receiver.url)
     await runtime.pool.execute(f'UPDATE "{schema}".webhooks SET failing_since = now() WHERE id = ANY($1::text[])',
                                [ok_hook["id"], bad_hook["id"]])
@@ -518,7 +518,7 @@ async def test_a_retry_asked_while_an_attempt_is_in_flight_is_kept_and_runs_afte
     await asyncio.sleep(0.5)
     assert receiver.requests == []  # nobody took it meanwhile
     # the in-flight attempt now ends (a success), as the dispatcher would record it
-    await WebhooksRepository(runtime.pool, runtime.kms, schema).record_attempts(
+    await WebhooksRepository(runtime.pool, runtime.keyring, schema).record_attempts(
         [Attempt(delivery_id, 200, None, 7, "first", None, claimed_state)])
     await wait_until(lambda: len(receiver.requests) == 1)
     assert receiver.requests[0].headers["webhook-id"] == delivery_id

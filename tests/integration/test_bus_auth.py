@@ -471,3 +471,38 @@ async def test_an_event_dead_lettered_into_the_exchange_under_another_key_is_ref
         await asyncio.sleep(0.05)
     assert sorted(ran) == [("lease", "tenant.deleted"), ("secrets", "tenant.deleted"),
                            ("webhooks", "certificate.issued"), ("webhooks", "tenant.deleted")]
+
+
+async def test_a_service_is_handed_its_own_key_share_and_no_other(users: Users, tmp_path: Any) -> None:
+    """shamir in distributed mode (shared/handover.py): each service's user may ask the gateway for its own share
+    of the root keyring only (the broker refuses the publish of another's), sealed to the asker's key."""
+    from shared import handover, keyring
+    from shared.crypto import LocalKms
+    from shared.handover import HandedOver
+
+    root = LocalKms.load(tmp_path / "kms.key", create=True)
+    gateway = await users.bus("gateway")
+    await gateway.serve("iam", handover.handlers(lambda: root), callers=handover.callers())
+    pki = await users.bus("pki")
+    share = await asyncio.wait_for(HandedOver(pki, "pki", tmp_path / "kms.key", timeout=2.0).share("pki"), 10)
+    assert share == keyring.root_share(root, "pki")
+    # nor does a process ask for a share that is not its service's, through this class
+    with pytest.raises(Exception, match="own service"):
+        await HandedOver(pki, "pki", tmp_path / "kms.key").share("secrets")
+    # the answer is sealed to the asker's public key: another key can't open it
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    asker, other = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+    reply = await pki.call("iam", handover.method_of("pki"), {
+        "public_key": base64.b64encode(asker.public_key().public_bytes_raw()).decode()}, RequestContext())
+    sealed = base64.b64decode(reply["sealed"])
+    assert keyring.root_share(root, "pki") not in sealed
+    with pytest.raises(Exception):  # noqa: B017 - cryptography's HPKE raises its own decryption error
+        handover.SUITE.decrypt(sealed, other, info=b"coffer-keyring-handover|v1|pki")
+    assert b"share" in handover.SUITE.decrypt(sealed, asker, info=b"coffer-keyring-handover|v1|pki")
+    # last (the refusal closes pki's connection): pki asks for the secrets service's share, and the broker
+    # refuses the publish (its topic permissions)
+    with pytest.raises(ServiceUnavailable):
+        await pki.call("iam", handover.method_of("secrets"), {"public_key": "A" * 44}, RequestContext())

@@ -36,7 +36,7 @@ async def test_replicas_migrating_together_apply_each_file_once(pg_dsn: str, tmp
         applied = await asyncio.gather(*(migrate(c, schema, tmp_path) for c in conns))
         assert sorted(v for batch in applied for v in batch) == [
             "service/0001_a.sql", "service/0002_b.sql",
-            "shared/0001_outbox_inbox.sql", "shared/0002_sealed_keys.sql",
+            "shared/0001_outbox_inbox.sql", "shared/0002_sealed_keys.sql", "shared/0003_keyring.sql",
         ]
         assert await conns[0].fetchval(f'SELECT count(*) FROM "{schema}".a') == 1
         assert await migrate(conns[0], schema, tmp_path) == []

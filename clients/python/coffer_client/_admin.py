@@ -44,6 +44,12 @@ class _AdminApi(_Api):
         """Seal the platform again (root admins): every call but the seal's answers 503 until it is unsealed."""
         return self._call(_Call("POST", "/v1/sys/seal"))
 
+    def rotate_root(self, secret_shares: int | None = None, secret_threshold: int | None = None) -> dict[str, Any]:
+        """A new root key from the seal (root admins); with shamir, new ``unseal_shares`` (shown once)."""
+        body = {k: v for k, v in (("secret_shares", secret_shares), ("secret_threshold", secret_threshold))
+                if v is not None}
+        return self._call(_Call("POST", "/v1/sys/rotate-root", json=body))
+
     def rotate_kek(self) -> dict[str, Any]:
         """A new key-encryption key; every data key re-wrapped (root admins)."""
         return self._call(_Call("POST", "/v1/sys/kms:rotate"))

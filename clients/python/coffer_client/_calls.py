@@ -7,7 +7,7 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/sys/health"): "health", ("GET", "/metrics"): "metrics", ("POST", "/v1/sys/init"): "init",
     ("POST", "/v1/sys/kms:rotate"): "rotate_kek", ("GET", "/v1/sys/maintenance"): "get_maintenance",
     ("GET", "/v1/sys/seal-status"): "seal_status", ("POST", "/v1/sys/unseal"): "unseal",
-    ("POST", "/v1/sys/seal"): "seal",
+    ("POST", "/v1/sys/seal"): "seal", ("POST", "/v1/sys/rotate-root"): "rotate_root",
     ("PUT", "/v1/sys/maintenance"): "set_maintenance", ("GET", "/v1/openapi.json"): "openapi",
     ("POST", "/v1/auth/token"): "login_client", ("GET", "/v1/auth/jwks"): "jwks",
     ("GET", "/v1/auth/whoami"): "whoami", ("POST", "/v1/auth/mfa"): "step_up",

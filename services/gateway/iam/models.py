@@ -10,6 +10,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.iam.domain import ALL_SCOPES
 from shared.contracts import DURATION_SCHEMA, Contract, JsonInt
+from shared.contracts.system import KmsKey
 from shared.durations import parse_duration
 from shared.errors import ValidationError
 
@@ -143,6 +144,8 @@ class TenantCreate(Contract):
     secret_retention: Retention | None = None
     #: true: every user of the tenant with a TOTP enrolment must give a code at login
     require_mfa: StrictBool = False
+    #: the tenant's own KMS key (BYOK): its KEKs are wrapped by it too (shared/byok.py)
+    kms_key: KmsKey | None = None
 
 
 class TenantPatch(Contract):
@@ -160,6 +163,8 @@ class TenantPatch(Contract):
     #: null: back to the platform's default
     secret_retention: Retention | None = None
     require_mfa: StrictBool | SkipJsonSchema[None] = None
+    #: null: the tenant's KEKs no longer wrapped by its own KMS key
+    kms_key: KmsKey | None = None
 
     def quota_changes(self) -> dict[str, Any] | None:
         """The quotas merge patch as given (explicit nulls kept), ``None`` when ``quotas`` is absent."""
@@ -171,7 +176,7 @@ class TenantPatch(Contract):
 
 
 #: the tenant fields only the partner above may set
-PARTNER_FIELDS = ("quotas", "kind")
+PARTNER_FIELDS = ("quotas", "kind", "kms_key")
 
 
 #: what the description says of ``rules`` (policy.parse_rules checks them: invalid_policy / invalid_glob)
@@ -248,7 +253,7 @@ def identity_view(row: Any) -> dict[str, Any]:
 def tenant_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "kind": row["kind"], "parent_id": row["parent_id"],
             "quotas": row["quotas"], "secret_retention": row["secret_retention"],
-            "require_mfa": row["require_mfa"],
+            "require_mfa": row["require_mfa"], "kms_key": row["kms_key"],
             "created_at": row["created_at"],
             "updated_at": row["updated_at"]}
 

@@ -197,13 +197,14 @@ class IamRepository(SchemaRepository):
             await self._tokens_voided(conn, row, request_id)
             return int(row["token_generation"])
 
-    async def totp(self, identity_id: str) -> Sealed | None:
+    async def totp(self, identity_id: str) -> tuple[str, Sealed] | None:
+        """The identity's tenant and its sealed TOTP seed (sealed under that tenant's KEK)."""
         row = await self.pool.fetchrow(
-            "SELECT mfa_kek_id, mfa_wrapped_key, mfa_nonce, mfa_ciphertext FROM identities WHERE id = $1",
+            "SELECT tenant_id, mfa_kek_id, mfa_wrapped_key, mfa_nonce, mfa_ciphertext FROM identities WHERE id = $1",
             identity_id)
         if row is None or row["mfa_kek_id"] is None:
             return None
-        return Sealed(*row)
+        return row["tenant_id"], Sealed(*tuple(row)[1:])
 
     async def claim_totp_step(self, identity_id: str, step: int) -> bool:
         """Record ``step`` as used; ``False`` if it (or a later one) was used already (replay)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -31,10 +32,10 @@ class TenantRepository(SchemaRepository):
     async def create_tenant(self, row: dict[str, Any]) -> asyncpg.Record:
         try:
             return await self.pool.fetchrow(
-                "INSERT INTO tenants (id, name, kind, parent_id, quotas, secret_retention, require_mfa)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+                "INSERT INTO tenants (id, name, kind, parent_id, quotas, secret_retention, require_mfa, kms_key)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
                 row["id"], row["name"], row["kind"], row["parent_id"], row["quotas"], row.get("secret_retention"),
-                bool(row.get("require_mfa")))
+                bool(row.get("require_mfa")), row.get("kms_key"))
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
 
@@ -45,7 +46,7 @@ class TenantRepository(SchemaRepository):
 
     async def update_tenant(self, tenant_id: str, fields: dict[str, Any],
                             quota_patch: dict[str, Any] | None) -> asyncpg.Record:
-        """Set ``fields`` (name, kind, secret_retention, require_mfa); merge ``quota_patch`` into the quotas
+        """Set ``fields`` (name, kind, secret_retention, require_mfa, kms_key); merge ``quota_patch`` into the quotas
         (RFC 7396: a null removes a key, ``{}`` from ``"quotas": null`` removes them all)."""
         args: list[Any] = [tenant_id, fields.get("name"), fields.get("kind")]
         quotas = "quotas" if quota_patch is None else (
@@ -58,10 +59,14 @@ class TenantRepository(SchemaRepository):
             retention = f"${len(args)}::text"
         args.append(fields.get("require_mfa"))
         require_mfa = f"coalesce(${len(args)}::boolean, require_mfa)"
+        kms_key = "kms_key"
+        if "kms_key" in fields:  # sent: a key, or null for none
+            args.append(fields["kms_key"])
+            kms_key = f"${len(args)}::jsonb"
         try:
             row = await self.pool.fetchrow(
                 f"UPDATE tenants SET name = coalesce($2, name), kind = coalesce($3, kind), quotas = {quotas},"
-                f" secret_retention = {retention}, require_mfa = {require_mfa}, updated_at = now()"
+                f" secret_retention = {retention}, require_mfa = {require_mfa}, kms_key = {kms_key}, updated_at = now()"
                 " WHERE id = $1 RETURNING *", *args)
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": fields.get("name")}) from None
@@ -69,8 +74,14 @@ class TenantRepository(SchemaRepository):
             raise TenantNotFound(details={"tenant_id": tenant_id})
         return row
 
-    async def delete_tenant(self, tenant_id: str, request_id: str) -> None:
-        """Delete the tenant and its policies; ``tenant.deleted`` tells every service to destroy its data."""
+    async def delete_tenant(self, tenant_id: str, request_id: str,
+                            shred: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Delete the tenant and its policies; ``tenant.deleted`` tells every service to destroy its data.
+
+        ``shred`` destroys the tenant's keys in every service's keyring: it runs inside the transaction that
+        deletes the tenant, after the checks and before any row is removed; if it fails, nothing is deleted
+        (keys already destroyed stay destroyed: the tenant's values are unreadable, and deleting it again
+        finishes the job)."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT id, name, parent_id FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
             if row is None:
@@ -81,6 +92,8 @@ class TenantRepository(SchemaRepository):
             if busy:
                 raise Forbidden("a tenant with child tenants or identities can't be deleted",
                                 details={"tenant_id": tenant_id})
+            if shred is not None:
+                await shred()
             await conn.execute("DELETE FROM bindings WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM policies WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM revoked_tokens WHERE tenant_id = $1", tenant_id)

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from services.gateway.iam.models import TOTP_DIGITS, TOTP_STEP
 from services.gateway.iam.repository import IamRepository
-from shared.crypto import KmsProvider, unseal
+from shared.crypto import unseal
+from shared.keyring import ServiceKeyring
 
 
 def totp_aad(identity_id: str) -> bytes:
@@ -38,19 +39,20 @@ def totp_step(secret: bytes, code: str, now: float) -> int | None:
 Verdict = Literal["ok", "not_enrolled", "invalid_code"]
 
 
-async def totp_verdict(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> Verdict:
+async def totp_verdict(repo: IamRepository, kms: ServiceKeyring, identity_id: str, code: str) -> Verdict:
     """Check a code of ``identity_id``; a code whose step was already used is refused (replay).
 
     Whether a factor is enrolled is told only to the identity itself (its step-up): a login answers alike
     for both failures, else it would tell a password guesser which users have a second factor.
     """
-    sealed = await repo.totp(identity_id)
-    if sealed is None:
+    found = await repo.totp(identity_id)
+    if found is None:
         return "not_enrolled"
-    step = totp_step(unseal(kms, sealed, totp_aad(identity_id)), code, time.time())
+    tenant_id, sealed = found
+    step = totp_step(unseal(kms.tenant(tenant_id), sealed, totp_aad(identity_id)), code, time.time())
     return "ok" if step is not None and await repo.claim_totp_step(identity_id, step) else "invalid_code"
 
 
-async def check_totp(repo: IamRepository, kms: KmsProvider, identity_id: str, code: str) -> bool:
+async def check_totp(repo: IamRepository, kms: ServiceKeyring, identity_id: str, code: str) -> bool:
     """Whether ``code`` is a valid, unused code of ``identity_id`` (false too when nothing is enrolled)."""
     return await totp_verdict(repo, kms, identity_id, code) == "ok"

@@ -1,4 +1,4 @@
-"""The gateway's own operations in SQL: the first initialisation, KEK rotation, maintenance mode."""
+"""The gateway's own operations in SQL: the first initialisation, maintenance mode."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from typing import Any
 
 from services.gateway.iam.store import SchemaRepository
 from shared.contracts.events import Event
-from shared.crypto import KmsProvider
 from shared.db import outbox
 
 _INIT_LOCK = 0x5157_1417  # serialises POST /v1/sys/init across replicas
-_KEK_ROTATION_LOCK = 0x6B656B  # one KEK rotation at a time, across replicas
 
 
 class SystemRepository(SchemaRepository):
@@ -49,15 +47,6 @@ class SystemRepository(SchemaRepository):
             )
         return True
 
-
-    async def rotate_kek(self, kms: KmsProvider) -> str:
-        """A new KEK in the key file, one rotation at a time across every process."""
-        async with self.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", _KEK_ROTATION_LOCK)
-            try:
-                return kms.rotate()
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", _KEK_ROTATION_LOCK)
 
     async def maintenance(self) -> dict[str, Any]:
         value = await self.pool.fetchval("SELECT value FROM system_state WHERE key = 'maintenance'")

@@ -37,6 +37,14 @@ class SysInitRequest(InitRequest):
         return self
 
 
+class RotateRootRequest(Contract):
+    """``POST /v1/sys/rotate-root``: with a shamir seal, how the new root key is split (the current counts
+    unless given); an auto seal takes no field."""
+
+    secret_shares: JsonInt | None = Field(None, ge=1, le=16)
+    secret_threshold: JsonInt | None = Field(None, ge=1, le=16)
+
+
 class UnsealRequest(Contract):
     """``POST /v1/sys/unseal``: one shamir share (base64 of 38 bytes: 52 characters; spaces are dropped)."""
 
@@ -121,19 +129,21 @@ async def init(request: web.Request) -> web.Response:
 
 
 async def rotate_kek(request: web.Request) -> web.Response:
-    """A new key-encryption key; every service re-wraps its data keys under it (no value re-encrypted)."""
+    """New key-encryption keys in every service's keyring (its own and one per tenant); each service
+    re-wraps its data keys under them (no value re-encrypted)."""
     st = state(request)
-    kek_id = await st.system.rotate_kek(st.kms)
+    kek_ids: dict[str, str] = {}
     rewrapped: dict[str, int] = {}
     unreadable: dict[str, int] = {}
     for service in SERVICES:
         result = await st.services.rewrap(context(request), service, timeout=REWRAP_TIMEOUT)
-        rewrapped[service] = result.rewrapped
+        kek_ids[service], rewrapped[service] = result.kek_id, result.rewrapped
         if result.unreadable:
             unreadable[service] = result.unreadable
     # Unreadable data keys stay under their old KEK (which is kept): the
     # rotation goes on, and the operator learns where to look from the logs.
-    return json_response({"kek_id": kek_id, "rewrapped": rewrapped, "unreadable": unreadable})
+    return json_response({"kek_id": kek_ids["gateway"], "kek_ids": kek_ids, "rewrapped": rewrapped,
+                          "unreadable": unreadable})
 
 
 async def get_maintenance(request: web.Request) -> web.Response:
@@ -173,6 +183,13 @@ async def seal(request: web.Request) -> web.Response:
     return json_response(await seal_control.request_seal(st, context(request)))
 
 
+async def rotate_root(request: web.Request) -> web.Response:
+    """Root admins: a new root key; the root keyring re-sealed under it (shamir: new shares, shown once)."""
+    body = await read_model(request, RotateRootRequest)
+    return json_response(await seal_control.rotate_root(state(request), context(request), body.secret_shares,
+                                                         body.secret_threshold))
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/sys/health", health, public=True, statuses=(200,)),
     Route("GET", "/metrics", metrics, public=True, media="text/plain"),
@@ -182,6 +199,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sys/unseal", unseal, public=True, category="auth", body=UnsealRequest),
     Route("POST", "/v1/sys/seal", seal, scope="admin", platform=True, target=lambda r: ("sys/seal", "manage"),
           errors=("forbidden",)),
+    Route("POST", "/v1/sys/rotate-root", rotate_root, scope="admin", platform=True, body=RotateRootRequest,
+          target=lambda r: ("sys/seal", "rotate"),
+          errors=("invalid_request", "service_unavailable", "encryption_error", "forbidden")),
     Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
           target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),
     Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin", platform=True, errors=("forbidden",),

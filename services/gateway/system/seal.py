@@ -24,6 +24,8 @@ from shared.config import Settings
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.db import outbox
+from shared.errors import InvalidRequest, ServiceUnavailable
+from shared.seal import SealError, SealUnavailable
 
 log = structlog.get_logger("coffer.seal")
 
@@ -59,6 +61,40 @@ async def request_seal(st: GatewayState, ctx: RequestContext) -> dict[str, Any]:
     log.warning("seal_requested", seal=custody.type, identity_id=ctx.identity_id, request_id=ctx.request_id)
     custody.seal_requested.set()
     return {"sealed": True, "type": custody.type}
+
+
+async def rotate_root(st: GatewayState, ctx: RequestContext, shares: int | None,
+                      threshold: int | None) -> dict[str, Any]:
+    """``POST /v1/sys/rotate-root``: a new root key from this process's seal; ``system.root_rotated``.
+
+    Refused with the ``file`` seal (no custody: the key file is the root, move it into a seal first). The
+    service keyrings are not touched: only the root keyring, which wraps their shares, is re-sealed.
+    Other processes keep the keys they opened; an auto-sealed process restarted later unseals the new
+    root key by itself, and with shamir only the new shares open the platform after a restart or a seal."""
+    custody = custody_mod.installed()
+    if custody is None:
+        raise InvalidRequest(f"COFFER_SEAL={st.settings.seal} has no root key to rotate: move the key file into a "
+                             "seal first (python -m shared.seal migrate --to shamir|awskms|pkcs11)",
+                             details={"seal": st.settings.seal})
+    if custody.type != "shamir" and (shares is not None or threshold is not None):
+        raise InvalidRequest("secret_shares and secret_threshold are for a shamir seal",
+                             details={"seal": custody.type})
+    if shares is not None and threshold is not None and threshold > shares:
+        raise InvalidRequest("secret_threshold can't be more than secret_shares", details={"seal": custody.type})
+    try:
+        made = await custody.rotate_root(shares, threshold)
+    except SealUnavailable as exc:
+        raise ServiceUnavailable("the seal can't be used now: the root key is unchanged",
+                                 details={"reason": exc.reason}) from None
+    except SealError as exc:
+        raise InvalidRequest(f"the root key can't be rotated: {exc.reason}", details={"reason": exc.reason}) from None
+    await _event(st, "system.root_rotated", ctx.request_id, {"type": custody.type, "by": ctx.identity_id})
+    log.warning("root_key_rotated", seal=custody.type, identity_id=ctx.identity_id, request_id=ctx.request_id)
+    answer: dict[str, Any] = {"type": custody.type, "rotated": True}
+    if made is not None:
+        threshold_now = custody.threshold
+        answer.update(unseal_shares=made, secret_shares=len(made), secret_threshold=threshold_now)
+    return answer
 
 
 async def root_tenant(st: GatewayState) -> str | None:

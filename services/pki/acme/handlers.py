@@ -113,7 +113,7 @@ class AcmeHandlers:
                                       details={"id": req.id, "problem": order["problem"]})
             raise AcmeOrderNotFound(f"ACME order '{req.id}' has no certificate yet: it is {order['status']}",
                                     details={"id": req.id, "status": order["status"]})
-        pem = keys.to_pem(keys.from_der(unseal(self.acme.kms, sealed_of(row), order_aad(row["id"]))))
+        pem = keys.to_pem(keys.from_der(unseal(self.acme.kms.tenant(tenant), sealed_of(row), order_aad(row["id"]))))
         chain = [c for c in (row["chain"] or "").split("-----END CERTIFICATE-----") if c.strip()]
         return OrderKey(serial=row["serial"], certificate=row["certificate"],
                         chain=[c.strip() + "\n-----END CERTIFICATE-----\n" for c in chain],

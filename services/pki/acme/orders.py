@@ -168,8 +168,8 @@ class OrderWorker:
             pem = await session.download(doc["certificate"])
             cert = self._parse(pem, key, domains)
             renew_at, ari_check_at = await self._renew_at(session, cert["parsed"])
-        await self.store.issued(item, cert, seal(self.acme.kms, keys.to_der(key), order_aad(item["id"])), renew_at,
-                                ari_check_at)
+        sealed = seal(self.acme.kms.tenant(item["tenant_id"]), keys.to_der(key), order_aad(item["id"]))
+        await self.store.issued(item, cert, sealed, renew_at, ari_check_at)
 
     async def _ari_says_now(self, item: Row) -> bool:
         """An ARI check of a valid order before its renewal time: ``True`` when the CA's window has begun (it

@@ -30,7 +30,7 @@ from services.pki.acme.store import AcmeStore, Row, account_aad, new_id, provide
 from services.pki.names import _is_ip, to_a_labels
 from shared.contracts import field_errors
 from shared.contracts.acme import AccountCreate, OrderCreate, ProviderCreate, Rfc2136Config
-from shared.crypto import KmsProvider, seal, unseal
+from shared.crypto import seal, unseal
 from shared.errors import (
     AcmeOrderFailed,
     BackendError,
@@ -40,6 +40,7 @@ from shared.errors import (
     InvalidConfig,
     ValidationError,
 )
+from shared.keyring import ServiceKeyring
 from shared.outbound import OutboundPolicy, OutboundRefused, check
 
 log = structlog.get_logger("coffer.pki.acme")
@@ -68,7 +69,7 @@ def load_key(der: bytes) -> jose.JWKEC:
 
 
 class Acme:
-    def __init__(self, store: AcmeStore, kms: KmsProvider, policy: OutboundPolicy, *, timeout: float = 30.0) -> None:
+    def __init__(self, store: AcmeStore, kms: ServiceKeyring, policy: OutboundPolicy, *, timeout: float = 30.0) -> None:
         self.store = store
         self.kms = kms
         self.policy = policy
@@ -100,17 +101,18 @@ class Acme:
             raise ValidationError.on("eab.hmac_key", "base64url") from None
         account_id = new_id("acct")
         der = keys.to_der(key)
+        sealed = seal(self.kms.tenant(tenant_id), der, account_aad(account_id))
         row = await self.store.insert_account(
             {"id": account_id, "tenant_id": tenant_id, "directory_url": req.directory_url, "email": req.email,
              "ca_bundle": req.ca_bundle, "account_url": account_url, "status": status,
-             "eab_kid": req.eab.kid if req.eab else None}, seal(self.kms, der, account_aad(account_id)))
+             "eab_kid": req.eab.kid if req.eab else None}, sealed)
         log.info("acme_account_created", account_id=account_id, tenant_id=tenant_id)
         return row
 
     @asynccontextmanager
     async def session(self, account: Row) -> AsyncIterator[AcmeSession]:
         """A session as ``account`` (a row read ``with_key``)."""
-        der = unseal(self.kms, sealed_of(account), account_aad(account["id"]))
+        der = unseal(self.kms.tenant(account["tenant_id"]), sealed_of(account), account_aad(account["id"]))
         async with AcmeSession(account["directory_url"], load_key(der), self.policy, ca_bundle=account["ca_bundle"],
                                account_url=account["account_url"], timeout=self.timeout) as session:
             yield session
@@ -142,11 +144,11 @@ class Acme:
         secret = str(req.config["tsig_secret"]).encode()
         return await self.store.insert_provider(
             {"id": provider_id, "tenant_id": tenant_id, "name": req.name, "type": req.type, "config": shown},
-            seal(self.kms, secret, provider_aad(provider_id)))
+            seal(self.kms.tenant(tenant_id), secret, provider_aad(provider_id)))
 
     async def provider(self, row: Row) -> Rfc2136:
         """A provider row (read ``with_key``) ready to write records."""
-        secret = unseal(self.kms, sealed_of(row), provider_aad(row["id"]))
+        secret = unseal(self.kms.tenant(row["tenant_id"]), sealed_of(row), provider_aad(row["id"]))
         return await self._open({**row["config"], "tsig_secret": secret.decode()})
 
     # -- orders ------------------------------------------------------------------------------------

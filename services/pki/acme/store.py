@@ -52,7 +52,7 @@ def _no_order(order_id: str) -> AcmeOrderNotFound:
     return AcmeOrderNotFound(f"ACME order '{order_id[:64]}' not found", details={"id": order_id[:64]})
 
 
-_KEY_COLUMNS = ", kek_id, wrapped_key, nonce, ciphertext"
+_KEY_COLUMNS = ", tenant_id, kek_id, wrapped_key, nonce, ciphertext"  # sealed under the tenant's KEK
 
 
 def account_aad(account_id: str) -> bytes:

@@ -201,7 +201,7 @@ async def enrol_totp(request: web.Request) -> web.Response:
                         details={"rule": OWN_ENROLMENT_ONLY})
     row = await _mfa_change_allowed(request, identity_id)
     secret = new_totp_secret()
-    sealed = seal(st.kms, secret, totp_aad(identity_id))
+    sealed = seal(st.kms.tenant(tenant_of(request)), secret, totp_aad(identity_id))
     await st.identities.set_totp(tenant_of(request), identity_id, sealed, void_tokens=False,
                                  request_id=context(request).request_id)
     uri = totp(secret).get_provisioning_uri(row["name"], "Coffer")

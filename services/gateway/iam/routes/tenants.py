@@ -23,7 +23,9 @@ from services.gateway.iam.routes import authorize, caller_is_partner_admin, list
 from services.gateway.iam.routes.identities import partner_admin_grant
 from services.gateway.state import state
 from shared.contracts import parse
+from shared.contracts.system import KmsKey, TenantKmsRequest
 from shared.errors import Forbidden, TenantAccessDenied, TenantNotFound
+from shared.registry import SERVICES
 
 
 async def _reachable(request: web.Request, tenant_id: str) -> Any:
@@ -44,6 +46,14 @@ async def _above(request: web.Request, tenant_id: str) -> bool:
             and await state(request).tenants.in_subtree(home, tenant_id))
 
 
+async def _tenant_kms(request: web.Request, tenant_id: str, kms_key: KmsKey | None) -> None:
+    """Every service wraps the tenant's KEKs with its own KMS key (or no longer), before the tenant says so:
+    a key the KMS refuses, or a KMS away, changes nothing that is stored (shared/byok.py)."""
+    st, ctx = state(request), context(request)
+    for service in SERVICES:
+        await st.services.tenant_kms(ctx, service, TenantKmsRequest(tenant_id=tenant_id, kms_key=kms_key))
+
+
 async def create_tenant(request: web.Request) -> web.Response:
     body = await read_model(request, TenantCreate)
     await authorize(request, "tenants", "write")
@@ -51,10 +61,14 @@ async def create_tenant(request: web.Request) -> web.Response:
     parent = body.parent_id or tenant_of(request)
     await _reachable(request, parent)
     retention_seconds(body.secret_retention)
+    tenant_id = domain.new_id("ten")
+    if body.kms_key is not None:
+        await _tenant_kms(request, tenant_id, body.kms_key)
     row = await state(request).tenants.create_tenant({
-        "id": domain.new_id("ten"), "name": body.name, "kind": body.kind, "parent_id": parent,
+        "id": tenant_id, "name": body.name, "kind": body.kind, "parent_id": parent,
         "quotas": body.quotas.model_dump(exclude_none=True), "secret_retention": body.secret_retention,
-        "require_mfa": body.require_mfa})
+        "require_mfa": body.require_mfa,
+        "kms_key": body.kms_key.model_dump() if body.kms_key is not None else None})
     return json_response(tenant_view(row), status=201)
 
 
@@ -69,19 +83,22 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 
 async def patch_tenant(request: web.Request) -> web.Response:
-    """Merge the fields sent (RFC 7396); ``quotas`` and ``kind`` only by the partner above the tenant."""
+    """Merge the fields sent (RFC 7396); ``quotas``, ``kind`` and ``kms_key`` only by the partner above."""
     st, tenant_id = state(request), request.match_info["id"]
     raw = await read_object(request)
     await _reachable(request, tenant_id)
     touched = sorted(set(raw) & set(PARTNER_FIELDS))
     if touched and not await _above(request, tenant_id):  # before the fields are even validated
-        raise Forbidden("a tenant's quotas and kind are set by the partner above it",
+        raise Forbidden("a tenant's quotas, kind and KMS key are set by the partner above it",
                         details={"fields": touched})
     body = parse(TenantPatch, raw)
     if body.kind == "standard" and await st.tenants.has_children(tenant_id):
         raise Forbidden("a tenant with child tenants stays a partner", details={"tenant_id": tenant_id})
-    fields = body.model_dump(include={"name", "kind", "secret_retention", "require_mfa"}, exclude_unset=True)
+    fields = body.model_dump(include={"name", "kind", "secret_retention", "require_mfa", "kms_key"},
+                             exclude_unset=True)
     retention_seconds(body.secret_retention)
+    if "kms_key" in fields:
+        await _tenant_kms(request, tenant_id, body.kms_key)
     row = await st.tenants.update_tenant(tenant_id, fields, body.quota_changes())
     st.tenancy.quotas_changed(row["id"])
     return json_response(tenant_view(row))
@@ -92,17 +109,25 @@ async def delete_tenant(request: web.Request) -> web.Response:
     await _reachable(request, tenant_id)
     if tenant_id == principal(request).tenant_id:
         raise Forbidden("you can't delete your own tenant")
-    await state(request).tenants.delete_tenant(tenant_id, context(request).request_id)
+    st, ctx = state(request), context(request)
+
+    async def shred() -> None:
+        """Its keys first, in every service's keyring (issue #29: a database copy can't open its values)."""
+        for service in SERVICES:
+            await st.services.shred(ctx, service, tenant_id)
+
+    await st.tenants.delete_tenant(tenant_id, ctx.request_id, shred)
     return web.Response(status=204)
 
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/tenants", create_tenant, scope="admin", body=TenantCreate, statuses=(201,),
-          errors=("name_conflict", "forbidden", "invalid_duration")),
+          errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config", "service_unavailable")),
     Route("GET", "/v1/tenants", list_tenants, scope="admin", query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=at("tenants", "id", "read")),
     Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=at("tenants", "id", "write"),
-          body=TenantPatch, errors=("name_conflict", "forbidden", "invalid_duration")),
+          body=TenantPatch, errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config",
+                                    "service_unavailable")),
     Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=at("tenants", "id", "delete"),
-          statuses=(204,), errors=("forbidden",)),
+          statuses=(204,), errors=("forbidden", "service_unavailable")),
 )
