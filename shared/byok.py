@@ -137,7 +137,7 @@ async def set_key(ring: ServiceKeyring, tenant_id: str, kms_key: Mapping[str, st
     if entry is None:
         raise EncryptionError("the tenant's keys are destroyed", details={"tenant_id": tenant_id})
     try:
-        plain = {kek_id: (ring._byok_key(tenant_id, kek_id) if entry.kms else ring._tenant_keys[kek_id][1])
+        plain = {kek_id: (ring._byok_key(tenant_id, kek_id) if entry.kms else ring._key_of(kek_id))
                  for kek_id in entry.wrapped}
     except EncryptionError:  # a BYOK tenant whose key is closed now: the old key is asked, once
         await refresh(ring, kms, ttl)

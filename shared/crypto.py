@@ -229,6 +229,20 @@ class LocalKms:
             raise EncryptionError("the re-sealed keyring does not read back")
         self._keys, self._active, self._store, self._stamp = keys, active, store, back._stamp
 
+    def retire_legacy(self) -> int:
+        """Drop every KEK (``kek_…``) of this root keyring, keeping the services' shares, once nothing is
+        sealed under them any more (the caller checked, and holds the file's lock): a database copy from
+        before the key hierarchy then opens nothing. A fresh KEK, which never sealed anything, stays active
+        (the file's format wants one). How many were dropped."""
+        fresh = LocalKms.load(self.path, store=self._store)
+        old = [k for k in fresh._keys if k.startswith("kek_")]
+        kek_id = "kek_" + secrets.token_hex(8)
+        keys = {**{k: v for k, v in fresh._keys.items() if not k.startswith("kek_")},
+                kek_id: secrets.token_bytes(KEY_BYTES)}
+        self._write(self.path, self._store.dump(keys, kek_id), replace=True)
+        self._keys, self._active, self._stamp = keys, kek_id, self._file_stamp()
+        return len(old)
+
     def rotate(self) -> str:
         """Add a KEK, make it active, rewrite the key file atomically (0600).
 

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from cryptography.hazmat.primitives import hpke
@@ -42,6 +42,34 @@ log = structlog.get_logger("coffer.handover")
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 #: how long a service waits between asks while the gateway is sealed or away (then up to the maximum)
 RETRY_FIRST, RETRY_MAX = 0.5, 5.0
+
+
+class RootKeys(Protocol):
+    """Where a process gets its service's share U_s: the root keyring it holds (``LocalRoot``), or the
+    gateway's hand-over (``shared.handover.HandedOver``, shamir in distributed mode)."""
+
+    path: Path
+
+    async def share(self, service: str) -> bytes: ...
+
+    async def legacy(self) -> LocalKms | None: ...
+
+
+@dataclass
+class LocalRoot:
+    """The root keyring held by this process (the ``file`` seal, an auto seal, or the gateway of any)."""
+
+    root: LocalKms
+
+    @property
+    def path(self) -> Path:
+        return self.root.path
+
+    async def share(self, service: str) -> bytes:
+        return root_share(self.root, service)
+
+    async def legacy(self) -> LocalKms | None:
+        return self.root
 
 
 def method_of(service: str) -> str:

@@ -20,9 +20,9 @@ values, while every other tenant's still open. The keyring directory is backed u
 database, with a short retention (docs/operations.md): a tenant is gone from a backup set once no keyring
 copy older than its deletion is kept.
 
-Every process of one service shares its keyring file: changes (a new tenant KEK, a rotation, a shred) are
-made under an exclusive ``flock`` after re-reading the file, written atomically, and picked up by the
-other processes at their next use (one ``stat`` per call). Messages name ids, never key material.
+Every process of one service shares its keyring file: changes are made under ``flock`` after a re-read,
+written atomically, and seen by the other processes at their next use (one ``stat``). Tenant KEKs are
+unwrapped at first use. Messages name ids, never key material.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -116,7 +116,8 @@ class ServiceKeyring:
         self._keys: dict[str, bytes] = {}
         self._active = ""
         self._tenants: dict[str, _Tenant | None] = {}  # None: shredded
-        self._tenant_keys: dict[str, tuple[str, bytes]] = {}  # tkek id → (tenant id, key)
+        self._tenant_keys: dict[str, tuple[str, bytes]] = {}  # tkek id → (tenant id, key): opened on first use
+        self._tenant_sealed: dict[str, tuple[str, str, bytes]] = {}  # tkek id → (tenant id, service KEK, wrapped)
         self._stamp: tuple[int, int] = (0, 0)
         # BYOK tenants (shared/byok.py): their KEKs' KMS ciphertexts, and what the KMS last gave back for them,
         # usable until a deadline (a key disabled in the KMS stops the tenant's reads by then)
@@ -161,7 +162,7 @@ class ServiceKeyring:
             if active not in keys:
                 raise ValueError("no active key")
             tenants: dict[str, _Tenant | None] = {}
-            tenant_keys: dict[str, tuple[str, bytes]] = {}
+            sealed: dict[str, tuple[str, str, bytes]] = {}
             byok: dict[str, tuple[str, bytes]] = {}
             for tid, entry in inner["tenants"].items():
                 if entry is None:
@@ -170,16 +171,19 @@ class ServiceKeyring:
                 wrapped = {tk: (sk, base64.b64decode(w)) for tk, (sk, w) in entry["keys"].items()}
                 tenants[tid] = _Tenant(entry["active"], wrapped, entry.get("kms"))
                 for tk, (sk, w) in wrapped.items():
-                    (byok if entry.get("kms") else tenant_keys)[tk] = (tid, _open(keys[sk], w,
-                                                                                  self._tenant_aad(tid, tk)))
+                    if entry.get("kms"):
+                        byok[tk] = (tid, _open(keys[sk], w, self._tenant_aad(tid, tk)))
+                    else:  # opened on first use: a reload costs the file, not a decryption per tenant
+                        sealed[tk] = (tid, sk, w)
         except FileNotFoundError:
             raise EncryptionError("service keyring not found", details={"service": self.service}) from None
         except (InvalidTag, OSError, ValueError, KeyError, TypeError):
             raise EncryptionError("service keyring can't be opened with this installation's keys",
                                   details={"service": self.service}) from None
         stamp = self._stat()
-        self._keys, self._active, self._tenants, self._tenant_keys, self._stamp = (
-            keys, active, tenants, tenant_keys, stamp)
+        self._keys, self._active, self._tenants, self._tenant_sealed, self._stamp = (
+            keys, active, tenants, sealed, stamp)
+        self._tenant_keys = {k: v for k, v in self._tenant_keys.items() if k in sealed}
         self._byok_blobs = byok
         self._byok_open = {tk: v for tk, v in self._byok_open.items() if tk in byok and byok[tk][1] == v[2]}
 
@@ -250,7 +254,7 @@ class ServiceKeyring:
                 tk = TENANT_KEK + secrets.token_hex(8)
                 self._tenant_keys[tk] = (tid, secrets.token_bytes(KEY_BYTES))
                 t.active = tk
-                t.wrapped = {k: (kid, _seal(self._keys[kid], self._tenant_keys[k][1], self._tenant_aad(tid, k)))
+                t.wrapped = {k: (kid, _seal(self._keys[kid], self._key_of(k), self._tenant_aad(tid, k)))
                              for k in (*t.wrapped, tk)}
         return kid
 
@@ -279,15 +283,34 @@ class ServiceKeyring:
         assert entry is not None
         if entry.kms:
             return entry.active, self._byok_key(tenant_id, entry.active)
-        return entry.active, self._tenant_keys[entry.active][1]
+        return entry.active, self._key_of(entry.active)
 
     def _tenant_key(self, tenant_id: str, kek_id: str) -> bytes:
         self._follow()
-        found = self._tenant_keys.get(kek_id)
+        found = self._plain(kek_id)
         if found is None and self._byok_blobs.get(kek_id, ("",))[0] == tenant_id:
             return self._byok_key(tenant_id, kek_id)
         if found is None or found[0] != tenant_id:
             raise EncryptionError("data key is wrapped by an unknown KEK", details={"kek_id": kek_id})
+        return found[1]
+
+    def _plain(self, kek_id: str) -> tuple[str, bytes] | None:
+        """A (non-BYOK) tenant KEK ``(tenant id, key)``, unwrapped at its first use and kept."""
+        found = self._tenant_keys.get(kek_id)
+        if found is None and kek_id in self._tenant_sealed:
+            tenant_id, sk, wrapped = self._tenant_sealed[kek_id]
+            try:
+                found = (tenant_id, _open(self._keys[sk], wrapped, self._tenant_aad(tenant_id, kek_id)))
+            except (InvalidTag, ValueError, KeyError):
+                raise EncryptionError("a tenant KEK of the keyring does not open",
+                                      details={"kek_id": kek_id}) from None
+            self._tenant_keys[kek_id] = found
+        return found
+
+    def _key_of(self, kek_id: str) -> bytes:
+        found = self._plain(kek_id)
+        if found is None:
+            raise EncryptionError("a tenant KEK of the keyring is missing", details={"kek_id": kek_id})
         return found[1]
 
     def _byok_key(self, tenant_id: str, kek_id: str) -> bytes:
@@ -305,6 +328,7 @@ class ServiceKeyring:
             had = self._tenants.get(tenant_id) is not None
             self._tenants[tenant_id] = None
             self._tenant_keys = {k: v for k, v in self._tenant_keys.items() if v[0] != tenant_id}
+            self._tenant_sealed = {k: v for k, v in self._tenant_sealed.items() if v[0] != tenant_id}
             self._byok_open = {k: v for k, v in self._byok_open.items() if v[0] != tenant_id}
         return had
 
@@ -376,37 +400,3 @@ def root_share(root: LocalKms, service: str) -> bytes:
 def open_service_keyring(root: LocalKms, directory: Path, service: str, salt: bytes) -> ServiceKeyring:
     """The service's keyring from the root keyring and its salt (the root keyring kept for legacy values)."""
     return ServiceKeyring.open(directory, service, root_share(root, service), salt, legacy=root)
-
-
-class RootKeys(Protocol):
-    """Where a process gets its service's share U_s: the root keyring it holds (``LocalRoot``), or the
-    gateway's hand-over (``shared.handover.HandedOver``, shamir in distributed mode)."""
-
-    path: Path
-
-    async def share(self, service: str) -> bytes: ...
-
-    async def legacy(self) -> LocalKms | None: ...
-
-
-@dataclass
-class LocalRoot:
-    """The root keyring held by this process (the ``file`` seal, an auto seal, or the gateway of any)."""
-
-    root: LocalKms
-
-    @property
-    def path(self) -> Path:
-        return self.root.path
-
-    async def share(self, service: str) -> bytes:
-        return root_share(self.root, service)
-
-    async def legacy(self) -> LocalKms | None:
-        return self.root
-
-
-def describe(ring: ServiceKeyring) -> Mapping[str, Any]:
-    """What a status page may say of a keyring: ids and counts, no key."""
-    return {"service": ring.service, "active": ring.active_key_id, "service_keks": len(ring._keys),
-            "tenants": ring.tenant_count(), "file": ring.path.name}

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
-from shared import byok, keyring
+from shared import byok, handover, keyring
 from shared.bus import Bus, RpcHandler, create_bus
 from shared.config import Settings
 from shared.context import RequestContext
@@ -39,7 +39,17 @@ from shared.contracts import Empty
 from shared.contracts.events import Event
 from shared.contracts.system import PingResult, RewrapResult, ShredRequest, ShredResult, TenantKmsRequest
 from shared.crypto import LocalKms
-from shared.db import OutboxRelay, SealedColumns, create_pool, has_legacy, inbox, migrate, rewrap_all, sealed_keys
+from shared.db import (
+    OutboxRelay,
+    SealedColumns,
+    create_pool,
+    has_legacy,
+    inbox,
+    legacy_count,
+    migrate,
+    rewrap_all,
+    sealed_keys,
+)
 from shared.errors import ServiceUnavailable
 from shared.logging import configure
 from shared.outbound import OutboundPolicy, PlatformEndpoints, platform_endpoints
@@ -123,7 +133,7 @@ class ServiceSpec:
 class ServiceRuntime:
     """One running service."""
 
-    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms | keyring.RootKeys, dsn: str, *,
+    def __init__(self, spec: ServiceSpec, settings: Settings, bus: Bus, kms: LocalKms | handover.RootKeys, dsn: str, *,
                  platform: PlatformEndpoints | None = None) -> None:
         self.spec = spec
         self.platform = platform
@@ -147,7 +157,7 @@ class ServiceRuntime:
         async with self.pool.acquire() as conn:
             await migrate(conn, self.schema, self.spec.migrations)
             salt = await keyring.ensure_salt(conn)
-        root = keyring.LocalRoot(self.kms) if isinstance(self.kms, LocalKms) else self.kms
+        root = handover.LocalRoot(self.kms) if isinstance(self.kms, LocalKms) else self.kms
         self.keyring = keyring.ServiceKeyring.open(self.settings.keyrings(root.path), self.spec.name,
                                                    await root.share(self.spec.name), salt)
         log.info("service_keyring_opened", service=self.spec.name, file=self.keyring.path.name)
@@ -240,7 +250,8 @@ class ServiceRuntime:
                 await conn.execute("SELECT pg_advisory_unlock($1)", lock)
         places = (*self.spec.sealed, sealed_keys.sealed_columns(self.schema))
         moved, unreadable = await rewrap_all(self.pool, self.keyring, places)
-        return RewrapResult(kek_id=kek_id, rewrapped=moved, unreadable=unreadable).model_dump()
+        return RewrapResult(kek_id=kek_id, rewrapped=moved, unreadable=unreadable,
+                            legacy_left=await legacy_count(self.pool, places)).model_dump()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -78,7 +78,7 @@ async def build_state(deps: ServiceDeps) -> GatewayState:
     clients = ClientAddresses(settings.trusted_proxies)
     tenants_repo = TenantRepository(pool, schema)
     return GatewayState(
-        settings=settings, schema=schema, kms=deps.kms, bus=deps.bus,
+        settings=settings, schema=schema, kms=deps.kms, root=deps.root, bus=deps.bus,
         identities=identities_repo, tenants=tenants_repo, policies=policies_repo, system=system,
         signer=signer, revocations=Revocations(identities_repo),
         authorizer=Authorizer(RuleCache(policies_repo), clients), tenancy=Tenancy(tenants_repo, identities_repo),

@@ -21,6 +21,7 @@ from shared.contracts.pki import PkiClient
 from shared.contracts.secrets import SecretsClient
 from shared.contracts.system import SystemClient
 from shared.contracts.webhooks import WebhooksClient
+from shared.crypto import LocalKms
 from shared.cursors import CursorCodec
 from shared.keyring import ServiceKeyring
 
@@ -48,6 +49,8 @@ class GatewayState:
     schema: str
     #: the gateway's keyring (shared/keyring.py): signing keys, audit and cursor keys; TOTP seeds per tenant
     kms: ServiceKeyring
+    #: the root keyring, when this process holds it (sys/kms:rotate's retire_legacy)
+    root: LocalKms | None
     bus: Bus
     # storage
     identities: IamRepository

@@ -27,6 +27,8 @@ class RewrapResult(Contract):
     kek_id: str
     rewrapped: int
     unreadable: int = 0
+    #: values still sealed under the root keyring's legacy KEKs (before the hierarchy) after the re-wrap
+    legacy_left: int = 0
 
 
 class ShredRequest(Contract):

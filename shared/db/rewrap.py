@@ -47,6 +47,15 @@ def by_tenant_id(row: Mapping[str, Any]) -> str:
     return str(row["tenant_id"])
 
 
+async def legacy_count(pool: asyncpg.Pool, places: Sequence[SealedColumns]) -> int:
+    """How many values of ``places`` are still sealed under the root keyring (before the hierarchy)."""
+    total = 0
+    for place in places:
+        kek = f"{place.prefix}kek_id"
+        total += await pool.fetchval(f'SELECT count(*) FROM "{place.table}" WHERE "{kek}" LIKE $1', r"kek\_%")
+    return total
+
+
 async def has_legacy(pool: asyncpg.Pool, places: Sequence[SealedColumns]) -> bool:
     """Whether any value of ``places`` is still sealed under the root keyring (before the hierarchy)."""
     for place in places:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ import aiohttp
 import asyncpg
 
 from services.platform import Platform
+from services.secrets.domain import associated_data
 from shared.context import RequestContext
 from shared.contracts.events import Event
+from shared.crypto import seal
 from tests.conftest import Api, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import totp_code
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -232,3 +235,54 @@ async def test_rotate_root_with_the_file_seal_is_refused_and_changes_nothing(api
     err = assert_envelope(status, body, headers, "invalid_request")
     assert err["details"] == {"seal": "file"} and "migrate" in err["message"]
     assert key_file.read_bytes() == before
+
+
+async def test_values_of_before_the_hierarchy_move_at_start_and_the_legacy_keks_retire_once_none_is_left(
+    tmp_path: Path, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """A value sealed under the root keyring (as before issue #29) is moved under its tenant's KEK by the next
+    start; ``sys/kms:rotate?retire_legacy=true`` drops the root keyring's KEKs only once none is left."""
+    platform = await start_platform(tmp_path, None, pg_dsn)
+    prefix, schema = platform.settings.schema_prefix, platform.settings.schema_for("secrets")
+    try:
+        api = await initialised(platform, http)
+        value = remember_secret("legacy-" + secrets.token_hex(6))
+        await put(api, "old/one", value)
+        await put(api, "old/two", "x")
+        pool = platform.runtimes["secrets"].pool
+        assert pool is not None
+        row = await pool.fetchrow(f'SELECT tenant_id, version FROM "{schema}".secret_versions WHERE path = $1',
+                                  "old/one")
+        aad = associated_data(row["tenant_id"], "old/one", row["version"])
+        legacy = seal(platform.kms, json.dumps(value).encode(), aad)  # the root keyring: as before the hierarchy
+        await pool.execute(f'UPDATE "{schema}".secret_versions SET kek_id = $1, wrapped_key = $2, nonce = $3,'
+                           " ciphertext = $4 WHERE path = 'old/one'", *legacy.__dict__.values())
+        await pool.execute(f'UPDATE "{schema}".secret_versions SET kek_id = $1, wrapped_key = $2'  # damaged
+                           " WHERE path = 'old/two'", legacy.kek_id, b"\0" * 60)
+        token = api.token
+    finally:
+        await platform.close()
+    platform = await start_platform(tmp_path, None, pg_dsn, schema_prefix=prefix)
+    try:
+        api = Api(platform.url or "", http)
+        api.token = token
+        status, got, _ = await api.request("GET", "/v1/secrets/old/one")
+        assert status == 200 and got["value"] == value, got
+        pool = platform.runtimes["secrets"].pool
+        assert pool is not None
+        assert (await pool.fetchval(f'SELECT kek_id FROM "{schema}".secret_versions WHERE path = $1',
+                                    "old/one")).startswith("tkek_")  # moved at start
+        status, body, headers = await api.request("POST", "/v1/sys/kms:rotate?retire_legacy=true")
+        err = assert_envelope(status, body, headers, "invalid_request")
+        assert err["details"] == {"legacy_left": 1}  # the damaged one
+        old = set(json.loads(platform.kms.path.read_text())["keys"])
+        await pool.execute(f"DELETE FROM \"{schema}\".secret_versions WHERE path = 'old/two'")
+        status, body, _ = await api.request("POST", "/v1/sys/kms:rotate?retire_legacy=true")
+        assert status == 200 and body["legacy_left"] == 0 and body["legacy_retired"] >= 1, body
+        now = set(json.loads(platform.kms.path.read_text())["keys"])
+        assert not {k for k in old if k.startswith("kek_")} & now  # the old KEKs are gone from the file
+        assert {k for k in old if k.startswith("svc_")} <= now  # the services' shares stay
+        status, got, _ = await api.request("GET", "/v1/secrets/old/one")
+        assert status == 200 and got["value"] == value
+    finally:
+        await platform.close()

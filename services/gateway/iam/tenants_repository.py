@@ -39,6 +39,11 @@ class TenantRepository(SchemaRepository):
         except asyncpg.UniqueViolationError:
             raise NameConflict("a tenant with this name exists", details={"name": row["name"]}) from None
 
+    async def discard_new_tenant(self, tenant_id: str) -> None:
+        """A tenant just made whose creation failed after its row (its KMS key refused): gone again."""
+        await self.pool.execute("DELETE FROM tenants WHERE id = $1 AND NOT EXISTS"
+                                " (SELECT 1 FROM identities WHERE tenant_id = $1)", tenant_id)
+
     async def list_tenants(self, root_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(
             f"{_SUBTREE} SELECT t.* FROM tenants t JOIN sub ON sub.id = t.id"

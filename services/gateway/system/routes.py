@@ -9,14 +9,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field, StrictBool, StrictStr, model_validator
 
-from services.gateway.edge.routes import Route, context, json_response, read_model
+from services.gateway.edge.routes import Route, context, json_response, query, read_model
 from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES, InitRequest
 from services.gateway.state import GatewayState, state
 from services.gateway.system import seal as seal_control
-from shared import custody
-from shared.contracts import Contract, JsonInt
-from shared.errors import CofferError, NameConflict, ServiceUnavailable
+from shared import custody, keyring
+from shared.contracts import Contract, JsonInt, Query
+from shared.errors import CofferError, InvalidRequest, NameConflict, ServiceUnavailable
 from shared.metrics import OUTBOX_BACKLOG
 from shared.metrics import render as render_metrics
 from shared.registry import SERVICES
@@ -128,10 +128,18 @@ async def init(request: web.Request) -> web.Response:
     return json_response(await initialise(state(request), body), status=201)
 
 
+class RotateQuery(Query):
+    """``?retire_legacy=true``: once no value is left under them, drop the root keyring's own KEKs (those of
+    before the key hierarchy), so that a database copy from before it opens nothing any more."""
+
+    retire_legacy: bool = False
+
+
 async def rotate_kek(request: web.Request) -> web.Response:
     """New key-encryption keys in every service's keyring (its own and one per tenant); each service
     re-wraps its data keys under them (no value re-encrypted)."""
-    st = state(request)
+    st, asked = state(request), query(request, RotateQuery)
+    legacy_left = 0
     kek_ids: dict[str, str] = {}
     rewrapped: dict[str, int] = {}
     unreadable: dict[str, int] = {}
@@ -140,10 +148,19 @@ async def rotate_kek(request: web.Request) -> web.Response:
         kek_ids[service], rewrapped[service] = result.kek_id, result.rewrapped
         if result.unreadable:
             unreadable[service] = result.unreadable
+        legacy_left += result.legacy_left
     # Unreadable data keys stay under their old KEK (which is kept): the
     # rotation goes on, and the operator learns where to look from the logs.
+    retired = 0
+    if asked.retire_legacy:
+        if legacy_left or st.root is None:
+            raise InvalidRequest("the root keyring's KEKs can't be retired: values are still sealed under them"
+                                 if legacy_left else "this process does not hold the root keyring",
+                                 details={"legacy_left": legacy_left})
+        with keyring.exclusive(st.root.path):
+            retired = st.root.retire_legacy()
     return json_response({"kek_id": kek_ids["gateway"], "kek_ids": kek_ids, "rewrapped": rewrapped,
-                          "unreadable": unreadable})
+                          "unreadable": unreadable, "legacy_left": legacy_left, "legacy_retired": retired})
 
 
 async def get_maintenance(request: web.Request) -> web.Response:
@@ -202,8 +219,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sys/rotate-root", rotate_root, scope="admin", platform=True, body=RotateRootRequest,
           target=lambda r: ("sys/seal", "rotate"),
           errors=("invalid_request", "service_unavailable", "encryption_error", "forbidden")),
-    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True,
-          target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden")),
+    Route("POST", "/v1/sys/kms:rotate", rotate_kek, scope="admin", platform=True, query=RotateQuery,
+          target=lambda r: ("sys/kms", "rotate"), errors=("encryption_error", "forbidden", "invalid_request")),
     Route("GET", "/v1/sys/maintenance", get_maintenance, scope="admin", platform=True, errors=("forbidden",),
           target=lambda r: ("sys/maintenance", "read")),
     Route("PUT", "/v1/sys/maintenance", put_maintenance, scope="admin", platform=True,

@@ -17,15 +17,13 @@ from services.gateway.edge.routes import (
     read_object,
     tenant_of,
 )
-from services.gateway.iam import domain
+from services.gateway.iam import domain, tenant_keys
 from services.gateway.iam.models import PARTNER_FIELDS, TenantCreate, TenantPatch, retention_seconds, tenant_view
 from services.gateway.iam.routes import authorize, caller_is_partner_admin, listed
 from services.gateway.iam.routes.identities import partner_admin_grant
 from services.gateway.state import state
 from shared.contracts import parse
-from shared.contracts.system import KmsKey, TenantKmsRequest
 from shared.errors import Forbidden, TenantAccessDenied, TenantNotFound
-from shared.registry import SERVICES
 
 
 async def _reachable(request: web.Request, tenant_id: str) -> Any:
@@ -46,14 +44,6 @@ async def _above(request: web.Request, tenant_id: str) -> bool:
             and await state(request).tenants.in_subtree(home, tenant_id))
 
 
-async def _tenant_kms(request: web.Request, tenant_id: str, kms_key: KmsKey | None) -> None:
-    """Every service wraps the tenant's KEKs with its own KMS key (or no longer), before the tenant says so:
-    a key the KMS refuses, or a KMS away, changes nothing that is stored (shared/byok.py)."""
-    st, ctx = state(request), context(request)
-    for service in SERVICES:
-        await st.services.tenant_kms(ctx, service, TenantKmsRequest(tenant_id=tenant_id, kms_key=kms_key))
-
-
 async def create_tenant(request: web.Request) -> web.Response:
     body = await read_model(request, TenantCreate)
     await authorize(request, "tenants", "write")
@@ -61,14 +51,19 @@ async def create_tenant(request: web.Request) -> web.Response:
     parent = body.parent_id or tenant_of(request)
     await _reachable(request, parent)
     retention_seconds(body.secret_retention)
-    tenant_id = domain.new_id("ten")
-    if body.kms_key is not None:
-        await _tenant_kms(request, tenant_id, body.kms_key)
-    row = await state(request).tenants.create_tenant({
+    st, tenant_id = state(request), domain.new_id("ten")
+    row = await st.tenants.create_tenant({
         "id": tenant_id, "name": body.name, "kind": body.kind, "parent_id": parent,
         "quotas": body.quotas.model_dump(exclude_none=True), "secret_retention": body.secret_retention,
-        "require_mfa": body.require_mfa,
-        "kms_key": body.kms_key.model_dump() if body.kms_key is not None else None})
+        "require_mfa": body.require_mfa})
+    if body.kms_key is not None:  # the row first: no service keeps keys of a tenant that was never made
+        try:
+            stored = await tenant_keys.set_kms_key(request, tenant_id, body.kms_key, None)
+        except BaseException:
+            await tenant_keys.shred(st, request, tenant_id, best_effort=True)
+            await st.tenants.discard_new_tenant(tenant_id)
+            raise
+        row = await st.tenants.update_tenant(tenant_id, {"kms_key": stored}, None)
     return json_response(tenant_view(row), status=201)
 
 
@@ -98,7 +93,9 @@ async def patch_tenant(request: web.Request) -> web.Response:
                              exclude_unset=True)
     retention_seconds(body.secret_retention)
     if "kms_key" in fields:
-        await _tenant_kms(request, tenant_id, body.kms_key)
+        current = await st.tenants.tenant(tenant_id)
+        fields["kms_key"] = await tenant_keys.set_kms_key(request, tenant_id, body.kms_key,
+                                                          current["kms_key"] if current else None)
     row = await st.tenants.update_tenant(tenant_id, fields, body.quota_changes())
     st.tenancy.quotas_changed(row["id"])
     return json_response(tenant_view(row))
@@ -113,8 +110,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
 
     async def shred() -> None:
         """Its keys first, in every service's keyring (issue #29: a database copy can't open its values)."""
-        for service in SERVICES:
-            await st.services.shred(ctx, service, tenant_id)
+        await tenant_keys.shred(st, request, tenant_id)
 
     await st.tenants.delete_tenant(tenant_id, ctx.request_id, shred)
     return web.Response(status=204)
@@ -122,12 +118,11 @@ async def delete_tenant(request: web.Request) -> web.Response:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/tenants", create_tenant, scope="admin", body=TenantCreate, statuses=(201,),
-          errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config", "service_unavailable")),
+          errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config")),
     Route("GET", "/v1/tenants", list_tenants, scope="admin", query=PageQuery, errors=("invalid_cursor",)),
     Route("GET", "/v1/tenants/{id}", get_tenant, scope="admin", target=at("tenants", "id", "read")),
     Route("PATCH", "/v1/tenants/{id}", patch_tenant, scope="admin", target=at("tenants", "id", "write"),
-          body=TenantPatch, errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config",
-                                    "service_unavailable")),
+          body=TenantPatch, errors=("name_conflict", "forbidden", "invalid_duration", "invalid_config")),
     Route("DELETE", "/v1/tenants/{id}", delete_tenant, scope="admin", target=at("tenants", "id", "delete"),
           statuses=(204,), errors=("forbidden", "service_unavailable")),
 )
