@@ -16,6 +16,8 @@ FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "p
 class GatewaySettings(Settings):
     health_timeout: float = Field(2.0, gt=0, le=60)
     token_ttl: int = Field(3600, ge=60, le=86400 * 7)
+    #: an auth method's issuer keys are fetched again on an unknown ``kid`` at most once per this many seconds
+    auth_keys_refetch_interval: float = Field(60.0, ge=1, le=3600)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     disabled_features: Annotated[frozenset[str], NoDecode] = frozenset()
     #: proxies whose X-Forwarded-For is believed (comma-separated CIDRs)

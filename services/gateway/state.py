@@ -7,6 +7,7 @@ route module defines app keys of its own or imports another's.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from shared.contracts.webhooks import WebhooksClient
 from shared.crypto import LocalKms
 from shared.cursors import CursorCodec
 from shared.keyring import ServiceKeyring
+from shared.outbound import OutboundPolicy
 
 if TYPE_CHECKING:
     from services.gateway.audit.log import AuditLog
@@ -78,6 +80,10 @@ class GatewayState:
     federation: FederationClient
     acme: AcmeClient
     services: SystemClient
+    #: calls to tenant-chosen addresses (auth methods' issuers): the operator's allow-list, never the platform
+    outbound: OutboundPolicy = field(default_factory=lambda: OutboundPolicy.from_cidrs((), False))
+    #: auth methods' issuer keys, cached per (tenant, method) (services/gateway/methods/routes.py)
+    method_keys: OrderedDict[tuple[str, str], tuple[Any, Any]] = field(default_factory=OrderedDict)
     routes: dict[Any, Route] = field(default_factory=dict)
     openapi: dict[str, Any] = field(default_factory=dict)
 

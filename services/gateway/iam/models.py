@@ -246,6 +246,8 @@ def identity_view(row: Any) -> dict[str, Any]:
         "allowed_scopes": list(row["allowed_scopes"]), "partner_admin": row["partner_admin"],
         "client_id": row["client_id"], "mfa_enrolled": row["mfa_kek_id"] is not None,
         "require_mfa": row["require_mfa"],
+        **({"external": {"method": row["external_method"], "subject": row["external_subject"]}}
+           if row["kind"] == "external" else {}),
         "created_at": row["created_at"], "updated_at": row["updated_at"],
     }
 

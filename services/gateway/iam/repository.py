@@ -17,7 +17,7 @@ from shared.crypto import Sealed
 from shared.errors import Forbidden, IdentityNotFound, NameConflict
 
 _IDENTITY = ("id, tenant_id, name, kind, allowed_scopes, partner_admin, client_id, mfa_kek_id, token_generation,"
-             " require_mfa, created_at, updated_at")
+             " require_mfa, external_method, external_subject, created_at, updated_at")
 
 
 class IamRepository(SchemaRepository):

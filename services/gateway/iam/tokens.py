@@ -141,12 +141,14 @@ class TokenSigner:
         self._last_reload = time.monotonic()
 
     def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...],
-              mfa_at: int | None = None, generation: int = 0) -> tuple[str, int]:
-        """A signed access token and its lifetime in seconds (``generation``: the identity's, now)."""
+              mfa_at: int | None = None, generation: int = 0, ttl: int | None = None) -> tuple[str, int]:
+        """A signed access token and its lifetime in seconds (``generation``: the identity's, now; ``ttl``:
+        shorter than the platform's, never longer)."""
         assert self._signing is not None, "ensure_key() first"
         kid, key = self._signing
-        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), self.ttl, mfa_at, generation)
-        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), self.ttl
+        lifetime = self.ttl if ttl is None else max(1, min(ttl, self.ttl))
+        claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), lifetime, mfa_at, generation)
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), lifetime
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; ``token_invalid`` / ``token_expired`` otherwise.

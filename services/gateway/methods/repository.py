@@ -1,0 +1,122 @@
+"""SQL of auth methods (api.md §10): a tenant's methods and roles, and the external identities they log in.
+
+An external identity is one per (tenant, method, user claim value), made at its first login; it has no
+password and no client secret. Its bindings are the role's policies, replaced at every login in the same
+transaction (changing a role changes the next login's token); ``policy.updated`` tells every replica, as
+any change of bindings does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import asyncpg
+
+from services.gateway.iam import domain
+from services.gateway.iam.repository import _IDENTITY
+from services.gateway.iam.store import SchemaRepository
+from shared.errors import NameConflict, RoleNotFound, ServiceUnavailable
+
+#: the auth method a name doesn't name (a 404 of the vocabulary: a method is a kind of role holder)
+_NO_METHOD = "auth method not found"
+
+
+def external_name(method: str, subject: str) -> str:
+    """An external identity's name: readable, within the identities' name rules, unique per (method, subject)."""
+    digest = hashlib.sha256(f"{method}\0{subject}".encode()).hexdigest()[:12]
+    return f"{method[:40]}-{digest}"
+
+
+class MethodsRepository(SchemaRepository):
+    # -- methods -------------------------------------------------------------------------------------
+
+    async def create_method(self, tenant_id: str, name: str, kind: str, config: dict[str, Any]) -> asyncpg.Record:
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO auth_methods (tenant_id, name, type, config) VALUES ($1, $2, $3, $4) RETURNING *",
+                tenant_id, name, kind, config)
+        except asyncpg.UniqueViolationError:
+            raise NameConflict("an auth method with this name exists", details={"name": name}) from None
+
+    async def method(self, tenant_id: str, name: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT * FROM auth_methods WHERE tenant_id = $1 AND name = $2",
+                                        tenant_id, name)
+
+    async def list_methods(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM auth_methods WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
+            " ORDER BY name LIMIT $3", tenant_id, after, limit)
+
+    async def update_method(self, tenant_id: str, name: str, config: dict[str, Any]) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "UPDATE auth_methods SET config = $3, updated_at = now() WHERE tenant_id = $1 AND name = $2 RETURNING *",
+            tenant_id, name, config)
+
+    async def delete_method(self, tenant_id: str, name: str) -> bool:
+        """The method and its roles (its external identities stay, listed and deletable, until deleted)."""
+        status = await self.pool.execute("DELETE FROM auth_methods WHERE tenant_id = $1 AND name = $2",
+                                         tenant_id, name)
+        return not status.endswith(" 0")
+
+    # -- roles ---------------------------------------------------------------------------------------
+
+    async def put_role(self, tenant_id: str, method: str, name: str, body: dict[str, Any]) -> asyncpg.Record:
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO auth_roles (tenant_id, method, name, body) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (tenant_id, method, name) DO UPDATE SET body = $4, updated_at = now() RETURNING *",
+                tenant_id, method, name, body)
+        except asyncpg.ForeignKeyViolationError:  # the method went meanwhile
+            raise ServiceUnavailable("the auth method changed meanwhile: try again") from None
+
+    async def role(self, tenant_id: str, method: str, name: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "SELECT * FROM auth_roles WHERE tenant_id = $1 AND method = $2 AND name = $3", tenant_id, method, name)
+        if row is None:
+            raise RoleNotFound(f"role '{name[:64]}' not found", details={"role": name[:64]})
+        return row
+
+    async def list_roles(self, tenant_id: str, method: str, after: str | None, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM auth_roles WHERE tenant_id = $1 AND method = $2 AND ($3::text IS NULL OR name > $3)"
+            " ORDER BY name LIMIT $4", tenant_id, method, after, limit)
+
+    async def delete_role(self, tenant_id: str, method: str, name: str) -> None:
+        status = await self.pool.execute(
+            "DELETE FROM auth_roles WHERE tenant_id = $1 AND method = $2 AND name = $3", tenant_id, method, name)
+        if status.endswith(" 0"):
+            raise RoleNotFound(f"role '{name[:64]}' not found", details={"role": name[:64]})
+
+    # -- logins --------------------------------------------------------------------------------------
+
+    async def external_login(self, tenant_id: str, method: str, subject: str, scopes: list[str],
+                             policies: list[str], request_id: str) -> asyncpg.Record:
+        """The external identity of (method, subject), made if new, bound to exactly ``policies`` (those that
+        exist in the tenant), its allowed scopes the role's: one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('external:' || $1 || ':' || $2 || ':' || $3))",
+                               tenant_id, method, subject)
+            row = await conn.fetchrow(
+                f"UPDATE identities SET allowed_scopes = $4, updated_at = now() WHERE tenant_id = $1 AND"
+                f" kind = 'external' AND external_method = $2 AND external_subject = $3 RETURNING {_IDENTITY}",
+                tenant_id, method, subject, scopes)
+            if row is None:
+                row = await conn.fetchrow(
+                    "INSERT INTO identities (id, tenant_id, name, kind, allowed_scopes, external_method,"
+                    f" external_subject) VALUES ($1, $2, $3, 'external', $4, $5, $6) RETURNING {_IDENTITY}",
+                    domain.new_id("idn"), tenant_id, external_name(method, subject), scopes, method, subject)
+            wanted = await conn.fetch("SELECT id, name FROM policies WHERE tenant_id = $1 AND name = ANY($2::text[])",
+                                      tenant_id, policies)
+            bound = {r["policy_id"] for r in await conn.fetch("SELECT policy_id FROM bindings WHERE identity_id = $1",
+                                                             row["id"])}
+            if bound != {r["id"] for r in wanted}:
+                await conn.execute("DELETE FROM bindings WHERE identity_id = $1", row["id"])
+                for policy in wanted:
+                    await conn.execute("INSERT INTO bindings (id, tenant_id, policy_id, identity_id)"
+                                       " VALUES ($1, $2, $3, $4)", domain.new_id("bnd"), tenant_id, policy["id"],
+                                       row["id"])
+                for policy_id in bound | {r["id"] for r in wanted}:
+                    await self._event(conn, "policy.updated", tenant_id, request_id,
+                                      {"id": policy_id, "identity_id": row["id"]})
+            return row
