@@ -95,6 +95,40 @@ class _AdminApi(_Api):
     def reset_totp(self, identity_id: str) -> None:
         return self._call(_Call("DELETE", f"/v1/identities/{_seg(identity_id)}/mfa/totp"))
 
+    # -- auth methods and their roles ----------------------------------------------------------------
+
+    def create_auth_method(self, name: str, config: dict[str, Any], *, type: str = "jwt") -> dict[str, Any]:  # noqa: A002
+        """``config``: ``{issuer, jwks_url? | public_keys?, audiences?, leeway?}``; the keys are fetched now."""
+        return self._call(_Call("POST", "/v1/auth/methods", {"name": name, "type": type, "config": config}))
+
+    def list_auth_methods(self, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", "/v1/auth/methods", params={"limit": page_size}), _identity)
+
+    def get_auth_method(self, name: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/auth/methods/{_seg(name)}"))
+
+    def update_auth_method(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7396) of the method's ``config``."""
+        return self._call(_Call("PATCH", f"/v1/auth/methods/{_seg(name)}", {"config": config}))
+
+    def delete_auth_method(self, name: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/auth/methods/{_seg(name)}"))
+
+    def put_auth_role(self, method: str, role: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``{bound_audiences?, bound_subject?, bound_claims?, user_claim?, groups_claim?, scopes, policies?,
+        ttl?}``."""
+        return self._call(_Call("PUT", f"/v1/auth/methods/{_seg(method)}/roles/{_seg(role)}", body))
+
+    def list_auth_roles(self, method: str, *, page_size: int = 100) -> Iterator[dict[str, Any]]:
+        return self._list(_Call("GET", f"/v1/auth/methods/{_seg(method)}/roles", params={"limit": page_size}),
+                          _identity)
+
+    def get_auth_role(self, method: str, role: str) -> dict[str, Any]:
+        return self._call(_Call("GET", f"/v1/auth/methods/{_seg(method)}/roles/{_seg(role)}"))
+
+    def delete_auth_role(self, method: str, role: str) -> None:
+        return self._call(_Call("DELETE", f"/v1/auth/methods/{_seg(method)}/roles/{_seg(role)}"))
+
     # -- tenants -----------------------------------------------------------------------------------
 
     def create_tenant(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,12 @@ class _Api:
             {"username": username, "password": password, "tenant_id": tenant_id, "totp_code": totp_code,
              "scopes": scopes}), convert=self._use_token))
 
+    def login_jwt(self, method: str, role: str, jwt: str) -> Token:
+        """A token for a workload's own JWT (a Kubernetes service-account token, a CI job's OIDC token) with
+        ``role`` of the ``jwt`` auth method ``method``, in the client's tenant (the root tenant when unset)."""
+        return self._call(_Call("POST", f"/v1/auth/methods/{_seg(method)}/login", {"role": role, "jwt": jwt},
+                                convert=self._use_token))
+
     def step_up(self, totp_code: str) -> Token:
         """A fresh token proving a second factor now (``mfa_at``)."""
         return self._call(_Call("POST", "/v1/auth/mfa", {"totp_code": totp_code}, convert=self._use_token))
