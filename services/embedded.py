@@ -20,6 +20,7 @@ import functools
 import socket
 import sys
 import time
+from typing import Any
 
 import asyncpg
 
@@ -151,64 +152,35 @@ async def run_sealed(settings: Settings, dsn: str, started: float) -> None:
     """Any seal but ``file``: sealed gateway until unsealed, then the platform; again after ``sys/seal``."""
     from services.gateway.settings import GatewaySettings
     from services.gateway.state import STATE
-    from services.gateway.system.routes import initialise
-    from services.gateway.system.seal import after_unseal
-    from services.sealed import SealedServer, first_of, sealed_banner, stop_event
+    from services.sealed import Opened, serve_sealed, stop_event, unsealed_line
 
-    gateway_settings = GatewaySettings()
     custody = custody_mod.Custody(settings)
     custody_mod.install(custody)
-    stop = stop_event()
-    custody.start()
+    began = [started]  # the banner's clock: from the process's start, then from each seal
+
+    async def open_platform(kms: Any) -> Opened:
+        platform = Platform({}, dsn, name="coffer-embedded", kms=kms)
+        try:
+            await platform.start()
+        except BaseException:
+            await platform.close()
+            raise
+
+        async def say() -> str:
+            assert platform.url is not None
+            first = not await initialised(platform)
+            return unsealed_line(custody) + "\n" + banner(platform.url, settings, began[0], first_time=first)
+
+        async def close() -> None:
+            await platform.close()
+            began[0] = time.monotonic()
+
+        return platform.app[STATE], say, close
+
     try:
-        while not stop.is_set():
-            server: SealedServer | None = None
-            if custody.sealed:
-                server = SealedServer(custody, gateway_settings,
-                                      database_initialised=lambda: database_initialised(dsn, settings))
-                url = await server.start()
-                print(sealed_banner(url, custody), flush=True)
-                if await first_of(stop, custody.unsealed) is stop:
-                    await server.close()
-                    break
-                await server.stop_listening()  # the platform takes the address; answers under way finish
-            assert custody.kms is not None
-            platform = Platform({}, dsn, name="coffer-embedded", kms=custody.kms)
-            try:
-                try:
-                    await platform.start()
-                except BaseException as exc:
-                    if server is not None:
-                        await server.finish_init(None, exc)
-                    raise
-                state = platform.app[STATE]
-                if server is not None:
-                    await server.finish_init(functools.partial(initialise, state))
-                    await server.close()
-                await after_unseal(state, custody)
-                assert platform.url is not None
-                print(f"coffer: unsealed ({custody.type}, {custody.how}) in {(custody.took or 0) * 1000:.0f} ms"
-                      + (f" (the attempt that opened it: {custody.attempt * 1000:.0f} ms)"
-                         if custody.attempt is not None else ""), flush=True)
-                print(banner(platform.url, settings, started, first_time=not await initialised(platform)), flush=True)
-                freeze_startup_heap()
-                await first_of(stop, custody.seal_requested)
-            finally:
-                if server is not None:
-                    await server.close()
-                if stop.is_set():
-                    print("coffer: stopping ...", flush=True)
-                else:
-                    print("coffer: sealing: stopping the platform ...", flush=True)
-                await platform.close()
-            if stop.is_set():
-                break
-            custody.seal()
-            started = time.monotonic()
+        await serve_sealed(custody, GatewaySettings(), stop_event(),
+                           functools.partial(database_initialised, dsn, settings), open_platform)
     finally:
-        if not custody.unsealed.is_set():
-            print("coffer: stopping ...", flush=True)
-        await custody.close()
         custody_mod.install(None)
 
 

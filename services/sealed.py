@@ -296,55 +296,103 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
-async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, make_bus: Callable[[], Any]) -> None:
-    """A distributed gateway process with a seal: sealed app until unsealed (an auto seal by itself; shamir
-    by shares, or by the first ``sys/init``, answered once the gateway runs), then the gateway; after
-    ``sys/seal`` (root admin) the gateway stops and the sealed app answers again (the other processes keep
-    running with the keys they opened). Until a signal."""
-    from services.embedded import database_initialised
-    from services.gateway.state import STATE
+#: what a started platform gives the loop: its gateway's state, the line that says it is up, how to stop it
+Opened = tuple[Any, Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]
+
+
+async def serve_sealed(custody: Custody, settings: GatewaySettings, stop: asyncio.Event,
+                       database_initialised: Callable[[], Awaitable[bool]],
+                       open_platform: Callable[[Any], Awaitable[Opened]]) -> None:
+    """The sealed app until unsealed (an auto seal by itself; shamir by shares, or by the first ``sys/init``,
+    answered once the platform runs), then the platform ``open_platform(kms)`` starts; after ``sys/seal``
+    (root admin) the platform stops and the sealed app answers again. Until ``stop``. The loop of both the
+    embedded process and a distributed gateway (which differ only in what they start)."""
     from services.gateway.system.routes import initialise
     from services.gateway.system.seal import after_unseal
-    from shared.runtime import ServiceRuntime, freeze_startup_heap  # the caller is shared.runtime.run_service
+    from shared.runtime import freeze_startup_heap
 
-    assert settings.database_url is not None
-    stop = stop_event()
     custody.start()
     try:
         while not stop.is_set():
             server: SealedServer | None = None
             if custody.sealed:
-                server = SealedServer(custody, settings, database_initialised=functools.partial(
-                    database_initialised, settings.database_url.get_secret_value(), settings))
+                server = SealedServer(custody, settings, database_initialised=database_initialised)
                 url = await server.start()
                 print(sealed_banner(url, custody), flush=True)
                 if await first_of(stop, custody.unsealed) is stop:
                     await server.close()
                     break
-                await server.stop_listening()
+                await server.stop_listening()  # the platform takes the address; answers under way finish
             assert custody.kms is not None
-            bus = make_bus()
-            runtime = ServiceRuntime(spec, settings, bus, custody.kms, settings.database_url.get_secret_value())
+            close: Callable[[], Awaitable[None]] | None = None
             try:
-                await bus.start()
-                running = await runtime.start()
+                try:
+                    state, say, close = await open_platform(custody.kms)
+                except BaseException as exc:
+                    if server is not None:
+                        await server.finish_init(None, exc)
+                    raise
                 if server is not None:
-                    await server.finish_init(functools.partial(initialise, running.app[STATE]))
+                    await server.finish_init(functools.partial(initialise, state))
                     await server.close()
-                await after_unseal(running.app[STATE], custody)
-                print(f"coffer {spec.name}: unsealed ({custody.type}) in {(custody.took or 0) * 1000:.0f} ms "
-                      f"(the attempt that opened it: {(custody.attempt or 0) * 1000:.0f} ms); "
-                      f"listening on {running.url} (Ctrl-C to stop)", flush=True)
+                await after_unseal(state, custody)
+                print(await say(), flush=True)
                 freeze_startup_heap()
                 await first_of(stop, custody.seal_requested)
             finally:
                 if server is not None:
                     with contextlib.suppress(Exception):
                         await server.close()
-                await runtime.close()
-                await bus.close()
+                print("coffer: stopping ..." if stop.is_set() else "coffer: sealing: stopping the platform ...",
+                      flush=True)
+                if close is not None:
+                    await close()
             if stop.is_set():
                 break
             custody.seal()
     finally:
+        if not custody.unsealed.is_set():  # stopped while sealed
+            print("coffer: stopping ...", flush=True)
         await custody.close()
+
+
+def unsealed_line(custody: Custody) -> str:
+    return (f"coffer: unsealed ({custody.type}, {custody.how}) in {(custody.took or 0) * 1000:.0f} ms"
+            + (f" (the attempt that opened it: {custody.attempt * 1000:.0f} ms)" if custody.attempt is not None
+               else ""))
+
+
+async def run_gateway(spec: Any, settings: GatewaySettings, custody: Custody, make_bus: Callable[[], Any]) -> None:
+    """A distributed gateway process with a seal (``serve_sealed``): the other processes keep running with the
+    keys they opened when it seals. Until a signal."""
+    from services.embedded import database_initialised
+    from services.gateway.state import STATE
+    from shared.runtime import ServiceRuntime  # the caller is shared.serve.run_sealed_service
+
+    assert settings.database_url is not None
+    dsn = settings.database_url.get_secret_value()
+
+    async def open_platform(kms: Any) -> Opened:
+        bus = make_bus()
+        runtime = ServiceRuntime(spec, settings, bus, kms, dsn)
+
+        async def close() -> None:
+            await runtime.close()
+            await bus.close()
+
+        try:
+            await bus.start()
+            running = await runtime.start()
+        except BaseException:
+            await close()
+            raise
+
+        async def say() -> str:  # the line every process of a distributed platform prints
+            return (f"coffer {spec.name}: unsealed ({custody.type}) in {(custody.took or 0) * 1000:.0f} ms "
+                    f"(the attempt that opened it: {(custody.attempt or 0) * 1000:.0f} ms); "
+                    f"listening on {running.url} (Ctrl-C to stop)")
+
+        return running.app[STATE], say, close
+
+    await serve_sealed(custody, settings, stop_event(), functools.partial(database_initialised, dsn, settings),
+                       open_platform)
