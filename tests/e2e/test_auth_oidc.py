@@ -7,8 +7,13 @@ secret is never answered nor logged. ``coffer login --oidc`` is driven as a subp
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import secrets
+import tomllib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -22,6 +27,7 @@ from tests.e2e.method_helpers import put_role
 from tests.e2e.oidc_helpers import CLIENT_ID, LOOPBACK, REGISTERED, Provider, code_and_state, pkce, serve_provider
 from tests.e2e.oidc_helpers import sign_in as browser_sign_in
 from tests.e2e.test_auth_methods import policy
+from tests.e2e.test_cli import COFFER
 from tests.e2e.test_secrets import unique
 
 CALLBACK = "http://127.0.0.1:47123/callback"  # a loopback redirect on some port (RFC 8252)
@@ -229,3 +235,46 @@ async def test_the_client_secret_is_sealed_never_answered(api: Api, provider: Pr
         "name": f"sso-{secrets.token_hex(3)}", "type": "oidc",
         "config": {"issuer": provider.url, "client_id": CLIENT_ID, "redirect_uris": [REGISTERED]}})
     assert status == 422 and body["error"]["code"] == "validation_error", body
+
+
+async def test_coffer_login_oidc_signs_in_on_a_loopback_redirect_and_stores_the_token(
+        api: Api, provider: Provider, setup: dict[str, Any], platform: Platform, tmp_path: Path) -> None:
+    """The CLI in a subprocess (no browser opens: it prints the URL); the test is the browser, and the
+    provider sends it back to the CLI's listener on 127.0.0.1."""
+    home = tmp_path / "cfg"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+    env.update({"XDG_CONFIG_HOME": str(home), "COFFER_ADDR": platform.url or "", "BROWSER": "false"})
+    proc = await asyncio.create_subprocess_exec(*COFFER, "login", "--oidc", setup["method"], "--role", "people",
+                                                env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    try:
+        url, seen = None, []
+        assert proc.stderr is not None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 30)).decode()
+            assert line, seen
+            seen.append(line)
+            if line.strip().startswith("http"):
+                url = line.strip()
+        assert f"/v1/auth/methods/{setup['method']}/authorize?" in url
+        home_url = await browser_sign_in(url, provider.url, "kim+admins", follow_home=True)
+        assert home_url.startswith("http://127.0.0.1:") and "/callback?" in home_url
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, (out, err)
+    assert json.loads(out)["identity"]["kind"] == "external"  # JSON: stdout is not a terminal
+    with (home / "coffer" / "credentials.toml").open("rb") as f:
+        stored = tomllib.load(f)
+    token = remember_secret(next(iter(stored.values()))["token"])
+    assert await read(api, token, setup, "admins") == 200  # kim is in admins
+
+
+async def test_coffer_login_oidc_refuses_a_half_given_choice(platform: Platform, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
+    env.update({"XDG_CONFIG_HOME": str(tmp_path), "COFFER_ADDR": platform.url or ""})
+    proc = await asyncio.create_subprocess_exec(*COFFER, "login", "--oidc", "sso", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and b"--role" in err
