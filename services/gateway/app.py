@@ -21,6 +21,7 @@ from services.gateway.iam.authorizer import StandingPolicy
 from services.gateway.iam.rpc import IamHandlers
 from services.gateway.iam.tokens import signing_key_aad
 from services.gateway.iam.totp import totp_aad
+from services.gateway.methods.oidc import secret_aad
 from services.gateway.replica import ReplicaSync
 from services.gateway.settings import GatewaySettings
 from shared import handover
@@ -62,5 +63,8 @@ SPEC = ServiceSpec(
     # token signing keys, and every identity's TOTP secret
     sealed=(SealedColumns("signing_keys", key=("kid",), aad=lambda row: signing_key_aad(row["kid"])),
             SealedColumns("identities", key=("id",), prefix="mfa_", aad=lambda row: totp_aad(row["id"]),
-                          columns=("tenant_id",), tenant=by_tenant_id)),
+                          columns=("tenant_id",), tenant=by_tenant_id),
+            # oidc auth methods' client secrets (under the tenant's KEK)
+            SealedColumns("auth_methods", key=("tenant_id", "name"), prefix="secret_",
+                          aad=lambda row: secret_aad(row["tenant_id"], row["name"]), tenant=by_tenant_id)),
 )

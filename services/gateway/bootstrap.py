@@ -37,6 +37,7 @@ from services.gateway.iam.tenancy import Tenancy
 from services.gateway.iam.tenants_repository import TenantRepository
 from services.gateway.iam.tokens import SigningKeyStore, TokenSigner
 from services.gateway.methods import routes as auth_methods
+from services.gateway.methods import sso as auth_sso
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import STATE, GatewayState
 from services.gateway.system import routes as system_routes
@@ -59,7 +60,7 @@ ROUTES: tuple[Route, ...] = (
     *system_routes.ROUTES, *login.ROUTES, *tokens.ROUTES, *identities.ROUTES, *tenants.ROUTES,
     *policies.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
     *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
-    *forward_exports.ROUTES, *forward_federation.ROUTES, *forward_acme.ROUTES, *auth_methods.ROUTES,
+    *forward_exports.ROUTES, *forward_federation.ROUTES, *forward_acme.ROUTES, *auth_methods.ROUTES, *auth_sso.ROUTES,
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 from coffer_client._base import _Call, _drop_none, _identity, _secret_path, _seg
 from coffer_client.models import Engine, Issued, Lease, LeaseCredentials, Secret, SecretMeta, Token
@@ -52,6 +53,22 @@ class _Api:
         ``role`` of the ``jwt`` auth method ``method``, in the client's tenant (the root tenant when unset)."""
         return self._call(_Call("POST", f"/v1/auth/methods/{_seg(method)}/login", {"role": role, "jwt": jwt},
                                 convert=self._use_token))
+
+    def authorize_url(self, method: str, role: str, redirect_uri: str, state: str, code_challenge: str) -> str:
+        """Where a browser starts signing in with ``role`` of the ``oidc`` method ``method``
+        (``GET /v1/auth/methods/{name}/authorize``, which answers 302 to the provider): no call is made.
+        ``code_challenge`` is the S256 of a PKCE verifier; the client's tenant goes in ``tenant_id``."""
+        query = _drop_none({"role": role, "redirect_uri": redirect_uri, "state": state,
+                            "code_challenge": code_challenge, "code_challenge_method": "S256",
+                            "tenant_id": getattr(self, "tenant", None) or None})
+        return f"{getattr(self, 'addr', '').rstrip('/')}/v1/auth/methods/{_seg(method)}/authorize?{urlencode(query)}"
+
+    def login_oidc(self, method: str, code: str, state: str, code_verifier: str, redirect_uri: str) -> Token:
+        """A token for a person who signed in at the provider: the ``code`` and ``state`` the provider sent
+        to ``redirect_uri``, and the PKCE ``code_verifier`` (``POST /v1/auth/methods/{name}/callback``)."""
+        return self._call(_Call("POST", f"/v1/auth/methods/{_seg(method)}/callback", {
+            "code": code, "state": state, "code_verifier": code_verifier, "redirect_uri": redirect_uri},
+            convert=self._use_token))
 
     def step_up(self, totp_code: str) -> Token:
         """A fresh token proving a second factor now (``mfa_at``)."""

@@ -120,6 +120,8 @@ class KeySource:
         self.refetch_interval, self.timeout, self.max_bytes = refetch_interval, timeout, max_bytes
         self.lookup, self.clock = lookup, clock
         self.fetches = 0
+        #: the last good discovery document (an ``oidc`` method reads its endpoints there)
+        self.document: dict[str, Any] | None = None
         self._pinned = [Key(k) for k in config.pinned_keys()] if config.public_keys is not None else None
         self._keys: list[Key] = []
         self._fetched_at: float | None = None
@@ -206,6 +208,8 @@ class KeySource:
                     except OutboundRefused as exc:
                         raise _Unusable(f"the discovery's jwks_uri can't be used: {exc.reason}") from None
                 keys = parse_jwks(await self._json(http, str(jwks_url)))
+                if jwks_url != self.config.jwks_url:
+                    self.document = doc
         except TimeoutError as exc:
             raise _Unusable(None, exc) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:

@@ -43,6 +43,10 @@ MAX_SUBJECT = 1024
 MAX_POLICIES = 50
 MAX_LEEWAY = 600
 MAX_TTL = 86400
+MAX_SECRET = 1024
+MAX_SCOPES = 20
+MAX_REDIRECTS = 20
+MAX_GROUP_POLICIES = 50
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 _CURVES = (ec.SECP256R1, ec.SECP384R1)  # ES256, ES384: the curves of the allowed algorithms
@@ -140,6 +144,41 @@ class JwtConfig(Contract):
         return [load_public_key(pem) for pem in self.public_keys or ()]
 
 
+class OidcConfig(Contract):
+    """``config`` of an ``oidc`` method (people, Authorization Code + PKCE): the provider's endpoints and keys
+    come from its discovery. ``client_secret`` is sealed apart (never stored here, never answered): required
+    when the method is made, kept by a ``PATCH`` that leaves it out."""
+
+    issuer: Url
+    client_id: Annotated[HeaderSafeStr, Field(min_length=1, max_length=MAX_AUDIENCE)]
+    client_secret: Annotated[StrictStr, Field(min_length=1, max_length=MAX_SECRET)] | None = None
+    scopes: list[Annotated[StrictStr, Field(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,64}$")]] = \
+        Field(default_factory=lambda: ["openid"], min_length=1, max_length=MAX_SCOPES)
+    redirect_uris: list[Url] = Field(default_factory=list, max_length=MAX_REDIRECTS)
+    leeway: Duration = "60s"
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, value: list[str]) -> list[str]:
+        if "openid" not in value:
+            raise ValueError("the scopes must include 'openid'")
+        return value
+
+    @field_validator("leeway")
+    @classmethod
+    def _leeway(cls, value: str) -> str:
+        _seconds(value, "config.leeway", MAX_LEEWAY, allow_zero=True)
+        return value
+
+    def as_jwt(self) -> JwtConfig:
+        """The ID token's checks as a ``jwt`` method's: the issuer's keys by discovery, ``aud`` the client id."""
+        return JwtConfig(issuer=self.issuer, audiences=[self.client_id], leeway=self.leeway)
+
+    def stored(self) -> dict[str, object]:
+        """What the ``config`` column holds (and ``GET`` answers): everything but the client secret."""
+        return self.model_dump(exclude_none=True, exclude={"client_secret"})
+
+
 class RoleBody(Contract):
     """``PUT /v1/auth/methods/{name}/roles/{role}``: what a token must carry, and what logging in with it gives.
 
@@ -156,6 +195,27 @@ class RoleBody(Contract):
     scopes: list[StrictStr] = Field(max_length=len(ALL_SCOPES))
     policies: list[PolicyName] = Field(default_factory=list, max_length=MAX_POLICIES)
     ttl: Duration = "15m"
+    #: more policies for the members of a group (a value of ``groups_claim``): ``{"<group>": ["<policy>", …]}``
+    group_policies: dict[Annotated[StrictStr, Field(min_length=1, max_length=256)],
+                         Annotated[list[PolicyName], Field(min_length=1, max_length=MAX_POLICIES)]] | None = \
+        Field(None, max_length=MAX_GROUP_POLICIES)
+
+    @model_validator(mode="after")
+    def _groups_named(self) -> RoleBody:
+        if self.group_policies and self.groups_claim is None:
+            raise ValueError("group_policies needs groups_claim (the claim that names the groups)")
+        return self
+
+    def policies_for(self, groups: tuple[str, ...]) -> list[str]:
+        """The role's policies, then those ``group_policies`` gives the groups the token names (no repeats)."""
+        named = list(self.policies)
+        for group in groups:
+            named.extend((self.group_policies or {}).get(group, ()))
+        return list(dict.fromkeys(named))
+
+    def all_policies(self) -> list[str]:
+        """Every policy the role names (that must exist when it is written)."""
+        return list(dict.fromkeys([*self.policies, *(p for ps in (self.group_policies or {}).values() for p in ps)]))
 
     @field_validator("bound_claims")
     @classmethod

@@ -16,6 +16,7 @@ import asyncpg
 from services.gateway.iam import domain
 from services.gateway.iam.repository import _IDENTITY
 from services.gateway.iam.store import SchemaRepository
+from shared.crypto import Sealed
 from shared.errors import NameConflict, RoleNotFound, ServiceUnavailable
 
 #: the auth method a name doesn't name (a 404 of the vocabulary: a method is a kind of role holder)
@@ -31,11 +32,14 @@ def external_name(method: str, subject: str) -> str:
 class MethodsRepository(SchemaRepository):
     # -- methods -------------------------------------------------------------------------------------
 
-    async def create_method(self, tenant_id: str, name: str, kind: str, config: dict[str, Any]) -> asyncpg.Record:
+    async def create_method(self, tenant_id: str, name: str, kind: str, config: dict[str, Any],
+                            secret: Sealed | None = None) -> asyncpg.Record:
+        s = secret
         try:
             return await self.pool.fetchrow(
-                "INSERT INTO auth_methods (tenant_id, name, type, config) VALUES ($1, $2, $3, $4) RETURNING *",
-                tenant_id, name, kind, config)
+                "INSERT INTO auth_methods (tenant_id, name, type, config, secret_kek_id, secret_wrapped_key,"
+                " secret_nonce, secret_ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                tenant_id, name, kind, config, s and s.kek_id, s and s.wrapped_key, s and s.nonce, s and s.ciphertext)
         except asyncpg.UniqueViolationError:
             raise NameConflict("an auth method with this name exists", details={"name": name}) from None
 
@@ -48,10 +52,36 @@ class MethodsRepository(SchemaRepository):
             "SELECT * FROM auth_methods WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
             " ORDER BY name LIMIT $3", tenant_id, after, limit)
 
-    async def update_method(self, tenant_id: str, name: str, config: dict[str, Any]) -> asyncpg.Record | None:
+    async def update_method(self, tenant_id: str, name: str, config: dict[str, Any],
+                            secret: Sealed | None = None) -> asyncpg.Record | None:
+        """The new config (and client secret, when given; else the sealed one stays)."""
+        s = secret
         return await self.pool.fetchrow(
-            "UPDATE auth_methods SET config = $3, updated_at = now() WHERE tenant_id = $1 AND name = $2 RETURNING *",
-            tenant_id, name, config)
+            "UPDATE auth_methods SET config = $3, updated_at = now(), secret_kek_id = coalesce($4, secret_kek_id),"
+            " secret_wrapped_key = coalesce($5, secret_wrapped_key), secret_nonce = coalesce($6, secret_nonce),"
+            " secret_ciphertext = coalesce($7, secret_ciphertext) WHERE tenant_id = $1 AND name = $2 RETURNING *",
+            tenant_id, name, config, s and s.kek_id, s and s.wrapped_key, s and s.nonce, s and s.ciphertext)
+
+    # -- pending sign-ins (oidc) ---------------------------------------------------------------------
+
+    async def add_pending(self, state_hash: bytes, tenant_id: str, method: str, role: str, redirect_uri: str,
+                          nonce: str, code_challenge: str, ttl: int) -> bool:
+        """A sign-in waiting for its callback; ``False`` when the state is already pending. Expired ones go."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM auth_pending WHERE expires_at < now()")
+            status = await conn.execute(
+                "INSERT INTO auth_pending (state_hash, tenant_id, method, role, redirect_uri, nonce, code_challenge,"
+                " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))"
+                " ON CONFLICT (state_hash) DO NOTHING", state_hash, tenant_id, method, role, redirect_uri, nonce,
+                code_challenge, float(ttl))
+            return not status.endswith(" 0")
+
+    async def take_pending(self, state_hash: bytes, tenant_id: str, method: str) -> asyncpg.Record | None:
+        """The pending sign-in of this state, method and tenant, removed (once only); ``None`` if there is
+        none or it has expired."""
+        return await self.pool.fetchrow(
+            "DELETE FROM auth_pending WHERE state_hash = $1 AND tenant_id = $2 AND method = $3"
+            " RETURNING *, expires_at > now() AS live", state_hash, tenant_id, method)
 
     async def delete_method(self, tenant_id: str, name: str) -> bool:
         """The method and its roles (its external identities stay, listed and deletable, until deleted)."""

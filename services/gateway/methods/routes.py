@@ -32,9 +32,10 @@ from services.gateway.edge.routes import (
 )
 from services.gateway.iam.routes import authorize, listed
 from services.gateway.methods.keys import KeySource, check_urls
-from services.gateway.methods.models import JwtConfig, RoleBody
+from services.gateway.methods.models import JwtConfig, OidcConfig, RoleBody
+from services.gateway.methods.oidc import check_redirects, endpoints, seal_secret
 from services.gateway.methods.repository import MethodsRepository
-from services.gateway.methods.verify import MAX_TOKEN, verify
+from services.gateway.methods.verify import MAX_TOKEN, Claims, verify
 from services.gateway.state import GatewayState, state
 from shared.contracts import Contract, parse
 from shared.errors import AuthenticationRequired, CofferError, PolicyNotFound, RoleNotFound, ValidationError
@@ -46,9 +47,23 @@ KEY_SOURCES = 256  # methods whose issuer keys are kept in memory (the least rec
 
 
 class MethodCreate(Contract):
+    """What the API describes: a ``jwt`` or an ``oidc`` method (the handler reads the one ``type`` names)."""
+
+    name: StrictStr = Field(pattern=METHOD_NAME)
+    type: Literal["jwt", "oidc"]
+    config: JwtConfig | OidcConfig
+
+
+class JwtMethodCreate(Contract):
     name: StrictStr = Field(pattern=METHOD_NAME)
     type: Literal["jwt"]
     config: JwtConfig
+
+
+class OidcMethodCreate(Contract):
+    name: StrictStr = Field(pattern=METHOD_NAME)
+    type: Literal["oidc"]
+    config: OidcConfig
 
 
 class MethodPatch(Contract):
@@ -121,13 +136,30 @@ async def _method(request: web.Request, tenant_id: str, name: str) -> Any:
 # -- methods -------------------------------------------------------------------------------------------
 
 async def create_method(request: web.Request) -> web.Response:
-    body = await read_model(request, MethodCreate)
+    data = await read_object(request)
+    body = parse(OidcMethodCreate if data.get("type") == "oidc" else JwtMethodCreate, data)
     await authorize(request, f"auth-methods/{body.name}", "write")
-    source = await _checked(request, body.config, body.name)
-    tenant = tenant_of(request)
-    row = await _repo(request).create_method(tenant, body.name, body.type, body.config.model_dump(exclude_none=True))
+    tenant, sealed = tenant_of(request), None
+    if isinstance(body.config, OidcConfig):
+        if body.config.client_secret is None:
+            raise ValidationError.on("config.client_secret", "an oidc method needs its client secret")
+        source = await _checked_oidc(request, body.config, body.name)
+        sealed = seal_secret(state(request).kms, tenant, body.name, body.config.client_secret)
+        stored = body.config.stored()
+    else:
+        source = await _checked(request, body.config, body.name)
+        stored = body.config.model_dump(exclude_none=True)
+    row = await _repo(request).create_method(tenant, body.name, body.type, stored, sealed)
     _keep(state(request), tenant, row, source)
     return json_response(method_view(row), status=201)
+
+
+async def _checked_oidc(request: web.Request, config: OidcConfig, name: str) -> KeySource:
+    """As ``_checked``, and the discovery names the endpoints a sign-in needs."""
+    check_redirects(config)
+    source = await _checked(request, config.as_jwt(), name)
+    endpoints(source.document, source.policy)
+    return source
 
 
 async def get_method(request: web.Request) -> web.Response:
@@ -144,10 +176,19 @@ async def patch_method(request: web.Request) -> web.Response:
     tenant, name = tenant_of(request), request.match_info["name"]
     patch = parse(MethodPatch, await read_object(request))
     row = await _method(request, tenant, name)
-    merged = {**row["config"], **patch.config}
-    config = parse(JwtConfig, {k: v for k, v in merged.items() if v is not None})
-    source = await _checked(request, config, name)
-    updated = await _repo(request).update_method(tenant, name, config.model_dump(exclude_none=True))
+    merged = {k: v for k, v in {**row["config"], **patch.config}.items() if v is not None}
+    sealed = None
+    if row["type"] == "oidc":
+        oidc = parse(OidcConfig, merged)
+        source = await _checked_oidc(request, oidc, name)
+        if oidc.client_secret is not None:
+            sealed = seal_secret(state(request).kms, tenant, name, oidc.client_secret)
+        stored = oidc.stored()
+    else:
+        config = parse(JwtConfig, merged)
+        source = await _checked(request, config, name)
+        stored = config.model_dump(exclude_none=True)
+    updated = await _repo(request).update_method(tenant, name, stored, sealed)
     if updated is None:
         raise RoleNotFound("auth method not found", details={"method": name[:63]})
     _keep(state(request), tenant, updated, source)
@@ -171,8 +212,8 @@ async def put_role(request: web.Request) -> web.Response:
         raise ValidationError.on("role", "a role name: letters, digits, '.', '_', '-' (at most 63)")
     await _method(request, tenant, name)
     known = {r["name"] for r in await state(request).policies.pool.fetch(
-        "SELECT name FROM policies WHERE tenant_id = $1 AND name = ANY($2::text[])", tenant, body.policies)}
-    missing = [p for p in body.policies if p not in known]
+        "SELECT name FROM policies WHERE tenant_id = $1 AND name = ANY($2::text[])", tenant, body.all_policies())}
+    missing = [p for p in body.all_policies() if p not in known]
     if missing:
         raise PolicyNotFound(f"policy '{missing[0]}' not found", details={"name": missing[0]})
     row = await _repo(request).put_role(tenant, name, role, body.model_dump(exclude_none=True))
@@ -205,10 +246,10 @@ def _fits(value: str, pattern: str) -> bool:
     return re.fullmatch(pattern.strip("^$"), value) is not None
 
 
-async def _login_tenant(request: web.Request) -> str | None:
-    """``X-Tenant-ID`` (an id), or the root tenant; ``None`` when there is no such tenant."""
+async def _login_tenant(request: web.Request, asked: str | None = None) -> str | None:
+    """``asked``, else ``X-Tenant-ID`` (an id), else the root tenant; ``None`` when there is no such tenant."""
     st = state(request)
-    asked = request.headers.get("X-Tenant-ID")
+    asked = asked if asked is not None else request.headers.get("X-Tenant-ID")
     if asked is None:
         return await st.tenancy.root_tenant_id()
     if not _fits(asked, TENANT_ID):
@@ -220,21 +261,36 @@ async def login(request: web.Request) -> web.Response:
     """``{role, jwt}`` → a Coffer token for the external identity of the token's ``user_claim``."""
     st, name = state(request), request.match_info["name"]
     body = await read_model(request, Login)
-    tenant = await _login_tenant(request)
-    row = await _repo(request).method(tenant, name) if tenant is not None and len(name) <= 63 else None
-    if row is None:
-        raise RoleNotFound(f"role '{body.role}' not found", details={"role": body.role})
-    role_row = await _repo(request).role(tenant, name, body.role)
-    assert tenant is not None
-    config, role = JwtConfig.model_validate(row["config"]), RoleBody.model_validate(role_row["body"])
+    tenant, row = await _login_method(request, name, body.role, "jwt")
+    role = RoleBody.model_validate((await _repo(request).role(tenant, name, body.role))["body"])
+    config = JwtConfig.model_validate(row["config"])
     resource = f"auth-methods/{name}/roles/{body.role}"
     try:
         claims = await verify(body.jwt, key_source(st, tenant, row, config), config, role)
     except AuthenticationRequired as exc:
         await _audit(request, tenant, None, resource, exc, None)
         raise
-    identity = await _repo(request).external_login(tenant, name, claims.user, list(role.scopes), list(role.policies),
-                                                   context(request).request_id)
+    return await issue(request, tenant, name, resource, role, claims)
+
+
+async def _login_method(request: web.Request, name: str, role: str, kind: str,
+                        asked: str | None = None) -> tuple[str, Any]:
+    """The tenant and the method of this ``kind`` a login names; the same 404 for a tenant, method (or a
+    method of another type) that isn't there."""
+    tenant = await _login_tenant(request, asked)
+    row = await _repo(request).method(tenant, name) if tenant is not None and len(name) <= 63 else None
+    if row is None or tenant is None or row["type"] != kind:
+        raise RoleNotFound(f"role '{role}' not found", details={"role": role})
+    return tenant, row
+
+
+async def issue(request: web.Request, tenant: str, name: str, resource: str, role: RoleBody,
+                claims: Claims) -> web.Response:
+    """The Coffer token of a verified login: the external identity of (method, user claim), bound to the
+    role's policies (and its ``group_policies`` of the token's groups), audited."""
+    st = state(request)
+    identity = await _repo(request).external_login(tenant, name, claims.user, list(role.scopes),
+                                                   role.policies_for(claims.groups), context(request).request_id)
     # the bindings may have just changed: this replica's next decision reads them (others hear policy.updated)
     st.authorizer.rules.forget(identity["id"])
     await _audit(request, tenant, identity["id"], resource, None, claims.user)
@@ -248,8 +304,9 @@ async def login(request: web.Request) -> web.Response:
 async def _audit(request: web.Request, tenant: str, identity_id: str | None, resource: str,
                  error: CofferError | None, subject: str | None) -> None:
     reason = error.details.get("reason") if error is not None else None
+    step = request.path.rsplit("/", 1)[-1]
     await record_audit(request, tenant_id=tenant, identity_id=identity_id,
-                       action=f"POST /v1/auth/methods/{request.match_info['name']}/login"
+                       action=f"POST /v1/auth/methods/{request.match_info['name']}/{step}"
                               + (f" ({reason})" if reason else ""),
                        resource=resource, outcome=error.code if error else "ok",
                        status=error.status if error else 200,
