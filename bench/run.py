@@ -11,6 +11,7 @@ bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
     python -m bench.run [--duration 10] [--clients 64] [--modes embedded,distributed]
                         [--scenarios read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease] [--no-fanout]
     python -m bench.run --only seals [--seals-short]    # the seal section alone (bench/seals.py); --no-seals skips it
+    python -m bench.run --only logins [--logins-short]  # JWT vs client-secret logins (bench/logins.py); --no-logins
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import globs, seals
+from bench import globs, logins, seals
 from bench.acme import acme_rows
 from bench.exports import export_rows
 from bench.fanout import webhook_fanout
@@ -285,11 +286,13 @@ async def main() -> None:
                              " export, federation, acme")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
-    parser.add_argument("--only", choices=["seals"], help="run this section alone (seals: bench/seals.py)")
+    parser.add_argument("--only", choices=["seals", "logins"],
+                        help="run this section alone (seals: bench/seals.py, logins: bench/logins.py)")
     seals.add_arguments(parser)
+    logins.add_arguments(parser)
     args = parser.parse_args()
-    if args.only == "seals":
-        await seals.main(args, wrk)
+    if args.only:
+        await {"seals": seals, "logins": logins}[args.only].main(args, wrk)
         return
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
@@ -315,6 +318,7 @@ async def main() -> None:
         for mode in args.modes.split(","):
             results += await run_mode(mode.strip(), args, session)
         seal_rows = await seals.measure(args, session, wrk) if args.seal_section else []
+        login_rows = await logins.measure(args, session, wrk) if args.login_section else []
     results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}
@@ -338,11 +342,13 @@ async def main() -> None:
     print()
     globs.print_table(glob_rows)
     seals.print_table(seal_rows)
+    logins.print_table(login_rows)
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
                                "clients": args.clients, "duration": args.duration, "results": results,
-                               "globs": glob_rows, "seals": seal_rows}, indent=1))
+                               "globs": glob_rows, "seals": seal_rows,
+                               "logins": login_rows}, indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")
 
 

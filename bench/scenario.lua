@@ -4,7 +4,9 @@
 --
 -- METHOD      GET, PUT or POST
 -- PATHS_FILE  request paths, one per line; each thread cycles through them from its own offset
--- BODY        "-" for none, "random-value" for {"value": <32 random hex chars>}, else a literal body
+-- BODY        "-" for none, "random-value" for {"value": <32 random hex chars>}, "@FILE" for the bodies
+--             in FILE, one per line, cycled as the paths are (bench/logins.py: a pool of distinct logins),
+--             else a literal body
 -- BENCH_HEADERS (environment) a flat JSON object of extra headers, e.g. Authorization
 --
 -- done() prints one JSON line: requests, errors (HTTP >= 400, socket errors, timeouts),
@@ -24,6 +26,12 @@ function init(args)
    paths = {}
    for line in io.lines(args[2]) do
       paths[#paths + 1] = line
+   end
+   bodies = {}
+   if body_mode:sub(1, 1) == "@" then
+      for line in io.lines(body_mode:sub(2)) do
+         bodies[#bodies + 1] = line
+      end
    end
    n = id * 7919
    math.randomseed(os.time() + id)
@@ -46,7 +54,9 @@ function request()
    n = n + 1
    local path = paths[(n % #paths) + 1]
    local body = nil
-   if body_mode == "random-value" then
+   if #bodies > 0 then
+      body = bodies[(n % #bodies) + 1]
+   elseif body_mode == "random-value" then
       body = '{"value":"' .. random_hex(32) .. '"}'
    elseif body_mode ~= "-" then
       body = body_mode
