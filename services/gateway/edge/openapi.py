@@ -22,7 +22,7 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel
 
 from services.gateway.edge.routes import Route
 from shared.errors import REGISTRY
@@ -120,7 +120,8 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 
 def _body_required(model: type[BaseModel]) -> bool:
-    return bool(model.model_json_schema().get("required"))
+    """A body with required fields, or one of several shapes (a ``RootModel`` union): it can't be left out."""
+    return issubclass(model, RootModel) or bool(model.model_json_schema().get("required"))
 
 
 def _operation(route: Route, path: str, components: dict[str, Any]) -> dict[str, Any]:

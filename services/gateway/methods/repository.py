@@ -47,6 +47,14 @@ class MethodsRepository(SchemaRepository):
         return await self.pool.fetchrow("SELECT * FROM auth_methods WHERE tenant_id = $1 AND name = $2",
                                         tenant_id, name)
 
+    async def method_with_role(self, tenant_id: str, name: str, role: str) -> asyncpg.Record | None:
+        """The method and one of its roles in one round trip (a login's path): ``role_body`` is null when the
+        method has no such role."""
+        return await self.pool.fetchrow(
+            "SELECT m.*, r.body AS role_body, r.updated_at AS role_updated_at FROM auth_methods m"
+            " LEFT JOIN auth_roles r ON r.tenant_id = m.tenant_id AND r.method = m.name AND r.name = $3"
+            " WHERE m.tenant_id = $1 AND m.name = $2", tenant_id, name, role)
+
     async def list_methods(self, tenant_id: str, after: str | None, limit: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(
             "SELECT * FROM auth_methods WHERE tenant_id = $1 AND ($2::text IS NULL OR name > $2)"
@@ -121,9 +129,26 @@ class MethodsRepository(SchemaRepository):
     # -- logins --------------------------------------------------------------------------------------
 
     async def external_login(self, tenant_id: str, method: str, subject: str, scopes: list[str],
-                             policies: list[str], request_id: str) -> asyncpg.Record:
+                             policies: list[str], request_id: str) -> tuple[asyncpg.Record, bool]:
         """The external identity of (method, subject), made if new, bound to exactly ``policies`` (those that
-        exist in the tenant), its allowed scopes the role's: one transaction."""
+        exist in the tenant), its allowed scopes the role's; whether anything changed.
+
+        A returning identity whose scopes and bindings are already the role's costs one read and no write
+        (most logins: a workload logs in again and again); any difference is settled in one transaction."""
+        known = await self.pool.fetchrow(
+            f"SELECT {_IDENTITY},"
+            " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id) AS bound,"
+            " (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
+            "  AND p.name = ANY($4::text[])) AS wanted"
+            " FROM identities i WHERE tenant_id = $1 AND kind = 'external' AND external_method = $2"
+            " AND external_subject = $3", tenant_id, method, subject, policies)
+        if (known is not None and set(known["bound"]) == set(known["wanted"])
+                and list(known["allowed_scopes"]) == list(scopes)):
+            return known, False
+        return await self._settle_external(tenant_id, method, subject, scopes, policies, request_id), True
+
+    async def _settle_external(self, tenant_id: str, method: str, subject: str, scopes: list[str],
+                               policies: list[str], request_id: str) -> asyncpg.Record:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('external:' || $1 || ':' || $2 || ':' || $3))",
                                tenant_id, method, subject)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import Field, StrictStr
+from pydantic import Field, RootModel, StrictStr
 
 from services.gateway.edge.middlewares import record_audit
 from services.gateway.edge.routes import (
@@ -46,14 +46,6 @@ TENANT_ID = r"^ten_[0-9a-f]{1,60}$"
 KEY_SOURCES = 256  # methods whose issuer keys are kept in memory (the least recently used goes)
 
 
-class MethodCreate(Contract):
-    """What the API describes: a ``jwt`` or an ``oidc`` method (the handler reads the one ``type`` names)."""
-
-    name: StrictStr = Field(pattern=METHOD_NAME)
-    type: Literal["jwt", "oidc"]
-    config: JwtConfig | OidcConfig
-
-
 class JwtMethodCreate(Contract):
     name: StrictStr = Field(pattern=METHOD_NAME)
     type: Literal["jwt"]
@@ -64,6 +56,11 @@ class OidcMethodCreate(Contract):
     name: StrictStr = Field(pattern=METHOD_NAME)
     type: Literal["oidc"]
     config: OidcConfig
+
+
+class MethodCreate(RootModel[Annotated[JwtMethodCreate | OidcMethodCreate, Field(discriminator="type")]]):
+    """What the API describes: a ``jwt`` or an ``oidc`` method, its ``config`` the one ``type`` names (the
+    handler reads it with that type's model)."""
 
 
 class MethodPatch(Contract):
@@ -105,6 +102,28 @@ def key_source(st: GatewayState, tenant_id: str, row: Any, config: JwtConfig) ->
         cache.move_to_end(key)
         return held[1]
     return _keep(st, tenant_id, row, new_source(st, config, row["name"]))
+
+
+def cached_source(st: GatewayState, tenant_id: str, row: Any) -> KeySource:
+    """``key_source`` without parsing the method's config again when its keys are cached (a login's path)."""
+    held = st.method_keys.get((tenant_id, row["name"]))
+    if held is not None and held[0] == row["updated_at"]:
+        st.method_keys.move_to_end((tenant_id, row["name"]))
+        return held[1]
+    return key_source(st, tenant_id, row, JwtConfig.model_validate(row["config"]))
+
+
+def _parsed_role(st: GatewayState, tenant_id: str, method: str, name: str, row: Any) -> RoleBody:
+    """The role's body as a model, parsed once per version of the role (its ``updated_at``)."""
+    key = ("role", tenant_id, method, name)
+    held = st.method_keys.get(key)  # type: ignore[call-overload]
+    if held is not None and held[0] == row["role_updated_at"]:
+        return held[1]
+    role = RoleBody.model_validate(row["role_body"])
+    st.method_keys[key] = (row["role_updated_at"], role)  # type: ignore[index]
+    while len(st.method_keys) > 2 * KEY_SOURCES:
+        st.method_keys.popitem(last=False)
+    return role
 
 
 def _keep(st: GatewayState, tenant_id: str, row: Any, source: KeySource) -> KeySource:
@@ -261,12 +280,17 @@ async def login(request: web.Request) -> web.Response:
     """``{role, jwt}`` → a Coffer token for the external identity of the token's ``user_claim``."""
     st, name = state(request), request.match_info["name"]
     body = await read_model(request, Login)
-    tenant, row = await _login_method(request, name, body.role, "jwt")
-    role = RoleBody.model_validate((await _repo(request).role(tenant, name, body.role))["body"])
-    config = JwtConfig.model_validate(row["config"])
+    tenant = await _login_tenant(request)
+    row = await _repo(request).method_with_role(tenant, name, body.role) \
+        if tenant is not None and len(name) <= 63 else None
+    if row is None or tenant is None or row["type"] != "jwt" or row["role_body"] is None:
+        raise RoleNotFound(f"role '{body.role}' not found", details={"role": body.role})
+    source = cached_source(st, tenant, row)
+    config = source.config
+    role = _parsed_role(st, tenant, name, body.role, row)
     resource = f"auth-methods/{name}/roles/{body.role}"
     try:
-        claims = await verify(body.jwt, key_source(st, tenant, row, config), config, role)
+        claims = await verify(body.jwt, source, config, role)
     except AuthenticationRequired as exc:
         await _audit(request, tenant, None, resource, exc, None)
         raise
@@ -289,10 +313,11 @@ async def issue(request: web.Request, tenant: str, name: str, resource: str, rol
     """The Coffer token of a verified login: the external identity of (method, user claim), bound to the
     role's policies (and its ``group_policies`` of the token's groups), audited."""
     st = state(request)
-    identity = await _repo(request).external_login(tenant, name, claims.user, list(role.scopes),
-                                                   role.policies_for(claims.groups), context(request).request_id)
-    # the bindings may have just changed: this replica's next decision reads them (others hear policy.updated)
-    st.authorizer.rules.forget(identity["id"])
+    identity, changed = await _repo(request).external_login(tenant, name, claims.user, list(role.scopes),
+                                                            role.policies_for(claims.groups),
+                                                            context(request).request_id)
+    if changed:  # the bindings just changed: this replica's next decision reads them (others hear policy.updated)
+        st.authorizer.rules.forget(identity["id"])
     await _audit(request, tenant, identity["id"], resource, None, claims.user)
     scopes = tuple(role.scopes)
     token, ttl = st.signer.issue(identity["id"], tenant, scopes, generation=identity["token_generation"],
