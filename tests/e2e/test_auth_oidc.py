@@ -33,9 +33,11 @@ from tests.e2e.test_secrets import unique
 CALLBACK = "http://127.0.0.1:47123/callback"  # a loopback redirect on some port (RFC 8252)
 
 
-@pytest.fixture(scope="module")
-async def platform(tmp_path_factory: pytest.TempPathFactory, pg_dsn: str) -> AsyncIterator[Platform]:
-    async with own_platform("embedded", tmp_path_factory.mktemp("oidc"), pg_dsn) as p:
+@pytest.fixture(scope="module", params=["embedded", "rabbitmq"])
+async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   pg_dsn: str) -> AsyncIterator[Platform]:
+    """Both run modes: a person signs in through the gateway whichever way the services talk."""
+    async with own_platform(request.param, tmp_path_factory.mktemp(f"oidc-{request.param}"), pg_dsn) as p:
         yield p
 
 
