@@ -128,20 +128,38 @@ class MethodsRepository(SchemaRepository):
 
     # -- logins --------------------------------------------------------------------------------------
 
+    async def login_state(self, tenant_id: str, method: str, role: str, subject: str,
+                          policies: list[str]) -> asyncpg.Record | None:
+        """In one round trip, what a login with keys and role already in memory needs: the versions of the
+        method and the role (to tell they are still those), and the external identity with its bindings."""
+        return await self.pool.fetchrow(
+            "SELECT m.type AS method_type, m.updated_at AS method_updated_at, r.updated_at AS role_updated_at,"
+            f" i.external_subject AS known_subject, {', '.join('i.' + c.strip() for c in _IDENTITY.split(','))},"
+            " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id) AS bound,"
+            " (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
+            "  AND p.name = ANY($5::text[])) AS wanted"
+            " FROM auth_methods m"
+            " LEFT JOIN auth_roles r ON r.tenant_id = m.tenant_id AND r.method = m.name AND r.name = $3"
+            " LEFT JOIN identities i ON i.tenant_id = m.tenant_id AND i.kind = 'external'"
+            "  AND i.external_method = m.name AND i.external_subject = $4"
+            " WHERE m.tenant_id = $1 AND m.name = $2", tenant_id, method, role, subject, policies)
+
     async def external_login(self, tenant_id: str, method: str, subject: str, scopes: list[str],
-                             policies: list[str], request_id: str) -> tuple[asyncpg.Record, bool]:
+                             policies: list[str], request_id: str,
+                             known: asyncpg.Record | None = None) -> tuple[Any, bool]:
         """The external identity of (method, subject), made if new, bound to exactly ``policies`` (those that
         exist in the tenant), its allowed scopes the role's; whether anything changed.
 
         A returning identity whose scopes and bindings are already the role's costs one read and no write
         (most logins: a workload logs in again and again); any difference is settled in one transaction."""
-        known = await self.pool.fetchrow(
-            f"SELECT {_IDENTITY},"
-            " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id) AS bound,"
-            " (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
-            "  AND p.name = ANY($4::text[])) AS wanted"
-            " FROM identities i WHERE tenant_id = $1 AND kind = 'external' AND external_method = $2"
-            " AND external_subject = $3", tenant_id, method, subject, policies)
+        if known is None or known["id"] is None:
+            known = await self.pool.fetchrow(
+                f"SELECT {_IDENTITY},"
+                " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id)"
+                " AS bound, (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
+                "  AND p.name = ANY($4::text[])) AS wanted"
+                " FROM identities i WHERE tenant_id = $1 AND kind = 'external' AND external_method = $2"
+                " AND external_subject = $3", tenant_id, method, subject, policies)
         if (known is not None and set(known["bound"]) == set(known["wanted"])
                 and list(known["allowed_scopes"]) == list(scopes)):
             return known, False

@@ -277,24 +277,53 @@ async def _login_tenant(request: web.Request, asked: str | None = None) -> str |
 
 
 async def login(request: web.Request) -> web.Response:
-    """``{role, jwt}`` → a Coffer token for the external identity of the token's ``user_claim``."""
+    """``{role, jwt}`` → a Coffer token for the external identity of the token's ``user_claim``.
+
+    With the method's keys and the role already in memory (most logins), the token is checked first and one
+    query then tells whether both are still those versions and what the identity is bound to; otherwise (or
+    if anything moved) the method and role are read, then the token checked."""
     st, name = state(request), request.match_info["name"]
     body = await read_model(request, Login)
     tenant = await _login_tenant(request)
-    row = await _repo(request).method_with_role(tenant, name, body.role) \
-        if tenant is not None and len(name) <= 63 else None
-    if row is None or tenant is None or row["type"] != "jwt" or row["role_body"] is None:
+    if tenant is None or len(name) > 63:
+        raise RoleNotFound(f"role '{body.role}' not found", details={"role": body.role})
+    resource = f"auth-methods/{name}/roles/{body.role}"
+    quick = await _quick_login(request, st, tenant, name, body)
+    if quick is not None:
+        return quick
+    row = await _repo(request).method_with_role(tenant, name, body.role)
+    if row is None or row["type"] != "jwt" or row["role_body"] is None:
         raise RoleNotFound(f"role '{body.role}' not found", details={"role": body.role})
     source = cached_source(st, tenant, row)
-    config = source.config
     role = _parsed_role(st, tenant, name, body.role, row)
-    resource = f"auth-methods/{name}/roles/{body.role}"
     try:
-        claims = await verify(body.jwt, source, config, role)
+        claims = await verify(body.jwt, source, source.config, role)
     except AuthenticationRequired as exc:
         await _audit(request, tenant, None, resource, exc, None)
         raise
     return await issue(request, tenant, name, resource, role, claims)
+
+
+async def _quick_login(request: web.Request, st: GatewayState, tenant: str, name: str,
+                       body: Login) -> web.Response | None:
+    """The login with what this replica holds, if it holds the method's keys and the role and they are still
+    the stored versions; ``None`` to take the long way (nothing cached, a refusal, or a version moved)."""
+    keys = st.method_keys.get((tenant, name))
+    held = st.method_keys.get(("role", tenant, name, body.role))  # type: ignore[call-overload]
+    if keys is None or held is None:
+        return None
+    source, role = keys[1], held[1]
+    try:
+        claims = await verify(body.jwt, source, source.config, role)
+    except AuthenticationRequired:
+        return None  # refused with what is held: the long way reads the current method and role, and says why
+    state_row = await _repo(request).login_state(tenant, name, body.role, claims.user,
+                                                 role.policies_for(claims.groups))
+    if (state_row is None or state_row["method_type"] != "jwt" or state_row["method_updated_at"] != keys[0]
+            or state_row["role_updated_at"] != held[0]):
+        return None
+    return await issue(request, tenant, name, f"auth-methods/{name}/roles/{body.role}", role, claims,
+                       known=state_row)
 
 
 async def _login_method(request: web.Request, name: str, role: str, kind: str,
@@ -309,13 +338,13 @@ async def _login_method(request: web.Request, name: str, role: str, kind: str,
 
 
 async def issue(request: web.Request, tenant: str, name: str, resource: str, role: RoleBody,
-                claims: Claims) -> web.Response:
+                claims: Claims, known: Any = None) -> web.Response:
     """The Coffer token of a verified login: the external identity of (method, user claim), bound to the
     role's policies (and its ``group_policies`` of the token's groups), audited."""
     st = state(request)
     identity, changed = await _repo(request).external_login(tenant, name, claims.user, list(role.scopes),
                                                             role.policies_for(claims.groups),
-                                                            context(request).request_id)
+                                                            context(request).request_id, known)
     if changed:  # the bindings just changed: this replica's next decision reads them (others hear policy.updated)
         st.authorizer.rules.forget(identity["id"])
     await _audit(request, tenant, identity["id"], resource, None, claims.user)
