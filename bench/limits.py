@@ -40,6 +40,7 @@ from shared.bus import RabbitBus
 from shared.context import RequestContext
 from shared.crypto import LocalKms
 from shared.db import create_pool
+from shared.keyring import open_service_keyring
 from shared.logging import configure
 from shared.runtime import install_uvloop
 
@@ -66,7 +67,10 @@ async def _load(clients: int, duration: float, call: Any) -> dict[str, Any]:
 
 async def direct_read(args: argparse.Namespace) -> dict[str, Any]:
     pool = await create_pool(args.dsn, args.schema, max_size=10)
-    repo = SecretsRepository(pool, LocalKms.load(Path(args.key_file)), args.schema)
+    root = LocalKms.load(Path(args.key_file))
+    salt = bytes(await pool.fetchval("SELECT value FROM keyring WHERE name = 'salt'"))
+    ring = open_service_keyring(root, Path(args.key_file).parent / "keyrings", "secrets", salt)  # as the service
+    repo = SecretsRepository(pool, ring, args.schema)
     paths = [r["path"] for r in await pool.fetch(
         "SELECT path FROM secrets WHERE tenant_id = $1 AND starts_with(path, 'bench/app') LIMIT 1000", args.tenant)]
 
