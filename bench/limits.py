@@ -40,7 +40,7 @@ from shared.bus import RabbitBus
 from shared.context import RequestContext
 from shared.crypto import LocalKms
 from shared.db import create_pool
-from shared.keyring import open_service_keyring
+from shared.handover import open_service_keyring
 from shared.logging import configure
 from shared.runtime import install_uvloop
 

@@ -29,7 +29,8 @@ import structlog
 
 from shared.errors import EncryptionError, InvalidConfig, ServiceUnavailable
 from shared.keyring import ServiceKeyring, _seal
-from shared.seal import AwsKmsSeal, SealFailure, SealUnavailable, _aws_error
+from shared.seal import SealFailure, SealUnavailable
+from shared.seal_kms import AwsKmsSeal, _aws_error
 
 log = structlog.get_logger("coffer.byok")
 

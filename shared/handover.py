@@ -20,6 +20,7 @@ import asyncio
 import base64
 import binascii
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from shared.context import RequestContext
 from shared.contracts import Contract
 from shared.crypto import KEY_BYTES, LocalKms
 from shared.errors import CofferError, EncryptionError, ServiceUnavailable, ValidationError
-from shared.keyring import SERVICE_ROOT, root_share
+from shared.keyring import SERVICE_ROOT, ServiceKeyring, exclusive, root_share_id
 from shared.registry import SERVICES, rpc_name
 
 log = structlog.get_logger("coffer.handover")
@@ -70,6 +71,28 @@ class LocalRoot:
 
     async def legacy(self) -> LocalKms | None:
         return self.root
+
+
+async def ensure_salt(conn: Any) -> bytes:
+    """S_s, the service's salt in its own schema (table ``keyring``), made on first start."""
+    await conn.execute("INSERT INTO keyring (name, value) VALUES ('salt', $1) ON CONFLICT (name) DO NOTHING",
+                       secrets.token_bytes(KEY_BYTES))
+    return bytes(await conn.fetchval("SELECT value FROM keyring WHERE name = 'salt'"))
+
+
+def root_share(root: LocalKms, service: str) -> bytes:
+    """U_s from the root keyring, added to it (under its lock) if it isn't there yet."""
+    kid = root_share_id(service)
+    share = root.key(kid)
+    if share is not None:
+        return share
+    with exclusive(root.path):
+        return root.add_key(kid)
+
+
+def open_service_keyring(root: LocalKms, directory: Path, service: str, salt: bytes) -> ServiceKeyring:
+    """The service's keyring from the root keyring and its salt (the root keyring kept for legacy values)."""
+    return ServiceKeyring.open(directory, service, root_share(root, service), salt, legacy=root)
 
 
 def method_of(service: str) -> str:

@@ -38,7 +38,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -378,25 +377,3 @@ class TenantKeys:
 
     def rotate(self) -> str:
         return self.ring.rotate()
-
-
-async def ensure_salt(conn: Any) -> bytes:
-    """S_s, the service's salt in its own schema (table ``keyring``), made on first start."""
-    await conn.execute("INSERT INTO keyring (name, value) VALUES ('salt', $1) ON CONFLICT (name) DO NOTHING",
-                       secrets.token_bytes(KEY_BYTES))
-    return bytes(await conn.fetchval("SELECT value FROM keyring WHERE name = 'salt'"))
-
-
-def root_share(root: LocalKms, service: str) -> bytes:
-    """U_s from the root keyring, added to it (under its lock) if it isn't there yet."""
-    kid = root_share_id(service)
-    share = root.key(kid)
-    if share is not None:
-        return share
-    with exclusive(root.path):
-        return root.add_key(kid)
-
-
-def open_service_keyring(root: LocalKms, directory: Path, service: str, salt: bytes) -> ServiceKeyring:
-    """The service's keyring from the root keyring and its salt (the root keyring kept for legacy values)."""
-    return ServiceKeyring.open(directory, service, root_share(root, service), salt, legacy=root)

@@ -156,7 +156,7 @@ class ServiceRuntime:
         self.pool = await create_pool(self.dsn, self.schema)
         async with self.pool.acquire() as conn:
             await migrate(conn, self.schema, self.spec.migrations)
-            salt = await keyring.ensure_salt(conn)
+            salt = await handover.ensure_salt(conn)
         root = handover.LocalRoot(self.kms) if isinstance(self.kms, LocalKms) else self.kms
         self.keyring = keyring.ServiceKeyring.open(self.settings.keyrings(root.path), self.spec.name,
                                                    await root.share(self.spec.name), salt)

@@ -26,7 +26,7 @@ from services.gateway.audit.log import AuditLog
 from services.gateway.iam import domain
 from services.gateway.iam.models import ROOT_POLICY_RULES
 from services.gateway.settings import GatewaySettings
-from shared import keyring
+from shared import handover
 from shared.context import new_request_id
 from shared.contracts.events import Event
 from shared.custody import open_for_tool
@@ -56,7 +56,7 @@ async def recover_admin(settings: GatewaySettings, name: str) -> dict[str, Any]:
         if salt is None:
             raise SystemExit(f"recover-admin: no initialised Coffer in schema '{schema}' (POST /v1/sys/init first)")
         try:  # the gateway's own keyring: the root keyring's share and the gateway's salt
-            ring = keyring.open_service_keyring(kms, settings.keyrings(kms.path), "gateway", bytes(salt))
+            ring = handover.open_service_keyring(kms, settings.keyrings(kms.path), "gateway", bytes(salt))
             audit_key = await sealed_keys.existing_key(pool, ring, schema, "audit")
         except EncryptionError:
             raise SystemExit("recover-admin: this KMS key file does not open the installation's keys") from None

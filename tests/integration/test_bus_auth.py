@@ -476,7 +476,7 @@ async def test_an_event_dead_lettered_into_the_exchange_under_another_key_is_ref
 async def test_a_service_is_handed_its_own_key_share_and_no_other(users: Users, tmp_path: Any) -> None:
     """shamir in distributed mode (shared/handover.py): each service's user may ask the gateway for its own share
     of the root keyring only (the broker refuses the publish of another's), sealed to the asker's key."""
-    from shared import handover, keyring
+    from shared import handover
     from shared.crypto import LocalKms
     from shared.handover import HandedOver
 
@@ -485,7 +485,7 @@ async def test_a_service_is_handed_its_own_key_share_and_no_other(users: Users, 
     await gateway.serve("iam", handover.handlers(lambda: root), callers=handover.callers())
     pki = await users.bus("pki")
     share = await asyncio.wait_for(HandedOver(pki, "pki", tmp_path / "kms.key", timeout=2.0).share("pki"), 10)
-    assert share == keyring.root_share(root, "pki")
+    assert share == handover.root_share(root, "pki")
     # nor does a process ask for a share that is not its service's, through this class
     with pytest.raises(Exception, match="own service"):
         await HandedOver(pki, "pki", tmp_path / "kms.key").share("secrets")
@@ -498,7 +498,7 @@ async def test_a_service_is_handed_its_own_key_share_and_no_other(users: Users, 
     reply = await pki.call("iam", handover.method_of("pki"), {
         "public_key": base64.b64encode(asker.public_key().public_bytes_raw()).decode()}, RequestContext())
     sealed = base64.b64decode(reply["sealed"])
-    assert keyring.root_share(root, "pki") not in sealed
+    assert handover.root_share(root, "pki") not in sealed
     with pytest.raises(Exception):  # noqa: B017 - cryptography's HPKE raises its own decryption error
         handover.SUITE.decrypt(sealed, other, info=b"coffer-keyring-handover|v1|pki")
     assert b"share" in handover.SUITE.decrypt(sealed, asker, info=b"coffer-keyring-handover|v1|pki")

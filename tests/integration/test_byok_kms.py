@@ -11,7 +11,7 @@ import pytest
 from shared import byok
 from shared.crypto import LocalKms, seal, unseal
 from shared.errors import EncryptionError, InvalidConfig
-from shared.keyring import open_service_keyring
+from shared.handover import open_service_keyring
 from tests.integration.test_seal_awskms import REGION, aws_credentials, kms_call, moto  # noqa: F401 - fixtures
 
 

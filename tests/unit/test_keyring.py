@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import keyring
+from shared import handover, keyring
 from shared.crypto import LocalKms, Sealed, seal, unseal
 from shared.errors import EncryptionError
-from shared.keyring import ServiceKeyring, open_service_keyring
+from shared.handover import open_service_keyring
+from shared.keyring import ServiceKeyring
 
 
 def _root(tmp_path: Path) -> LocalKms:
@@ -50,13 +51,13 @@ def test_a_services_keyring_cant_be_opened_with_another_services_keys(tmp_path: 
     secrets_ring = open_service_keyring(root, tmp_path / "k", "secrets", b"a" * 32)
     sealed = seal(secrets_ring.tenant("ten_a"), b"v", b"aad")
     # the gateway's share of the root keyring with the secrets service's salt: not K_secrets
-    gateway_share = keyring.root_share(root, "gateway")
+    gateway_share = handover.root_share(root, "gateway")
     forged = ServiceKeyring(secrets_ring.path, "secrets", keyring.service_key(gateway_share, b"a" * 32, "secrets"))
     with pytest.raises(EncryptionError):
         forged._load()
     # the right share without the service's salt (which only its database role reads): not K_secrets either
     unsalted = ServiceKeyring(secrets_ring.path, "secrets",
-                              keyring.service_key(keyring.root_share(root, "secrets"), b"b" * 32, "secrets"))
+                              keyring.service_key(handover.root_share(root, "secrets"), b"b" * 32, "secrets"))
     with pytest.raises(EncryptionError):
         unsalted._load()
     assert unseal(secrets_ring.tenant("ten_a"), sealed, b"aad") == b"v"
@@ -64,7 +65,7 @@ def test_a_services_keyring_cant_be_opened_with_another_services_keys(tmp_path: 
 
 def test_the_root_share_never_opens_a_data_key(tmp_path: Path) -> None:
     root = _root(tmp_path)
-    keyring.root_share(root, "secrets")
+    handover.root_share(root, "secrets")
     with pytest.raises(EncryptionError):
         root.unwrap("svc_secrets", b"x" * 60, b"aad")
 
