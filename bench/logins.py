@@ -22,7 +22,9 @@ workloads, not first logins, and no two concurrent logins wait on the same subje
 bench/run.py's ``wrk`` (bench/scenario.lua, the bodies from a file: ``@FILE``) at ``--clients`` keep-alive
 connections, ``--warmup`` then ``--duration`` seconds, after the outboxes settle. logins/s is the mean of
 the rounds, p50/p99 the median; ratios are to the same run's client-secret rate. Target (#30): each JWT
-rate ≥ 0.8 × the client-secret rate.
+rate ≥ 0.8 × the client-secret rate. Beside each rate, the CPU one login cost the platform's process and the
+PostgreSQL backends of its database (``CpuMeter``, medians of the rounds): a rate moves with whatever else the
+machine runs, CPU per login much less, so it says where a gap comes from.
 
     python -m bench.run --only logins [--duration 10] [--warmup 2] [--clients 64] [--login-rounds 3]
     python -m bench.run --only logins --logins-short    # the smoke run (tests/e2e/test_bench_logins.py)
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -46,6 +49,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import jwt
+import psutil
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -148,6 +152,35 @@ async def drive(wrk: Wrk, url: str, kind: dict[str, Any], clients: int, duration
         os.unlink(f.name)
 
 
+class CpuMeter:
+    """CPU seconds spent by the platform's process and by the PostgreSQL backends serving its database (their
+    command line names it), between ``start`` and ``stop``: what a login costs, whatever else the machine is
+    doing — a throughput ratio moves with the load beside it, CPU per login much less."""
+
+    def __init__(self, pid: int, database: str) -> None:
+        self.pid, self.database = pid, database
+        self._before: dict[int, float] = {}
+
+    def _read(self) -> dict[int, float]:
+        seen: dict[int, float] = {}
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmd = " ".join(proc.info["cmdline"] or ())
+            if proc.info["pid"] == self.pid or (cmd.startswith("postgres:") and f" {self.database} " in cmd):
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    seen[proc.info["pid"]] = times.user + times.system
+        return seen
+
+    def start(self) -> None:
+        self._before = self._read()
+
+    def stop(self) -> tuple[float, float]:
+        """(the platform's CPU seconds, PostgreSQL's) since ``start``."""
+        after = self._read()
+        spent = {pid: cpu - self._before.get(pid, 0.0) for pid, cpu in after.items()}
+        return spent.pop(self.pid, 0.0), sum(spent.values())
+
+
 def _summary(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     rps = [r["rps"] for r in runs]
     return {"kind": kind, "rps": round(statistics.fmean(rps), 1), "rounds_rps": rps,
@@ -155,6 +188,8 @@ def _summary(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
             "spread": round((max(rps) - min(rps)) / statistics.fmean(rps), 3) if len(rps) > 1 and any(rps) else None,
             "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
             "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+            "server_us": round(statistics.median(r["server_us"] for r in runs)),
+            "postgres_us": round(statistics.median(r["postgres_us"] for r in runs)),
             "requests": sum(r["requests"] for r in runs), "errors": sum(r["errors"] for r in runs)}
 
 
@@ -181,6 +216,8 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession, wrk:
         await stack.start()
         await stack.healthy(session)
         kinds = await prepare(stack, session, pool)
+        assert stack.proc is not None
+        meter = CpuMeter(stack.proc.pid, db)
         samples: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
         for rnd in range(rounds):
             for kind in KINDS[rnd % len(KINDS):] + KINDS[:rnd % len(KINDS)]:  # the order turns every round
@@ -190,7 +227,11 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession, wrk:
                       f"at {args.clients} clients ...", flush=True)
                 if warmup:
                     await drive(wrk, stack.url, kinds[kind], args.clients, warmup)
-                samples[kind].append(await drive(wrk, stack.url, kinds[kind], args.clients, duration))
+                meter.start()
+                sample = await drive(wrk, stack.url, kinds[kind], args.clients, duration)
+                server, pg = meter.stop()
+                done = max(sample["requests"], 1)
+                samples[kind].append({**sample, "server_us": server / done * 1e6, "postgres_us": pg / done * 1e6})
     finally:
         await stack.stop()
         admin = await asyncpg.connect(PG_ADMIN)
@@ -216,13 +257,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           f"{r0['rounds']} round(s) (order turning), logins/s the mean of the rounds, p50/p99 their median; "
           f"JWT: pinned keys, {r0['pool']} distinct tokens per algorithm; load average "
           f"{r0['loadavg_before'][0]:.2f} before, {r0['loadavg_after'][0]:.2f} after, {os.cpu_count()} cores\n")
-    print("| kind | logins/s | × client-secret | target | p50 ms | p99 ms | rounds' spread | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| kind | logins/s | × client-secret | target | p50 ms | p99 ms | rounds' spread | errors "
+          "| platform CPU µs/login | PostgreSQL CPU µs/login |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         target = "-" if r is r0 else f"≥ {TARGET}"
         spread = "-" if r["spread"] is None else f"{r['spread']:.0%}"
         print(f"| {r['kind']} | {r['rps']} | {r['ratio_client_secret']} | {target} | {r['p50_ms']} | "
-              f"{r['p99_ms']} | {spread} | {r['errors']} |")
+              f"{r['p99_ms']} | {spread} | {r['errors']} | {r['server_us']} | {r['postgres_us']} |")
     verdicts = []
     for r in rows[1:]:
         ratio = r["ratio_client_secret"]

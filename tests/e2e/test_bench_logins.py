@@ -40,7 +40,8 @@ def test_the_short_login_bench_has_a_row_per_kind() -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| kind |"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "kind", "logins/s", "× client-secret", "target", "p50 ms", "p99 ms", "rounds' spread", "errors"], header
+        "kind", "logins/s", "× client-secret", "target", "p50 ms", "p99 ms", "rounds' spread", "errors",
+        "platform CPU µs/login", "PostgreSQL CPU µs/login"], header
     rows = table_rows(proc.stdout)
     assert sorted(rows) == sorted(KINDS), proc.stdout
     for kind, cells in rows.items():
@@ -50,7 +51,8 @@ def test_the_short_login_bench_has_a_row_per_kind() -> None:
             assert (float(ratio), target) == (1.0, "-"), cells
         else:
             assert target == "≥ 0.8", cells
-        assert cells[-1] == "0", f"failed logins: {cells}"
+        assert cells[7] == "0", f"failed logins: {cells}"
+        assert int(cells[8]) > 0 and int(cells[9]) > 0, f"each login costs the platform and PostgreSQL CPU: {cells}"
     assert "targets: jwt RS256 " in proc.stdout and "; jwt ES256 " in proc.stdout, proc.stdout
     # and the JSON beside it, for whoever compares runs
     written = set((ROOT / "bench" / "results").glob("logins-*.json")) - before
@@ -61,3 +63,4 @@ def test_the_short_login_bench_has_a_row_per_kind() -> None:
     for row in by_kind.values():
         assert row["rps"] > 0 and row["requests"] > 0 and row["errors"] == 0, row
         assert row["ratio_client_secret"] > 0 and row["p50_ms"] > 0 and row["p99_ms"] > 0, row
+        assert row["server_us"] > 0 and row["postgres_us"] > 0, row

@@ -211,6 +211,30 @@ async def test_an_oversized_token_is_refused_before_any_work() -> None:
 
 async def test_a_critical_header_extension_is_refused() -> None:
     await refused(mint(headers={"crit": ["exp"]}), "signature")
+    await refused(mint(headers={"b64": False}), "signature")  # RFC 7797's unencoded payload: never understood
+
+
+async def test_only_the_compact_base64url_form_is_read() -> None:
+    header, body, signature = mint().split(".")
+    for token in (f"{header}=.{body}.{signature}", f"{header}.{body}.{signature}==", f"{header}.{body}+.{signature}",
+                  f"{header}.{body}.{signature[:-1]}/", f"{header} .{body}.{signature}",
+                  f"{b64(b'[1]')}.{body}.{signature}", f"{b64(b'not json')}.{body}.{signature}"):
+        await refused(token, "signature")
+
+
+async def test_an_ecdsa_signature_must_be_r_and_s_of_the_curves_size() -> None:
+    """JWS carries ECDSA as ``r || s`` (RFC 7518 §3.4): the DER form, or one byte more or less, is refused."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    good = mint(P256, "ES256")
+    header, body, signature = good.split(".")
+    der = P256.sign(f"{header}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
+    await refused(f"{header}.{body}.{b64(der)}", "signature")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    for changed in (raw + b"\0", raw[:-1], b"\0" + raw[:-1]):
+        await refused(f"{header}.{body}.{b64(changed)}", "signature")
+    r, s = decode_dss_signature(der)
+    await login(f"{header}.{body}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}")
 
 
 async def test_an_unknown_kid_is_found_after_the_issuer_rotates_its_key() -> None:

@@ -29,6 +29,17 @@ def external_name(method: str, subject: str) -> str:
     return f"{method[:40]}-{digest}"
 
 
+
+def _settled(tenant: str, policies: str, scopes: str) -> str:
+    """SQL: is the external identity ``i`` settled as a role makes it — its allowed scopes exactly
+    ``scopes``, its bindings exactly the policies named ``policies`` that exist in ``tenant`` (compared as
+    sorted sets)? The arguments are the query's placeholders."""
+    return (f"(i.allowed_scopes = {scopes}::text[]"
+            " AND ARRAY(SELECT DISTINCT b.policy_id FROM bindings b WHERE b.identity_id = i.id ORDER BY 1)"
+            f" = ARRAY(SELECT DISTINCT p.id FROM policies p WHERE p.tenant_id = {tenant}"
+            f" AND p.name = ANY({policies}::text[]) ORDER BY 1))")
+
+
 class MethodsRepository(SchemaRepository):
     # -- methods -------------------------------------------------------------------------------------
 
@@ -128,21 +139,22 @@ class MethodsRepository(SchemaRepository):
 
     # -- logins --------------------------------------------------------------------------------------
 
-    async def login_state(self, tenant_id: str, method: str, role: str, subject: str,
-                          policies: list[str]) -> asyncpg.Record | None:
-        """In one round trip, what a login with keys and role already in memory needs: the versions of the
-        method and the role (to tell they are still those), and the external identity with its bindings."""
+    async def login_state(self, tenant_id: str, method: str, role: str, subject: str, scopes: list[str],
+                          policies: list[str], versions: tuple[Any, Any]) -> asyncpg.Record | None:
+        """In one round trip, what a login with keys and role already in memory needs: whether the method (a
+        ``jwt`` one) and the role are still the ``versions`` held (``current``), and the external identity with
+        whether it is already settled as the role makes it (``settled``, see ``external_login``).
+
+        Only booleans and the two values a token needs come back: a login is the hottest path a workload
+        takes, and every column decoded is paid on each one (measured, bench/logins.py)."""
         return await self.pool.fetchrow(
-            "SELECT m.type AS method_type, m.updated_at AS method_updated_at, r.updated_at AS role_updated_at,"
-            f" i.external_subject AS known_subject, {', '.join('i.' + c.strip() for c in _IDENTITY.split(','))},"
-            " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id) AS bound,"
-            " (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
-            "  AND p.name = ANY($5::text[])) AS wanted"
+            "SELECT m.type = 'jwt' AND m.updated_at = $7 AND r.updated_at IS NOT DISTINCT FROM $8 AS current,"
+            f" i.id, i.token_generation, {_settled('$1', '$5', '$6')} AS settled"
             " FROM auth_methods m"
             " LEFT JOIN auth_roles r ON r.tenant_id = m.tenant_id AND r.method = m.name AND r.name = $3"
             " LEFT JOIN identities i ON i.tenant_id = m.tenant_id AND i.kind = 'external'"
             "  AND i.external_method = m.name AND i.external_subject = $4"
-            " WHERE m.tenant_id = $1 AND m.name = $2", tenant_id, method, role, subject, policies)
+            " WHERE m.tenant_id = $1 AND m.name = $2", tenant_id, method, role, subject, policies, scopes, *versions)
 
     async def external_login(self, tenant_id: str, method: str, subject: str, scopes: list[str],
                              policies: list[str], request_id: str,
@@ -150,18 +162,15 @@ class MethodsRepository(SchemaRepository):
         """The external identity of (method, subject), made if new, bound to exactly ``policies`` (those that
         exist in the tenant), its allowed scopes the role's; whether anything changed.
 
-        A returning identity whose scopes and bindings are already the role's costs one read and no write
-        (most logins: a workload logs in again and again); any difference is settled in one transaction."""
+        A returning identity whose scopes and bindings are already the role's (``settled``) costs one read and
+        no write (most logins: a workload logs in again and again); any difference is settled in one
+        transaction. ``known`` is ``login_state``'s row when the caller has it."""
         if known is None or known["id"] is None:
             known = await self.pool.fetchrow(
-                f"SELECT {_IDENTITY},"
-                " (SELECT coalesce(array_agg(b.policy_id), '{}') FROM bindings b WHERE b.identity_id = i.id)"
-                " AS bound, (SELECT coalesce(array_agg(p.id), '{}') FROM policies p WHERE p.tenant_id = $1"
-                "  AND p.name = ANY($4::text[])) AS wanted"
-                " FROM identities i WHERE tenant_id = $1 AND kind = 'external' AND external_method = $2"
-                " AND external_subject = $3", tenant_id, method, subject, policies)
-        if (known is not None and set(known["bound"]) == set(known["wanted"])
-                and list(known["allowed_scopes"]) == list(scopes)):
+                f"SELECT i.id, i.token_generation, {_settled('$1', '$4', '$5')} AS settled FROM identities i"
+                " WHERE tenant_id = $1 AND kind = 'external' AND external_method = $2 AND external_subject = $3",
+                tenant_id, method, subject, policies, scopes)
+        if known is not None and known["settled"]:
             return known, False
         return await self._settle_external(tenant_id, method, subject, scopes, policies, request_id), True
 

@@ -317,10 +317,9 @@ async def _quick_login(request: web.Request, st: GatewayState, tenant: str, name
         claims = await verify(body.jwt, source, source.config, role)
     except AuthenticationRequired:
         return None  # refused with what is held: the long way reads the current method and role, and says why
-    state_row = await _repo(request).login_state(tenant, name, body.role, claims.user,
-                                                 role.policies_for(claims.groups))
-    if (state_row is None or state_row["method_type"] != "jwt" or state_row["method_updated_at"] != keys[0]
-            or state_row["role_updated_at"] != held[0]):
+    state_row = await _repo(request).login_state(tenant, name, body.role, claims.user, list(role.scopes),
+                                                 role.policies_for(claims.groups), (keys[0], held[0]))
+    if state_row is None or not state_row["current"]:
         return None
     return await issue(request, tenant, name, f"auth-methods/{name}/roles/{body.role}", role, claims,
                        known=state_row)

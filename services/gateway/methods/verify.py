@@ -5,12 +5,13 @@
 1. the form: a compact JWS of at most ``MAX_TOKEN`` characters, its header JSON (``signature``). An
    oversized token is refused here, as a 401 like any other bad token, so that a caller learns one shape of
    failure; the route's request model may bound ``jwt`` too. Header keys (``jku``, ``x5u``, ``jwk``) are
-   never followed, and a ``crit`` header (no extension is understood) is refused (``signature``);
+   never followed, and a ``crit`` header (no extension is understood) or an unencoded payload (``b64``
+   other than true, RFC 7797) is refused (``signature``);
 2. ``alg`` is one of ``ALGORITHMS`` — never ``none`` or ``HS*`` (``algorithm``);
 3. a key: by ``kid`` from the ``KeySource`` (an unknown one after the bounded refetch: ``signature``); the key
    must fit ``alg`` — RSA for RS*/PS*, EC P-256 for ES256 and P-384 for ES384, Ed25519/Ed448 for EdDSA —
    and a JWK's own ``alg``, when it names one, must equal the header's (none fitting: ``algorithm``);
-4. the signature, by PyJWT restricted to that one algorithm (``signature``);
+4. the signature, with that one algorithm (``jws``; ``signature``), then the payload a JSON object (``claims``);
 5. ``exp`` is required, a number, not passed beyond the leeway (``expired``; missing or malformed:
    ``claims``); ``nbf`` and ``iat``, when present, not ahead beyond the leeway (``not_yet_valid``);
 6. ``iss`` equals the method's issuer exactly (``issuer``);
@@ -34,10 +35,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from services.gateway.methods.jws import Compact, Malformed, parse, signed_by
 from services.gateway.methods.keys import ALGORITHMS, MAX_KID, Key, KeySource
 from services.gateway.methods.models import JwtConfig, RoleBody
 from shared.errors import AuthenticationRequired
@@ -51,7 +52,6 @@ MAX_GROUP = 256
 MAX_VALUES = 256
 MAX_VALUE = 4096
 
-_JWS = jwt.PyJWS(algorithms=list(ALGORITHMS))  # HS*, none and the rest are not even registered here
 _CURVE = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1}
 
 
@@ -124,37 +124,32 @@ def claim_texts(value: Any) -> list[str] | None:
     return texts
 
 
-def _header(token: object) -> dict[str, Any]:
-    if not isinstance(token, str) or len(token) > MAX_TOKEN or token.count(".") != 2:
+def _parsed(token: object) -> Compact:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN:
         raise refusal("signature", "the token is not a signed JWT")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise refusal("signature", "the token's header can't be read") from None
-    if "crit" in header:
+        jws = parse(token)
+    except Malformed:
+        raise refusal("signature", "the token is not a signed JWT with a readable header") from None
+    header = jws.header
+    if "crit" in header or header.get("b64", True) is not True:
         raise refusal("signature", "the token names critical header extensions")
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID):
         raise refusal("signature", "the token's kid is not a valid key id")
-    return header
+    return jws
 
 
-def _signed_payload(token: str, alg: str, keys: list[Key]) -> dict[str, Any]:
-    for key in keys:
-        try:
-            signed = _JWS.decode_complete(token, key.key, algorithms=[alg])
-        except jwt.InvalidSignatureError:
-            continue  # another key of the issuer may have signed it
-        except jwt.PyJWTError:
-            raise refusal("signature", "the token can't be verified") from None
-        try:
-            payload = orjson.loads(signed["payload"])
-        except orjson.JSONDecodeError:
-            raise refusal("claims", "the token's payload is not a JSON object") from None
-        if not isinstance(payload, dict):
-            raise refusal("claims", "the token's payload is not a JSON object")
-        return payload
-    raise refusal("signature", "the token's signature does not verify")
+def _signed_payload(jws: Compact, alg: str, keys: list[Key]) -> dict[str, Any]:
+    if not any(signed_by(jws, alg, key.key) for key in keys):  # another key of the issuer may have signed it
+        raise refusal("signature", "the token's signature does not verify")
+    try:
+        payload = orjson.loads(jws.payload)
+    except orjson.JSONDecodeError:
+        raise refusal("claims", "the token's payload is not a JSON object") from None
+    if not isinstance(payload, dict):
+        raise refusal("claims", "the token's payload is not a JSON object")
+    return payload
 
 
 def _number(value: Any) -> float | None:
@@ -218,7 +213,8 @@ async def verify(token: str, source: KeySource, config: JwtConfig, role: RoleBod
     """The claims of ``token`` if it may log in with ``role`` of the method ``config`` (keys from ``source``);
     ``AuthenticationRequired`` with ``details.reason`` otherwise (see the module's docstring). Async only
     because an unknown ``kid`` may make ``source`` fetch the issuer's keys again (bounded)."""
-    header = _header(token)
+    jws = _parsed(token)
+    header = jws.header
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in ALGORITHMS:
         raise refusal("algorithm", f"the token's alg must be one of {', '.join(ALGORITHMS)}")
@@ -228,7 +224,7 @@ async def verify(token: str, source: KeySource, config: JwtConfig, role: RoleBod
     fitting = [k for k in keys if fits(alg, k)]
     if not fitting:
         raise refusal("algorithm", "the token's alg does not fit the issuer's key")
-    payload = _signed_payload(token, alg, fitting)
+    payload = _signed_payload(jws, alg, fitting)
     expires_at = _check_times(payload, config.leeway_seconds, time.time() if now is None else now)
     if payload.get("iss") != config.issuer:
         raise refusal("issuer", "the token's issuer is not the method's")
