@@ -5,6 +5,9 @@
 // dev interactions (a login form taking any name and password, then a consent form; for the device grant,
 // a user-code form and a confirmation form first).
 // OIDC_PLAIN_PORT, when set, also serves a second provider there that offers no device grant at all.
+// OIDC_RECORD, when set, names a file each device code issued is appended to (a test checks that Coffer
+// never shows or logs one).
+import { appendFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
 const port = Number(process.argv[2] || process.env.OIDC_PORT);
@@ -45,7 +48,10 @@ function provider(at, deviceFlow) {
   });
   // RFC 8628 3.2: a provider may ask for any polling interval (5 s when it names none); this one asks for
   // 1 s, so that a test's poll waits little
-  made.on('device_authorization.success', (ctx, body) => { body.interval = 1; });
+  made.on('device_authorization.success', (ctx, body) => {
+    body.interval = 1;
+    if (process.env.OIDC_RECORD) appendFileSync(process.env.OIDC_RECORD, `${body.device_code}\n`);
+  });
   made.listen(at, '127.0.0.1', () => console.log(`oidc-provider listening on ${issuer}`));
 }
 
