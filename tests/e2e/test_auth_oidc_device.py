@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_auth_oidc are parameters here)
 """The device authorization grant of ``oidc`` methods (RFC 8628, api.md §10) against a real OpenID provider
 (node's ``oidc-provider``, tests/oidc), in both run modes: Coffer asks the provider for a device code and
 answers a handle of its own; the test does the person's part — opens the verification URI, enters the user
@@ -13,41 +14,26 @@ import hashlib
 import json
 import os
 import secrets
-import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 
 from services.gateway.methods.device import MAX_PENDING
 from services.platform import Platform
-from tests.conftest import LOG_LINES, Api, initialised, own_platform, remember_secret
+from tests.conftest import LOG_LINES, Api, remember_secret
 from tests.e2e.iam_helpers import identity
 from tests.e2e.method_helpers import put_role
 from tests.e2e.oidc_helpers import CLIENT_ID, Provider, device_sign_in, serve_provider
-from tests.e2e.test_auth_methods import policy
+from tests.e2e.test_auth_oidc import api, people, platform, read, stored_token  # noqa: F401 - both run modes' platforms
 from tests.e2e.test_cli import COFFER
 from tests.e2e.test_gateway_envelope import assert_envelope
-from tests.e2e.test_secrets import unique
 from tests.e2e.test_tenants import EVERYTHING, tenant
 
 #: every code, handle and token a test here saw: none may reach a log line, an answer's text or the audit
 SEEN: list[str] = []
-
-
-@pytest.fixture(scope="module", params=["embedded", "rabbitmq"])
-async def platform(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                   pg_dsn: str) -> AsyncIterator[Platform]:
-    async with own_platform(request.param, tmp_path_factory.mktemp(f"device-{request.param}"), pg_dsn) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-async def api(platform: Platform, http: aiohttp.ClientSession) -> Api:
-    return await initialised(platform, http)
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +43,9 @@ async def provider(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pr
 
 
 async def make_method(api: Api, provider: Provider, *, issuer: str | None = None, client_id: str = CLIENT_ID,
-                      headers: dict[str, str] | None = None, token: str | None = "default") -> str:
-    method = f"dev-{secrets.token_hex(3)}"
-    status, body, _ = await api.request("POST", "/v1/auth/methods", headers=headers or {}, token=token, json={
+                      name: str | None = None, token: str | None = "default") -> str:
+    method = name or f"dev-{secrets.token_hex(3)}"
+    status, body, _ = await api.request("POST", "/v1/auth/methods", token=token, json={
         "name": method, "type": "oidc", "config": {
             "issuer": issuer or provider.url, "client_id": client_id, "client_secret": provider.client_secret,
             "scopes": ["openid", "email", "groups"]}})
@@ -71,17 +57,7 @@ async def make_method(api: Api, provider: Provider, *, issuer: str | None = None
 async def setup(api: Api, provider: Provider) -> dict[str, Any]:
     """A method on the provider; role ``people`` reads secret ``allowed`` and gives group ``admins`` the
     policy that reads ``admins``."""
-    method = await make_method(api, provider)
-    base, values = unique("dev"), {}
-    for leaf in ("allowed", "admins"):
-        values[leaf] = remember_secret(f"{leaf}-{secrets.token_hex(8)}")
-        status, made, _ = await api.request("PUT", f"/v1/secrets/{base}/{leaf}/db", json={"value": values[leaf]})
-        assert status == 201, made
-    allowed = await policy(api, [f"secrets/{base}/allowed/**"])
-    admins = await policy(api, [f"secrets/{base}/admins/**"])
-    await put_role(api, method, "people", user_claim="email", groups_claim="groups", scopes=["secrets:read"],
-                   policies=[allowed], group_policies={"admins": [admins]}, ttl="30m")
-    return {"method": method, "base": base, "values": values}
+    return await people(api, await make_method(api, provider), "dev")
 
 
 async def start(api: Api, method: str, role: str = "people", **kwargs: Any) -> tuple[int, Any]:
@@ -104,13 +80,6 @@ def refused(answer: tuple[int, Any, Any], reason: str) -> dict[str, Any]:
     err = assert_envelope(*answer, "authentication_required")
     assert err["details"]["reason"] == reason, err
     return err
-
-
-async def read(api: Api, token: str, setup: dict[str, Any], leaf: str) -> int:
-    status, body, _ = await api.request("GET", f"/v1/secrets/{setup['base']}/{leaf}/db", token=token)
-    if status == 200:
-        assert body["value"] == setup["values"][leaf]
-    return status
 
 
 async def gateway_sql(platform: Platform, pg_dsn: str, query: str, *args: Any) -> Any:
@@ -186,10 +155,7 @@ async def test_unknown_expired_foreign_and_malformed_handles(
     foreign = refused(await poll(api, other_method, handle), "expired_token")
     other = await tenant(api)
     admin = await identity(api, ["admin"], EVERYTHING, tenant=other["id"])
-    status, err, _ = await api.request("POST", "/v1/auth/methods", token=admin["token"], json={
-        "name": m, "type": "oidc", "config": {"issuer": provider.url, "client_id": CLIENT_ID,
-                                              "client_secret": provider.client_secret}})
-    assert status == 201, err  # the same method name in the other tenant
+    await make_method(api, provider, name=m, token=admin["token"])  # the same method name in the other tenant
     cross = refused(await poll(api, m, handle, headers={"X-Tenant-ID": other["id"]}), "expired_token")
     for err in (foreign, cross):
         assert {k: v for k, v in err.items() if k != "request_id"} == \
@@ -264,11 +230,7 @@ async def test_coffer_login_oidc_device_prints_the_code_polls_and_stores_the_tok
     finally:
         if proc.returncode is None:
             proc.kill()
-    assert proc.returncode == 0, (out, err)
-    assert json.loads(out)["identity"]["kind"] == "external"  # JSON: stdout is not a terminal
-    with (home / "coffer" / "credentials.toml").open("rb") as f:
-        stored = tomllib.load(f)
-    token = remember_secret(next(iter(stored.values()))["token"])
+    token = stored_token(proc.returncode, out, err, home)
     SEEN.append(token)
     assert await read(api, token, setup, "admins") == 200
     proc = await asyncio.create_subprocess_exec(*COFFER, "login", "--device", env=env, stdout=asyncio.subprocess.PIPE,
