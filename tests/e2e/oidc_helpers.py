@@ -2,7 +2,8 @@
 its version pinned in package.json and package-lock.json) on 127.0.0.1, and a "browser" that signs in
 through its dev login and consent pages.
 
-The provider's one client is ``coffer`` (client_secret_basic, PKCE required); its redirect URIs are
+The provider's clients are ``coffer`` (client_secret_basic, PKCE required, and the device authorization
+grant of RFC 8628, polled every second) and ``coffer-web`` (the code flow only); their redirect URIs are
 ``http://127.0.0.1/callback`` (any port: a native client's loopback, RFC 8252 §7.3) and
 ``https://coffer.example.test/oidc/callback``. An account named ``alice+admins+ops`` is in the groups
 ``admins`` and ``ops`` (the ``groups`` claim); its ``email`` is ``alice@example.test``.
@@ -17,7 +18,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -52,34 +53,56 @@ def ensure_installed() -> None:
 class Provider:
     url: str
     client_secret: str
+    #: a second provider of the same process that offers no device authorization grant (``plain=True``)
+    plain_url: str = ""
+    #: where the provider writes each device code it issues, one a line
+    issued: Path | None = None
+
+    def device_codes(self) -> list[str]:
+        """The provider's device codes issued so far (each remembered as a secret: never in a log line)."""
+        lines = self.issued.read_text().split() if self.issued is not None and self.issued.exists() else []
+        return [remember_secret(code) for code in lines]
 
 
-async def serve_provider() -> AsyncIterator[Provider]:
+async def serve_provider(*, plain: bool = False, record: Path | None = None) -> AsyncIterator[Provider]:
+    """The provider on a free port (``plain``: and one without the device grant on another); ``record``: a
+    file the provider writes its device codes to, so that a test can tell they never reach an answer or a log
+    line."""
     ensure_installed()
     port, secret = free_port(), remember_secret(f"oidc-secret-{secrets.token_hex(16)}")
     env = {**os.environ, "OIDC_PORT": str(port), "OIDC_CLIENT_SECRET": secret}
+    plain_url = ""
+    if plain:
+        plain_port = free_port()
+        env["OIDC_PLAIN_PORT"], plain_url = str(plain_port), f"http://127.0.0.1:{plain_port}"
+    if record is not None:
+        env["OIDC_RECORD"] = str(record)
     proc = await asyncio.create_subprocess_exec("node", str(PACKAGE / "server.js"), env=env,
                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
-                try:
-                    async with http.get(url + "/.well-known/openid-configuration") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
+                if all([await _answers(http, u) for u in (url, plain_url) if u]):
+                    break
                 if proc.returncode is not None:
                     err = await proc.stderr.read() if proc.stderr else b""
                     pytest.fail(f"the test OpenID provider did not start: {err.decode()[-2000:]}")
                 await asyncio.sleep(0.1)
             else:
                 pytest.fail("the test OpenID provider did not answer in 10 s")
-        yield Provider(url, secret)
+        yield Provider(url, secret, plain_url, record)
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def _answers(http: aiohttp.ClientSession, issuer: str) -> bool:
+    try:
+        async with http.get(issuer + "/.well-known/openid-configuration") as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
 
 
 def pkce() -> tuple[str, str]:
@@ -109,10 +132,14 @@ class _Form(HTMLParser):
             self._in = False
 
 
-async def sign_in(location: str, provider: str, login: str, *, follow_home: bool = False) -> str:
-    """Go where ``authorize`` sent the browser, sign in as ``login`` (any password) and consent: the URL the
-    provider finally redirects to (outside the provider). ``follow_home``: also GET that URL (as a browser
-    would, reaching the CLI's loopback listener)."""
+Fill = Callable[[dict[str, str], str], "dict[str, str] | None"]
+
+
+async def _walk(location: str, provider: str, fill: Fill, *, follow_home: bool = False) -> tuple[str, str]:
+    """A browser going through the provider's pages from ``location``: each page's form is filled by
+    ``fill(fields, page)`` and submitted. Ends at the first redirect out of the provider — ``(its URL, "")``;
+    ``follow_home``: also GET it, as a browser would, reaching the CLI's loopback listener — or at a page
+    with no form, or whose form ``fill`` leaves (``None``) — ``("", the page)``."""
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
         url, method, data = location, "get", None
         for _ in range(20):
@@ -124,17 +151,56 @@ async def sign_in(location: str, provider: str, login: str, *, follow_home: bool
                         if follow_home:
                             async with browser.get(url) as home:
                                 await home.read()
-                        return url
+                        return url, ""
                     continue
                 assert resp.status == 200, (resp.status, body[:500])
             form = _Form()
             form.feed(body)
-            assert form.action is not None, body[:500]
-            fields = dict(form.fields)
-            if "login" in fields or "<input" in body and 'name="login"' in body:
-                fields.update(login=login, password="any-password")
-            url, method, data = urljoin(url, form.action), form.method, fields
-        raise AssertionError("the provider's pages did not end in a redirect")
+            fields = fill(dict(form.fields), body) if form.action is not None else None
+            if fields is None:
+                return "", body
+            url, method, data = urljoin(url, form.action or ""), form.method, fields
+        raise AssertionError("the provider's pages did not end")
+
+
+def _logs_in(login: str) -> Fill:
+    """Fills the provider's login form as ``login`` (any password); other forms (consent) as they are."""
+    def fill(fields: dict[str, str], page: str) -> dict[str, str]:
+        if "login" in fields or "<input" in page and 'name="login"' in page:
+            fields.update(login=login, password="any-password")
+        return fields
+    return fill
+
+
+async def sign_in(location: str, provider: str, login: str, *, follow_home: bool = False) -> str:
+    """Go where ``authorize`` sent the browser, sign in as ``login`` (any password) and consent: the URL the
+    provider finally redirects to (outside the provider). ``follow_home``: also GET that URL (as a browser
+    would, reaching the CLI's loopback listener)."""
+    url, page = await _walk(location, provider, _logs_in(login), follow_home=follow_home)
+    assert url, f"the provider's pages did not end in a redirect: {page[:500]}"
+    return url
+
+
+async def device_sign_in(verification_uri: str, user_code: str, provider: str, login: str, *,
+                         deny: bool = False) -> str:
+    """A person's part of a device sign-in (RFC 8628): at ``verification_uri``, enter ``user_code``, confirm
+    the device, sign in as ``login`` and consent — or, ``deny``, abort at the confirmation. The provider's
+    last page (its text)."""
+    logs_in, aborted = _logs_in(login), []
+
+    def fill(fields: dict[str, str], page: str) -> dict[str, str] | None:
+        if aborted:
+            return None  # the page after the abort: the code form again, left alone
+        if "user_code" in fields and not fields["user_code"]:
+            fields["user_code"] = user_code
+        if "confirm" in fields and deny:
+            aborted.append(True)
+            fields["abort"] = "yes"  # the confirmation page's [ Abort ] button
+        return logs_in(fields, page)
+
+    url, page = await _walk(verification_uri, provider, fill)
+    assert not url, url
+    return page
 
 
 def code_and_state(url: str) -> tuple[str, str]:

@@ -63,7 +63,16 @@ async def setup(api: Api, provider: Provider) -> dict[str, Any]:
             "scopes": ["openid", "email", "groups"], "redirect_uris": [REGISTERED]}})
     assert status == 201, body
     assert "client_secret" not in body["config"] and body["type"] == "oidc"
-    base, values = unique("sso"), {}
+    made = await people(api, method, "sso")
+    await put_role(api, method, "ops-only", user_claim="email", groups_claim="groups",
+                   bound_claims={"groups": ["ops"]}, scopes=["secrets:read"], policies=[made["admins"]])
+    return made
+
+
+async def people(api: Api, method: str, prefix: str) -> dict[str, Any]:
+    """Secrets ``allowed`` and ``admins`` under a new path, and the role ``people`` of ``method``: it reads
+    ``allowed`` and gives the ``admins`` group the policy that reads ``admins`` (its name: ``admins``)."""
+    base, values = unique(prefix), {}
     for leaf in ("allowed", "admins"):
         values[leaf] = remember_secret(f"{leaf}-{secrets.token_hex(8)}")
         status, made, _ = await api.request("PUT", f"/v1/secrets/{base}/{leaf}/db", json={"value": values[leaf]})
@@ -72,9 +81,7 @@ async def setup(api: Api, provider: Provider) -> dict[str, Any]:
     admins = await policy(api, [f"secrets/{base}/admins/**"])
     await put_role(api, method, "people", user_claim="email", groups_claim="groups", scopes=["secrets:read"],
                    policies=[allowed], group_policies={"admins": [admins]}, ttl="30m")
-    await put_role(api, method, "ops-only", user_claim="email", groups_claim="groups",
-                   bound_claims={"groups": ["ops"]}, scopes=["secrets:read"], policies=[admins])
-    return {"method": method, "base": base, "values": values}
+    return {"method": method, "base": base, "values": values, "admins": admins}
 
 
 async def authorize(api: Api, method: str, role: str, redirect_uri: str = CALLBACK, state: str | None = None,
@@ -265,12 +272,18 @@ async def test_coffer_login_oidc_signs_in_on_a_loopback_redirect_and_stores_the_
     finally:
         if proc.returncode is None:
             proc.kill()
-    assert proc.returncode == 0, (out, err)
-    assert json.loads(out)["identity"]["kind"] == "external"  # JSON: stdout is not a terminal
+    token = stored_token(proc.returncode, out, err, home)
+    assert await read(api, token, setup, "admins") == 200  # kim is in admins
+
+
+def stored_token(returncode: int | None, out: bytes, err: bytes, home: Path) -> str:
+    """What a ``coffer login --oidc`` that ended did: exit 0, ``whoami`` of an external identity on stdout
+    (JSON: stdout is not a terminal), and the token it stored in credentials.toml (returned)."""
+    assert returncode == 0, (out, err)
+    assert json.loads(out)["identity"]["kind"] == "external"
     with (home / "coffer" / "credentials.toml").open("rb") as f:
         stored = tomllib.load(f)
-    token = remember_secret(next(iter(stored.values()))["token"])
-    assert await read(api, token, setup, "admins") == 200  # kim is in admins
+    return remember_secret(next(iter(stored.values()))["token"])
 
 
 async def test_coffer_login_oidc_refuses_a_half_given_choice(platform: Platform, tmp_path: Path) -> None:

@@ -70,6 +70,20 @@ class _Api:
             "code": code, "state": state, "code_verifier": code_verifier, "redirect_uri": redirect_uri},
             convert=self._use_token))
 
+    def start_device_login(self, method: str, role: str) -> dict[str, Any]:
+        """A device sign-in with ``role`` of the ``oidc`` method ``method`` (RFC 8628, where the provider
+        offers it): ``{device_code, user_code, verification_uri, verification_uri_complete?, expires_in,
+        interval}``. The person opens ``verification_uri`` anywhere and enters ``user_code``; meanwhile
+        ``login_device(method, device_code)`` is polled every ``interval`` seconds."""
+        return self._call(_Call("POST", f"/v1/auth/methods/{_seg(method)}/device", {"role": role}))
+
+    def login_device(self, method: str, device_code: str) -> Token:
+        """A token once the person of a device sign-in has signed in (``POST …/device/token``). Until then an
+        ``AuthenticationError`` whose ``details["reason"]`` is ``authorization_pending`` or ``slow_down``
+        (poll again after ``details["interval"]`` seconds); any other reason ends the sign-in."""
+        return self._call(_Call("POST", f"/v1/auth/methods/{_seg(method)}/device/token",
+                                {"device_code": device_code}, convert=self._use_token))
+
     def step_up(self, totp_code: str) -> Token:
         """A fresh token proving a second factor now (``mfa_at``)."""
         return self._call(_Call("POST", "/v1/auth/mfa", {"totp_code": totp_code}, convert=self._use_token))

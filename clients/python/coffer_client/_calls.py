@@ -22,6 +22,8 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("POST", "/v1/auth/methods/{name}/login"): "login_jwt",
     ("GET", "/v1/auth/methods/{name}/authorize"): "authorize_url",
     ("POST", "/v1/auth/methods/{name}/callback"): "login_oidc",
+    ("POST", "/v1/auth/methods/{name}/device"): "start_device_login",
+    ("POST", "/v1/auth/methods/{name}/device/token"): "login_device",
     ("POST", "/v1/identities"): "create_identity", ("GET", "/v1/identities"): "list_identities",
     ("GET", "/v1/identities/{id}"): "get_identity", ("PATCH", "/v1/identities/{id}"): "update_identity",
     ("DELETE", "/v1/identities/{id}"): "delete_identity", ("POST", "/v1/identities/{id}/mfa/totp"): "enrol_totp",

@@ -34,7 +34,7 @@ from coffer_client._cli_common import (
     output_option,
 )
 from coffer_client._cli_more import export, lease, pki
-from coffer_client._cli_oidc import browser_login
+from coffer_client._cli_oidc import browser_login, device_login
 from coffer_client._cli_secrets import run, secrets
 from coffer_client.client import VERSION
 from coffer_client.errors import CofferError
@@ -58,6 +58,7 @@ def cli(ctx: click.Context, profile: str | None, addr: str | None, tenant: str |
     Log in once, then:
       coffer login --client-id cli_…            (the secret from stdin or a prompt)
       coffer login --oidc sso --role people     (sign in through your OpenID provider in a browser)
+      coffer login --oidc sso --role people --device   (… entering a code there, from any device)
       coffer secrets put app/db-password -      (the value from stdin)
       coffer secrets get app/db-password | psql …
       coffer secrets ls app/
@@ -81,10 +82,13 @@ def cli(ctx: click.Context, profile: str | None, addr: str | None, tenant: str |
 @click.option("--oidc", "oidc_method", metavar="METHOD", help="sign in through this oidc auth method's provider")
 @click.option("--role", help="the role of the --oidc method")
 @click.option("--no-browser", is_flag=True, help="with --oidc: only print the URL to open")
+@click.option("--device", is_flag=True,
+              help="with --oidc: sign in by the provider's device authorization grant (RFC 8628): open its page on"
+                   " any device and enter the code shown here")
 @output_option
 def login(client_id: str | None, client_secret: str | None, username: str | None, password: str | None,
           login_tenant: str | None, scopes: tuple[str, ...], oidc_method: str | None, role: str | None,
-          no_browser: bool, output: str | None) -> None:
+          no_browser: bool, device: bool, output: str | None) -> None:
     """Get a token and keep it for this profile (credentials.toml, mode 0600).
 
     A client secret or password is read from stdin or prompted for without echo, never taken from the
@@ -96,12 +100,14 @@ def login(client_id: str | None, client_secret: str | None, username: str | None
         raise click.UsageError("give --client-id, --username or --oidc")
     if (oidc_method is None) != (role is None):
         raise click.UsageError("--oidc METHOD goes with --role ROLE")
+    if device and oidc_method is None:
+        raise click.UsageError("--device goes with --oidc METHOD --role ROLE")
     _only_stdin(client_secret, "--client-secret")
     _only_stdin(password, "--password")
     client = state.client(token=False)
     if oidc_method is not None:
         assert role is not None
-        browser_login(client, oidc_method, role, open_browser=not no_browser)
+        (device_login if device else browser_login)(client, oidc_method, role, open_browser=not no_browser)
     elif client_id is not None:
         secret = _read_secret("client secret", client_secret == "-")
         client.login_client(client_id, secret, list(scopes) or None)

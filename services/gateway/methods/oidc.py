@@ -161,37 +161,54 @@ def redirect(location: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-async def redeem(policy: OutboundPolicy, document: dict[str, Any] | None, token_endpoint: str, config: OidcConfig,
-                 secret: str, body: Callback, *, timeout: float = 10.0) -> str:
-    """The ID token the provider gives for ``body.code``: ``code`` refusal when it refuses, 503 when it can't
-    be reached. Neither the code, the secret nor the provider's answer is logged."""
+async def provider_post(policy: OutboundPolicy, document: dict[str, Any] | None, endpoint: str, config: OidcConfig,
+                        secret: str, form: dict[str, str], *, timeout: float = 10.0) -> tuple[int, Any]:
+    """POST ``form`` to one of the provider's endpoints as the method's client — HTTP Basic when the provider
+    offers ``client_secret_basic``, else ``client_secret_post`` — through the outbound guard, under its own
+    timeout, reading at most ``MAX_ANSWER`` bytes: the status and the JSON answer (``None`` when the answer
+    is not JSON or too large). 503 when the provider can't be reached. Neither the form, the secret nor the
+    provider's answer is logged."""
     offered = (document or {}).get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
-    form = {"grant_type": "authorization_code", "code": body.code, "redirect_uri": body.redirect_uri,
-            "code_verifier": body.code_verifier}
     headers = {"Accept": "application/json", "User-Agent": "coffer-auth-method"}
     if "client_secret_basic" in offered or "client_secret_post" not in offered:
         pair = f"{quote(config.client_id, safe='')}:{quote(secret, safe='')}"  # RFC 6749 §2.3.1
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
     else:
-        form.update(client_id=config.client_id, client_secret=secret)
+        form = {**form, "client_id": config.client_id, "client_secret": secret}
     try:
         async with asyncio.timeout(timeout), aiohttp.ClientSession(
                 connector=guarded_connector(policy, limit=2), timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.post(URL(token_endpoint), data=form, headers=headers, allow_redirects=False) as resp:
+            async with http.post(URL(endpoint), data=form, headers=headers, allow_redirects=False) as resp:
                 raw = await read_at_most(resp.content, MAX_ANSWER + 1)
                 status = resp.status
     except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-        log.warning("oidc_token_endpoint_unreachable", cause=cause(exc))
-        raise ServiceUnavailable("the OpenID provider's token endpoint can't be reached") from None
-    if status != 200 or len(raw) > MAX_ANSWER:
-        raise refusal("code", "the provider did not redeem the code")
+        log.warning("oidc_provider_unreachable", cause=cause(exc))
+        raise ServiceUnavailable("the OpenID provider can't be reached") from None
+    if len(raw) > MAX_ANSWER:
+        return status, None
     try:
-        answer = orjson.loads(raw)
+        return status, orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise refusal("code", "the provider's token answer is not JSON") from None
+        return status, None
+
+
+async def redeem(policy: OutboundPolicy, document: dict[str, Any] | None, token_endpoint: str, config: OidcConfig,
+                 secret: str, body: Callback, *, timeout: float = 10.0) -> str:
+    """The ID token the provider gives for ``body.code``: ``code`` refusal when it refuses, 503 when it can't
+    be reached."""
+    status, answer = await provider_post(policy, document, token_endpoint, config, secret, {
+        "grant_type": "authorization_code", "code": body.code, "redirect_uri": body.redirect_uri,
+        "code_verifier": body.code_verifier}, timeout=timeout)
+    if status != 200:
+        raise refusal("code", "the provider did not redeem the code")
+    return id_token_of(answer, "code")
+
+
+def id_token_of(answer: Any, reason: str) -> str:
+    """The ``id_token`` of a token endpoint's answer, else a ``reason`` refusal."""
     id_token = answer.get("id_token") if isinstance(answer, dict) else None
     if not isinstance(id_token, str):
-        raise refusal("code", "the provider's token answer holds no ID token")
+        raise refusal(reason, "the provider's token answer holds no ID token")
     return id_token
 
 

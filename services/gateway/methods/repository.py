@@ -21,6 +21,8 @@ from shared.errors import NameConflict, RoleNotFound, ServiceUnavailable
 
 #: the auth method a name doesn't name (a 404 of the vocabulary: a method is a kind of role holder)
 _NO_METHOD = "auth method not found"
+#: the longest a device sign-in's polling interval grows (seconds)
+MAX_DEVICE_INTERVAL = 60
 
 
 def external_name(method: str, subject: str) -> str:
@@ -101,6 +103,49 @@ class MethodsRepository(SchemaRepository):
         return await self.pool.fetchrow(
             "DELETE FROM auth_pending WHERE state_hash = $1 AND tenant_id = $2 AND method = $3"
             " RETURNING *, expires_at > now() AS live", state_hash, tenant_id, method)
+
+    # -- pending device sign-ins (oidc, RFC 8628) -----------------------------------------------------
+
+    async def add_device(self, handle_hash: bytes, tenant_id: str, method: str, role: str, nonce: str,
+                         device_code: bytes, interval: int, ttl: int, most: int) -> bool:
+        """A device sign-in waiting for its polls, due at once; ``False`` when the method already has ``most``
+        pending (a bound on what anonymous callers can make the table hold). Expired ones go first."""
+        async with self.pool.acquire() as conn:
+            await conn.execute("DELETE FROM auth_device WHERE expires_at < now()")
+            status = await conn.execute(
+                "INSERT INTO auth_device (handle_hash, tenant_id, method, role, nonce, device_code, interval_s,"
+                " next_poll_at, expires_at) SELECT $1, $2, $3, $4, $5, $6, $7, now(), now() + make_interval(secs => $8)"
+                " WHERE (SELECT count(*) FROM auth_device WHERE tenant_id = $2 AND method = $3) < $9",
+                handle_hash, tenant_id, method, role, nonce, device_code, interval, float(ttl), most)
+            return not status.endswith(" 0")
+
+    async def claim_device_poll(self, handle_hash: bytes, tenant_id: str, method: str) -> asyncpg.Record | None:
+        """The live device sign-in of this handle, method and tenant (``None`` if there is none, or it has
+        expired), its next poll set one interval ahead. ``due`` says whether this poll may reach the provider;
+        one that came early (before ``next_poll_at``) makes the interval 5 s longer, as RFC 8628 §3.5 has a
+        provider do on ``slow_down``. One row lock: of polls racing on a handle, one reaches the provider."""
+        return await self.pool.fetchrow(
+            "WITH old AS (SELECT handle_hash, next_poll_at <= now() AS due FROM auth_device WHERE handle_hash = $1"
+            "  AND tenant_id = $2 AND method = $3 AND expires_at > now() FOR UPDATE),"
+            " new AS (SELECT old.handle_hash, old.due, CASE WHEN old.due THEN d.interval_s"
+            "  ELSE least(d.interval_s + 5, $4) END AS interval_s FROM old JOIN auth_device d USING (handle_hash))"
+            " UPDATE auth_device d SET interval_s = new.interval_s,"
+            " next_poll_at = now() + make_interval(secs => new.interval_s)"
+            " FROM new WHERE d.handle_hash = new.handle_hash RETURNING d.*, new.due",
+            handle_hash, tenant_id, method, MAX_DEVICE_INTERVAL)
+
+    async def slow_device(self, handle_hash: bytes) -> int | None:
+        """The provider said ``slow_down``: the interval 5 s longer from now on (RFC 8628 §3.5); the new one."""
+        interval = await self.pool.fetchval(
+            "UPDATE auth_device SET interval_s = least(interval_s + 5, $2),"
+            " next_poll_at = now() + make_interval(secs => least(interval_s + 5, $2))"
+            " WHERE handle_hash = $1 RETURNING interval_s", handle_hash, MAX_DEVICE_INTERVAL)
+        return None if interval is None else int(interval)
+
+    async def end_device(self, handle_hash: bytes) -> bool:
+        """The device sign-in is over (a token, a refusal): its row goes; ``False`` if it had already gone."""
+        status = await self.pool.execute("DELETE FROM auth_device WHERE handle_hash = $1", handle_hash)
+        return not status.endswith(" 0")
 
     async def delete_method(self, tenant_id: str, name: str) -> bool:
         """The method and its roles (its external identities stay, listed and deletable, until deleted)."""

@@ -357,9 +357,9 @@ async def issue(request: web.Request, tenant: str, name: str, resource: str, rol
 async def _audit(request: web.Request, tenant: str, identity_id: str | None, resource: str,
                  error: CofferError | None, subject: str | None) -> None:
     reason = error.details.get("reason") if error is not None else None
-    step = request.path.rsplit("/", 1)[-1]
+    step = "/" + request.path.split("/v1/auth/methods/", 1)[-1].split("/", 1)[-1]  # /login, …, /device/token
     await record_audit(request, tenant_id=tenant, identity_id=identity_id,
-                       action=f"POST /v1/auth/methods/{request.match_info['name']}/{step}"
+                       action=f"POST /v1/auth/methods/{request.match_info['name']}{step}"
                               + (f" ({reason})" if reason else ""),
                        resource=resource, outcome=error.code if error else "ok",
                        status=error.status if error else 200,
