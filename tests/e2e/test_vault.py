@@ -155,11 +155,15 @@ async def test_namespaces_are_tenants_with_the_partner_rules(api: Api, url: str)
     member = await identity(api, SECRETS, EVERYTHING, tenant=child["id"])
     outsider = await identity(api, SECRETS, EVERYTHING, tenant=other_partner["id"], partner_admin=True)
     for token, namespace in ((member["token"], "root"), (member["token"], name("nope")),
-                             (outsider["token"], child["name"]), (outsider["token"], child["id"])):
+                             (outsider["token"], child["id"])):
         with pytest.raises(hvac.exceptions.Forbidden) as denied:  # the same answer, existing or not
             await off(vault(url, token, namespace=namespace).secrets.kv.v2.read_secret_version, path=path,
                       raise_on_deleted_version=True)
         assert denied.value.json["error"]["code"] == "tenant_access_denied"
+    for namespace in (child["name"], name("nope")):  # another partner's tenant's name: as if there were none
+        with pytest.raises(hvac.exceptions.InvalidPath) as hidden:
+            await off(vault(url, outsider["token"], namespace=namespace).auth.token.lookup_self)
+        assert hidden.value.json["error"]["code"] == "tenant_not_found"
     own = vault(url, member["token"])  # no namespace: the caller's own tenant
     assert (await off(own.secrets.kv.v2.read_secret_version, path=path, raise_on_deleted_version=True))[
         "data"]["data"] == {"k": "v"}

@@ -87,12 +87,13 @@ async def core_flow(api: Api, url: str) -> None:
     assert denied.value.json["error"]["code"] == "access_denied"
 
 
+async def test_core_kv_and_auth_on_rabbitmq(rabbit_env: tuple[Api, str]) -> None:
+    """First in the module: its platform is gone before the module's embedded one starts."""
+    await core_flow(*rabbit_env)
+
+
 async def test_core_kv_and_auth_embedded(env: tuple[Api, str]) -> None:
     await core_flow(*env)
-
-
-async def test_core_kv_and_auth_on_rabbitmq(rabbit_env: tuple[Api, str]) -> None:
-    await core_flow(*rabbit_env)
 
 
 async def test_every_kv_v2_call_and_what_coffers_api_sees(env: tuple[Api, str]) -> None:
@@ -160,6 +161,21 @@ async def test_every_kv_v2_call_and_what_coffers_api_sees(env: tuple[Api, str]) 
     status, body, _ = await api.request("GET", f"/v1/secrets/{path}")
     assert status == 404 and body["error"]["code"] == "secret_not_found"
     assert (await off(kv(client).list_secrets, path=base))["data"]["keys"] == ["pw"]
+
+
+async def test_a_write_only_caller_sees_no_more_than_it_sent(env: tuple[Api, str]) -> None:
+    api, url = env
+    path = f"{unique('wo')}/db"
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", json={
+        "value": {"k": value()}, "secret_type": "json", "metadata": {"owner": "jdoe"}})
+    assert status == 201
+    writer = await identity(api, ["secrets:write"], [allow([f"secrets/{path}"], ["write"])])
+    written = await off(kv(vault(url, writer["token"])).create_or_update_secret, path=path, secret={"k": value()})
+    assert written["data"]["version"] == 2 and written["data"]["custom_metadata"] is None
+    status, seen, _ = await api.request("GET", f"/v1/secrets/{path}")
+    assert seen["metadata"] == {"owner": "jdoe"}  # carried on all the same
+    shown = await off(kv(vault(url, api.token)).create_or_update_secret, path=path, secret={"k": value()})
+    assert shown["data"]["custom_metadata"] == {"owner": "jdoe"}
 
 
 async def test_list_shows_only_what_the_policy_lets_the_caller_list(env: tuple[Api, str]) -> None:

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from services.gateway.iam.domain import Principal
 
 
 def authorization_bearer(request: web.Request) -> str | None:
@@ -21,7 +25,7 @@ def authorization_bearer(request: web.Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-async def tenant_id_header(request: web.Request) -> str | None:
+async def tenant_id_header(request: web.Request, who: Principal | None = None) -> str | None:
     """``X-Tenant-ID``, as the caller sent it."""
     return request.headers.get("X-Tenant-ID")
 
@@ -35,8 +39,8 @@ class Listener:
     #: the token a request carries, or ``None``
     token: Callable[[web.Request], str | None] = authorization_bearer
     #: the tenant a request names (an id, or something no tenant is called: then the tenant rules answer as
-    #: for an unknown tenant), or ``None`` for the caller's own
-    tenant: Callable[[web.Request], Awaitable[str | None]] = tenant_id_header
+    #: for an unknown tenant), or ``None`` for the caller's own; ``who``: the caller, once authenticated
+    tenant: Callable[[web.Request, Principal | None], Awaitable[str | None]] = tenant_id_header
 
 
 API = Listener("api")
@@ -52,6 +56,6 @@ def bearer_of(request: web.Request) -> str | None:
     return listener_of(request).token(request)
 
 
-async def named_tenant(request: web.Request) -> str | None:
+async def named_tenant(request: web.Request, who: Principal | None = None) -> str | None:
     """The tenant the request names, as its door names tenants (``None``: the caller's own)."""
-    return await listener_of(request).tenant(request)
+    return await listener_of(request).tenant(request, who)

@@ -117,7 +117,7 @@ async def _audit(request: web.Request, row: Any, login: str, error: CofferError 
     if tenant is None:
         return  # not initialised: there is no audit chain yet
     await record_audit(request, tenant_id=tenant, identity_id=row["id"] if row is not None else None,
-                       action="POST /v1/auth/token",
+                       action=f"POST {request.path}",  # a static path: /v1/auth/token, Vault's approle login
                        resource=f"identities/{row['id']}" if row is not None else "auth/token",
                        outcome=error.code if error else "ok", status=error.status if error else 200,
                        sensitive={"login": login})

@@ -26,7 +26,7 @@ class Tenancy:
     async def resolve(self, request: web.Request, who: Principal) -> str:
         """The tenant the request acts in: the caller's, or a descendant named by a partner admin (with
         ``X-Tenant-ID``, or ``X-Vault-Namespace`` on the Vault listener)."""
-        target = await named_tenant(request)
+        target = await named_tenant(request, who)
         if not target or target == who.tenant_id:
             return who.tenant_id
         denied = TenantAccessDenied("you may not act in that tenant")

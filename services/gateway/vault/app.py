@@ -19,6 +19,7 @@ from aiohttp import web
 from services.gateway.edge.listener import LISTENER, Listener, authorization_bearer
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
+from services.gateway.iam.domain import Principal
 from services.gateway.iam.models import NAME
 from services.gateway.methods.routes import TENANT_ID
 from services.gateway.state import STATE, GatewayState, state
@@ -31,19 +32,26 @@ def vault_token(request: web.Request) -> str | None:
     return request.headers.get("X-Vault-Token", "").strip() or authorization_bearer(request)
 
 
-async def namespace_tenant(request: web.Request) -> str | None:
-    """The tenant ``X-Vault-Namespace`` names: a tenant id as it is, a tenant's name as that tenant's id.
+async def namespace_tenant(request: web.Request, who: Principal | None = None) -> str | None:
+    """The tenant ``X-Vault-Namespace`` names: a tenant id as it is; a tenant's name as that tenant's id when it
+    is the caller's tenant or below it (a login, with no caller yet: any tenant's).
 
-    A name no tenant has (or a nested ``a/b`` path, which Coffer's tenants don't have) comes back as it was
-    sent: no tenant has that id, so the tenant rules answer as for any unknown tenant (``tenant_not_found``
-    to a partner admin, ``tenant_access_denied`` to anyone else — whether or not the name exists)."""
+    Anything else — a name no tenant has, a name of a tenant outside the caller's reach, a nested ``a/b`` path
+    (Coffer's tenants have none) — comes back as it was sent: no tenant has that id, so the tenant rules answer
+    as for an unknown tenant (``tenant_not_found`` to a partner admin, ``tenant_access_denied`` to anyone
+    else), and a name tells no one whether another tenant is called so."""
     raw = request.headers.get("X-Vault-Namespace")
     name = raw.strip().strip("/") if raw is not None else ""
     if not name or re.fullmatch(TENANT_ID.strip("^$"), name):
         return name or None
     if not re.fullmatch(NAME.strip("^$"), name):
         return name[:64]
-    return await state(request).tenants.id_by_name(name) or name
+    tenants = state(request).tenants
+    found = await tenants.id_by_name(name)
+    if found is None or (who is not None and found != who.tenant_id
+                         and not await tenants.in_subtree(who.tenant_id, found)):
+        return name
+    return found
 
 
 VAULT = Listener("vault", token=vault_token, tenant=namespace_tenant)

@@ -115,6 +115,17 @@ async def _put(request: web.Request, path: str, data: dict[str, Any], cas: int |
         metadata=dict(current.metadata) if current is not None else {}, expected_version=expected))
 
 
+async def _written(request: web.Request, path: str, result: WriteResult) -> web.Response:
+    """A write's answer: the new version's metadata; its ``custom_metadata`` (carried on from the version
+    before) only to a caller who may read the secret — a write-only caller sees no more than it sent."""
+    shown = version_metadata(result.secret)
+    who = principal(request)
+    if "secrets:read" not in who.scopes or not await state(request).authorizer.may(
+            request, who, f"secrets/{path}", "read"):
+        shown["custom_metadata"] = None
+    return answer(request, data=shown)
+
+
 async def write(request: web.Request) -> web.Response:
     path = kv_path(request, "data")
     body = parse(KvWrite, await read_object(request))
@@ -125,7 +136,7 @@ async def write(request: web.Request) -> web.Response:
         except VersionConflict:
             if body.options.cas is not None or attempt == WRITE_ATTEMPTS - 1:
                 raise
-    return answer(request, data=version_metadata(result.secret))
+    return await _written(request, path, result)
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -142,7 +153,7 @@ async def patch(request: web.Request) -> web.Response:
         except VersionConflict:
             if body.options.cas is not None or attempt == WRITE_ATTEMPTS - 1:
                 raise
-    return answer(request, data=version_metadata(result.secret))
+    return await _written(request, path, result)
 
 
 async def read(request: web.Request) -> web.Response:
