@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import hvac
 import pytest
+from cryptography import x509
 
 from services.platform import Platform
 from shared.context import RequestContext
@@ -21,6 +22,7 @@ from shared.contracts.events import Event
 from tests.conftest import Api, initialised, own_platform, remember_secret
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.method_helpers import Issuer, make_method, put_role, serve_issuer
+from tests.e2e.pki_helpers import csr_pem, make_ca, make_role
 from tests.e2e.test_secrets import unique
 from tests.e2e.test_tenants import EVERYTHING, SECRETS, tenant
 from tests.e2e.vault_helpers import assert_shape, client_token, documented, off, vault
@@ -245,3 +247,43 @@ async def test_a_request_through_either_listener_leaves_the_same_audit_entry_and
     assert through_vault["fields"]["value"]  # the value's HMAC, the same for the same value
     status, verified, _ = await api.request("GET", "/v1/audit/verify")
     assert status == 200 and verified["ok"] is True
+
+
+async def test_pki_issue_and_sign_are_the_roles_in_vaults_shape(api: Api, url: str) -> None:
+    role = await make_role(api, (await make_ca(api))["id"], key_type="rsa-2048")
+    ec_role = await make_role(api, (await make_ca(api))["id"])
+    client = vault(url, api.token)
+    issued = await off(client.secrets.pki.generate_certificate, role, "www.example.com",
+                       extra_params={"alt_names": "a.example.com,b.example.com", "ttl": "1h"})
+    remember_secret(issued["data"]["private_key"].strip().splitlines()[1])
+    data = issued["data"]
+    cert = x509.load_pem_x509_certificate(data["certificate"].encode())
+    assert int(data["serial_number"].replace(":", ""), 16) == cert.serial_number
+    assert data["private_key"].startswith("-----BEGIN RSA PRIVATE KEY-----") and data["private_key_type"] == "rsa"
+    assert data["issuing_ca"] == data["ca_chain"][0] and data["expiration"] == int(
+        cert.not_valid_after_utc.timestamp())
+    assert {n.value for n in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value} >= {
+        "a.example.com", "b.example.com"}
+    quirks = {"$.data.expiration": "number", "$.warnings": "null"}  # the fixture's note says why
+    assert_shape(issued, documented("pki_issue"), allow=quirks)
+    ec_key = await off(client.secrets.pki.generate_certificate, ec_role, "x.example.com")
+    remember_secret(ec_key["data"]["private_key"].strip().splitlines()[1])
+    assert ec_key["data"]["private_key"].startswith("-----BEGIN EC PRIVATE KEY-----")
+    pkcs8 = await off(client.secrets.pki.generate_certificate, ec_role, "y.example.com",
+                      extra_params={"private_key_format": "pkcs8"})
+    remember_secret(pkcs8["data"]["private_key"].strip().splitlines()[1])
+    assert pkcs8["data"]["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+    signed = await off(client.secrets.pki.sign_certificate, ec_role, csr_pem("z.example.com"), "z.example.com")
+    assert x509.load_pem_x509_certificate(signed["data"]["certificate"].encode()).subject.rfc4514_string() == (
+        "CN=z.example.com")
+    assert_shape(signed, documented("pki_sign"), allow=quirks)
+    with pytest.raises(hvac.exceptions.InvalidRequest) as refused:  # a name the role doesn't allow
+        await off(client.secrets.pki.generate_certificate, role, "www.elsewhere.org")
+    assert refused.value.json["error"]["code"] == "domain_not_allowed"
+    with pytest.raises(hvac.exceptions.UnexpectedError):  # 422: what Coffer's roles don't issue
+        await off(client.secrets.pki.generate_certificate, role, "www.example.com",
+                  extra_params={"uri_sans": "spiffe://x"})
+    narrow = await identity(api, ["pki"], [allow([f"pki/roles/{ec_role}"], ["sign"])])
+    with pytest.raises(hvac.exceptions.Forbidden) as denied:  # sign, but not issue, on that role
+        await off(vault(url, narrow["token"]).secrets.pki.generate_certificate, ec_role, "w.example.com")
+    assert denied.value.json["error"]["code"] == "access_denied"

@@ -23,7 +23,7 @@ from services.gateway.iam.domain import Principal
 from services.gateway.iam.models import NAME
 from services.gateway.methods.routes import TENANT_ID
 from services.gateway.state import STATE, GatewayState, state
-from services.gateway.vault import kv, system, tokens
+from services.gateway.vault import kv, pki, system, tokens
 from services.gateway.vault.answers import vault_errors
 
 
@@ -58,7 +58,7 @@ VAULT = Listener("vault", token=vault_token, tenant=namespace_tenant)
 
 
 def routes(mount: str) -> tuple[Route, ...]:
-    return (*system.ROUTES, *tokens.ROUTES, *kv.routes(mount))
+    return (*system.ROUTES, *tokens.ROUTES, *kv.routes(mount), *pki.ROUTES)
 
 
 def build_vault_app(st: GatewayState) -> web.Application:
