@@ -13,6 +13,7 @@ again (three times) if another write came first. ``PATCH`` (RFC 7396 merge of th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -106,7 +107,8 @@ async def _current(request: web.Request, path: str) -> SecretMeta | None:
 
 async def _put(request: web.Request, path: str, data: dict[str, Any], cas: int | None, *,
                current: SecretMeta | None) -> WriteResult:
-    """A new version holding the KV map ``data``, over ``current`` (its type and custom metadata kept)."""
+    """A new version holding the KV map ``data``, over ``current`` (its type and custom metadata kept), expecting
+    ``cas`` (else ``current``'s version: none at all for a new secret)."""
     secret_type, value = from_kv(data, current.secret_type if current is not None else None)
     request[AUDIT_FIELDS] = {"value": value if isinstance(value, str) else orjson.dumps(value).decode()}
     expected = cas if cas is not None else (current.version if current is not None else 0)
@@ -115,9 +117,20 @@ async def _put(request: web.Request, path: str, data: dict[str, Any], cas: int |
         metadata=dict(current.metadata) if current is not None else {}, expected_version=expected))
 
 
-async def _written(request: web.Request, path: str, result: WriteResult) -> web.Response:
-    """A write's answer: the new version's metadata; its ``custom_metadata`` (carried on from the version
-    before) only to a caller who may read the secret — a write-only caller sees no more than it sent."""
+async def _write(request: web.Request, path: str, cas: int | None,
+                 compose: Callable[[], Awaitable[tuple[dict[str, Any], SecretMeta | None]]]) -> web.Response:
+    """``compose()`` (the KV map to write, and the version it is written over), written; composed again and
+    retried when another write came first and the caller gave no ``cas``. The answer: the new version's
+    metadata, its ``custom_metadata`` (carried on from the version before) only to a caller who may read the
+    secret — a write-only caller sees no more than it sent."""
+    for attempt in range(WRITE_ATTEMPTS):
+        data, current = await compose()
+        try:
+            result = await _put(request, path, data, cas, current=current)
+            break
+        except VersionConflict:
+            if cas is not None or attempt == WRITE_ATTEMPTS - 1:
+                raise
     shown = version_metadata(result.secret)
     who = principal(request)
     if "secrets:read" not in who.scopes or not await state(request).authorizer.may(
@@ -129,31 +142,21 @@ async def _written(request: web.Request, path: str, result: WriteResult) -> web.
 async def write(request: web.Request) -> web.Response:
     path = kv_path(request, "data")
     body = parse(KvWrite, await read_object(request))
-    for attempt in range(WRITE_ATTEMPTS):
-        try:
-            result = await _put(request, path, body.data, body.options.cas, current=await _current(request, path))
-            break
-        except VersionConflict:
-            if body.options.cas is not None or attempt == WRITE_ATTEMPTS - 1:
-                raise
-    return await _written(request, path, result)
+
+    async def compose() -> tuple[dict[str, Any], SecretMeta | None]:
+        return body.data, await _current(request, path)
+    return await _write(request, path, body.options.cas, compose)
 
 
 async def patch(request: web.Request) -> web.Response:
     """RFC 7396 merge of ``data`` into the current version's KV map, written as a new version."""
     path = kv_path(request, "data")
     body = parse(KvWrite, await read_object(request))
-    for attempt in range(WRITE_ATTEMPTS):
+
+    async def compose() -> tuple[dict[str, Any], SecretMeta | None]:
         secret = await state(request).secrets.get(context(request), SecretRef(path=path))
-        merged = merge_patch(kv_map(secret.secret_type, secret.value), body.data)
-        try:
-            result = await _put(request, path, merged, body.options.cas if body.options.cas is not None
-                                else secret.version, current=secret)
-            break
-        except VersionConflict:
-            if body.options.cas is not None or attempt == WRITE_ATTEMPTS - 1:
-                raise
-    return await _written(request, path, result)
+        return merge_patch(kv_map(secret.secret_type, secret.value), body.data), secret
+    return await _write(request, path, body.options.cas, compose)
 
 
 async def read(request: web.Request) -> web.Response:
