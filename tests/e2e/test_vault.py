@@ -8,6 +8,7 @@ RabbitMQ too).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -287,3 +288,22 @@ async def test_pki_issue_and_sign_are_the_roles_in_vaults_shape(api: Api, url: s
     with pytest.raises(hvac.exceptions.Forbidden) as denied:  # sign, but not issue, on that role
         await off(vault(url, narrow["token"]).secrets.pki.generate_certificate, ec_role, "w.example.com")
     assert denied.value.json["error"]["code"] == "access_denied"
+
+
+async def test_a_tenants_quotas_count_through_both_listeners(api: Api, url: str) -> None:
+    child = await tenant(api)
+    admin = await identity(api, SECRETS, EVERYTHING, tenant=child["id"])
+    status, _, _ = await api.request("PATCH", f"/v1/tenants/{child['id']}",
+                                     json={"quotas": {"max_secrets": 1, "requests_per_minute": 4}})
+    assert status == 200
+    if time.time() % 60 > 52:  # the count is per calendar minute: all five calls in one
+        await asyncio.sleep(60.5 - time.time() % 60)
+    client = vault(url, admin["token"])
+    await off(client.secrets.kv.v2.create_or_update_secret, path="q/one", secret={"a": "b"})  # 1
+    with pytest.raises(hvac.exceptions.RateLimitExceeded) as full:  # 2: the tenant's max_secrets
+        await off(client.secrets.kv.v2.create_or_update_secret, path="q/two", secret={"a": "b"})
+    assert full.value.json["error"]["details"]["quota"] == "max_secrets"
+    assert (await api.request("GET", "/v1/auth/whoami", token=admin["token"]))[0] == 200  # 3
+    assert (await off(client.auth.token.lookup_self))["data"]["entity_id"] == admin["id"]  # 4
+    status, body, headers = await api.request("GET", "/v1/auth/whoami", token=admin["token"])  # 5
+    assert status == 429 and body["error"]["details"]["quota"] == "requests_per_minute" and headers["Retry-After"]
