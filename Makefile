@@ -60,6 +60,7 @@ peers:
 	$(call need,dig,bind9-dnsutils,to look at the ACME tests' TXT records)
 	$(call need,softhsm2-util,softhsm2,the HSM of the pkcs11 seal tests)
 	$(call need,wrk,wrk,the load generator of the benchmark's smoke test)
+	$(call need,promtool,prometheus,checks and tests the alert rules in deploy/prometheus)
 	@command -v npm >/dev/null || { echo "need node and npm: the SSO tests run node's oidc-provider (tests/oidc)"; exit 1; }
 	@test -d tests/oidc/node_modules/oidc-provider || { echo "installing the test OpenID provider (npm ci --prefix tests/oidc) ..."; npm ci --no-audit --no-fund --prefix tests/oidc; }
 

@@ -21,6 +21,16 @@ OUTBOX_BACKLOG = Gauge("coffer_outbox_backlog", "Outbox rows not yet confirmed b
                        ["service"], registry=REGISTRY)
 BUS_RECONNECTS = Counter("coffer_bus_reconnects", "Times this process's RabbitMQ connection was re-established",
                          ["bus"], registry=REGISTRY)
+#: 1 while the service answers the gateway's ping (its storage too), 0 when it doesn't (down, sealed, cut off)
+SERVICE_UP = Gauge("coffer_service_up", "Whether the service answers the gateway's ping (read at each scrape)",
+                   ["service"], registry=REGISTRY)
+#: what services count for the alert rules (deploy/prometheus), read at each scrape through their ping
+SERVICE_GAUGES = {name: Gauge(name, doc, ["service"], registry=REGISTRY) for name, doc in (
+    ("coffer_webhook_deliveries_failed", "Webhook deliveries that gave up (every attempt failed) in the last hour"),
+    ("coffer_webhook_deliveries_pending", "Webhook deliveries waiting for their next attempt"),
+    ("coffer_certificates_expiring", "Issued certificates, not revoked, whose not_after is within 7 days"),
+    ("coffer_lease_revocations_retrying", "Leases whose revocation at the target failed and is being retried"),
+)}
 SECRET_ROTATIONS = Counter("coffer_secret_rotations", "Secret rotations by trigger (request, schedule) and outcome",
                            ["trigger", "outcome"], registry=REGISTRY)
 

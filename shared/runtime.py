@@ -130,6 +130,9 @@ class ServiceSpec:
     tenant_tables: tuple[str, ...] = ()
     #: where the service keeps sealed values (beyond its named keys): KEK rotation re-wraps them all
     sealed: tuple[SealedColumns, ...] = ()
+    #: gauges for /metrics read at each ping: a name of ``shared.metrics.SERVICE_GAUGES`` -> a query of one
+    #: number over the service's schema (counts over every tenant; each must be cheap: an index answers it)
+    gauges: Mapping[str, str] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -202,9 +205,14 @@ class ServiceRuntime:
         assert self.relay is not None
         try:
             backlog = await self.relay.backlog()
+            gauges = {}
+            if self.spec.gauges:
+                assert self.pool is not None
+                async with self.pool.acquire() as conn:
+                    gauges = {name: float(await conn.fetchval(sql) or 0) for name, sql in self.spec.gauges.items()}
         except Exception:  # noqa: BLE001 - the caller only needs to know it is not ok
             raise ServiceUnavailable(f"{self.spec.name} storage is unavailable") from None
-        return PingResult(service=self.spec.name, outbox_backlog=backlog).model_dump()
+        return PingResult(service=self.spec.name, outbox_backlog=backlog, gauges=gauges).model_dump()
 
     async def _tenant_deleted(self, event: Event, ctx: RequestContext) -> None:
         """Destroy the deleted tenant's data in this service's schema, once (inbox)."""

@@ -67,4 +67,6 @@ SPEC = ServiceSpec(
     sealed=(SealedColumns("engines", key=("tenant_id", "name"), aad=lambda row: engine_aad(row["tenant_id"],
                                                                                            row["name"]),
                           tenant=by_tenant_id),),
+    gauges={"coffer_lease_revocations_retrying": "SELECT count(*) FROM leases WHERE status = 'revoking'"
+                                                 " AND attempts > 0"},
 )

@@ -64,4 +64,6 @@ SPEC = ServiceSpec(
                           columns=("tenant_id",), tenant=by_tenant_id),
             SealedColumns("acme_orders", key=("id",), aad=lambda row: order_aad(row["id"]),
                           columns=("tenant_id",), tenant=by_tenant_id)),
+    gauges={"coffer_certificates_expiring": "SELECT count(*) FROM certificates WHERE revoked_at IS NULL"
+                                            " AND not_after > now() AND not_after < now() + interval '7 days'"},
 )

@@ -53,4 +53,7 @@ SPEC = ServiceSpec(
                           columns=("tenant_id",), tenant=by_tenant_id),
             SealedColumns("webhooks", key=("id",), prefix="prev_", aad=lambda row: secret_aad(row["id"]),
                           columns=("tenant_id",), tenant=by_tenant_id)),
+    gauges={"coffer_webhook_deliveries_failed": "SELECT count(*) FROM deliveries WHERE status = 'failed'"
+                                                " AND updated_at > now() - interval '1 hour'",
+            "coffer_webhook_deliveries_pending": "SELECT count(*) FROM deliveries WHERE status = 'pending'"},
 )

@@ -19,6 +19,8 @@ class PingResult(Contract):
     status: str = "ok"
     #: outbox rows not yet confirmed by the broker (for /metrics)
     outbox_backlog: int | None = None
+    #: the service's own gauges for /metrics (``ServiceSpec.gauges``): counts over every tenant, never a name
+    gauges: dict[str, float] = Field(default_factory=dict)
 
 
 class RewrapResult(Contract):

@@ -19,6 +19,7 @@ from shared.errors import REGISTRY
 from tests import fuzz
 from tests.conftest import ROOT, Api, free_port, initialised, remember_secret, start_platform
 from tests.e2e.iam_helpers import identity
+from tests.e2e.pki_helpers import issue, make_ca, make_role
 from tests.e2e.test_gateway_envelope import assert_envelope
 from tests.e2e.test_run_modes import spawn, wait_healthy
 from tests.e2e.test_secrets import put, unique
@@ -275,6 +276,32 @@ async def test_metrics(api: Api) -> None:
                    'coffer_outbox_backlog{service="secrets"}', "process_resident_memory_bytes"):
         assert needle in text, needle
     assert "ten_" not in text and "idn_" not in text  # no tenant data
+
+
+def gauge(text: str, name: str, service: str) -> float:
+    found = re.search(rf'^{name}{{service="{service}"}} (\S+)$', text, re.M)
+    assert found, f"{name} of {service} not in /metrics"
+    return float(found.group(1))
+
+
+async def test_metrics_tell_the_alert_rules_what_services_count(api: Api) -> None:
+    """deploy/prometheus's rules read these: every service answering, and what each counts (issue #35); a
+    certificate issued for a day shows as expiring within 7 days at the next scrape."""
+    async def scrape() -> str:
+        async with api.session.get(api.url + "/metrics") as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    text = await scrape()
+    for service in ("gateway", "secrets", "pki", "lease", "webhooks"):
+        assert gauge(text, "coffer_service_up", service) == 1.0
+    assert gauge(text, "coffer_webhook_deliveries_failed", "webhooks") >= 0
+    assert gauge(text, "coffer_webhook_deliveries_pending", "webhooks") >= 0
+    assert gauge(text, "coffer_lease_revocations_retrying", "lease") == 0
+    before = gauge(text, "coffer_certificates_expiring", "pki")
+    ca = await make_ca(api)
+    await issue(api, await make_role(api, ca["id"]), ttl="24h")
+    assert gauge(await scrape(), "coffer_certificates_expiring", "pki") == before + 1
 
 
 async def test_openapi_document_is_valid_and_covers_every_route(api: Api, platform: Platform) -> None:

@@ -17,7 +17,7 @@ from services.gateway.system import seal as seal_control
 from shared import custody, keyring
 from shared.contracts import Contract, JsonInt, Query
 from shared.errors import CofferError, InvalidRequest, NameConflict, ServiceUnavailable
-from shared.metrics import OUTBOX_BACKLOG
+from shared.metrics import OUTBOX_BACKLOG, SERVICE_GAUGES, SERVICE_UP
 from shared.metrics import render as render_metrics
 from shared.registry import SERVICES
 
@@ -64,9 +64,14 @@ async def service_states(request: web.Request) -> dict[str, str]:
         try:
             result = await st.services.ping(ctx, service, timeout=st.settings.health_timeout)
         except CofferError:
+            SERVICE_UP.labels(service).set(0)
             return "unavailable"
+        SERVICE_UP.labels(service).set(1)
         if result.outbox_backlog is not None:
             OUTBOX_BACKLOG.labels(service).set(result.outbox_backlog)
+        for name, value in result.gauges.items():
+            if name in SERVICE_GAUGES:
+                SERVICE_GAUGES[name].labels(service).set(value)
         return "ok"
 
     return dict(zip(SERVICES, await asyncio.gather(*(ping(s) for s in SERVICES)), strict=True))
