@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +22,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from services.platform import Platform
-from tests.conftest import Api, initialised, own_platform, remember_secret
+from tests.conftest import ROOT, Api, free_port, initialised, own_platform, remember_secret
 from tests.e2e.access_helpers import (
     act,
     acted,
@@ -415,3 +419,44 @@ async def _logins_keep_the_grant(api: Api, prod: dict[str, Any], issuer: Issuer)
     mine = [b for b in bindings["items"] if b["identity_id"] == me["identity"]["id"]]
     assert [(b["id"], b["request_id"]) for b in mine] == [(granted["binding_id"], made["id"])]  # the role's is gone
     await acted(api, token, made["id"], "cancel")
+
+
+async def test_the_readmes_receiver_tells_a_chat_channel(api: Api, prod: dict[str, Any], tmp_path: Path,
+                                                        http: aiohttp.ClientSession) -> None:
+    """README.md's access.* receiver, as written, between this platform's webhook and a chat's."""
+    section = (ROOT / "README.md").read_text().split("## Just-in-time access", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M)
+    assert code, "README.md's Just-in-time access has no python receiver"
+    (tmp_path / "receiver.py").write_text(code.group(1))
+    chat, port = await Receiver().start(), free_port()
+    status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/coffer"})
+    assert status == 201, hook
+    assert (await api.request("POST", "/v1/subscriptions", json={"webhook_id": hook["id"],
+                                                                 "event_types": ["access.*"]}))[0] == 201
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(tmp_path / "receiver.py"), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PORT": str(port), "CHAT_WEBHOOK_URL": chat.url,
+                                                "COFFER_WEBHOOK_SECRET": remember_secret(hook["secret"])})
+    try:
+        url = f"http://127.0.0.1:{port}/coffer"
+        while True:  # listening, and refusing what Coffer did not sign
+            try:
+                async with http.post(url, data=b"{}", headers={"webhook-id": "x", "webhook-timestamp": "1",
+                                                               "webhook-signature": "v1,Zm9v"}) as answer:
+                    assert answer.status == 401
+                    break
+            except aiohttp.ClientConnectionError:
+                assert proc.returncode is None, "the README's receiver exited"
+                await asyncio.sleep(0.1)
+        made = await asked(api, prod["requester"]["token"], prod["policy"])
+        await acted(api, prod["approver"]["token"], made["id"], "approve")
+        await wait_until(lambda: len(chat.requests) >= 2, timeout=15)
+        said = sorted(json.loads(r.body)["text"] for r in chat.requests)
+        who = prod["requester"]["name"]
+        assert said == [f"{who} asks for {prod['policy']} for 1h: incident 42 (coffer access approve {made['id']})",
+                        f"{who} now has {prod['policy']} for 1h"]
+        await acted(api, prod["requester"]["token"], made["id"], "cancel")
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await chat.stop()
