@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import sys
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import Api
+import aiohttp
+from standardwebhooks import Webhook
+
+from tests.conftest import ROOT, Api
 from tests.e2e.iam_helpers import allow, identity, name
+from tests.integration.test_bus_contract import wait_until
 
 
 async def requestable(api: Api, paths: list[str], caps: list[str] | None = None, *, headers: Any = None,
@@ -73,3 +83,42 @@ async def refused_at(api: Api, token: str, path: str, until: float) -> tuple[flo
         last_ok = sent
         assert time.time() < until, "still allowed"
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def readme_receiver(folder: Path, port: int, chat_url: str, secret: str,
+                          http: aiohttp.ClientSession) -> AsyncIterator[None]:
+    """README.md's access.* receiver (its "Just-in-time access" python block, as written) on ``port``, once it
+    listens and refuses what Coffer did not sign."""
+    section = (ROOT / "README.md").read_text().split("## Just-in-time access", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M)
+    assert code, "README.md's Just-in-time access has no python receiver"
+    (folder / "receiver.py").write_text(code.group(1))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(folder / "receiver.py"), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "PORT": str(port), "CHAT_WEBHOOK_URL": chat_url, "COFFER_WEBHOOK_SECRET": secret})
+    try:
+        forged = {"webhook-id": "x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,Zm9v"}
+        while True:
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/coffer", data=b"{}", headers=forged) as answer:
+                    assert answer.status == 401
+                    break
+            except aiohttp.ClientConnectionError:
+                assert proc.returncode is None, "the README's receiver exited"
+                await asyncio.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def events_of(hooked: dict[str, Any], request_id: str, *types: str) -> dict[str, dict[str, Any]]:
+    """The ``access.*`` events about ``request_id`` the receiver got, by type (signatures checked), once it
+    has one of each of ``types`` (deliveries may come in any order)."""
+    def found() -> dict[str, dict[str, Any]]:
+        events = [Webhook(hooked["secret"]).verify(r.body, r.headers) for r in hooked["receiver"].requests]
+        return {e["type"]: e for e in events if e["data"].get("id") == request_id}
+    await wait_until(lambda: set(types) <= set(found()), timeout=15)
+    return found()

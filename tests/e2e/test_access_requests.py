@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from standardwebhooks import Webhook
 
 from services.platform import Platform
-from tests.conftest import ROOT, Api, free_port, initialised, own_platform, remember_secret
+from tests.conftest import Api, free_port, initialised, own_platform, remember_secret
 from tests.e2e.access_helpers import (
     act,
     acted,
     approver,
     ask,
     asked,
+    events_of,
     moment,
+    readme_receiver,
     refused_at,
     requestable,
 )
@@ -80,16 +78,6 @@ async def prod(api: Api) -> dict[str, Any]:
     policy = await requestable(api, [f"secrets/{base}/prod/**"])
     return {"base": base, "path": f"{base}/prod/db", "value": value, "policy": policy,
             "requester": await identity(api, ["secrets:read"]), "approver": await approver(api, [policy])}
-
-
-async def events_of(hooked: dict[str, Any], request_id: str, *types: str) -> dict[str, dict[str, Any]]:
-    """The ``access.*`` events about ``request_id`` the receiver got, by type (signatures checked), once it
-    has one of each of ``types`` (deliveries may come in any order)."""
-    def found() -> dict[str, dict[str, Any]]:
-        events = [Webhook(hooked["secret"]).verify(r.body, r.headers) for r in hooked["receiver"].requests]
-        return {e["type"]: e for e in events if e["data"].get("id") == request_id}
-    await wait_until(lambda: set(types) <= set(found()), timeout=15)
-    return found()
 
 
 async def test_a_grant_of_seconds_ends_by_itself_on_every_replica_while_the_requester_keeps_calling(
@@ -424,39 +412,20 @@ async def _logins_keep_the_grant(api: Api, prod: dict[str, Any], issuer: Issuer)
 async def test_the_readmes_receiver_tells_a_chat_channel(api: Api, prod: dict[str, Any], tmp_path: Path,
                                                         http: aiohttp.ClientSession) -> None:
     """README.md's access.* receiver, as written, between this platform's webhook and a chat's."""
-    section = (ROOT / "README.md").read_text().split("## Just-in-time access", 1)[1].split("\n## ", 1)[0]
-    code = re.search(r"^```python\n(.*?)^```$", section, flags=re.S | re.M)
-    assert code, "README.md's Just-in-time access has no python receiver"
-    (tmp_path / "receiver.py").write_text(code.group(1))
     chat, port = await Receiver().start(), free_port()
     status, hook, _ = await api.request("POST", "/v1/webhooks", json={"url": f"http://127.0.0.1:{port}/coffer"})
     assert status == 201, hook
     assert (await api.request("POST", "/v1/subscriptions", json={"webhook_id": hook["id"],
                                                                  "event_types": ["access.*"]}))[0] == 201
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(tmp_path / "receiver.py"), stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL, env={**os.environ, "PORT": str(port), "CHAT_WEBHOOK_URL": chat.url,
-                                                "COFFER_WEBHOOK_SECRET": remember_secret(hook["secret"])})
     try:
-        url = f"http://127.0.0.1:{port}/coffer"
-        while True:  # listening, and refusing what Coffer did not sign
-            try:
-                async with http.post(url, data=b"{}", headers={"webhook-id": "x", "webhook-timestamp": "1",
-                                                               "webhook-signature": "v1,Zm9v"}) as answer:
-                    assert answer.status == 401
-                    break
-            except aiohttp.ClientConnectionError:
-                assert proc.returncode is None, "the README's receiver exited"
-                await asyncio.sleep(0.1)
-        made = await asked(api, prod["requester"]["token"], prod["policy"])
-        await acted(api, prod["approver"]["token"], made["id"], "approve")
-        await wait_until(lambda: len(chat.requests) >= 2, timeout=15)
+        async with readme_receiver(tmp_path, port, chat.url, remember_secret(hook["secret"]), http):
+            made = await asked(api, prod["requester"]["token"], prod["policy"])
+            await acted(api, prod["approver"]["token"], made["id"], "approve")
+            await wait_until(lambda: len(chat.requests) >= 2, timeout=15)
         said = sorted(json.loads(r.body)["text"] for r in chat.requests)
         who = prod["requester"]["name"]
         assert said == [f"{who} asks for {prod['policy']} for 1h: incident 42 (coffer access approve {made['id']})",
                         f"{who} now has {prod['policy']} for 1h"]
         await acted(api, prod["requester"]["token"], made["id"], "cancel")
     finally:
-        proc.terminate()
-        await proc.wait()
         await chat.stop()
