@@ -122,3 +122,14 @@ async def events_of(hooked: dict[str, Any], request_id: str, *types: str) -> dic
         return {e["type"]: e for e in events if e["data"].get("id") == request_id}
     await wait_until(lambda: set(types) <= set(found()), timeout=15)
     return found()
+
+
+async def audited(api: Api, request_id: str, timeout: float = 10) -> set[str]:
+    """The actions of the audit entries about ``request_id`` once the sweeper's is among them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, log, _ = await api.request("GET", f"/v1/audit/events?path_prefix=access-requests/{request_id}")
+        actions = {e["action"] for e in log["items"]}
+        if any(a.startswith("access request expired") for a in actions) or time.monotonic() > deadline:
+            return actions
+        await asyncio.sleep(0.1)

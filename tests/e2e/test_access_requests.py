@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from services.platform import Platform
@@ -25,6 +26,7 @@ from tests.e2e.access_helpers import (
     approver,
     ask,
     asked,
+    audited,
     events_of,
     moment,
     readme_receiver,
@@ -136,7 +138,7 @@ async def test_a_grant_of_seconds_ends_by_itself_on_every_replica_while_the_requ
     assert entries["POST /v1/access-requests/{id}:{action} (approve)"]["fields"]["notes"] == {
         "policy": prod["policy"], "comment": "ok for the incident"}
     assert entries["POST /v1/access-requests/{id}:{action} (approve)"]["identity_id"] == boss["id"]
-    assert "access request expired (grant ended)" in entries
+    assert "access request expired (grant ended)" in await audited(api, made["id"])
     _, created, _ = await api.request("GET", f"/v1/audit/events?path_prefix=access-requests/{made['id']}"
                                              f"&identity_id={asker['id']}")
     assert created["items"][0]["action"] == "POST /v1/access-requests"
@@ -217,6 +219,27 @@ async def test_deny_cancel_and_revoke_each_end_it(api: Api, prod: dict[str, Any]
     assert await reads() == 403
     status, now, _ = await api.request("GET", f"/v1/access-requests/{unbound['id']}", token=asker["token"])
     assert now["status"] == "revoked"
+
+
+async def test_a_request_nobody_answers_expires(api: Api, platform: Platform, pg_dsn: str, prod: dict[str, Any],
+                                               hooked: dict[str, Any]) -> None:
+    """COFFER_ACCESS_REQUEST_TTL (24h) after it was made, a pending request is expired: the day is skipped
+    by moving its ``pending_until`` back in the database."""
+    made = await asked(api, prod["requester"]["token"], prod["policy"])
+    assert moment(made["pending_until"]) - moment(made["created_at"]) == pytest.approx(86400, abs=0.01)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'UPDATE "{platform.settings.schema_for("gateway")}".access_requests'
+                           " SET pending_until = now() WHERE id = $1", made["id"])
+    finally:
+        await conn.close()
+    status, now, _ = await api.request("GET", f"/v1/access-requests/{made['id']}", token=prod["requester"]["token"])
+    assert status == 200 and now["status"] == "expired"  # at once, before the sweeper writes it
+    status, body, headers = await act(api, prod["approver"]["token"], made["id"], "approve")
+    assert assert_envelope(status, body, headers, "version_conflict")["details"]["status"] == "expired"
+    event = (await events_of(hooked, made["id"], "access.expired"))["access.expired"]
+    assert event["data"]["cause"] == "unanswered" and event["data"]["status"] == "expired"
+    assert "access request expired (unanswered)" in await audited(api, made["id"])
 
 
 async def test_only_requestable_policies_for_at_most_their_duration(api: Api, prod: dict[str, Any]) -> None:
