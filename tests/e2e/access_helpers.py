@@ -34,8 +34,8 @@ async def requestable(api: Api, paths: list[str], caps: list[str] | None = None,
 
 
 async def approver(api: Api, policies: list[str], *, tenant: str | None = None) -> dict[str, Any]:
-    """An identity whose only power is ``approve`` on ``policies`` (no scope of note: deciding needs none)."""
-    return await identity(api, ["secrets:read"], [allow([f"policies/{p}" for p in policies], ["approve"])],
+    """An identity whose only power is ``approve`` on ``policies`` (deciding needs a token with ``admin``)."""
+    return await identity(api, ["admin"], [allow([f"policies/{p}" for p in policies], ["approve"])],
                           tenant=tenant)
 
 

@@ -33,7 +33,7 @@ from tests.e2e.access_helpers import (
     refused_at,
     requestable,
 )
-from tests.e2e.iam_helpers import allow, identity
+from tests.e2e.iam_helpers import allow, identity, token
 from tests.e2e.method_helpers import Issuer, login, make_method, put_role, serve_issuer
 from tests.e2e.receiver import Receiver
 from tests.e2e.test_gateway_envelope import assert_envelope
@@ -151,8 +151,13 @@ async def test_two_distinct_approvals_and_never_ones_own(api: Api, prod: dict[st
     first, second = await approver(api, [policy]), await approver(api, [policy])
     # someone who may approve the policy still can't approve its own request
     own = await asked(api, first["token"], policy)
-    status, body, headers = await act(api, first["token"], own["id"], "approve")
-    assert assert_envelope(status, body, headers, "forbidden")["details"] == {"rule": "self_approval"}
+    for action in ("approve", "deny"):
+        status, body, headers = await act(api, first["token"], own["id"], action)
+        assert assert_envelope(status, body, headers, "forbidden")["details"] == {"rule": "self_approval"}
+    status, body, headers = await act(api, first["token"], own["id"], "revoke")  # its own: it cancels instead
+    err = assert_envelope(status, body, headers, "forbidden")
+    assert err["details"] == {"rule": "self_approval"} and "cancel it instead" in err["message"]
+    await acted(api, first["token"], own["id"], "cancel")
 
     made = await asked(api, prod["requester"]["token"], policy)
     assert made["approvals_required"] == 2
@@ -180,8 +185,8 @@ async def test_deny_cancel_and_revoke_each_end_it(api: Api, prod: dict[str, Any]
         return (await api.request("GET", path, token=asker["token"]))[0]
 
     denied = await asked(api, asker["token"], prod["policy"])
-    status, body, headers = await act(api, asker["token"], denied["id"], "deny")
-    assert assert_envelope(status, body, headers, "forbidden")["details"] == {"rule": "self_approval"}
+    status, body, headers = await act(api, asker["token"], denied["id"], "deny")  # a secrets:read token
+    assert assert_envelope(status, body, headers, "insufficient_scope")["details"] == {"required_scope": "admin"}
     done = await acted(api, boss["token"], denied["id"], "deny", "not during the freeze")
     assert (done["status"], done["comment"], done["decided_by"]) == ("denied", "not during the freeze", boss["id"])
     status, body, headers = await act(api, asker["token"], denied["id"], "cancel")
@@ -199,8 +204,6 @@ async def test_deny_cancel_and_revoke_each_end_it(api: Api, prod: dict[str, Any]
     revoked = await asked(api, asker["token"], prod["policy"])
     await acted(api, boss["token"], revoked["id"], "approve")
     assert await reads() == 200
-    status, body, headers = await act(api, asker["token"], revoked["id"], "revoke")
-    assert assert_envelope(status, body, headers, "forbidden")["details"] == {"rule": "self_approval"}
     done = await acted(api, boss["token"], revoked["id"], "revoke", "incident closed")
     assert done["status"] == "revoked" and done["comment"] == "incident closed"
     assert await reads() == 403
@@ -319,6 +322,12 @@ async def test_a_helpdesk_that_approves_one_policy_can_do_nothing_more(api: Api,
     for method, path, payload in escalations:
         status, body, headers = await api.request(method, path, token=helpdesk["token"], json=payload)
         assert_envelope(status, body, headers, "access_denied")
+    # a token of it narrowed to secrets:read decides nothing, even on its own policy
+    theirs_too = await asked(api, prod["requester"]["token"], prod["policy"])
+    narrow = await token(api, helpdesk["client_id"], helpdesk["client_secret"], scopes=["secrets:read"])
+    status, body, headers = await act(api, narrow, theirs_too["id"], "approve")
+    assert assert_envelope(status, body, headers, "insufficient_scope")["details"] == {"required_scope": "admin"}
+    await acted(api, prod["requester"]["token"], theirs_too["id"], "cancel")
     # nor give itself the policy it approves: asking is allowed, approving its own is not
     own = await asked(api, helpdesk["token"], prod["policy"])
     status, body, headers = await act(api, helpdesk["token"], own["id"], "approve")
@@ -331,12 +340,12 @@ async def test_approvers_named_by_id_or_by_policy(api: Api, prod: dict[str, Any]
     oncall = unique("oncall-")
     assert (await api.request("POST", "/v1/policies", json={"name": oncall, "rules": [
         allow(["secrets/none"], ["read"])]}))[0] == 201
-    named, member = await identity(api, ["secrets:read"]), await identity(api, ["secrets:read"])
+    named, member = await identity(api, ["admin"]), await identity(api, ["admin"])
     assert (await api.request("POST", "/v1/bindings", json={"policy": oncall, "identity_id": member["id"]}))[0] == 201
     policy = await requestable(api, ["secrets/leads/**"], approvers=[named["id"], f"policy:{oncall}"])
     # all three may approve the policy; only those its approvers name do
     grant = [allow([f"policies/{policy}"], ["approve"])]
-    helper = await identity(api, ["secrets:read"], grant)
+    helper = await identity(api, ["admin"], grant)
     boss_policy = unique("boss-")
     assert (await api.request("POST", "/v1/policies", json={"name": boss_policy, "rules": grant}))[0] == 201
     for who in (named, member):

@@ -2,7 +2,8 @@
 
 Who sees a request: its requester, and whoever a policy allows ``approve`` (or ``read``; in lists ``list``)
 on ``policies/<its policy>``; anyone else gets 404 ``binding_not_found``, as for an id of another tenant.
-Who decides: a policy must allow ``approve`` on ``policies/<name>``, the decider must be one of the
+Who decides: a token with the ``admin`` scope (asking, reading and cancelling need none), a policy
+allowing ``approve`` on ``policies/<name>``, the decider must be one of the
 policy's ``approvers`` when it names some (an identity id, or ``policy:<name>``: a standing binding to
 that policy in the request's tenant), and is never the requester. A partner admin acting in a child tenant
 (``X-Tenant-ID``) decides there only if its policies allow ``approve`` on the child's policy (and the
@@ -32,7 +33,7 @@ from services.gateway.edge.routes import (
 )
 from services.gateway.state import state
 from shared.durations import parse_duration
-from shared.errors import BindingNotFound, Forbidden, PolicyNotFound, TtlExceedsMax
+from shared.errors import BindingNotFound, Forbidden, InsufficientScope, PolicyNotFound, TtlExceedsMax
 
 _ID = re.compile(r"^acr_[0-9a-f]{1,60}$")
 
@@ -143,6 +144,9 @@ async def decide(request: web.Request) -> web.Response:
                             details={"rule": "requester_only"})
         done = await st.access.end(tenant, row["id"], "cancelled", who.identity_id, body.comment, trace)
     else:
+        if "admin" not in who.scopes:  # a token narrowed to, say, secrets:read decides nothing
+            raise InsufficientScope("deciding on access requests needs the 'admin' scope",
+                                    details={"required_scope": "admin"})
         await _may_decide(request, row, own=": cancel it instead" if action == "revoke" else "")
         if action == "approve":
             done = await st.access.approve(tenant, row["id"], who.identity_id, body.comment, trace)
