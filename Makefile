@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(PYVER)
 
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-distributed test peers test-unit docs lint bench fuzz chaos chaos-short clean
+.PHONY: run run-distributed test test-long peers test-unit docs lint bench fuzz chaos chaos-short clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYVER)" || { echo "need Python 3.11 or 3.12 (found none; set PYTHON=...)"; exit 1; }
@@ -38,9 +38,16 @@ need = @command -v $(1) >/dev/null || { echo "installing $(2) ($(3), Debian pack
 
 ## make test: unit + integration + e2e against the real RabbitMQ and PostgreSQL on 127.0.0.1
 ## (and, for the lease service, Redis, RabbitMQ's management API and a password-auth PostgreSQL cluster)
+## Long suites (marked `long`: the benchmarks' smoke runs, launcher installations, broker restarts) are
+## make test-long's, run once by CI, so that make test stays under its 15 minutes per Python
 test: $(STAMP) peers
 	.ci/lease-targets
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not long"
+
+## make test-long: the long suites alone (CI runs them once, on Python 3.12)
+test-long: $(STAMP) peers
+	.ci/lease-targets
+	$(PY) -m pytest tests -m long
 
 ## make peers: the Debian packages the tests talk to (installed when missing)
 peers:

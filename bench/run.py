@@ -28,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,23 @@ async def wrk(url: str, headers: dict[str, str], method: str, targets: list[str]
     return {k: res[k] for k in ("requests", "errors", "rps", "p50_ms", "p95_ms", "p99_ms")}
 
 
+def failed_row(mode: str, label: str, exc: BaseException) -> dict[str, Any]:
+    """The row of a scenario that failed: in the table, marked, with no figures (issue #36: one scenario's
+    traceback lost every figure measured before it)."""
+    return {"mode": mode, "scenario": f"{label} — FAILED ({type(exc).__name__})", "requests": 0, "errors": 1,
+            "rps": 0.0, "p50_ms": None, "p95_ms": None, "p99_ms": None, "failed": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+async def guarded(mode: str, label: str, rows: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``rows``, or one failed row when measuring them raised: the run goes on to the next scenario."""
+    try:
+        return await rows
+    except Exception as exc:  # noqa: BLE001 - one scenario's failure must not lose the others' figures
+        print(f"bench: {mode}: {label}: FAILED, going on with the next scenario:", flush=True)
+        traceback.print_exc()
+        return [failed_row(mode, label, exc)]
+
+
 async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
     tag = secrets.token_hex(3)
     db = f"coffer_bench_{tag}"
@@ -173,44 +192,52 @@ async def run_mode(mode: str, args: argparse.Namespace, session: aiohttp.ClientS
             "issue-rsa": ("issue RSA-2048 leaf", "POST", ["/v1/pki/roles/bench-rsa:issue"], ISSUE_BODY, 16),
             "ocsp": ("OCSP answer (GET, no token)", "GET", pki.get("ocsp", []), "-", args.clients),
         }
-        results = []
-        for key in args.scenarios.split(","):
-            if key == "federation":
-                results += await federation_rows(mode, stack.url, auth, session, [f"/v1/secrets/{p}" for p in paths],
-                                                 args.duration, args.warmup, wrk)
-                continue
-            if key == "export":
-                results += await export_rows(mode, stack.url, auth, session, "bench/app", len(paths))
-                continue
-            if key == "acme":
-                results += await acme_rows(mode, stack.url, auth, session)
-                continue
-            if key == "lease":
-                results += await lease_rows(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
-                                        vhost if amqp else None)
-                continue
+        async def http_scenario(key: str) -> list[dict[str, Any]]:
             name, method, targets, body, clients = scenarios[key]
             await settle(PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", mode, vhost if amqp else None)
             print(f"bench: {mode}: {name}: warm-up {args.warmup:.0f}s, then {args.duration:.0f}s "
                   f"at {clients} clients ...", flush=True)
             await wrk(stack.url, auth, method, targets, body, clients, args.warmup)
             res = await wrk(stack.url, auth, method, targets, body, clients, args.duration)
-            results.append({"mode": mode, "scenario": name, **res})
+            return [{"mode": mode, "scenario": name, **res}]
+
+        results = []
+        for key in args.scenarios.split(","):
+            if key == "federation":
+                rows = federation_rows(mode, stack.url, auth, session, [f"/v1/secrets/{p}" for p in paths],
+                                       args.duration, args.warmup, wrk)
+            elif key == "export":
+                rows = export_rows(mode, stack.url, auth, session, "bench/app", len(paths))
+            elif key == "acme":
+                rows = acme_rows(mode, stack.url, auth, session)
+            elif key == "lease":
+                rows = lease_rows(mode, stack.url, auth, session, args, PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
+                                  vhost if amqp else None)
+            else:
+                rows = http_scenario(key)
+            results += await guarded(mode, scenarios[key][0] if key in scenarios else key, rows)
+        async def limit_row(scenario: str, *command: str) -> list[dict[str, Any]]:
+            return [{"mode": mode, "scenario": scenario, **await run_json(sys.executable, "-m", "bench.limits",
+                                                                          *command)}]
+
         print(f"bench: {mode}: limit: direct asyncpg read + AES-GCM decrypt in one process ...", flush=True)
-        direct = await run_json(sys.executable, "-m", "bench.limits", "direct-read",
-                                "--dsn", PG_ADMIN.rsplit("/", 1)[0] + f"/{db}", "--schema", "secrets",
-                                "--key-file", str(data / "kms.key"), "--tenant", init["tenant_id"],
-                                "--duration", str(args.duration), "--clients", str(args.clients))
-        results.append({"mode": mode, "scenario": "limit: direct read (no HTTP, no bus)", **direct})
+        results += await guarded(mode, "limit: direct read", limit_row(
+            "limit: direct read (no HTTP, no bus)", "direct-read", "--dsn", PG_ADMIN.rsplit("/", 1)[0] + f"/{db}",
+            "--schema", "secrets", "--key-file", str(data / "kms.key"), "--tenant", init["tenant_id"],
+            "--duration", str(args.duration), "--clients", str(args.clients)))
         for key, key_type, label in (("issue-ec", "ec-p256", "EC P-256"), ("issue-rsa", "rsa-2048", "RSA-2048")):
             if key in args.scenarios.split(","):
                 print(f"bench: {mode}: limit: {label} leaf in cryptography alone, in one process ...", flush=True)
-                limit = await run_json(sys.executable, "-m", "bench.limits", "pki-issue", "--key-type", key_type,
-                                       "--duration", str(args.duration), "--clients", "16")
-                results.append({"mode": mode, "scenario": f"limit: {label} leaf, cryptography only", **limit})
+                results += await guarded(mode, f"limit: {label} leaf", limit_row(
+                    f"limit: {label} leaf, cryptography only", "pki-issue", "--key-type", key_type,
+                    "--duration", str(args.duration), "--clients", "16"))
         if args.fanout:
             print(f"bench: {mode}: webhook fan-out: {args.events} events x 3 subscriptions ...", flush=True)
-            results += [{"mode": mode, **row} for row in await webhook_fanout(session, stack.url, auth, args.events)]
+
+            async def fanout() -> list[dict[str, Any]]:
+                return [{"mode": mode, **row} for row in await webhook_fanout(session, stack.url, auth, args.events)]
+
+            results += await guarded(mode, "webhook fan-out", fanout())
         rss = stack.rss()
         for r in results:
             r["peak_rss_mb"] = {k: round(v, 1) if v else None for k, v in rss.items()}
@@ -316,9 +343,14 @@ async def main() -> None:
              for r in await run_lines(sys.executable, "-m", "bench.relay", "--events", "5000")]
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
-            results += await run_mode(mode.strip(), args, session)
-        seal_rows = await seals.measure(args, session, wrk) if args.seal_section else []
-        login_rows = await logins.measure(args, session, wrk) if args.login_section else []
+            results += await guarded(mode.strip(), "the mode's platform", run_mode(mode.strip(), args, session))
+        seal_rows = login_rows = []
+        if args.seal_section:  # a section that fails prints FAILED and its table stays empty; the rest is printed
+            seal_rows = [r for r in await guarded("embedded", "seals section", seals.measure(args, session, wrk))
+                         if "failed" not in r]
+        if args.login_section:
+            login_rows = [r for r in await guarded("embedded", "logins section", logins.measure(args, session, wrk))
+                          if "failed" not in r]
     results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}

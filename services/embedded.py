@@ -72,7 +72,8 @@ async def initialised(platform: Platform) -> bool:
     return bool(await gateway.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE parent_id IS NULL)"))
 
 
-def banner(url: str, settings: Settings, started: float, *, first_time: bool = True) -> str:
+def banner(url: str, settings: Settings, started: float, *, first_time: bool = True,
+           vault_url: str | None = None) -> str:
     first_steps = f"""  First time: create the root tenant and an admin (its client secret is shown once, keep it):
     curl -X POST {url}/v1/sys/init
   Then get a token with the returned client_id / client_secret:
@@ -93,12 +94,14 @@ def banner(url: str, settings: Settings, started: float, *, first_time: bool = T
         "PostgreSQL at COFFER_DATABASE_URL" if settings.database_url
         else f"embedded PostgreSQL in {settings.data_dir}/pg"
     )
+    vault_line = (f"  Vault:    VAULT_ADDR={vault_url} (the Vault-compatible listener; README: Coming from Vault)\n"
+                  if vault_url else "")
     return f"""
 coffer: ready in {time.monotonic() - started:.1f}s — all five services in one process ({bus}, {storage})
 
   API:      {url}/v1
   Health:   curl {url}/v1/sys/health
-
+{vault_line}
 {first_steps if first_time else signed_in}
   Logs: level {settings.log_level} (COFFER_LOG_LEVEL=info to see every request)
   {keys}
@@ -128,7 +131,8 @@ async def main() -> None:
                                  or f"coffer: port {settings.http_port} is in use: set COFFER_HTTP_PORT") from None
             raise
         assert platform.url is not None
-        print(banner(platform.url, settings, started, first_time=not await initialised(platform)), flush=True)
+        print(banner(platform.url, settings, started, first_time=not await initialised(platform),
+                     vault_url=platform.urls.get("vault")), flush=True)
         freeze_startup_heap()
         await wait_for_signal()
     finally:
@@ -169,7 +173,8 @@ async def run_sealed(settings: Settings, dsn: str, started: float) -> None:
         async def say() -> str:
             assert platform.url is not None
             first = not await initialised(platform)
-            return unsealed_line(custody) + "\n" + banner(platform.url, settings, began[0], first_time=first)
+            return unsealed_line(custody) + "\n" + banner(platform.url, settings, began[0], first_time=first,
+                                                           vault_url=platform.urls.get("vault"))
 
         async def close() -> None:
             await platform.close()

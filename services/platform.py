@@ -57,6 +57,8 @@ class Platform:
         self.runtimes: dict[str, ServiceRuntime] = {}
         self.url: str | None = None
         self.app: Any = None
+        #: other listeners' addresses by name (``vault``: the Vault-compatible listener, when it is on)
+        self.urls: dict[str, str] = {}
 
     async def start(self) -> None:
         if self._own_bus:
@@ -69,6 +71,7 @@ class Platform:
             self.runtimes[spec.name] = runtime
             running = await runtime.start()
             self.url, self.app = self.url or running.url, self.app or running.app
+            self.urls.update(running.urls)
 
     async def close(self) -> None:
         for runtime in reversed(list(self.runtimes.values())):

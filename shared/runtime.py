@@ -107,6 +107,8 @@ class Running:
     #: where it answers HTTP, if it does (the gateway), and its application (for tests)
     url: str | None = None
     app: Any = None
+    #: its other listeners' addresses, by name (the gateway's ``vault``, when it has one)
+    urls: Mapping[str, str] = field(default_factory=dict)
 
 
 Lifespan = Callable[[ServiceDeps], AbstractAsyncContextManager[Running]]

@@ -4,7 +4,9 @@ The gateway owns the ``gateway`` schema (tenants, identities, policies,
 signing keys, the audit log) and answers ``iam.*`` RPC; it is the only HTTP
 entry point. Its rooms: ``edge/`` (server, middlewares, route table, limits,
 OpenAPI), ``iam/`` (identities, tenants, policies, tokens, MFA), ``audit/``,
-``system/``, and ``forward/`` (one module of forwarding routes per service).
+``system/``, ``forward/`` (one module of forwarding routes per service), and
+``vault/`` (the Vault-compatible listener, a second application on its own
+address when ``COFFER_VAULT_LISTEN`` is set).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from services.gateway.iam.tokens import signing_key_aad
 from services.gateway.iam.totp import totp_aad
 from services.gateway.methods.oidc import secret_aad
 from services.gateway.replica import ReplicaSync
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import GatewaySettings, listen_address
+from services.gateway.vault.answers import with_errors
+from services.gateway.vault.app import build_vault_app
 from shared import handover
 from shared.contracts import rpc_table
 from shared.db import SealedColumns, by_tenant_id
@@ -43,22 +47,36 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     # access requests that expire unanswered, grants that ended (written down: decisions never wait for it)
     sweeps = asyncio.create_task(run_sweeps(AccessSweeps(state.access, state.audit).sweeps(),
                                             settings.lifecycle_interval), name="gateway-access")
-    runner = GatewayRunner(build_app(state), access_log=None, handle_signals=False,
-                           headers_for=lambda remote: state.limiter.peek("read", f"ip:{remote}").headers())
+
+    def headers_for(remote: str | None) -> dict[str, str]:
+        return state.limiter.peek("read", f"ip:{remote}").headers()
+
+    runner = GatewayRunner(build_app(state), access_log=None, handle_signals=False, headers_for=headers_for)
+    runners = [runner]
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+        urls = {}
+        if settings.vault_listen:  # api.md §13: a second door, into the same state and middlewares
+            vault = GatewayRunner(build_vault_app(state), access_log=None, handle_signals=False,
+                                  headers_for=headers_for, shape=with_errors, any_method=True)
+            runners.append(vault)
+            await vault.setup()
+            vault_host, vault_port = listen_address(settings.vault_listen)
+            await web.TCPSite(vault, vault_host, vault_port).start()
+            urls["vault"] = "http://{}:{}".format(*vault.addresses[0][:2])
         host, port = runner.addresses[0][:2]
-        for address in runner.addresses:  # the gateway is never a target of the platform's own calls
+        for address in (a for r in runners for a in r.addresses):  # never a target of the platform's own calls
             deps.platform.add(address[0], address[1])
         iam = IamHandlers(StandingPolicy(state.identities, state.policies))
         rpc = dict(rpc_table(iam))
         if deps.root is not None:  # a shamir installation's other processes get their share from here
             root = deps.root
             rpc.update(handover.handlers(lambda: root))
-        yield Running(rpc=rpc, url=f"http://{host}:{port}", app=runner.app)
+        yield Running(rpc=rpc, url=f"http://{host}:{port}", app=runner.app, urls=urls)
     finally:
-        await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
         await sync.close()
         sweeps.cancel()
         with contextlib.suppress(asyncio.CancelledError):

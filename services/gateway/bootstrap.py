@@ -18,6 +18,7 @@ from services.gateway.edge import openapi
 from services.gateway.edge.clients import ClientAddresses
 from services.gateway.edge.gates import Gates
 from services.gateway.edge.limits import MinuteQuota, RateLimiter, parse_limits
+from services.gateway.edge.listener import API, LISTENER
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
 from services.gateway.forward import acme as forward_acme
@@ -103,6 +104,7 @@ def build_app(state: GatewayState) -> web.Application:
     app = web.Application(middlewares=[edge_middleware, auth_middleware],
                           client_max_size=state.settings.max_body_bytes)
     app[STATE] = state
+    app[LISTENER] = API
     app.on_response_prepare.append(hide_server_version)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)

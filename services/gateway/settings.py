@@ -14,6 +14,15 @@ from shared.durations import parse_duration
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) to listen on; port 0 takes a free one."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or any(c.isspace() or c in "/@?#" for c in host):
+        raise ValueError(f"{value!r} is not host:port (127.0.0.1:8200)")
+    return host, int(port)
+
+
 class GatewaySettings(Settings):
     health_timeout: float = Field(2.0, gt=0, le=60)
     token_ttl: int = Field(3600, ge=60, le=86400 * 7)
@@ -29,9 +38,31 @@ class GatewaySettings(Settings):
     access_request_ttl: str = Field("24h", pattern=DURATION)
     #: seconds between runs of the gateway's jobs (access requests that expire, grants that ended)
     lifecycle_interval: float = Field(30.0, gt=0)
+    #: ``host:port`` of the Vault-compatible listener (api.md §13); unset: no such listener
+    vault_listen: str | None = None
+    #: the mount its KV v2 answers under (``/v1/<mount>/data/...``)
+    vault_kv_mount: str = Field("secret", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    #: how long after a login ``auth/token/renew-self`` keeps giving its holder new tokens (Vault's max TTL)
+    vault_token_max_ttl: int = Field(32 * 86400, ge=60, le=366 * 86400)
+    #: how many secrets a Vault ``LIST`` looks through at most (beyond: the keys found, and a warning)
+    vault_list_max: int = Field(10_000, ge=100, le=1_000_000)
 
     _split_gateway = field_validator("disabled_features", "trusted_proxies", mode="before")(comma_separated)
     _check_proxies = field_validator("trusted_proxies")(check_cidrs)
+
+    @field_validator("vault_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value:
+            listen_address(value)
+        return value or None
+
+    @field_validator("vault_kv_mount")
+    @classmethod
+    def _not_a_vault_prefix(cls, value: str) -> str:
+        if value in ("sys", "auth", "pki", "database", "identity", "cubbyhole"):
+            raise ValueError(f"'{value}' is a path of Vault's own, not a KV mount")
+        return value
 
     @property
     def access_request_ttl_seconds(self) -> int:

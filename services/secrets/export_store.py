@@ -120,7 +120,8 @@ class ExportStore:
                 "SELECT s.path, v.version, v.kek_id, v.wrapped_key, v.nonce, v.ciphertext FROM secrets s"
                 " JOIN secret_versions v ON v.tenant_id = s.tenant_id AND v.path = s.path"
                 " AND v.version = s.current_version WHERE s.tenant_id = $1 AND s.path = ANY($2::text[])"
-                " AND s.deleted_at IS NULL AND (v.expires_at IS NULL OR v.expires_at > now()) ORDER BY s.path",
+                " AND s.deleted_at IS NULL AND v.deleted_at IS NULL AND v.destroyed_at IS NULL"
+                " AND (v.expires_at IS NULL OR v.expires_at > now()) ORDER BY s.path",
                 tenant_id, paths[start:start + STEP])
             for row in rows:
                 sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])

@@ -29,6 +29,7 @@ from shared.contracts.secrets import (
     SecretPolicyView,
     SecretRef,
     SecretView,
+    VersionsChange,
     WriteResult,
     validate_path,
     validate_prefix,
@@ -141,6 +142,24 @@ class SecretsHandlers:
     @handles(contract.PURGE)
     async def purge(self, req: SecretRef, ctx: RequestContext) -> None:
         await self.repo.purge(ctx.require_tenant(), ctx.request_id, await self._writable(ctx, req.path))
+
+    # -- one version at a time (Vault's KV v2, api.md §13) ----------------------------------------
+
+    async def _change(self, req: VersionsChange, ctx: RequestContext, change: str) -> None:
+        await self.repo.change_versions(ctx.require_tenant(), ctx.request_id, await self._writable(ctx, req.path),
+                                        req.versions, change)
+
+    @handles(contract.DELETE_VERSIONS)
+    async def delete_versions(self, req: VersionsChange, ctx: RequestContext) -> None:
+        await self._change(req, ctx, "delete")
+
+    @handles(contract.UNDELETE_VERSIONS)
+    async def undelete_versions(self, req: VersionsChange, ctx: RequestContext) -> None:
+        await self._change(req, ctx, "undelete")
+
+    @handles(contract.DESTROY_VERSIONS)
+    async def destroy_versions(self, req: VersionsChange, ctx: RequestContext) -> None:
+        await self._change(req, ctx, "destroy")
 
     # -- secret policies (api.md §5.1) ------------------------------------------------------------
 

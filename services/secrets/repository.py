@@ -41,7 +41,8 @@ log = structlog.get_logger("coffer.secrets")
 _META = (
     "s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at, s.created_by,"
     " s.updated_at, s.deleted_at, s.purge_after, v.created_at AS version_created_at,"
-    " v.created_by AS version_created_by"
+    " v.created_by AS version_created_by, v.deleted_at AS version_deleted_at,"
+    " v.destroyed_at IS NOT NULL AS version_destroyed"
 )
 _JOIN_CURRENT = (
     "FROM secrets s JOIN secret_versions v"
@@ -72,6 +73,9 @@ class SecretsStore(Protocol):
 
     async def purge(self, tenant_id: str, request_id: str, path: str) -> None: ...
 
+    async def change_versions(self, tenant_id: str, request_id: str, path: str, versions: Sequence[int] | None,
+                              change: str) -> None: ...
+
     async def put_policy(self, tenant_id: str, values: dict[str, Any], *, create: bool) -> asyncpg.Record: ...
 
     async def policy(self, tenant_id: str, name: str) -> asyncpg.Record: ...
@@ -93,6 +97,17 @@ _RULES = (
 )
 #: a write's check against the tenant's secret policies (raises when one is broken)
 PolicyCheck = Callable[[Sequence[asyncpg.Record]], None]
+#: one secret's versions changing state on their own (``change_versions``): the rows that changed
+_VERSION_CHANGES = {
+    "delete": "UPDATE secret_versions SET deleted_at = now() WHERE tenant_id = $1 AND path = $2"
+              " AND version = ANY($3::int[]) AND deleted_at IS NULL AND destroyed_at IS NULL RETURNING version",
+    "undelete": "UPDATE secret_versions SET deleted_at = NULL WHERE tenant_id = $1 AND path = $2"
+                " AND version = ANY($3::int[]) AND deleted_at IS NOT NULL AND destroyed_at IS NULL RETURNING version",
+    "destroy": "UPDATE secret_versions SET destroyed_at = now(), nonce = '', ciphertext = ''"
+               " WHERE tenant_id = $1 AND path = $2 AND version = ANY($3::int[]) AND destroyed_at IS NULL"
+               " RETURNING version",
+}
+_VERSION_EVENTS = {"delete": "deleted", "undelete": "restored", "destroy": "destroyed"}
 #: secret policies, and rotation policies, per tenant: every write is matched against all of them
 MAX_POLICIES = 100
 _POLICY = "name, path_pattern, allowed_types, require_expiry, max_ttl, min_length, created_at, updated_at"
@@ -229,6 +244,25 @@ class SecretsRepository:
         async with self.pool.acquire() as conn, conn.transaction():
             await self._purge(conn, tenant_id, request_id, path)
 
+    async def change_versions(self, tenant_id: str, request_id: str, path: str, versions: Sequence[int] | None,
+                              change: str) -> None:
+        """``delete``, ``undelete`` or ``destroy`` some versions of a live secret (``None``: its current one).
+        Versions it doesn't have, or that are so already, are left; a change publishes
+        ``secret.versions_<deleted|restored|destroyed>`` naming the versions it changed. Destroying drops the
+        version's ciphertext for good (its data key, useless without it, stays until the row goes)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT current_version FROM secrets WHERE tenant_id = $1 AND path = $2 AND deleted_at IS NULL"
+                " FOR UPDATE", tenant_id, path)
+            if row is None:
+                raise SecretNotFound(f"Secret '{path}' not found", details={"path": path})
+            wanted = sorted(set(versions)) if versions is not None else [row["current_version"]]
+            changed = await conn.fetch(_VERSION_CHANGES[change], tenant_id, path, wanted)
+            if changed:
+                await outbox.add(conn, Event(
+                    type=f"secret.versions_{_VERSION_EVENTS[change]}", tenant_id=tenant_id, request_id=request_id,
+                    data={"path": path, "versions": sorted(r["version"] for r in changed)}), schema=self.schema)
+
 
     # -- secret policies -------------------------------------------------------------------------
 
@@ -283,6 +317,7 @@ class SecretsRepository:
             "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at, s.created_at,"
             " s.created_by, s.updated_at, s.deleted_at, s.purge_after, s.current_version,"
             " v.created_at AS version_created_at, v.created_by AS version_created_by,"
+            " v.deleted_at AS version_deleted_at, v.destroyed_at IS NOT NULL AS version_destroyed,"
             " v.kek_id, v.wrapped_key, v.nonce, v.ciphertext"
             " FROM secrets s LEFT JOIN secret_versions v ON v.tenant_id = s.tenant_id"
             " AND v.path = s.path AND v.version = coalesce($3, s.current_version)"
@@ -293,6 +328,12 @@ class SecretsRepository:
         if row["version"] is None:
             raise VersionNotFound(f"Secret '{path}' has no version {version}",
                                   details={"path": path, "version": version})
+        if row["version_deleted_at"] is not None or row["version_destroyed"]:
+            gone = "destroyed" if row["version_destroyed"] else "deleted"
+            raise VersionNotFound(f"version {row['version']} of secret '{path}' is {gone}", details={
+                "path": path, "version": row["version"], gone: True, "version_created_at": rfc3339(
+                    row["version_created_at"]), "version_deleted_at": rfc3339(row["version_deleted_at"])
+                if row["version_deleted_at"] is not None else None, "metadata": row["metadata"]})
         sealed = Sealed(row["kek_id"], row["wrapped_key"], row["nonce"], row["ciphertext"])
         return _meta(row), unseal(self.kms.tenant(tenant_id), sealed, associated_data(tenant_id, path, row["version"]))
 
@@ -304,7 +345,8 @@ class SecretsRepository:
         rows = await self.pool.fetch(
             "SELECT s.path, v.version, v.secret_type, v.metadata, v.expires_at,"
             " v.created_at, v.created_by, v.created_at AS updated_at, s.deleted_at, s.purge_after,"
-            " v.created_at AS version_created_at, v.created_by AS version_created_by"
+            " v.created_at AS version_created_at, v.created_by AS version_created_by,"
+            " v.deleted_at AS version_deleted_at, v.destroyed_at IS NOT NULL AS version_destroyed"
             " FROM secrets s JOIN secret_versions v ON v.tenant_id = s.tenant_id AND v.path = s.path"
             " WHERE s.tenant_id = $1 AND s.path = $2 AND s.deleted_at IS NULL"
             " AND ($3::int IS NULL OR v.version < $3) ORDER BY v.version DESC LIMIT $4",

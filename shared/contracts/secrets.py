@@ -105,6 +105,15 @@ class ListVersions(Contract):
     cursor: StrictStr | None = None
 
 
+class VersionsChange(Contract):
+    """``secrets.delete_versions`` / ``undelete_versions`` / ``destroy_versions``: some versions of one secret
+    (``None``: the current one). Versions the secret doesn't have, or that are in that state already, are left
+    as they are (as Vault's KV v2 does)."""
+
+    path: StrictStr
+    versions: list[Annotated[JsonInt, Field(ge=1, le=2**31 - 1)]] | None = Field(None, min_length=1, max_length=1000)
+
+
 class SecretMeta(Contract):
     """A secret's metadata (never its value), as of one of its versions.
 
@@ -131,6 +140,10 @@ class SecretMeta(Contract):
     version_created_by: str | None = None
     #: the federation backend that answered (a path under a mount, api.md §5.4); absent otherwise
     backend: str | None = Field(None, exclude_if=lambda value: value is None)
+    #: when the version shown was deleted on its own (``secrets.delete_versions``), and whether its value was
+    #: destroyed (``secrets.destroy_versions``); absent while neither happened
+    version_deleted_at: datetime | None = Field(None, exclude_if=lambda value: value is None)
+    version_destroyed: bool = Field(False, exclude_if=lambda value: not value)
 
 
 class SecretView(SecretMeta):
@@ -229,6 +242,9 @@ POLICY_GET = Method(SERVICE, "policy_get", SecretPolicyRef, SecretPolicyView)
 POLICY_LIST = Method(SERVICE, "policy_list", PageRequest, Page[SecretPolicyView])
 POLICY_DELETE = Method(SERVICE, "policy_delete", SecretPolicyRef, Empty)
 ROTATE = Method(SERVICE, "rotate", RotateSecret, SecretMeta)
+DELETE_VERSIONS = Method(SERVICE, "delete_versions", VersionsChange, Empty)
+UNDELETE_VERSIONS = Method(SERVICE, "undelete_versions", VersionsChange, Empty)
+DESTROY_VERSIONS = Method(SERVICE, "destroy_versions", VersionsChange, Empty)
 ROTATION_CREATE = Method(SERVICE, "rotation_create", RotationPolicyCreate, RotationPolicyView)
 ROTATION_PUT = Method(SERVICE, "rotation_put", RotationPolicyCreate, RotationPolicyView)
 ROTATION_GET = Method(SERVICE, "rotation_get", SecretPolicyRef, RotationPolicyView)
@@ -259,6 +275,15 @@ class SecretsClient(ServiceClient):
 
     async def purge(self, ctx: RequestContext, request: SecretRef) -> None:
         await self._call(PURGE, ctx, request)
+
+    async def delete_versions(self, ctx: RequestContext, request: VersionsChange) -> None:
+        await self._call(DELETE_VERSIONS, ctx, request)
+
+    async def undelete_versions(self, ctx: RequestContext, request: VersionsChange) -> None:
+        await self._call(UNDELETE_VERSIONS, ctx, request)
+
+    async def destroy_versions(self, ctx: RequestContext, request: VersionsChange) -> None:
+        await self._call(DESTROY_VERSIONS, ctx, request)
 
     async def policy_create(self, ctx: RequestContext, request: SecretPolicyCreate) -> SecretPolicyView:
         return await self._call(POLICY_CREATE, ctx, request)

@@ -156,8 +156,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def acme_peers(folder: Path, *, validity_seconds: int = 3600) -> AsyncIterator[Peers]:
-    """``named`` and ``pebble`` for the duration of the block (certificates valid ``validity_seconds``)."""
+async def acme_peers(folder: Path, *, validity_seconds: int = 3600, nonce_reject: int = 10) -> AsyncIterator[Peers]:
+    """``named`` and ``pebble`` for the duration of the block (certificates valid ``validity_seconds``; pebble
+    refuses ``nonce_reject`` % of good nonces, at random, as a CA may)."""
     dns_port, acme_port, mgmt_port = free_port(), free_port(), free_port()
     update_key = base64.b64encode(secrets.token_bytes(32)).decode()
     readonly_key = base64.b64encode(secrets.token_bytes(32)).decode()
@@ -176,7 +177,7 @@ async def acme_peers(folder: Path, *, validity_seconds: int = 3600) -> AsyncIter
             "externalAccountBindingRequired": False, "externalAccountMACKeys": {eab_kid: eab_hmac},
             "certificateValidityPeriod": validity_seconds}}
         pebble_log = folder / "pebble.log"
-        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "10",
+        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": str(nonce_reject),
                "PEBBLE_AUTHZREUSE": "0"}
         pebble = _spawn([PEBBLE, "-config", str(_pebble_config(folder, config)), "-dnsserver",
                          f"127.0.0.1:{dns_port}"], pebble_log, env)

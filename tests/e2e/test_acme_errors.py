@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from services.pki.acme.protocol import NONCE_RETRIES
 from services.platform import Platform
 from tests.conftest import Api, free_port, remember_secret
 from tests.e2e.acme_peers import CaFront, Peers
@@ -190,6 +191,18 @@ async def test_the_cas_rate_limit_and_stale_nonces(api: Api, peers: Peers, front
         "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["nonce.acme.test"]})
     assert status == 202, order
     assert (await settled(api, order["id"]))["status"] == "valid"
+    # a CA that refuses every nonce of a POST and its retries: the new-order answers 502 backend_error (trouble
+    # that passes: nothing stored); inside the order's work it is tried again later, never the order's end
+    front.bad_nonces = NONCE_RETRIES + 1
+    await expect(api, "backend_error", "POST", "/v1/pki/acme/orders", json={
+        "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["nonces.acme.test"]})
+    assert front.bad_nonces == 0 and await count(api, "orders") == before + 1
+    status, order, _ = await api.request("POST", "/v1/pki/acme/orders", json={
+        "account_id": acct["id"], "dns_provider_id": dns["id"], "domains": ["nonces.acme.test"]})
+    assert status == 202, order
+    front.bad_nonces = NONCE_RETRIES + 3  # the order's next POST runs out of retries; its next run gets through
+    done = await settled(api, order["id"])
+    assert done["status"] == "valid" and front.bad_nonces == 0, done
 
 
 async def test_who_may_do_what(api: Api, peers: Peers) -> None:

@@ -18,8 +18,8 @@ import pytest
 from bench.logins import KINDS
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk (Debian package wrk): `make bench` "
-                                                                  "installs it")
+pytestmark = [pytest.mark.long,
+              pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk (Debian wrk): make peers installs it")]
 
 
 def table_rows(output: str) -> dict[str, list[str]]:

@@ -21,6 +21,7 @@ from bench.seals import SEALS, SOFTHSM_LIBRARY
 from tests.conftest import ROOT
 
 pytestmark = [
+    pytest.mark.long,
     pytest.mark.skipif(not shutil.which("wrk"), reason="needs wrk (Debian package wrk): `make bench` installs it"),
     pytest.mark.skipif(not (Path(SOFTHSM_LIBRARY).exists() and shutil.which("softhsm2-util")),
                        reason="needs SoftHSM2 (Debian package softhsm2): make test installs it"),

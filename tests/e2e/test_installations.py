@@ -37,7 +37,7 @@ from shared.registry import SERVICES
 from tests.conftest import AMQP_BASE, PG_ADMIN, Api, free_port, rabbitmqctl
 from tests.e2e.test_run_modes import Proc, spawn, wait_healthy
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.long]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from shared.errors import ServiceUnavailable
 from tests.conftest import rabbitmqctl
 from tests.integration.test_bus_contract import wait_until, wait_until_async
 
-pytestmark = pytest.mark.broker_restart
+pytestmark = [pytest.mark.broker_restart, pytest.mark.long]
 
 
 async def ctl(*args: str) -> None:

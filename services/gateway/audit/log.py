@@ -36,20 +36,24 @@ from shared.groups import Groups
 MAX_BATCH = 500
 GENESIS = b"\x00" * 32
 _INSERT = ("INSERT INTO audit_log (tenant_id, at, identity_id, action, resource, outcome, status, client_ip,"
-           " request_id, fields, prev_hash, hash)"
+           " request_id, fields, listener, prev_hash, hash)"
            " SELECT $1, at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
-           " prev_hash, hash FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],"
-           " $7::int[], $8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[]) WITH ORDINALITY"
-           " AS e(at, identity_id, action, resource, outcome, status, client_ip, request_id, fields, prev_hash,"
-           " hash, n) ORDER BY n")
+           " listener, prev_hash, hash FROM unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[],"
+           " $6::text[], $7::int[], $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::bytea[], $13::bytea[])"
+           " WITH ORDINALITY AS e(at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
+           " listener, prev_hash, hash, n) ORDER BY n")
 _COLUMNS = ("seq, tenant_id, at, identity_id, action, resource, outcome, status, client_ip, request_id, fields,"
-            " prev_hash, hash")
+            " listener, prev_hash, hash")
+#: the main API's door: entries through it hash as they did before there were other doors
+MAIN_LISTENER = "api"
 
 
 def _canonical(entry: dict[str, Any]) -> bytes:
     body = {k: entry[k] for k in ("tenant_id", "identity_id", "action", "resource", "outcome", "status",
                                   "client_ip", "request_id", "fields")}
     body["at"] = entry["at"].astimezone(UTC).isoformat()
+    if entry.get("listener", MAIN_LISTENER) != MAIN_LISTENER:  # the door is covered by the hash, too
+        body["listener"] = entry["listener"]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -61,7 +65,7 @@ def view(row: Any) -> dict[str, Any]:
     return {"seq": row["seq"], "at": row["at"], "identity_id": row["identity_id"],
             "action": row["action"], "resource": row["resource"], "outcome": row["outcome"],
             "status": row["status"], "client_ip": row["client_ip"], "request_id": row["request_id"],
-            "fields": row["fields"], "hash": row["hash"].hex()}
+            "fields": row["fields"], "listener": row["listener"], "hash": row["hash"].hex()}
 
 
 class AuditLog:
@@ -84,7 +88,8 @@ class AuditLog:
 
     async def record(self, *, tenant_id: str, identity_id: str | None, action: str, resource: str,
                      outcome: str, status: int, client_ip: str | None, request_id: str,
-                     sensitive: dict[str, str] | None = None, notes: dict[str, str] | None = None) -> None:
+                     sensitive: dict[str, str] | None = None, notes: dict[str, str] | None = None,
+                     listener: str = MAIN_LISTENER) -> None:
         fields: dict[str, Any] = {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()}
         if notes:
             fields["notes"] = {k: _text(v) for k, v in notes.items()}
@@ -92,8 +97,7 @@ class AuditLog:
             "tenant_id": tenant_id, "identity_id": identity_id, "action": _text(action[:300]),
             "resource": _text(resource[:600]),
             "outcome": outcome, "status": status, "client_ip": client_ip, "request_id": request_id,
-            "fields": fields,
-            "at": datetime.now(UTC),
+            "fields": fields, "listener": listener, "at": datetime.now(UTC),
         })
 
     async def _append_all(self, entries: list[dict[str, Any]]) -> list[None]:
@@ -132,7 +136,7 @@ class AuditLog:
                                         [e["resource"] for e in group], [e["outcome"] for e in group],
                                         [e["status"] for e in group], [e["client_ip"] for e in group],
                                         [e["request_id"] for e in group], [e["fields"] for e in group],
-                                        links, hashes)
+                                        [e["listener"] for e in group], links, hashes)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != "audit_log_chain_link":
                     raise

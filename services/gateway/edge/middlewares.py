@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from services.gateway.edge.limits import Allowance, category_of
+from services.gateway.edge.listener import bearer_of, listener_of
 from services.gateway.edge.routes import (
     AUDIT_FIELDS,
     AUDIT_NOTES,
@@ -157,12 +158,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[ALLOWANCE] = st.limiter.take(category, anonymous)
         st.gates.check_open(request.path)
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    token = bearer_of(request)
     try:
-        if scheme.lower() != "bearer" or not token.strip():
+        if token is None:
             raise AuthenticationRequired("missing bearer token")
-        who = await st.signer.verify(token.strip())
+        who = await st.signer.verify(token)
         st.revocations.check(who)
     except CofferError:
         request[ALLOWANCE] = st.limiter.take("auth", anonymous)  # guessing tokens costs the address
@@ -220,13 +220,15 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
 async def record_audit(request: web.Request, *, tenant_id: str, identity_id: str | None, action: str,
                        resource: str, outcome: str, status: int, sensitive: dict[str, str] | None = None,
                        notes: dict[str, str] | None = None) -> None:
-    """Write one audit entry for this request; if that fails the request fails too (``storage_error``)."""
+    """Write one audit entry for this request (naming the door it came in by); if that fails the request fails
+    too (``storage_error``)."""
     st = state(request)
     try:
         await st.audit.record(
             tenant_id=tenant_id, identity_id=identity_id, action=action, resource=resource, outcome=outcome,
             status=status, client_ip=str(st.clients.of(request) or "") or None,
-            request_id=context(request).request_id, sensitive=sensitive, notes=notes)
+            request_id=context(request).request_id, sensitive=sensitive, notes=notes,
+            listener=listener_of(request).name)
     except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
         log.error("audit_write_failed", error=type(exc).__name__)
         raise storage_error(exc, "the audit log's") from None

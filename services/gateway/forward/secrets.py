@@ -58,10 +58,17 @@ def _target(request: web.Request, allowed_actions: tuple[str, ...]) -> tuple[str
     path, sep, action = raw.rpartition(":") if ":" in raw else (raw, "", "")
     if sep and action not in allowed_actions:
         raise InvalidRequest(f"no route for {request.method} {PREFIX}…:{action[:40]}")
-    if "%" in path:
+    return secret_path(path), action or None
+
+
+def secret_path(raw: str) -> str:
+    """A secret path as the URL carries it, unescaped: no percent-escape is decoded behind the caller's back
+    (``%2f``, ``%2e%2e``), and the path must be one the service accepts (else ``invalid_path``). The Vault
+    listener's KV paths come through here too."""
+    if "%" in raw:
         raise InvalidPath("invalid secret path: escaped characters are not allowed",
-                          details={"path": path[:520]})
-    return validate_path(path), action or None
+                          details={"path": raw[:520]})
+    return validate_path(raw)
 
 
 def _secrets(request: web.Request) -> SecretsClient:

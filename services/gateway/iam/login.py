@@ -50,22 +50,32 @@ async def _matches(row: Any, column: str, secret: str) -> bool:
 async def issue_token(request: web.Request) -> web.Response:
     """Client credentials or a user's password (+ TOTP) → an access token (JSON or OAuth2 form)."""
     data = await read_object(request, allow_form=True)
-    st = state(request)
     if "username" in data:
         row, mfa_at, requested = await _user_login(request, parse(UserCredentials, data))
     else:
         creds = parse(ClientCredentials, data)
-        row = await st.identities.identity_by_client_id(creds.client_id)
-        ok = await _matches(row, "secret_hash", creds.client_secret)
-        await _audit(request, row, creds.client_id, None if ok else AuthenticationRequired())
-        if not ok:
-            raise AuthenticationRequired("invalid client credentials")
-        mfa_at, requested = None, creds.scopes
+        row, mfa_at, requested = await client_login(request, creds), None, creds.scopes
+    return json_response(token_answer(request, row, mfa_at, requested))
+
+
+async def client_login(request: web.Request, creds: ClientCredentials) -> Any:
+    """The service identity whose client id and secret these are (the attempt audited either way), else 401
+    ``authentication_required``; the Vault listener's ``auth/approle/login`` comes here too."""
+    row = await state(request).identities.identity_by_client_id(creds.client_id)
+    ok = await _matches(row, "secret_hash", creds.client_secret)
+    await _audit(request, row, creds.client_id, None if ok else AuthenticationRequired())
+    if not ok:
+        raise AuthenticationRequired("invalid client credentials")
+    return row
+
+
+def token_answer(request: web.Request, row: Any, mfa_at: int | None, requested: list[str] | None) -> dict[str, Any]:
+    """A new token of the identity ``row``, with the scopes asked for (all it may have when none)."""
     scopes = domain.grant_scopes(row["allowed_scopes"], requested)
-    token, ttl = st.signer.issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
-                                 generation=row["token_generation"])
-    return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
-                          "scope": " ".join(scopes), "tenant_id": row["tenant_id"]})
+    token, ttl = state(request).signer.issue(row["id"], row["tenant_id"], scopes, mfa_at=mfa_at,
+                                             generation=row["token_generation"])
+    return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": " ".join(scopes),
+            "tenant_id": row["tenant_id"]}
 
 
 async def _user_login(request: web.Request, user: UserCredentials) -> tuple[Any, int | None, list[str] | None]:
@@ -107,7 +117,7 @@ async def _audit(request: web.Request, row: Any, login: str, error: CofferError 
     if tenant is None:
         return  # not initialised: there is no audit chain yet
     await record_audit(request, tenant_id=tenant, identity_id=row["id"] if row is not None else None,
-                       action="POST /v1/auth/token",
+                       action=f"POST {request.path}",  # a static path: /v1/auth/token, Vault's approle login
                        resource=f"identities/{row['id']}" if row is not None else "auth/token",
                        outcome=error.code if error else "ok", status=error.status if error else 200,
                        sensitive={"login": login})

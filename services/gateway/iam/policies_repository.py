@@ -70,6 +70,13 @@ class PolicyRepository(SchemaRepository):
             f" WHERE b.identity_id = $1 AND {_IN_FORCE}", identity_id)
         return [(r["rules"], r["expires_at"]) for r in rows]
 
+    async def policy_names_for(self, identity_id: str) -> list[str]:
+        """The names of the policies bound to ``identity_id``, in name order."""
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT p.name FROM bindings b JOIN policies p ON p.id = b.policy_id WHERE b.identity_id = $1"
+            " ORDER BY p.name", identity_id)
+        return [r["name"] for r in rows]
+
     async def create_binding(self, tenant_id: str, binding_id: str, policy: str, identity_id: str,
                              request_id: str) -> asyncpg.Record:
         async with self.pool.acquire() as conn, conn.transaction():

@@ -6,6 +6,7 @@ import time
 
 from aiohttp import web
 
+from services.gateway.edge.listener import named_tenant
 from services.gateway.iam.domain import Principal
 from services.gateway.iam.models import retention_seconds
 from services.gateway.iam.repository import IamRepository
@@ -23,8 +24,9 @@ class Tenancy:
         self._quotas: dict[str, tuple[float, dict[str, int]]] = {}
 
     async def resolve(self, request: web.Request, who: Principal) -> str:
-        """The tenant the request acts in: the caller's, or a descendant named by a partner admin."""
-        target = request.headers.get("X-Tenant-ID")
+        """The tenant the request acts in: the caller's, or a descendant named by a partner admin (with
+        ``X-Tenant-ID``, or ``X-Vault-Namespace`` on the Vault listener)."""
+        target = await named_tenant(request, who)
         if not target or target == who.tenant_id:
             return who.tenant_id
         denied = TenantAccessDenied("you may not act in that tenant")

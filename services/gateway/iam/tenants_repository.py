@@ -18,6 +18,10 @@ class TenantRepository(SchemaRepository):
     async def tenant(self, tenant_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant_id)
 
+    async def id_by_name(self, name: str) -> str | None:
+        """The id of the tenant called ``name`` (names are unique across tenants), or ``None``."""
+        return await self.pool.fetchval("SELECT id FROM tenants WHERE name = $1", name)
+
     async def root_tenant_id(self) -> str | None:
         return await self.pool.fetchval("SELECT id FROM tenants WHERE parent_id IS NULL")
 

@@ -141,13 +141,16 @@ class TokenSigner:
         self._last_reload = time.monotonic()
 
     def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...],
-              mfa_at: int | None = None, generation: int = 0, ttl: int | None = None) -> tuple[str, int]:
+              mfa_at: int | None = None, generation: int = 0, ttl: int | None = None,
+              auth_time: int | None = None) -> tuple[str, int]:
         """A signed access token and its lifetime in seconds (``generation``: the identity's, now; ``ttl``:
-        shorter than the platform's, never longer)."""
+        shorter than the platform's, never longer; ``auth_time``: when the login it renews happened)."""
         assert self._signing is not None, "ensure_key() first"
         kid, key = self._signing
         lifetime = self.ttl if ttl is None else max(1, min(ttl, self.ttl))
         claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), lifetime, mfa_at, generation)
+        if auth_time is not None:
+            claims["auth_time"] = auth_time
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), lifetime
 
     async def verify(self, token: str) -> Principal:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import Field, RootModel, StrictStr
 
+from services.gateway.edge.listener import named_tenant
 from services.gateway.edge.middlewares import record_audit
 from services.gateway.edge.routes import (
     PageQuery,
@@ -266,9 +267,10 @@ def _fits(value: str, pattern: str) -> bool:
 
 
 async def _login_tenant(request: web.Request, asked: str | None = None) -> str | None:
-    """``asked``, else ``X-Tenant-ID`` (an id), else the root tenant; ``None`` when there is no such tenant."""
+    """``asked``, else the tenant the request names (``X-Tenant-ID``: an id), else the root tenant; ``None``
+    when there is no such tenant."""
     st = state(request)
-    asked = asked if asked is not None else request.headers.get("X-Tenant-ID")
+    asked = asked if asked is not None else await named_tenant(request)
     if asked is None:
         return await st.tenancy.root_tenant_id()
     if not _fits(asked, TENANT_ID):

@@ -56,7 +56,7 @@ class MaintenanceBody(Contract):
     message: StrictStr | None = Field(None, max_length=500)
 
 
-async def _service_states(request: web.Request) -> dict[str, str]:
+async def service_states(request: web.Request) -> dict[str, str]:
     """Ping every service (the gateway's own storage too) over the bus; record their outbox backlogs."""
     st, ctx = state(request), context(request)
 
@@ -74,7 +74,7 @@ async def _service_states(request: web.Request) -> dict[str, str]:
 
 async def health(request: web.Request) -> web.Response:
     """Ping every service over the bus; 200 when all answer, else 503 naming the failing ones."""
-    services = await _service_states(request)
+    services = await service_states(request)
     down = sorted(name for name, status in services.items() if status != "ok")
     body: dict[str, Any] = {"status": "degraded" if down else "ok", "services": services}
     if not down:
@@ -87,7 +87,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text: requests, latencies, RPC latency, outbox backlogs (no tenant data)."""
-    await _service_states(request)
+    await service_states(request)
     return web.Response(body=render_metrics(), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 

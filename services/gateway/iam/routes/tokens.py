@@ -67,9 +67,16 @@ async def revoke(request: web.Request) -> web.Response:
         if tenant != tenant_of(request):
             raise TenantAccessDenied("that token belongs to another tenant")
         await authorize(request, "sys/tokens", "revoke")
-    await st.identities.revoke_token(tenant, jti, expires, context(request).request_id)
-    st.revocations.token_revoked(tenant, jti)  # here at once; other replicas through the event
+    await revoke_jti(request, tenant, jti, expires)
     return web.Response(status=204)
+
+
+async def revoke_jti(request: web.Request, tenant: str, jti: str, expires: datetime) -> None:
+    """Revoke the token ``jti`` of ``tenant`` (kept as revoked until ``expires``), here at once and on other
+    replicas through the ``token.revoked`` event."""
+    st = state(request)
+    await st.identities.revoke_token(tenant, jti, expires, context(request).request_id)
+    st.revocations.token_revoked(tenant, jti)
 
 
 async def rotate_signing_key(request: web.Request) -> web.Response:
