@@ -71,10 +71,10 @@ class PolicyRepository(SchemaRepository):
         return [(r["rules"], r["expires_at"]) for r in rows]
 
     async def policy_names_for(self, identity_id: str) -> list[str]:
-        """The names of the policies bound to ``identity_id``, in name order."""
+        """The names of the policies bound to ``identity_id`` now (grants until their end), in name order."""
         rows = await self.pool.fetch(
             "SELECT DISTINCT p.name FROM bindings b JOIN policies p ON p.id = b.policy_id WHERE b.identity_id = $1"
-            " ORDER BY p.name", identity_id)
+            f" AND {_IN_FORCE} ORDER BY p.name", identity_id)
         return [r["name"] for r in rows]
 
     async def create_binding(self, tenant_id: str, binding_id: str, policy: str, identity_id: str,
