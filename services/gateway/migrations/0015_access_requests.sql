@@ -44,4 +44,5 @@ CREATE TABLE access_requests (
 );
 CREATE INDEX access_requests_pending_due ON access_requests (pending_until) WHERE status = 'pending';
 CREATE INDEX access_requests_grant_due ON access_requests (expires_at) WHERE status = 'approved';
-CREATE INDEX access_requests_by_requester ON access_requests (tenant_id, requester_id, id);
+CREATE INDEX access_requests_by_tenant ON access_requests (tenant_id, id);
+CREATE INDEX access_requests_by_requester ON access_requests (tenant_id, requester_id, policy_id);
