@@ -14,13 +14,13 @@ for were generated.
 
 Before schemathesis starts, ``seed`` makes a few of each resource the API
 has (secrets, CAs, roles, certificates, CSRs, trust anchors, policies,
-identities, bindings, rotation policies, webhooks with a delivery,
+identities, bindings, access requests, rotation policies, webhooks with a delivery,
 subscriptions, an export, engines with roles and leases, ACME accounts, DNS
 providers and orders), and ``operations_config`` hands their ids to the
 operations that take them, as schemathesis dictionaries drawn half the time
 (the other half stays generated): an operation on ``/{id}`` otherwise only
 ever meets 404 and never reaches its core logic. What an operation destroys
-(``DELETE``, ``:purge``, ``:revoke``, ``:approve``) draws from resources of
+(``DELETE``, ``:purge``, ``:revoke``, ``:approve``, ``:deny``, ``:cancel``) draws from resources of
 its own, so the reads keep theirs. The links of the description
 (services/gateway/edge/openapi.py) chain the stateful phase the same way.
 
@@ -229,6 +229,19 @@ def seed(url: str, token: str, redis: tuple[str, int, str] | None = None, acme: 
     bindings = [api("POST", "/v1/bindings", {"policy": "fuzz-keep", "identity_id": identity})["id"]
                 for identity in (*out["identity_keep"], *out["identity_victim"])]
     out["binding_keep"], out["binding_victim"] = bindings[:2], bindings[2:]
+    # access requests, made by another identity (nobody decides on their own): one pending per policy, so a
+    # requestable policy each; the first is read, the others decided on (one of them granted, to revoke)
+    out["policy_requestable"] = [f"fuzz-jit-{i}" for i in range(5)]
+    for policy in out["policy_requestable"]:
+        api("POST", "/v1/policies", {"name": policy, "rules": rules, "request": {"max_duration": "8h"}})
+    asker = api("POST", "/v1/identities", {"name": "fuzz-requester", "kind": "service",
+                                           "allowed_scopes": ["secrets:read"]})
+    asking = call(url, "POST", "/v1/auth/token", "", {"client_id": asker["client_id"],
+                                                      "client_secret": asker["client_secret"]})["access_token"]
+    requests = [api("POST", "/v1/access-requests", {"policy": policy, "duration": "1h", "reason": "fuzz"},
+                    as_=asking)["id"] for policy in out["policy_requestable"]]
+    api("POST", f"/v1/access-requests/{requests[1]}:approve", {})
+    out["access_keep"], out["access_victim"] = requests[:1], requests[1:]
     hook = f"https://{WEBHOOK_HOST}:{free_port()}/hook"
     out["webhook_url"] = [hook, f"https://{WEBHOOK_HOST}:{free_port()}/other"]
     out["webhook_keep"] = [api("POST", "/v1/webhooks", {"url": hook})["id"]]
@@ -318,6 +331,10 @@ USES: tuple[tuple[str, str, dict[str, str | tuple[str, float]]], ...] = (
     ("DELETE", "/v1/identities/{id}", {"path.id": "identity_victim"}),
     *((method, "/v1/identities/{id}/mfa/totp", {"path.id": "identity_keep"}) for method in ("POST", "DELETE")),
     ("POST", "/v1/bindings", {"body.identity_id": "identity_keep", "body.policy": "policy_keep"}),
+    ("POST", "/v1/access-requests", {"body.policy": "policy_requestable"}),
+    ("GET", "/v1/access-requests/{id}", {"path.id": "access_keep"}),
+    *(("POST", f"/v1/access-requests/{{id}}:{verb}", {"path.id": "access_victim"})
+      for verb in ("approve", "deny", "cancel", "revoke")),
     ("GET", "/v1/bindings/{id}", {"path.id": "binding_keep"}),
     ("DELETE", "/v1/bindings/{id}", {"path.id": "binding_victim"}),
     *((method, f"/v1/webhooks/{{id}}{tail}", {"path.id": "webhook_keep"})

@@ -11,12 +11,15 @@ address when ``COFFER_VAULT_LISTEN`` is set).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from aiohttp import web
 
+from services.gateway.access.sweeper import AccessSweeps
 from services.gateway.bootstrap import build_app, build_state
 from services.gateway.edge.server import GatewayRunner
 from services.gateway.iam.authorizer import StandingPolicy
@@ -31,6 +34,7 @@ from services.gateway.vault.app import build_vault_app
 from shared import handover
 from shared.contracts import rpc_table
 from shared.db import SealedColumns, by_tenant_id
+from shared.jobs import run_sweeps
 from shared.runtime import Running, ServiceDeps, ServiceSpec
 
 
@@ -40,6 +44,10 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     state = await build_state(deps)
     sync = ReplicaSync(state.revocations, state.authorizer.rules, state.gates, state.identities)
     await sync.start(deps.bus)
+    # access requests that expire unanswered, grants that ended (written down: decisions never wait for it)
+    sweeps = asyncio.create_task(run_sweeps(AccessSweeps(state.access, state.audit).sweeps(),
+                                            settings.lifecycle_interval), name="gateway-access")
+
     def headers_for(remote: str | None) -> dict[str, str]:
         return state.limiter.peek("read", f"ip:{remote}").headers()
 
@@ -70,6 +78,9 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
         for each in reversed(runners):
             await each.cleanup()
         await sync.close()
+        sweeps.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeps
         await state.audit.close()
 
 

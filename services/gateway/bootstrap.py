@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.gateway.access import routes as access_routes
+from services.gateway.access.repository import AccessRepository
 from services.gateway.audit import routes as audit_routes
 from services.gateway.audit.log import AuditLog
 from services.gateway.edge import openapi
@@ -59,7 +61,7 @@ VERSION = "0.1.0"
 
 ROUTES: tuple[Route, ...] = (
     *system_routes.ROUTES, *login.ROUTES, *tokens.ROUTES, *identities.ROUTES, *tenants.ROUTES,
-    *policies.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
+    *policies.ROUTES, *access_routes.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
     *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
     *forward_exports.ROUTES, *forward_federation.ROUTES, *forward_acme.ROUTES, *auth_methods.ROUTES, *auth_sso.ROUTES,
 )
@@ -82,7 +84,8 @@ async def build_state(deps: ServiceDeps) -> GatewayState:
     tenants_repo = TenantRepository(pool, schema)
     return GatewayState(
         settings=settings, schema=schema, kms=deps.kms, root=deps.root, bus=deps.bus,
-        identities=identities_repo, tenants=tenants_repo, policies=policies_repo, system=system,
+        identities=identities_repo, tenants=tenants_repo, policies=policies_repo,
+        access=AccessRepository(pool, schema), system=system,
         signer=signer, revocations=Revocations(identities_repo),
         authorizer=Authorizer(RuleCache(policies_repo), clients), tenancy=Tenancy(tenants_repo, identities_repo),
         gates=Gates(settings.disabled_features, system.maintenance), clients=clients,

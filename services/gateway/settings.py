@@ -7,7 +7,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from shared.config import Settings, check_cidrs, comma_separated
+from shared.config import DURATION, Settings, check_cidrs, comma_separated
+from shared.durations import parse_duration
 
 #: areas an operator can switch off (COFFER_DISABLED_FEATURES): their calls answer feature_disabled
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
@@ -33,6 +34,10 @@ class GatewaySettings(Settings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
     rate_limits: str = ""
+    #: how long an access request waits for its decision before it expires (api.md §14)
+    access_request_ttl: str = Field("24h", pattern=DURATION)
+    #: seconds between runs of the gateway's jobs (access requests that expire, grants that ended)
+    lifecycle_interval: float = Field(30.0, gt=0)
     #: ``host:port`` of the Vault-compatible listener (api.md §13); unset: no such listener
     vault_listen: str | None = None
     #: the mount its KV v2 answers under (``/v1/<mount>/data/...``)
@@ -58,6 +63,10 @@ class GatewaySettings(Settings):
         if value in ("sys", "auth", "pki", "database", "identity", "cubbyhole"):
             raise ValueError(f"'{value}' is a path of Vault's own, not a KV mount")
         return value
+
+    @property
+    def access_request_ttl_seconds(self) -> int:
+        return parse_duration(self.access_request_ttl, field="COFFER_ACCESS_REQUEST_TTL")
 
     @field_validator("disabled_features")
     @classmethod

@@ -28,6 +28,7 @@ from shared.keyring import ServiceKeyring
 from shared.outbound import OutboundPolicy
 
 if TYPE_CHECKING:
+    from services.gateway.access.repository import AccessRepository
     from services.gateway.audit.log import AuditLog
     from services.gateway.edge.clients import ClientAddresses
     from services.gateway.edge.gates import Gates
@@ -58,6 +59,7 @@ class GatewayState:
     identities: IamRepository
     tenants: TenantRepository
     policies: PolicyRepository
+    access: AccessRepository
     system: SystemRepository
     # the parts of authorisation, each changed only through its own methods or events
     signer: TokenSigner

@@ -34,11 +34,13 @@ def resource_of(event: Event) -> str:
     """
     kind, data = event.type.split(".", 1)[0], event.data
     key = {"secret": "path", "policy": "name", "tenant": "tenant_id", "webhook": "webhook_id",
-           "lease": "lease_id", "token": "identity_id", "certificate": "ca_id", "csr": "role"}.get(kind)
+           "lease": "lease_id", "token": "identity_id", "certificate": "ca_id", "csr": "role",
+           "access": "policy"}.get(kind)
     value = data.get(key) if key else None
     if isinstance(value, str) and value:
         prefix = {"secret": "secrets", "policy": "policies", "tenant": "tenants", "webhook": "webhooks",
-                  "lease": "leases", "token": "identities", "certificate": "pki/cas", "csr": "pki/roles"}[kind]
+                  "lease": "leases", "token": "identities", "certificate": "pki/cas", "csr": "pki/roles",
+                  "access": "policies"}[kind]
         return f"{prefix}/{value}"
     if kind == "token":
         return "sys/tokens"

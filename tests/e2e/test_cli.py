@@ -22,6 +22,7 @@ import pytest
 
 from services.platform import Platform
 from tests.conftest import Api, free_port, initialised, own_platform, remember_secret, start_platform
+from tests.e2e.access_helpers import approver, requestable
 from tests.e2e.iam_helpers import allow, identity, name, totp_code
 from tests.e2e.pki_helpers import make_ca, make_role
 
@@ -290,6 +291,46 @@ async def test_lease_commands(tmp_path: Path, platform: Platform, api: Api, admi
     gone = await coffer(home, addr, "lease", "renew", lease["lease_id"])
     assert gone.code == 6 and gone.err.startswith("error: lease_expired: ")
     assert (await coffer(home, addr, "lease", "revoke", "lea_nope")).code == 5
+
+
+# -- access requests -------------------------------------------------------------------------------------
+
+async def test_access_request_waits_for_two_approvals_given_from_the_shell(tmp_path: Path, platform: Platform,
+                                                                           api: Api) -> None:
+    addr = platform.url or ""
+    policy = await requestable(api, ["secrets/cli-jit/**"], approvals=2)
+    asker = await identity(api, ["secrets:read"])
+    first, second = await approver(api, [policy]), await approver(api, [policy])
+
+    def as_(who: dict[str, Any]) -> dict[str, str]:
+        return {"COFFER_TOKEN": who["token"]}
+
+    waiting = asyncio.create_task(coffer(tmp_path, addr, "access", "request", policy, "--for", "1h", "--reason",
+                                         "INC-7 payments down", "--wait", "-o", "table", env=as_(asker)))
+    made: list[Any] = []
+    while not made:  # the request, once the command has made it
+        assert not waiting.done(), waiting.result().err
+        made = (await api.request("GET", f"/v1/access-requests?policy={policy}&status=pending"))[1]["items"]
+        await asyncio.sleep(0.1)
+    listed = await coffer(tmp_path, addr, "access", "ls", "--status", "pending", "-o", "json", env=as_(first))
+    assert listed.code == 0 and [x["id"] for x in listed.json()] == [made[0]["id"]], listed.err
+    one = await coffer(tmp_path, addr, "access", "approve", made[0]["id"], "--comment", "ok", "-o", "table",
+                       env=as_(first))
+    assert one.code == 0 and one.out.startswith(f"pending {made[0]['id']} ({policy} for 1h): 1/2"), one
+    two = await coffer(tmp_path, addr, "access", "approve", made[0]["id"], "-o", "table", env=as_(second))
+    assert two.code == 0 and two.out.startswith(f"approved {made[0]['id']}"), two.err
+    done = await asyncio.wait_for(waiting, 30)
+    assert done.code == 0, done.err
+    assert f"requested {made[0]['id']}: {policy} for 1h, 2 approval(s) needed" in done.err
+    assert "waiting for approval (0/2)" in done.err
+    assert done.out.startswith(f"approved {made[0]['id']} ({policy} for 1h) by {second['id']}: granted until")
+    again = await coffer(tmp_path, addr, "access", "deny", made[0]["id"], env=as_(second))
+    assert again.code == 6 and again.err.startswith("error: version_conflict: ") and "status: approved" in again.err
+    mine = await coffer(tmp_path, addr, "access", "ls", "--mine", "-o", "table", env=as_(asker))
+    assert made[0]["id"] in mine.out and "2/2" in mine.out
+    ended = await coffer(tmp_path, addr, "access", "cancel", made[0]["id"], "--comment", "fixed", "-o", "table",
+                         env=as_(asker))
+    assert ended.code == 0 and ended.out.startswith(f"cancelled {made[0]['id']} ({policy} for 1h) by {asker['id']}")
 
 
 # -- status, completion ---------------------------------------------------------------------------------

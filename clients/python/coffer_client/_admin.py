@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from coffer_client._api import _Api
+from coffer_client._access import _AccessApi
 from coffer_client._base import _Call, _drop_none, _identity, _seg
 from coffer_client._calls import API_CALLS
 
 __all__ = ["API_CALLS", "_AdminApi"]
 
 
-class _AdminApi(_Api):
+class _AdminApi(_AccessApi):
     """The rest of the API: identities, policies, tenants, webhooks, the PKI's administration, audit and
     operations. Results are the API's JSON objects (``dict``), as api.md describes them."""
 

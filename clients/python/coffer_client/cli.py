@@ -18,6 +18,7 @@ import click
 from click.shell_completion import BashComplete, FishComplete, ZshComplete
 
 from coffer_client import config
+from coffer_client._cli_access import access
 from coffer_client._cli_common import (
     NotLoggedIn,
     State,
@@ -63,6 +64,7 @@ def cli(ctx: click.Context, profile: str | None, addr: str | None, tenant: str |
       coffer secrets get app/db-password | psql …
       coffer secrets ls app/
       coffer run --prefix app/ -- ./server      (the secrets as environment variables)
+      coffer access request prod-read --for 1h --reason "INC-1" --wait   (access for a while, approved)
 
     Configuration: flags, then COFFER_ADDR / COFFER_TOKEN / COFFER_TENANT / COFFER_PROFILE, then
     $XDG_CONFIG_HOME/coffer/config.toml (profiles) and credentials.toml (the token login stored).
@@ -179,7 +181,7 @@ def status(output: str | None) -> None:
         sys.exit(8)
 
 
-for command in (secrets, run, pki, lease, export):
+for command in (secrets, run, pki, lease, export, access):
     cli.add_command(command)
 
 

@@ -14,7 +14,9 @@ hash and its own canonical content, so editing or deleting a row breaks the
 chain at that row (``verify`` names it). Sensitive request fields (a secret's
 value, a revoked token) are stored only as HMAC-SHA256 under a key derived
 per tenant from a sealed master key, so "was this value used?" can be asked
-(``match``) without the value being stored.
+(``match``) without the value being stored. Plain ``notes`` (an access
+decision's comment, which policy it was about) are kept as written under
+``fields.notes``: nothing secret goes there, and ``match`` never looks in them.
 """
 
 from __future__ import annotations
@@ -86,13 +88,16 @@ class AuditLog:
 
     async def record(self, *, tenant_id: str, identity_id: str | None, action: str, resource: str,
                      outcome: str, status: int, client_ip: str | None, request_id: str,
-                     sensitive: dict[str, str] | None = None, listener: str = MAIN_LISTENER) -> None:
+                     sensitive: dict[str, str] | None = None, notes: dict[str, str] | None = None,
+                     listener: str = MAIN_LISTENER) -> None:
+        fields: dict[str, Any] = {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()}
+        if notes:
+            fields["notes"] = {k: _text(v) for k, v in notes.items()}
         await self._batches.add({
             "tenant_id": tenant_id, "identity_id": identity_id, "action": _text(action[:300]),
             "resource": _text(resource[:600]),
             "outcome": outcome, "status": status, "client_ip": client_ip, "request_id": request_id,
-            "fields": {k: self.field_mac(tenant_id, v) for k, v in (sensitive or {}).items()},
-            "listener": listener, "at": datetime.now(UTC),
+            "fields": fields, "listener": listener, "at": datetime.now(UTC),
         })
 
     async def _append_all(self, entries: list[dict[str, Any]]) -> list[None]:
@@ -155,7 +160,7 @@ class AuditLog:
             " AND ($2::text IS NULL OR identity_id = $2) AND ($3::text IS NULL OR starts_with(resource, $3))"
             " AND ($4::text IS NULL OR outcome = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
             " AND ($6::timestamptz IS NULL OR at < $6) AND ($7::bigint IS NULL OR seq > $7)"
-            " AND ($9::text IS NULL OR fields::text LIKE '%' || $9 || '%')"
+            " AND ($9::text IS NULL OR (fields - 'notes')::text LIKE '%' || $9 || '%')"
             " AND ($10::bigint IS NULL OR seq <= $10)"
             " ORDER BY seq LIMIT $8",
             tenant_id, identity_id, path_prefix, code, since, until, after, limit, field_mac, through)

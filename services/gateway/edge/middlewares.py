@@ -19,6 +19,7 @@ from services.gateway.edge.limits import Allowance, category_of
 from services.gateway.edge.listener import bearer_of, listener_of
 from services.gateway.edge.routes import (
     AUDIT_FIELDS,
+    AUDIT_NOTES,
     AUDIT_TARGET,
     CONTEXT,
     PRINCIPAL,
@@ -188,7 +189,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                            identity_id=who.identity_id, resource=str(resource), outcome=outcome, status=status,
                            action=f"{request.method} {template(route.path)}"
                            + (f" ({capability})" if capability else ""),
-                           sensitive=request.get(AUDIT_FIELDS))
+                           sensitive=request.get(AUDIT_FIELDS), notes=request.get(AUDIT_NOTES))
 
 
 async def _authorised(request: web.Request, handler: Handler, route: Route, who: Principal,
@@ -217,7 +218,8 @@ async def _authorised(request: web.Request, handler: Handler, route: Route, who:
 
 
 async def record_audit(request: web.Request, *, tenant_id: str, identity_id: str | None, action: str,
-                       resource: str, outcome: str, status: int, sensitive: dict[str, str] | None = None) -> None:
+                       resource: str, outcome: str, status: int, sensitive: dict[str, str] | None = None,
+                       notes: dict[str, str] | None = None) -> None:
     """Write one audit entry for this request (naming the door it came in by); if that fails the request fails
     too (``storage_error``)."""
     st = state(request)
@@ -225,7 +227,8 @@ async def record_audit(request: web.Request, *, tenant_id: str, identity_id: str
         await st.audit.record(
             tenant_id=tenant_id, identity_id=identity_id, action=action, resource=resource, outcome=outcome,
             status=status, client_ip=str(st.clients.of(request) or "") or None,
-            request_id=context(request).request_id, sensitive=sensitive, listener=listener_of(request).name)
+            request_id=context(request).request_id, sensitive=sensitive, notes=notes,
+            listener=listener_of(request).name)
     except Exception as exc:  # noqa: BLE001 - no audit entry, no answer
         log.error("audit_write_failed", error=type(exc).__name__)
         raise storage_error(exc, "the audit log's") from None

@@ -189,6 +189,8 @@ CROSS_LINKS: tuple[tuple[str, str, str, dict[str, str], dict[str, str] | None], 
     # bindings of an identity to a policy
     ("POST /v1/identities", "201", "POST /v1/bindings", {}, {"identity_id": "$response.body#/id"}),
     ("POST /v1/policies", "201", "POST /v1/bindings", {}, {"policy": "$response.body#/name"}),
+    # access requests for a policy
+    ("POST /v1/policies", "201", "POST /v1/access-requests", {}, {"policy": "$response.body#/name"}),
 )
 
 

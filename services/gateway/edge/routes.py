@@ -82,6 +82,8 @@ CONTEXT = web.RequestKey("ctx", RequestContext)
 PRINCIPAL = web.RequestKey("principal", Principal)
 #: sensitive request fields a handler wants in the audit entry (stored as HMACs only)
 AUDIT_FIELDS = web.RequestKey("audit_fields", dict)
+#: plain, non-secret notes for the audit entry (``fields.notes``): an access decision's comment
+AUDIT_NOTES = web.RequestKey("audit_notes", dict)
 #: (resource, capability) the request was authorised for: what the audit entry names
 AUDIT_TARGET = web.RequestKey("audit_target", tuple)
 

@@ -2,15 +2,19 @@
 
 Rules live in PostgreSQL; each replica caches them per identity for
 ``refresh`` seconds and forgets them all at once on a ``policy.*`` event (a
-policy or binding changed, here or on another replica).
+policy or binding changed, here or on another replica). A grant (a binding
+with ``expires_at``, api.md §14) is cached with its end and left out of every
+decision made at or after it: it ends on every replica at the same moment,
+without an event or a cache flush, whatever the cache's age.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -27,28 +31,50 @@ log = structlog.get_logger("coffer.gateway.authz")
 Item = TypeVar("Item")
 
 
+@dataclass(frozen=True)
+class BoundRules:
+    """An identity's rules: those of its standing bindings, and each grant's with the moment it ends."""
+
+    standing: tuple[Rule, ...] = ()
+    #: (end as a Unix time, the granted policy's rules)
+    grants: tuple[tuple[float, tuple[Rule, ...]], ...] = ()
+
+    def at(self, now: float) -> tuple[Rule, ...]:
+        """The rules in force at ``now`` (Unix time): a grant's end is exclusive."""
+        if not self.grants:
+            return self.standing
+        return self.standing + tuple(rule for end, rules in self.grants if now < end for rule in rules)
+
+
+def bound_rules(raw: list[tuple[Any, datetime | None]], identity_id: str) -> BoundRules:
+    """``PolicyRepository.rules_for``'s rows, parsed; a stored policy that no longer parses grants nothing."""
+    try:  # policy by policy (each has at most 100 rules; an identity may hold many policies)
+        standing = tuple(rule for rules, end in raw if end is None for rule in parse_rules(rules))
+        grants = tuple((end.timestamp(), parse_rules(rules)) for rules, end in raw if end is not None)
+    except CofferError:
+        log.error("stored_policy_invalid", identity_id=identity_id)
+        return BoundRules()
+    return BoundRules(standing, grants)
+
+
 class RuleCache:
-    """The parsed rules of every policy bound to an identity, cached."""
+    """The parsed rules of every policy bound to an identity, cached (grants with their ends)."""
 
     def __init__(self, policies: PolicyRepository, refresh: float = 30.0) -> None:
         self.policies = policies
         self.refresh = refresh
-        self._rules: dict[str, tuple[float, tuple[Rule, ...]]] = {}
+        self._rules: dict[str, tuple[float, BoundRules]] = {}
 
     async def rules(self, identity_id: str) -> tuple[Rule, ...]:
+        """The rules in force now (a grant whose ``expires_at`` has come is left out, cached or not)."""
         cached = self._rules.get(identity_id)
         if cached and time.monotonic() - cached[0] < self.refresh:
-            return cached[1]
-        raw = await self.policies.rules_for(identity_id)
-        try:
-            rules = parse_rules(raw) if raw else ()
-        except CofferError:  # a stored policy that no longer parses grants nothing
-            log.error("stored_policy_invalid", identity_id=identity_id)
-            rules = ()
+            return cached[1].at(time.time())
+        bound = bound_rules(await self.policies.rules_for(identity_id), identity_id)
         if len(self._rules) > 100_000:
             self._rules.clear()
-        self._rules[identity_id] = (time.monotonic(), rules)
-        return rules
+        self._rules[identity_id] = (time.monotonic(), bound)
+        return bound.at(time.time())
 
     def forget(self, identity_id: str | None = None) -> None:
         """A policy or a binding changed (here or on another replica): cached decisions are stale.
@@ -127,29 +153,27 @@ class StandingPolicy:
         self.identities = identities
         self.policies = policies
         self.ttl = ttl
-        self._cache: dict[str, tuple[float, frozenset[str], tuple[Rule, ...]]] = {}
+        self._cache: dict[str, tuple[float, frozenset[str], BoundRules]] = {}
 
     async def may(self, identity_id: str, resource: str, capability: str) -> bool:
-        scopes, rules = await self._load(identity_id)
+        scopes, bound = await self._load(identity_id)
         if scope_to_list(resource) not in scopes:
             return False
         try:
-            decide(rules, resource, capability, ip=None, mfa_at=None)
+            decide(bound.at(time.time()), resource, capability, ip=None, mfa_at=None)
         except CofferError:
             return False
         return True
 
-    async def _load(self, identity_id: str) -> tuple[frozenset[str], tuple[Rule, ...]]:
+    async def _load(self, identity_id: str) -> tuple[frozenset[str], BoundRules]:
         cached = self._cache.get(identity_id)
         if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1], cached[2]
         row = await self.identities.identity_any_tenant(identity_id)
         scopes = frozenset(row["allowed_scopes"]) if row is not None else frozenset()
-        try:
-            rules = parse_rules(raw) if row is not None and (raw := await self.policies.rules_for(identity_id)) else ()
-        except CofferError:
-            rules = ()
+        bound = bound_rules(await self.policies.rules_for(identity_id), identity_id) if row is not None \
+            else BoundRules()
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[identity_id] = (time.monotonic(), scopes, rules)
-        return scopes, rules
+        self._cache[identity_id] = (time.monotonic(), scopes, bound)
+        return scopes, bound

@@ -183,12 +183,43 @@ PARTNER_FIELDS = ("quotas", "kind", "kms_key")
 RULES_SCHEMA: dict[str, Any] = {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "object"}}
 
 
+#: the longest grant a requestable policy may allow: just-in-time access, not a standing binding
+MAX_GRANT = 30 * 86400
+#: who may approve: an identity's id, or ``policy:<name>`` (the identities with a standing binding to it)
+Approver = Annotated[StrictStr, Field(pattern=r"^(idn_[0-9a-f]{1,60}|policy:[a-z0-9][a-z0-9_-]{0,62})$")]
+
+
+class RequestRule(Contract):
+    """A policy's ``request``: it can be asked for (api.md §14), for at most ``max_duration``, granted once
+    ``approvals`` distinct approvers said yes (only those ``approvers`` names, when given)."""
+
+    max_duration: Annotated[StrictStr, Field(max_length=40, json_schema_extra=DURATION_SCHEMA)]
+    approvals: JsonInt = Field(1, ge=1, le=10)
+    approvers: list[Approver] | None = Field(None, min_length=1, max_length=50)
+
+    @field_validator("max_duration")
+    @classmethod
+    def _at_most_30_days(cls, value: str) -> str:
+        if parse_duration(value, field="request.max_duration") > MAX_GRANT:
+            raise ValidationError.on("request.max_duration", "at most 30d")
+        return value
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> RequestRule:
+        names = set(self.approvers or ())
+        if self.approvers and not any(a.startswith("policy:") for a in names) and len(names) < self.approvals:
+            raise ValueError("approvers name fewer identities than the approvals needed")
+        return self
+
+
 class PolicyBody(Contract):
     """``POST /v1/policies`` (with ``name``) and ``PUT /v1/policies/{name}`` (without)."""
 
     name: Annotated[StrictStr, Field(pattern=POLICY_NAME)] | SkipJsonSchema[None] = None
     description: StrictStr | None = Field(None, max_length=1000)
     rules: Any = Field(None, json_schema_extra=RULES_SCHEMA)
+    #: absent or null: the policy can't be asked for
+    request: RequestRule | None = None
 
 
 class PolicyCreate(PolicyBody):
@@ -262,9 +293,10 @@ def tenant_view(row: Any) -> dict[str, Any]:
 
 def policy_view(row: Any) -> dict[str, Any]:
     return {"id": row["id"], "name": row["name"], "description": row["description"], "rules": row["rules"],
-            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            "request": row["request"], "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
 def binding_view(row: Any) -> dict[str, Any]:
+    """A binding; a grant (api.md §14) with the access request it came from and its end."""
     return {"id": row["id"], "policy": row["policy"], "identity_id": row["identity_id"],
-            "created_at": row["created_at"]}
+            "expires_at": row["expires_at"], "request_id": row["request_id"], "created_at": row["created_at"]}

@@ -112,13 +112,16 @@ class IamRepository(SchemaRepository):
                           {"identity_id": row["id"], "generation": row["token_generation"]})
 
     async def delete_identity(self, tenant_id: str, identity_id: str, request_id: str) -> None:
-        """Delete it, its bindings, and void every token it holds."""
+        """Delete it, its bindings (grants too: its open access requests end as ``cancelled``), and void every
+        token it holds."""
         async with self.pool.acquire() as conn, conn.transaction():
             await self._admins_lock(conn, tenant_id)
             if await conn.fetchval("SELECT id FROM identities WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
                                    identity_id, tenant_id) is None:
                 raise IdentityNotFound(details={"identity_id": identity_id})
             await conn.execute("DELETE FROM bindings WHERE identity_id = $1", identity_id)
+            await conn.execute("UPDATE access_requests SET status = 'cancelled', decided_at = now(), updated_at = now()"
+                               " WHERE requester_id = $1 AND status IN ('pending', 'approved')", identity_id)
             await conn.execute("DELETE FROM identities WHERE id = $1", identity_id)
             await self._an_admin_remains(conn, tenant_id)
             await conn.execute("INSERT INTO revoked_identities (identity_id) VALUES ($1) ON CONFLICT DO NOTHING",

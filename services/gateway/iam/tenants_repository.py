@@ -104,6 +104,7 @@ class TenantRepository(SchemaRepository):
             if shred is not None:
                 await shred()
             await conn.execute("DELETE FROM bindings WHERE tenant_id = $1", tenant_id)
+            await conn.execute("DELETE FROM access_requests WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM policies WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM revoked_tokens WHERE tenant_id = $1", tenant_id)
             await conn.execute("DELETE FROM tenants WHERE id = $1", tenant_id)

@@ -34,10 +34,12 @@ def external_name(method: str, subject: str) -> str:
 
 def _settled(tenant: str, policies: str, scopes: str) -> str:
     """SQL: is the external identity ``i`` settled as a role makes it — its allowed scopes exactly
-    ``scopes``, its bindings exactly the policies named ``policies`` that exist in ``tenant`` (compared as
-    sorted sets)? The arguments are the query's placeholders."""
+    ``scopes``, its standing bindings exactly the policies named ``policies`` that exist in ``tenant``
+    (compared as sorted sets)? Grants (bindings of an access request, api.md §14) are not the role's: a
+    login neither counts nor removes them. The arguments are the query's placeholders."""
     return (f"(i.allowed_scopes = {scopes}::text[]"
-            " AND ARRAY(SELECT DISTINCT b.policy_id FROM bindings b WHERE b.identity_id = i.id ORDER BY 1)"
+            " AND ARRAY(SELECT DISTINCT b.policy_id FROM bindings b WHERE b.identity_id = i.id"
+            " AND b.request_id IS NULL ORDER BY 1)"
             f" = ARRAY(SELECT DISTINCT p.id FROM policies p WHERE p.tenant_id = {tenant}"
             f" AND p.name = ANY({policies}::text[]) ORDER BY 1))")
 
@@ -235,10 +237,10 @@ class MethodsRepository(SchemaRepository):
                     domain.new_id("idn"), tenant_id, external_name(method, subject), scopes, method, subject)
             wanted = await conn.fetch("SELECT id, name FROM policies WHERE tenant_id = $1 AND name = ANY($2::text[])",
                                       tenant_id, policies)
-            bound = {r["policy_id"] for r in await conn.fetch("SELECT policy_id FROM bindings WHERE identity_id = $1",
-                                                             row["id"])}
+            bound = {r["policy_id"] for r in await conn.fetch(
+                "SELECT policy_id FROM bindings WHERE identity_id = $1 AND request_id IS NULL", row["id"])}
             if bound != {r["id"] for r in wanted}:
-                await conn.execute("DELETE FROM bindings WHERE identity_id = $1", row["id"])
+                await conn.execute("DELETE FROM bindings WHERE identity_id = $1 AND request_id IS NULL", row["id"])
                 for policy in wanted:
                     await conn.execute("INSERT INTO bindings (id, tenant_id, policy_id, identity_id)"
                                        " VALUES ($1, $2, $3, $4)", domain.new_id("bnd"), tenant_id, policy["id"],

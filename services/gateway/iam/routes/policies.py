@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from services.gateway.edge.routes import PageQuery, Route, at, context, json_response, read_model, tenant_of
+from services.gateway.edge.routes import (
+    PageQuery,
+    Route,
+    at,
+    context,
+    json_response,
+    principal,
+    read_model,
+    tenant_of,
+)
 from services.gateway.iam import domain
 from services.gateway.iam.models import BindingCreate, PolicyBody, PolicyCreate, binding_view, policy_view
 from services.gateway.iam.policy import parse_rules
@@ -21,10 +32,16 @@ async def create_policy(request: web.Request) -> web.Response:
     await authorize(request, f"policies/{body.name}", "write")
     st = state(request)
     row = await st.policies.create_policy(tenant_of(request), {
-        "id": domain.new_id("pol"), "name": body.name, "description": body.description, "rules": body.rules},
+        "id": domain.new_id("pol"), "name": body.name, "description": body.description, "rules": body.rules,
+        "request": _request_rule(body)},
         context(request).request_id)
     st.authorizer.rules.forget()  # here at once; other replicas on the policy.* event
     return json_response(policy_view(row), status=201)
+
+
+def _request_rule(body: PolicyBody) -> dict[str, Any] | None:
+    """The policy's ``request`` as stored (``None``: it can't be asked for)."""
+    return body.request.model_dump(mode="json") if body.request is not None else None
 
 
 async def get_policy(request: web.Request) -> web.Response:
@@ -46,7 +63,7 @@ async def put_policy(request: web.Request) -> web.Response:
     parse_rules(body.rules)
     st = state(request)
     row = await st.policies.replace_policy(tenant_of(request), name, body.description, body.rules,
-                                           context(request).request_id)
+                                           context(request).request_id, _request_rule(body))
     st.authorizer.rules.forget()
     return json_response(policy_view(row))
 
@@ -81,10 +98,15 @@ async def list_bindings(request: web.Request) -> web.Response:
 
 
 async def delete_binding(request: web.Request) -> web.Response:
+    """A standing binding is deleted; a grant ends as its access request revoked (api.md §14)."""
     st, tenant = state(request), tenant_of(request)
     row = await st.policies.binding(tenant, request.match_info["id"])
     await authorize(request, f"policies/{row['policy']}", "manage")
-    await st.policies.delete_binding(tenant, row["id"], context(request).request_id)
+    if row["request_id"] is not None:
+        await st.access.end(tenant, row["request_id"], "revoked", principal(request).identity_id, None,
+                            context(request).request_id)
+    else:
+        await st.policies.delete_binding(tenant, row["id"], context(request).request_id)
     st.authorizer.rules.forget()
     return web.Response(status=204)
 
