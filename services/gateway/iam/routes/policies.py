@@ -116,12 +116,12 @@ _LIST = {"scope": "admin", "query": PageQuery, "errors": ("invalid_cursor",)}
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/policies", create_policy, scope="admin", body=PolicyBody, statuses=(201,),
           doc_bodies={"/v1/policies": PolicyCreate},
-          errors=("name_conflict", "invalid_policy", "invalid_glob")),
+          errors=("name_conflict", "invalid_policy", "invalid_glob", "invalid_duration")),
     Route("GET", "/v1/policies", list_policies, **_LIST),  # type: ignore[arg-type]
     Route("GET", "/v1/policies/{name}", get_policy, scope="admin", target=at("policies", "name", "read"),
           errors=("policy_not_found",)),
     Route("PUT", "/v1/policies/{name}", put_policy, scope="admin", target=at("policies", "name", "write"),
-          body=PolicyBody, errors=("policy_not_found", "invalid_policy", "invalid_glob")),
+          body=PolicyBody, errors=("policy_not_found", "invalid_policy", "invalid_glob", "invalid_duration")),
     Route("DELETE", "/v1/policies/{name}", delete_policy, scope="admin", target=at("policies", "name", "delete"),
           statuses=(204,), errors=("policy_not_found", "policy_in_use")),
     Route("POST", "/v1/bindings", create_binding, scope="admin", body=BindingCreate, statuses=(201,),
