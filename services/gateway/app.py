@@ -36,6 +36,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     state = await build_state(deps)
     sync = ReplicaSync(state.revocations, state.authorizer.rules, state.gates, state.identities)
     await sync.start(deps.bus)
+    await state.events.start(deps.bus)
     runner = GatewayRunner(build_app(state), access_log=None, handle_signals=False,
                            headers_for=lambda remote: state.limiter.peek("read", f"ip:{remote}").headers())
     await runner.setup()
@@ -51,6 +52,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
             rpc.update(handover.handlers(lambda: root))
         yield Running(rpc=rpc, url=f"http://{host}:{port}", app=runner.app)
     finally:
+        await state.events.close()  # open streams end first: the server's shutdown would wait for them
         await runner.cleanup()
         await sync.close()
         await state.audit.close()

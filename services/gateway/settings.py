@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from shared.config import Settings, check_cidrs, comma_separated
+from shared.config import DURATION, Settings, check_cidrs, comma_separated
 
 #: areas an operator can switch off (COFFER_DISABLED_FEATURES): their calls answer feature_disabled
 FEATURES = frozenset({"acme", "federation", "exports", "webhooks", "dynamic", "pki"})
@@ -24,6 +24,13 @@ class GatewaySettings(Settings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     #: token buckets per caller and category: ``read=6000/m,write=1200/m,pki=300/m,auth=60/m``
     rate_limits: str = ""
+    #: event streams (api.md §12): how long events are kept for ``Last-Event-ID``; streams one identity may
+    #: hold open on one replica; seconds between heartbeat comments; bytes of events that may wait for a slow
+    #: reader before its stream is cut (with a last ``event: reset``)
+    event_retention: str = Field("1h", pattern=DURATION)
+    event_streams: int = Field(16, ge=1, le=10_000)
+    event_heartbeat: float = Field(15.0, gt=0, le=300)
+    event_stream_buffer: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     _split_gateway = field_validator("disabled_features", "trusted_proxies", mode="before")(comma_separated)
     _check_proxies = field_validator("trusted_proxies")(check_cidrs)

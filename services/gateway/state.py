@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from services.gateway.edge.gates import Gates
     from services.gateway.edge.limits import MinuteQuota, RateLimiter
     from services.gateway.edge.routes import Route
+    from services.gateway.events.hub import EventHub
     from services.gateway.iam.authorizer import Authorizer
     from services.gateway.iam.policies_repository import PolicyRepository
     from services.gateway.iam.repository import IamRepository
@@ -63,6 +64,8 @@ class GatewayState:
     signer: TokenSigner
     revocations: Revocations
     authorizer: Authorizer
+    #: this replica's event streams and the store they read (services/gateway/events)
+    events: EventHub
     tenancy: Tenancy
     gates: Gates
     clients: ClientAddresses

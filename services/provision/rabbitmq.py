@@ -43,8 +43,9 @@ CALLS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: services that call other services' RPC
 CALLERS = tuple(CALLS)
-#: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may)
-CONSUMES = {"gateway": r"(policy|token|system)\..*", "webhooks": r".*"}
+#: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may): the
+#: gateway stores every event for its streams (api.md §12), the webhook dispatcher fans every one out
+CONSUMES = {"gateway": r".*", "webhooks": r".*"}
 #: the direct RPC exchange of earlier versions, which every service could bind to: removed on provisioning
 LEGACY_RPC_EXCHANGE = "coffer.rpc"
 

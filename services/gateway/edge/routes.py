@@ -84,6 +84,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 AUDIT_FIELDS = web.RequestKey("audit_fields", dict)
 #: (resource, capability) the request was authorised for: what the audit entry names
 AUDIT_TARGET = web.RequestKey("audit_target", tuple)
+#: the request's audit entry is written (a stream writes it as it starts)
+AUDITED = web.RequestKey("audited", bool)
 
 
 def context(request: web.Request) -> RequestContext:

@@ -1,0 +1,161 @@
+"""This replica's event streams, fed from the event store in its one order.
+
+The gateway consumes every event on the bus (``gateway-events``, a durable queue the replicas share: each
+event is taken by one of them and stored once, ``store.EventStore``). Every replica listens for the store's
+notification, reads what is new (``newer``) and offers each event to the open streams of its tenant: a
+stream on any replica sees every event, with no sticky sessions and no replica that must be up for another
+to stream. The hub also counts each identity's streams (``COFFER_EVENT_STREAMS`` per replica: 429
+``rate_limited`` beyond), forgets events past the retention, and ends its streams when the gateway stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import asyncpg
+import structlog
+
+from services.gateway.events.store import EventStore
+from services.gateway.events.stream import Stream
+from services.gateway.iam.authorizer import RuleCache
+from services.gateway.iam.domain import Principal
+from services.gateway.iam.policy import IpAddress
+from services.gateway.iam.revocations import Revocations
+from shared.bus import Bus
+from shared.context import RequestContext
+from shared.contracts.events import Event
+from shared.errors import RateLimited
+from shared.groups import Groups
+
+log = structlog.get_logger("coffer.gateway.events")
+CONSUMER = "gateway-events"
+#: how often the hub reads the store when no notification came (a lost LISTEN connection, say)
+POLL_EVERY = 1.0
+#: events read from the store at once
+PAGE = 1000
+
+
+class EventHub:
+    def __init__(self, store: EventStore, rules: RuleCache, revocations: Revocations, *, streams_per_identity: int,
+                 heartbeat: float, buffer: int) -> None:
+        self.store = store
+        self.rules = rules
+        self.revocations = revocations
+        self.streams_per_identity = streams_per_identity
+        self.heartbeat = heartbeat
+        self.buffer = buffer
+        #: the last ``seq`` offered to this replica's streams
+        self.last = 0
+        self._streams: dict[str, set[Stream]] = defaultdict(set)
+        self._per_identity: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._listener: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._groups: Groups[Event, None] = Groups(store.store, name="event-store")
+
+    async def start(self, bus: Bus) -> None:
+        self.last = await self.store.last_seq()
+        await bus.subscribe(CONSUMER, ["#"], self._on_event)
+        self._task = asyncio.create_task(self._run(), name="event-hub")
+
+    async def close(self) -> None:
+        """End every stream (their readers resume elsewhere with their last id), stop reading the store."""
+        for streams in list(self._streams.values()):
+            for stream in list(streams):
+                stream.cut("shutdown")
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._groups.close()
+        await self._unlisten()
+
+    async def _on_event(self, event: Event, ctx: RequestContext) -> None:
+        """An event off the bus: stored (with whatever else arrives meanwhile) before it is acknowledged."""
+        await self._groups.add(event)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def open(self, who: Principal, tenant_id: str, types: tuple[str, ...], path_pattern: str | None,
+             ip: IpAddress | None) -> Stream:
+        """A new stream of ``tenant_id``'s events from now on (``rate_limited`` past the identity's limit)."""
+        if self._per_identity[who.identity_id] >= self.streams_per_identity:
+            raise RateLimited("too many open event streams for this identity",
+                              details={"limit": self.streams_per_identity, "category": "events"},
+                              headers={"Retry-After": "1"})
+        stream = Stream(self, who, tenant_id, types, path_pattern, ip, self.buffer, self.last)
+        self._streams[tenant_id].add(stream)
+        self._per_identity[who.identity_id] += 1
+        return stream
+
+    def close_stream(self, stream: Stream) -> None:
+        streams = self._streams.get(stream.tenant_id)
+        if streams is None or stream not in streams:
+            return
+        streams.discard(stream)
+        if not streams:
+            del self._streams[stream.tenant_id]
+        self._per_identity[stream.who.identity_id] -= 1
+        if self._per_identity[stream.who.identity_id] <= 0:
+            del self._per_identity[stream.who.identity_id]
+
+    def open_streams(self) -> int:
+        return sum(len(s) for s in self._streams.values())
+
+    # -- reading the store ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        purge_every = min(60.0, max(1.0, self.store.retention / 2))
+        purged = time.monotonic()
+        while True:
+            try:
+                await self._listen()
+                self._wake.clear()
+                while page := await self.store.newer(self.last, PAGE):
+                    self._offer(page)
+                    if len(page) < PAGE:
+                        break
+                if time.monotonic() - purged > purge_every:
+                    purged = time.monotonic()
+                    await self.store.purge()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_EVERY)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the database is away: try again, streams wait
+                log.warning("event_hub_read_failed", error=type(exc).__name__)
+                await self._unlisten()
+                await asyncio.sleep(POLL_EVERY)
+
+    def _offer(self, page: list[Any]) -> None:
+        for event in page:
+            for stream in list(self._streams.get(event.tenant_id, ())):
+                stream.offer(event)
+        self.last = page[-1].seq
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._unlisten()
+        conn: asyncpg.Connection = await self.store.pool.acquire()
+        try:
+            await conn.add_listener(self.store.channel, self._on_notify)
+        except Exception:
+            await self.store.pool.release(conn)
+            raise
+        self._listener = conn
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _unlisten(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.remove_listener(self.store.channel, self._on_notify)
+            with contextlib.suppress(Exception):
+                await self.store.pool.release(conn)

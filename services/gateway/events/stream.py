@@ -1,0 +1,212 @@
+"""One open event stream: its filters, its bounded buffer, and the loop that writes it (api.md §12).
+
+The hub offers every event of the stream's tenant (``offer``, never waiting); the stream keeps those its
+filters ask for, as long as no more than ``limit`` bytes wait for the reader (queued here, or written and
+still in the connection's buffer). Its loop (``pump``) judges each one when it goes out — may
+this token list the event's resource *now* (``authorizer.may_see``, the rule webhook subscriptions follow) —
+and writes it. A reader so slow that the buffer fills is cut (``cut``): its loop stops, a last ``event:
+reset`` goes after what was already written, and the connection closes, so the reader resumes from the last
+id it got. The loop also ends the stream when its token expires or is revoked, and writes a heartbeat
+comment when nothing else went out for ``heartbeat`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+from aiohttp import web
+
+from services.gateway.events.store import Stored
+from services.gateway.iam.authorizer import may_see
+from services.gateway.iam.domain import Principal
+from services.gateway.iam.policy import IpAddress, Rule
+from shared.errors import CofferError
+from shared.event_filter import matches
+
+if TYPE_CHECKING:
+    from services.gateway.events.hub import EventHub
+
+log = structlog.get_logger("coffer.gateway.events")
+#: how often a quiet stream looks at its token (revoked?) and its connection (gone?)
+CHECK_EVERY = 0.5
+#: how long a cut reader has to take its last ``reset`` before the connection is dropped
+CUT_GRACE = 10.0
+HEARTBEAT = b": keep-alive\n\n"
+#: events read at once when a stream resumes
+REPLAY_PAGE = 500
+
+
+def control(kind: str, **data: str) -> bytes:
+    """An event of the stream itself (no ``id``: the reader's last id stays the last event it got)."""
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class Stream:
+    def __init__(self, hub: EventHub, who: Principal, tenant_id: str, types: tuple[str, ...],
+                 path_pattern: str | None, ip: IpAddress | None, limit: int, cursor: int) -> None:
+        self.hub = hub
+        self.who = who
+        self.tenant_id = tenant_id
+        self.types = types
+        self.path_pattern = path_pattern
+        self.ip = ip
+        self.limit = limit
+        #: the last ``seq`` this stream has dealt with (sent, filtered out or withheld)
+        self.cursor = cursor
+        self._queue: deque[Stored] = deque()
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        #: why the hub ended the stream (``slow_reader``, ``shutdown``), if it did
+        self.cut_reason: str | None = None
+
+    # -- the hub's side (never waits) -----------------------------------------------------------
+
+    def offer(self, event: Stored) -> None:
+        if self.cut_reason is not None or event.seq <= self.cursor:
+            return
+        if not matches(self.types, self.path_pattern, event.type, event.data):
+            return
+        if self._backlog() + len(event.frame) > self.limit:
+            self.cut("slow_reader")
+            return
+        self._queue.append(event)
+        self._pending += len(event.frame)
+        self._wake.set()
+
+    def _backlog(self) -> int:
+        """Bytes waiting for the reader: offered and not written yet, and written but not yet taken by the
+        kernel (a reader that reads nothing leaves them in the transport's buffer)."""
+        transport = self._transport
+        return self._pending + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def cut(self, reason: str) -> None:
+        """End the stream from outside its loop (the loop may be stuck writing to a reader that reads nothing)."""
+        if self.cut_reason is None:
+            self.cut_reason = reason
+            if self._task is not None:
+                self._task.cancel()
+
+    # -- the handler's side -----------------------------------------------------------------------
+
+    async def run(self, request: web.Request, response: web.StreamResponse, after: int | None,
+                  reset: bool) -> None:
+        """Write the stream until it ends; ``after``: resume after that ``seq``; ``reset``: the id asked for
+        is not kept (say so first)."""
+        gone = _gone(request)
+        self._transport = request.transport
+        _bound_kernel_buffer(request, self.limit)
+        self._task = asyncio.create_task(self._pump(response, after, reset, gone), name="event-stream")
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self.cut_reason is None:  # the handler itself was cancelled (shutdown): the loop goes too
+                self._task.cancel()
+                raise
+        except ConnectionError:  # the reader went away mid-write
+            return
+        except Exception as exc:  # noqa: BLE001 - the headers are sent: the stream ends, the reader resumes
+            log.warning("event_stream_failed", error=type(exc).__name__)
+            return
+        if self.cut_reason == "slow_reader":
+            await self._last_reset(request, response)
+
+    async def _last_reset(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Queue the last ``reset`` after what the reader has not taken yet, and drop the connection if it
+        does not take it within ``CUT_GRACE`` seconds."""
+        transport = request.transport
+        if transport is None:
+            return
+        asyncio.get_running_loop().call_later(CUT_GRACE, transport.abort)
+        with contextlib.suppress(Exception):
+            # the frame is handed to the transport at once; only the wait for the reader is cut short
+            await asyncio.wait_for(response.write(control("reset", reason="too_far_behind")), 0.1)
+        log.info("event_stream_cut", identity_id=self.who.identity_id, reason=self.cut_reason)
+
+    async def _pump(self, response: web.StreamResponse, after: int | None, reset: bool,
+                    gone: Callable[[], bool]) -> None:
+        if reset:
+            await response.write(control("reset", reason="not_kept"))
+        if after is not None:
+            await self._replay(response, after)
+        beat = time.monotonic() + self.hub.heartbeat
+        expires = self.who.expires_at.timestamp()
+        while True:
+            now = time.monotonic()
+            wait = min(beat - now, expires - time.time(), CHECK_EVERY)
+            if wait > 0 and not self._queue:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            if gone():
+                return
+            if (ended := self._token_ended()) is not None:
+                await response.write(ended)
+                return
+            frames = await self._allowed(self._take())
+            if time.monotonic() >= beat:
+                frames.append(HEARTBEAT)
+            if frames:
+                beat = time.monotonic() + self.hub.heartbeat
+                await response.write(b"".join(frames))
+
+    async def _replay(self, response: web.StreamResponse, after: int) -> None:
+        """The kept events after ``after``, then the live ones (those the hub offered meanwhile that were
+        replayed already are skipped by ``cursor``)."""
+        self.cursor = after
+        while page := await self.hub.store.after(self.tenant_id, self.cursor, REPLAY_PAGE):
+            wanted = [e for e in page if matches(self.types, self.path_pattern, e.type, e.data)]
+            frames = await self._allowed(wanted)
+            self.cursor = page[-1].seq
+            if frames:
+                await response.write(b"".join(frames))
+
+    def _take(self) -> list[Stored]:
+        events = [e for e in self._queue if e.seq > self.cursor]
+        self._queue.clear()
+        self._pending = 0
+        if events:
+            self.cursor = events[-1].seq
+        return events
+
+    async def _allowed(self, events: list[Stored]) -> list[bytes]:
+        """The frames of the events this token may learn of now (its rules as this replica has them:
+        a policy change reaches them with the ``policy.*`` event)."""
+        if not events:
+            return []
+        rules: tuple[Rule, ...] = await self.hub.rules.rules(self.who.identity_id)
+        who = self.who
+        return [e.frame for e in events
+                if may_see(who.scopes, rules, e.resource, ip=self.ip, mfa_at=who.mfa_at)]
+
+    def _token_ended(self) -> bytes | None:
+        try:
+            self.hub.revocations.check(self.who)
+        except CofferError as exc:
+            return control("token_revoked", code=exc.code, message=exc.message)
+        if time.time() >= self.who.expires_at.timestamp():
+            return control("token_expired", code="token_expired", message="the stream's token has expired")
+        return None
+
+
+def _bound_kernel_buffer(request: web.Request, limit: int) -> None:
+    """The kernel's send buffer of a stream's connection, bounded too: left to itself, Linux grows it to 4 MiB
+    for a reader that reads nothing, all of it out of sight of ``limit``."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(16384, min(262144, limit // 4)))
+
+
+def _gone(request: web.Request) -> Callable[[], bool]:
+    """Has the reader closed the connection? (aiohttp drops the transport when it does.)"""
+    return lambda: request.transport is None or request.transport.is_closing()
