@@ -33,6 +33,7 @@ from coffer_client._cli_common import (
     exit_code,
     output_option,
 )
+from coffer_client._cli_events import events
 from coffer_client._cli_more import export, lease, pki
 from coffer_client._cli_oidc import browser_login
 from coffer_client._cli_secrets import run, secrets
@@ -62,6 +63,8 @@ def cli(ctx: click.Context, profile: str | None, addr: str | None, tenant: str |
       coffer secrets get app/db-password | psql …
       coffer secrets ls app/
       coffer run --prefix app/ -- ./server      (the secrets as environment variables)
+      coffer run --watch --prefix app/ -- ./server   (restarted when one of them changes)
+      coffer events tail --types 'secret.*'     (events as they happen)
 
     Configuration: flags, then COFFER_ADDR / COFFER_TOKEN / COFFER_TENANT / COFFER_PROFILE, then
     $XDG_CONFIG_HOME/coffer/config.toml (profiles) and credentials.toml (the token login stored).
@@ -173,7 +176,7 @@ def status(output: str | None) -> None:
         sys.exit(8)
 
 
-for command in (secrets, run, pki, lease, export):
+for command in (secrets, run, events, pki, lease, export):
     cli.add_command(command)
 
 
