@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 
 from shared.bus import Bus
+from shared.contracts import event_types
 from shared.contracts.events import Event
 
 log = structlog.get_logger("coffer.outbox")
@@ -31,7 +32,9 @@ def _channel(schema: str) -> str:
 
 
 async def add(conn: asyncpg.Connection, event: Event, *, schema: str) -> None:
-    """Record ``event`` in the current transaction (the caller owns the transaction)."""
+    """Record ``event`` in the current transaction (the caller owns the transaction); ``internal_error`` if its
+    ``data`` is not what its type's description says (``shared.contracts.event_types``)."""
+    event_types.check(event.type, event.data)
     # The notification is delivered at commit only; it wakes the relay without
     # waiting for its poll. Row and notification in one round trip.
     await conn.execute(

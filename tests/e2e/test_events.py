@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from jsonschema import Draft202012Validator
 
 from services.gateway.state import STATE
 from services.platform import Platform
@@ -304,3 +305,30 @@ async def test_a_reader_that_stops_reading_is_cut_while_writers_keep_their_laten
         assert b'"too_far_behind"' in tail
     finally:
         sock.close()
+
+
+async def test_the_asyncapi_description_is_public_and_every_streamed_event_agrees_with_it(
+        admin: dict[str, Any], gateways: list[str], http: aiohttp.ClientSession) -> None:
+    api: Api = admin["api"]
+    status, doc, headers = await api.request("GET", "/v1/asyncapi.json", token=None)
+    assert status == 200 and doc["asyncapi"] == "3.0.0" and headers["Content-Type"].startswith("application/json")
+    by_type = {m["name"]: m for m in doc["components"]["messages"].values()}
+    base = name("described")
+    seen: dict[str, dict[str, Any]] = {}
+    async with stream(http, gateways[-1], api.token or "") as sse:
+        await put(api, f"{base}/s")
+        await put(api, f"{base}/s")
+        for method, suffix in (("DELETE", ""), ("POST", ":restore"), ("POST", ":purge")):
+            assert (await api.request(method, f"/v1/secrets/{base}/s{suffix}"))[0] in (200, 204)
+        svc = await identity(api, ["secrets:read"], [allow([f"secrets/{base}/**"], ["read"])])
+        assert (await api.request("POST", "/v1/auth/revoke", json={"token": svc["token"]}))[0] == 204
+        assert (await api.request("DELETE", f"/v1/identities/{svc['id']}"))[0] == 204
+        wanted = {"secret.created", "secret.updated", "secret.deleted", "secret.restored", "secret.purged",
+                  "policy.created", "policy.updated", "token.revoked"}
+        while not wanted <= set(seen):
+            got = await sse.next(3)
+            seen.setdefault(got["event"], got["data"])
+    for event_type, event in seen.items():
+        schema = {"$ref": by_type[event_type]["payload"]["$ref"], "components": doc["components"]}
+        errors = [e.message for e in Draft202012Validator(schema).iter_errors(event)]
+        assert not errors, (event_type, event, errors)

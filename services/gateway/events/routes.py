@@ -1,4 +1,5 @@
-"""``GET /v1/events``: the caller's tenant's events as server-sent events (api.md §12).
+"""``GET /v1/events``: the caller's tenant's events as server-sent events (api.md §12); ``GET
+/v1/asyncapi.json``: every event type, described.
 
 Each event is ``id: <event id>``, ``event: <type>``, ``data: <the JSON a webhook receives>``. Before anything
 is sent: the filters (``types``: AMQP-style patterns, ``path_pattern``: a glob, linear-time), the place to
@@ -15,8 +16,9 @@ from aiohttp import web
 from pydantic import Field, field_validator
 
 from services.gateway.edge.middlewares import audit_request, stamp
-from services.gateway.edge.routes import Route, principal, query, tenant_of
+from services.gateway.edge.routes import Route, json_response, principal, query, tenant_of
 from services.gateway.state import state
+from shared import asyncapi
 from shared.contracts import Query
 from shared.contracts.webhooks import EVENT_PATTERN
 from shared.errors import InvalidRequest
@@ -87,7 +89,19 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+_DESCRIBED: dict[str, dict[str, object]] = {}
+
+
+async def asyncapi_json(request: web.Request) -> web.Response:
+    """Every event type as AsyncAPI 3.0 (``shared.asyncapi``), made once per process."""
+    version = str(state(request).openapi.get("info", {}).get("version", ""))
+    if version not in _DESCRIBED:
+        _DESCRIBED[version] = asyncapi.document(version)
+    return json_response(_DESCRIBED[version])
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/events", stream_events, scope="events", query=EventsQuery, media="text/event-stream",
           errors=("invalid_glob", "rate_limited")),
+    Route("GET", "/v1/asyncapi.json", asyncapi_json, public=True),
 )
