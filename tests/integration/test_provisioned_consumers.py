@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -154,6 +156,7 @@ def test_the_command_prints_the_url_alone_on_stdout_and_checks_its_input(private
     url = URL(made.stdout.strip())
     assert url.scheme == "amqp" and url.user == user_of(vhost_of(URL(private_amqp)), "cli-made") and url.password
     assert url.password not in made.stderr and "lease.*, secret.*" in made.stderr
+    readme_consumer_reads(private_amqp, url, "cli-made")
     for bad in (["--consumer", "Bad Name", "--events", "secret.*"], ["--consumer", "x", "--events", "secret.{a}"],
                 ["--consumer", "x"]):
         refused = subprocess.run([*command, *bad], env=env, capture_output=True, text=True, timeout=60)
@@ -161,3 +164,37 @@ def test_the_command_prints_the_url_alone_on_stdout_and_checks_its_input(private
     removed = subprocess.run([*command, "--remove-consumer", "cli-made"], env=env, capture_output=True, text=True,
                              timeout=60)
     assert removed.returncode == 0 and "removed" in removed.stderr
+
+
+def readme_consumer_reads(admin: str, url: URL, name: str) -> None:
+    """README's Python consumer ("React to changes"), run as written with the consumer's URL, prints the event
+    published (as the services publish) on its queue."""
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## React to changes\n(.*?)(?=^## )", text, flags=re.S | re.M)
+    assert section, "README.md has no '## React to changes'"
+    code = re.search(r"^```python\n(.*?)^```$", section.group(1), flags=re.S | re.M)
+    assert code and "aio_pika" in code.group(1)
+
+    async def publish() -> None:
+        bus = RabbitBus(admin, name="readme-consumer")
+        await bus.start()
+        try:
+            await bus.publish(Event(type="secret.updated", tenant_id="ten_readme",
+                                    data={"path": "app/prod/db", "version": 2, "secret_type": "generic"}))
+        finally:
+            await bus.close()
+
+    asyncio.run(publish())
+    env = {**os.environ, "COFFER_CONSUMER_URL": str(url), "COFFER_CONSUMER_QUEUE": queue_of(name)}
+    proc = subprocess.Popen([sys.executable, "-c", code.group(1)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stop = threading.Timer(20, proc.kill)  # a consumer that prints nothing must not hang the run
+    stop.start()
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+    finally:
+        stop.cancel()
+        proc.kill()
+        proc.wait(10)
+    assert line.startswith("secret.updated ten_readme {'path': 'app/prod/db'"), (line, proc.stderr.read())
