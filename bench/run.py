@@ -12,6 +12,7 @@ bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
                         [--scenarios read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease] [--no-fanout]
     python -m bench.run --only seals [--seals-short]    # the seal section alone (bench/seals.py); --no-seals skips it
     python -m bench.run --only logins [--logins-short]  # JWT vs client-secret logins (bench/logins.py); --no-logins
+    python -m bench.run --only events [--streams-short] # writes beside 200 open event streams (bench/events.py)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import globs, logins, seals
+from bench import events, globs, logins, seals
 from bench.acme import acme_rows
 from bench.exports import export_rows
 from bench.fanout import webhook_fanout
@@ -286,13 +287,15 @@ async def main() -> None:
                              " export, federation, acme")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
-    parser.add_argument("--only", choices=["seals", "logins"],
-                        help="run this section alone (seals: bench/seals.py, logins: bench/logins.py)")
+    parser.add_argument("--only", choices=["seals", "logins", "events"],
+                        help="run this section alone (seals: bench/seals.py, logins: bench/logins.py, events: "
+                             "bench/events.py)")
     seals.add_arguments(parser)
     logins.add_arguments(parser)
+    events.add_arguments(parser)
     args = parser.parse_args()
     if args.only:
-        await {"seals": seals, "logins": logins}[args.only].main(args, wrk)
+        await {"seals": seals, "logins": logins, "events": events}[args.only].main(args, wrk)
         return
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
@@ -319,6 +322,7 @@ async def main() -> None:
             results += await run_mode(mode.strip(), args, session)
         seal_rows = await seals.measure(args, session, wrk) if args.seal_section else []
         login_rows = await logins.measure(args, session, wrk) if args.login_section else []
+        event_rows = await events.measure(args, session) if args.stream_section else []
     results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
               for r in results if r["scenario"].startswith("limit: ")}
@@ -343,12 +347,13 @@ async def main() -> None:
     globs.print_table(glob_rows)
     seals.print_table(seal_rows)
     logins.print_table(login_rows)
+    events.print_table(event_rows)
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
                                "clients": args.clients, "duration": args.duration, "results": results,
                                "globs": glob_rows, "seals": seal_rows,
-                               "logins": login_rows}, indent=1))
+                               "logins": login_rows, "events": event_rows}, indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")
 
 

@@ -75,12 +75,14 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     resume = last_event_id(request)
     if resume is not None:
         after = await st.events.store.seq_of(tenant_id, resume)
-    stream = st.events.open(who, tenant_id, params.patterns(), params.path_pattern, st.clients.of(request))
+    stream = await st.events.open(who, tenant_id, params.patterns(), params.path_pattern, st.clients.of(request))
     try:
         await audit_request(request)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                "X-Accel-Buffering": "no"})
         response.force_close()  # however a stream ends, its connection ends with it
+        if request.version >= (1, 1):
+            response.enable_chunked_encoding()  # said, not left to aiohttp: the hub writes chunks itself
         stamp(request, response)
         await response.prepare(request)
         await stream.run(request, response, after, reset=resume is not None and after is None)

@@ -1,13 +1,17 @@
-"""One open event stream: its filters, its bounded buffer, and the loop that writes it (api.md §12).
+"""One open event stream: its filters, its bounded buffer, and how it is written (api.md §12).
 
-The hub offers every event of the stream's tenant (``offer``, never waiting); the stream keeps those its
-filters ask for, as long as no more than ``limit`` bytes wait for the reader (queued here, or written and
-still in the connection's buffer). Its loop (``pump``) judges each one when it goes out — may
-this token list the event's resource *now* (``authorizer.may_see``, the rule webhook subscriptions follow) —
-and writes it. A reader so slow that the buffer fills is cut (``cut``): its loop stops, a last ``event:
-reset`` goes after what was already written, and the connection closes, so the reader resumes from the last
-id it got. The loop also ends the stream when its token expires or is revoked, and writes a heartbeat
-comment when nothing else went out for ``heartbeat`` seconds.
+Streams with the same view (tenant, identity, scopes, client address, MFA time, filters) see the same
+events: the hub filters and judges each event once per view — may this token list the event's resource
+*now* (``authorizer.may_see``, the rule webhook subscriptions follow) — and hands each stream of the view
+the same bytes (``deliver``). A stream that is *live* (caught up, nothing queued) writes them to its
+connection at once, with no task switch; otherwise they are queued, and the stream's loop (``_pump``)
+judges and writes them in order (a resumed stream's replay, a view whose rules this replica has not
+loaded yet). The loop also writes control events and the heartbeat, and ends the stream when its token
+expires or is revoked (the hub's tick wakes it every ``CHECK_EVERY`` seconds).
+
+Bounded: a stream whose bytes waiting for the reader (queued here, or written and still in the
+connection's buffer) would pass ``limit`` is cut: its loop stops, a last ``event: reset`` goes after what
+was already written, and the connection closes, so the reader resumes from the last id it got.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class Stream:
         self.path_pattern = path_pattern
         self.ip = ip
         self.limit = limit
+        #: what decides which events this stream gets: streams with the same view get the same bytes
+        self.view = (who.identity_id, who.scopes, ip, who.mfa_at, types, path_pattern)
         #: the last ``seq`` this stream has dealt with (sent, filtered out or withheld)
         self.cursor = cursor
         self._queue: deque[Stored] = deque()
@@ -66,15 +72,36 @@ class Stream:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
+        self._chunked = True
+        #: caught up, nothing queued: the hub writes to it directly
+        self.live = False
+        self.sent_at = time.monotonic()
         #: why the hub ended the stream (``slow_reader``, ``shutdown``), if it did
         self.cut_reason: str | None = None
 
     # -- the hub's side (never waits) -----------------------------------------------------------
 
-    def offer(self, event: Stored) -> None:
-        if self.cut_reason is not None or event.seq <= self.cursor:
+    def deliver(self, matching: list[Stored], payload: bytes | None, last_seq: int) -> None:
+        """A page's events that pass the view's filters, and the bytes of those it may see (``None``: not judged
+        yet). Written at once when the stream is live; queued for its loop otherwise (in order)."""
+        if self.cut_reason is not None:
             return
-        if not matches(self.types, self.path_pattern, event.type, event.data):
+        transport = self._transport
+        if payload is None or not self.live or self._queue or transport is None:
+            for event in matching:
+                self._enqueue(event)
+            return
+        self.cursor = last_seq
+        if not payload or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() + len(payload) > self.limit:
+            self.cut("slow_reader")
+            return
+        transport.write(b"%x\r\n%b\r\n" % (len(payload), payload) if self._chunked else payload)
+        self.sent_at = time.monotonic()
+
+    def _enqueue(self, event: Stored) -> None:
+        if event.seq <= self.cursor:
             return
         if self._backlog() + len(event.frame) > self.limit:
             self.cut("slow_reader")
@@ -88,6 +115,10 @@ class Stream:
         kernel (a reader that reads nothing leaves them in the transport's buffer)."""
         transport = self._transport
         return self._pending + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def tick(self) -> None:
+        """The hub's clock: look at the token, the connection and the heartbeat now."""
+        self._wake.set()
 
     def cut(self, reason: str) -> None:
         """End the stream from outside its loop (the loop may be stuck writing to a reader that reads nothing)."""
@@ -104,6 +135,7 @@ class Stream:
         is not kept (say so first)."""
         gone = _gone(request)
         self._transport = request.transport
+        self._chunked = response.chunked  # HTTP/1.1 (routes.py): the hub's writes are chunks, as aiohttp's are
         _bound_kernel_buffer(request, self.limit)
         self._task = asyncio.create_task(self._pump(response, after, reset, gone), name="event-stream")
         try:
@@ -138,25 +170,23 @@ class Stream:
             await response.write(control("reset", reason="not_kept"))
         if after is not None:
             await self._replay(response, after)
-        beat = time.monotonic() + self.hub.heartbeat
-        expires = self.who.expires_at.timestamp()
         while True:
-            now = time.monotonic()
-            wait = min(beat - now, expires - time.time(), CHECK_EVERY)
-            if wait > 0 and not self._queue:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+            if not self._queue:
+                self.live = True  # from here the hub writes what comes, until something is queued again
+                await self._wake.wait()  # an event queued, or the hub's tick (every CHECK_EVERY)
             self._wake.clear()
             if gone():
                 return
             if (ended := self._token_ended()) is not None:
+                self.live = False
                 await response.write(ended)
                 return
+            self.live = False  # while this batch is judged and written, what comes is queued behind it
             frames = await self._allowed(self._take())
-            if time.monotonic() >= beat:
+            if time.monotonic() - self.sent_at >= self.hub.heartbeat:
                 frames.append(HEARTBEAT)
             if frames:
-                beat = time.monotonic() + self.hub.heartbeat
+                self.sent_at = time.monotonic()
                 await response.write(b"".join(frames))
 
     async def _replay(self, response: web.StreamResponse, after: int) -> None:

@@ -50,6 +50,11 @@ class RuleCache:
         self._rules[identity_id] = (time.monotonic(), rules)
         return rules
 
+    def cached(self, identity_id: str) -> tuple[Rule, ...] | None:
+        """The identity's rules if this replica has them fresh (no waiting: ``None`` otherwise)."""
+        cached = self._rules.get(identity_id)
+        return cached[1] if cached and time.monotonic() - cached[0] < self.refresh else None
+
     def forget(self, identity_id: str | None = None) -> None:
         """A policy or a binding changed (here or on another replica): cached decisions are stale.
 
