@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from typing import Any
 from urllib.parse import urlencode
 
 from yarl import URL
@@ -79,11 +80,12 @@ async def main() -> None:
     for _ in range(args.streams):
         await asyncio.wait_for(opened.get(), 60)
     print("ready", flush=True)
-    everything = asyncio.gather(*readers)
-    told = asyncio.create_task(_done_then(args.grace))
+    # every stream's events, or the writes over and a grace, whichever first
+    waiting: set[asyncio.Future[Any]] = {asyncio.gather(*readers), asyncio.ensure_future(_done_then(args.grace))}
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.wait({everything, told}, return_when=asyncio.FIRST_COMPLETED), args.timeout)
-    told.cancel()
+        await asyncio.wait_for(asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED), args.timeout)
+    for future in waiting:
+        future.cancel()
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)

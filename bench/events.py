@@ -25,23 +25,19 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
-from bench.seals import SealStack
 from bench.settle import settle
+from bench.stack import embedded_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 P99_TARGET_MS = 250.0
 RATIO_TARGET = 0.9
 Wrk = Callable[..., Awaitable[dict[str, Any]]]
@@ -125,22 +121,11 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> l
     clients = args.stream_clients
     load_before = os.getloadavg()
     tag = secrets.token_hex(3)
-    db = f"coffer_bench_events_{tag}"
-    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    work = Path(tempfile.mkdtemp(prefix="coffer-bench-events-"))
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
-    stack = SealStack("file", dsn, work / "data", {"COFFER_EVENT_STREAMS": str(streams + 10)})
     without: list[dict[str, Any]] = []
     within: list[dict[str, Any]] = []
-    try:
-        print(f"bench: events: embedded platform; {rounds} round(s) of {writes} writes at {clients} at a time, "
-              f"without streams and with {streams} open ...", flush=True)
-        await stack.start()
-        await stack.healthy(session)
+    print(f"bench: events: embedded platform; {rounds} round(s) of {writes} writes at {clients} at a time, "
+          f"without streams and with {streams} open ...", flush=True)
+    async with embedded_stack("events", session, {"COFFER_EVENT_STREAMS": str(streams + 10)}) as (stack, dsn):
         async with session.post(f"{stack.url}/v1/sys/init") as resp:
             init = await resp.json()
         token = init["token"]  # every scope, events included
@@ -156,14 +141,6 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> l
                     without.append({"rate": rate, "took": took})
                 else:
                     within.append(await with_streams(session, stack.url, auth, token, base, paths, streams, clients))
-    finally:
-        await stack.stop()
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
-        shutil.rmtree(work, ignore_errors=True)
     base_rate = statistics.fmean(r["rate"] for r in without)
     rate = statistics.fmean(r["rate"] for r in within)
     delays = [d for r in within for d in r["delays"]]

@@ -34,7 +34,7 @@ import aiormq
 from yarl import URL
 
 from services.provision.installation import rabbitmq_users, vhost_of
-from services.provision.rabbitmq import rabbit_password_hash, upgrade_exchanges
+from services.provision.rabbitmq import import_definitions, logs_in, rabbit_password_hash, upgrade_exchanges
 from shared.bus.base import DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from shared.contracts.webhooks import EVENT_PATTERN
 
@@ -89,20 +89,8 @@ async def _import_user(admin_url: URL, user: str, password: str, name: str) -> N
     doc = {"users": [{"name": user, "password_hash": rabbit_password_hash(password),
                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": [TAG]}],
            "permissions": [{"user": user, "vhost": vhost, **permissions(name)}]}
-    done = await asyncio.create_subprocess_exec("rabbitmqctl", "import_definitions", stdin=subprocess.PIPE,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, err = await done.communicate(json.dumps(doc).encode())
-    if done.returncode != 0:
-        raise SystemExit(f"provision: rabbitmqctl import_definitions failed: {err.decode().strip()[:300]}")
-    url = admin_url.with_user(user).with_password(password)
-    for _ in range(100):
-        try:
-            conn = await aio_pika.connect(str(url), timeout=5)
-            await conn.close()
-            return
-        except Exception:  # noqa: BLE001 - not imported yet
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"provision: RabbitMQ user {user} does not log in")
+    await import_definitions(doc)
+    await logs_in(admin_url.with_user(user).with_password(password), user)
 
 
 async def _queues(admin_url: URL, name: str, patterns: list[str], bound: list[str]) -> None:

@@ -117,14 +117,19 @@ class AdminRecovered(EventData):
     name: str = _f("its name")
 
 
-class CertificateIssued(EventData):
-    """A certificate was issued, by a role, a CSR's approval, or an ACME CA."""
+class CertificateExpiring(EventData):
+    """A live certificate is within `COFFER_PKI_EXPIRY_NOTICE` of its end (once per certificate)."""
 
     serial: str = Serial
-    ca_id: str | None = _f("the issuing CA (none for an ACME CA's certificate)")
-    role: str | None = _f("the PKI role (none for an ACME CA's certificate)")
+    ca_id: str | None = _f("its CA (none for an ACME CA's certificate)")
+    role: str | None = _f("its PKI role (none for an ACME CA's certificate)")
     common_name: str = _f("the subject's common name")
     not_after: str = NotAfter
+
+
+class CertificateIssued(CertificateExpiring):
+    """A certificate was issued, by a role, a CSR's approval, or an ACME CA."""
+
     acme_order_id: str | None = _f("the ACME order it completes", None)
 
 
@@ -134,16 +139,6 @@ class CertificateRevoked(EventData):
     serial: str = Serial
     ca_id: str | None = _f("its CA")
     reason: str = _f("the RFC 5280 reason")
-
-
-class CertificateExpiring(EventData):
-    """A live certificate is within `COFFER_PKI_EXPIRY_NOTICE` of its end (once per certificate)."""
-
-    serial: str = Serial
-    ca_id: str | None = _f("its CA")
-    role: str | None = _f("its PKI role")
-    common_name: str = _f("the subject's common name")
-    not_after: str = NotAfter
 
 
 class CsrChange(EventData):

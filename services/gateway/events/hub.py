@@ -14,9 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from typing import Any
 
-import asyncpg
 import structlog
 
 from services.gateway.events.store import EventStore, Stored
@@ -28,6 +26,7 @@ from services.gateway.iam.revocations import Revocations
 from shared.bus import Bus
 from shared.context import RequestContext
 from shared.contracts.events import Event
+from shared.db.listen import Listener
 from shared.errors import RateLimited
 from shared.event_filter import matches
 from shared.groups import Groups
@@ -56,7 +55,7 @@ class EventHub:
         self._streams: dict[str, set[Stream]] = defaultdict(set)
         self._per_identity: Counter[str] = Counter()
         self._wake = asyncio.Event()
-        self._listener: Any = None
+        self._listener = Listener(store.pool, store.channel, self._wake.set)
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._groups: Groups[Event, None] = Groups(store.store, name="event-store")
@@ -78,7 +77,7 @@ class EventHub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._groups.close()
-        await self._unlisten()
+        await self._listener.close()
 
     async def _on_event(self, event: Event, ctx: RequestContext) -> None:
         """An event off the bus: stored (with whatever else arrives meanwhile) before it is acknowledged."""
@@ -133,7 +132,7 @@ class EventHub:
         purged = read = time.monotonic()
         while True:
             try:
-                await self._listen()
+                await self._listener.ensure()
                 # under a burst, one read per GATHER seconds: each stream then writes several events at once
                 # (a stream's wake-up and write cost the same for one event as for ten); alone, at once
                 if (since := time.monotonic() - read) < GATHER:
@@ -154,7 +153,7 @@ class EventHub:
                 raise
             except Exception as exc:  # noqa: BLE001 - the database is away: try again, streams wait
                 log.warning("event_hub_read_failed", error=type(exc).__name__)
-                await self._unlisten()
+                await self._listener.close()
                 await asyncio.sleep(POLL_EVERY)
 
     def _offer(self, page: list[Stored]) -> None:
@@ -186,26 +185,3 @@ class EventHub:
         who = stream.who
         return b"".join(e.frame for e in events
                         if may_see(who.scopes, rules, e.resource, ip=stream.ip, mfa_at=who.mfa_at))
-
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        await self._unlisten()
-        conn: asyncpg.Connection = await self.store.pool.acquire()
-        try:
-            await conn.add_listener(self.store.channel, self._on_notify)
-        except Exception:
-            await self.store.pool.release(conn)
-            raise
-        self._listener = conn
-
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(self.store.channel, self._on_notify)
-            with contextlib.suppress(Exception):
-                await self.store.pool.release(conn)

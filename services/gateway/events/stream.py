@@ -87,11 +87,14 @@ class Stream:
         if self.cut_reason is not None:
             return
         transport = self._transport
-        if payload is None or not self.live or self._queue or transport is None:
+        # queued when not judged yet, behind others, or overlapping what a replay has sent already (a resumed
+        # stream can be ahead of the hub: ``_enqueue`` drops what it has)
+        if (payload is None or not self.live or self._queue or transport is None
+                or (matching and matching[0].seq <= self.cursor)):
             for event in matching:
                 self._enqueue(event)
             return
-        self.cursor = last_seq
+        self.cursor = max(self.cursor, last_seq)
         if not payload or transport.is_closing():
             return
         if transport.get_write_buffer_size() + len(payload) > self.limit:
