@@ -27,7 +27,7 @@ from shared.bus import Bus
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from shared.db.listen import Listener
-from shared.errors import RateLimited
+from shared.errors import RateLimited, ServiceUnavailable
 from shared.event_filter import matches
 from shared.groups import Groups
 
@@ -55,6 +55,7 @@ class EventHub:
         self._streams: dict[str, set[Stream]] = defaultdict(set)
         self._per_identity: Counter[str] = Counter()
         self._wake = asyncio.Event()
+        self._closed = False
         self._listener = Listener(store.pool, store.channel, self._wake.set)
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -68,6 +69,7 @@ class EventHub:
 
     async def close(self) -> None:
         """End every stream (their readers resume elsewhere with their last id), stop reading the store."""
+        self._closed = True
         for streams in list(self._streams.values()):
             for stream in list(streams):
                 stream.cut("shutdown")
@@ -88,6 +90,8 @@ class EventHub:
     async def open(self, who: Principal, tenant_id: str, types: tuple[str, ...], path_pattern: str | None,
                    ip: IpAddress | None) -> Stream:
         """A new stream of ``tenant_id``'s events from now on (``rate_limited`` past the identity's limit)."""
+        if self._closed:  # the gateway is stopping: a stream opened now would hold up its shutdown
+            raise ServiceUnavailable("the gateway is stopping; open the stream on another one")
         self._room_for(who)
         if not self._streams:  # the hub reads nothing while no stream is open: where the store is now
             self.last = max(self.last, await self.store.last_seq())

@@ -104,6 +104,6 @@ async def asyncapi_json(request: web.Request) -> web.Response:
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/events", stream_events, scope="events", query=EventsQuery, media="text/event-stream",
-          errors=("invalid_glob", "rate_limited")),
+          errors=("invalid_glob", "rate_limited", "service_unavailable")),
     Route("GET", "/v1/asyncapi.json", asyncapi_json, public=True),
 )
