@@ -38,7 +38,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import statistics
 import tempfile
 import time
@@ -47,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import jwt
 import psutil
 from cryptography.hazmat.primitives import serialization
@@ -55,9 +53,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bench.seals import SealStack
 from bench.settle import settle
+from bench.stack import embedded_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN = os.environ.get("COFFER_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 KINDS = ("client-secret", "jwt RS256", "jwt ES256")
 TARGET = 0.8
 ISSUER = "https://issuer.bench.coffer.invalid"  # pinned keys: never fetched, only compared with iss
@@ -200,24 +198,12 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession, wrk:
     else:
         duration, warmup, rounds, pool = args.duration, args.warmup, args.login_rounds, args.login_pool
     load_before = os.getloadavg()
-    tag = secrets.token_hex(3)
-    db = f"coffer_bench_logins_{tag}"
-    dsn = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
-    work = Path(tempfile.mkdtemp(prefix="coffer-bench-logins-"))
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{db}"')
-    finally:
-        await admin.close()
-    stack = SealStack("file", dsn, work / "data", {"COFFER_RATE_LIMITS": RATE_LIMITS})
-    try:
-        print(f"bench: logins: embedded platform, a client-secret identity, two jwt methods (pinned RS256 and "
-              f"ES256 keys), {pool} tokens each, each logged in once ...", flush=True)
-        await stack.start()
-        await stack.healthy(session)
+    print(f"bench: logins: embedded platform, a client-secret identity, two jwt methods (pinned RS256 and "
+          f"ES256 keys), {pool} tokens each, each logged in once ...", flush=True)
+    async with embedded_stack("logins", session, {"COFFER_RATE_LIMITS": RATE_LIMITS}) as (stack, dsn):
         kinds = await prepare(stack, session, pool)
         assert stack.proc is not None
-        meter = CpuMeter(stack.proc.pid, db)
+        meter = CpuMeter(stack.proc.pid, dsn.rsplit("/", 1)[1])
         samples: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
         for rnd in range(rounds):
             for kind in KINDS[rnd % len(KINDS):] + KINDS[:rnd % len(KINDS)]:  # the order turns every round
@@ -232,14 +218,6 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession, wrk:
                 server, pg = meter.stop()
                 done = max(sample["requests"], 1)
                 samples[kind].append({**sample, "server_us": server / done * 1e6, "postgres_us": pg / done * 1e6})
-    finally:
-        await stack.stop()
-        admin = await asyncpg.connect(PG_ADMIN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await admin.close()
-        shutil.rmtree(work, ignore_errors=True)
     rows = [_summary(kind, samples[kind]) for kind in KINDS]
     base = rows[0]["rps"]
     for row in rows:

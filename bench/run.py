@@ -12,6 +12,7 @@ bench/limits.py. Prints a Markdown table and writes JSON to ``bench/results/``.
                         [--scenarios read,read32,write,list,token,issue-ec,issue-rsa,ocsp,lease] [--no-fanout]
     python -m bench.run --only seals [--seals-short]    # the seal section alone (bench/seals.py); --no-seals skips it
     python -m bench.run --only logins [--logins-short]  # JWT vs client-secret logins (bench/logins.py); --no-logins
+    python -m bench.run --only events [--streams-short] # writes beside 200 open event streams (bench/events.py)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import globs, logins, seals
+from bench import events, globs, logins, seals
 from bench.acme import acme_rows
 from bench.exports import export_rows
 from bench.fanout import webhook_fanout
@@ -313,13 +314,15 @@ async def main() -> None:
                              " export, federation, acme")
     parser.add_argument("--no-fanout", dest="fanout", action="store_false", help="skip the webhook fan-out")
     parser.add_argument("--events", type=int, default=1000, help="events of the webhook fan-out scenario")
-    parser.add_argument("--only", choices=["seals", "logins"],
-                        help="run this section alone (seals: bench/seals.py, logins: bench/logins.py)")
+    parser.add_argument("--only", choices=["seals", "logins", "events"],
+                        help="run this section alone (seals: bench/seals.py, logins: bench/logins.py, events: "
+                             "bench/events.py)")
     seals.add_arguments(parser)
     logins.add_arguments(parser)
+    events.add_arguments(parser)
     args = parser.parse_args()
     if args.only:
-        await {"seals": seals, "logins": logins}[args.only].main(args, wrk)
+        await {"seals": seals, "logins": logins, "events": events}[args.only].main(args, wrk)
         return
     connector = aiohttp.TCPConnector(limit=args.clients * 2)
     results: list[dict[str, Any]] = []
@@ -344,12 +347,16 @@ async def main() -> None:
     async with aiohttp.ClientSession(connector=connector) as session:
         for mode in args.modes.split(","):
             results += await guarded(mode.strip(), "the mode's platform", run_mode(mode.strip(), args, session))
-        seal_rows = login_rows = []
-        if args.seal_section:  # a section that fails prints FAILED and its table stays empty; the rest is printed
+        seal_rows = login_rows = event_rows = []
+        # a section that fails prints FAILED and its table stays empty; the rest is printed
+        if args.seal_section:
             seal_rows = [r for r in await guarded("embedded", "seals section", seals.measure(args, session, wrk))
                          if "failed" not in r]
         if args.login_section:
             login_rows = [r for r in await guarded("embedded", "logins section", logins.measure(args, session, wrk))
+                          if "failed" not in r]
+        if args.stream_section:
+            event_rows = [r for r in await guarded("embedded", "events section", events.measure(args, session))
                           if "failed" not in r]
     results += [*bus_rows, rpc, *relay]
     limits = {(r["mode"], r["scenario"].removeprefix("limit: ").split(" (")[0].split(",")[0]): r["rps"]
@@ -375,12 +382,13 @@ async def main() -> None:
     globs.print_table(glob_rows)
     seals.print_table(seal_rows)
     logins.print_table(login_rows)
+    events.print_table(event_rows)
     out = ROOT / "bench" / "results" / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cores": os.cpu_count(), "versions": versions(),
                                "clients": args.clients, "duration": args.duration, "results": results,
                                "globs": glob_rows, "seals": seal_rows,
-                               "logins": login_rows}, indent=1))
+                               "logins": login_rows, "events": event_rows}, indent=1))
     print(f"\nbench: wrote {out.relative_to(ROOT)}")
 
 

@@ -16,7 +16,7 @@ _RPC_NAMES = {"gateway": "iam"}
 
 #: event type prefix -> the service that publishes it
 EVENT_OWNERS: dict[str, str] = {
-    "token": "gateway", "policy": "gateway", "tenant": "gateway", "system": "gateway",
+    "token": "gateway", "policy": "gateway", "tenant": "gateway", "system": "gateway", "access": "gateway",
     "secret": "secrets",
     "certificate": "pki", "csr": "pki", "acme": "pki",
     "lease": "lease",

@@ -63,7 +63,9 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("COFFER_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-EXCLUDED = ("put_v1_sys_maintenance", "post_v1_sys_kms_rotate", "post_v1_auth_keys_rotate")
+#: ``get_v1_events`` answers a stream that ends with its token (an hour): each accepted case would hang there
+#: (its refusals — filters, Last-Event-ID, scope, the stream limit — are tried in tests/e2e/test_events.py)
+EXCLUDED = ("put_v1_sys_maintenance", "post_v1_sys_kms_rotate", "post_v1_auth_keys_rotate", "get_v1_events")
 CONFIG = ROOT / "tests" / "schemathesis.toml"
 #: where the seeded webhooks point: a loopback address no service of this machine listens on
 WEBHOOK_HOST = "127.0.0.2"

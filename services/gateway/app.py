@@ -44,6 +44,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
     state = await build_state(deps)
     sync = ReplicaSync(state.revocations, state.authorizer.rules, state.gates, state.identities)
     await sync.start(deps.bus)
+    await state.events.start(deps.bus)
     # access requests that expire unanswered, grants that ended (written down: decisions never wait for it)
     sweeps = asyncio.create_task(run_sweeps(AccessSweeps(state.access, state.audit).sweeps(),
                                             settings.lifecycle_interval), name="gateway-access")
@@ -75,6 +76,7 @@ async def lifespan(deps: ServiceDeps) -> AsyncIterator[Running]:
             rpc.update(handover.handlers(lambda: root))
         yield Running(rpc=rpc, url=f"http://{host}:{port}", app=runner.app, urls=urls)
     finally:
+        await state.events.close()  # open streams end first: the server's shutdown would wait for them
         for each in reversed(runners):
             await each.cleanup()
         await sync.close()

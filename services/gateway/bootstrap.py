@@ -21,6 +21,9 @@ from services.gateway.edge.limits import MinuteQuota, RateLimiter, parse_limits
 from services.gateway.edge.listener import API, LISTENER
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
 from services.gateway.edge.routes import Route
+from services.gateway.events import routes as events_routes
+from services.gateway.events.hub import EventHub
+from services.gateway.events.store import EventStore
 from services.gateway.forward import acme as forward_acme
 from services.gateway.forward import exports as forward_exports
 from services.gateway.forward import federation as forward_federation
@@ -55,6 +58,7 @@ from shared.contracts.system import SystemClient
 from shared.contracts.webhooks import WebhooksClient
 from shared.cursors import CursorCodec
 from shared.db import sealed_keys
+from shared.durations import parse_duration
 from shared.runtime import ServiceDeps
 
 VERSION = "0.1.0"
@@ -64,6 +68,7 @@ ROUTES: tuple[Route, ...] = (
     *policies.ROUTES, *access_routes.ROUTES, *audit_routes.ROUTES, *forward_secrets.ROUTES, *forward_webhooks.ROUTES,
     *forward_pki_public.ROUTES, *forward_pki.ROUTES, *forward_lease.ROUTES, *forward_secret_policies.ROUTES,
     *forward_exports.ROUTES, *forward_federation.ROUTES, *forward_acme.ROUTES, *auth_methods.ROUTES, *auth_sso.ROUTES,
+    *events_routes.ROUTES,
 )
 
 
@@ -82,12 +87,16 @@ async def build_state(deps: ServiceDeps) -> GatewayState:
     await signer.ensure_key()
     clients = ClientAddresses(settings.trusted_proxies)
     tenants_repo = TenantRepository(pool, schema)
+    rules, revocations = RuleCache(policies_repo), Revocations(identities_repo)
+    events = EventHub(EventStore(pool, schema, parse_duration(settings.event_retention, field="event_retention")),
+                      rules, revocations, streams_per_identity=settings.event_streams,
+                      heartbeat=settings.event_heartbeat, buffer=settings.event_stream_buffer)
     return GatewayState(
         settings=settings, schema=schema, kms=deps.kms, root=deps.root, bus=deps.bus,
         identities=identities_repo, tenants=tenants_repo, policies=policies_repo,
         access=AccessRepository(pool, schema), system=system,
-        signer=signer, revocations=Revocations(identities_repo),
-        authorizer=Authorizer(RuleCache(policies_repo), clients), tenancy=Tenancy(tenants_repo, identities_repo),
+        signer=signer, revocations=revocations, events=events,
+        authorizer=Authorizer(rules, clients), tenancy=Tenancy(tenants_repo, identities_repo),
         gates=Gates(settings.disabled_features, system.maintenance), clients=clients,
         limiter=limiter, minute_quota=MinuteQuota(),
         audit=AuditLog(pool, await sealed_keys.ensure_key(pool, deps.kms, schema, "audit")),

@@ -46,6 +46,13 @@ class GatewaySettings(Settings):
     vault_token_max_ttl: int = Field(32 * 86400, ge=60, le=366 * 86400)
     #: how many secrets a Vault ``LIST`` looks through at most (beyond: the keys found, and a warning)
     vault_list_max: int = Field(10_000, ge=100, le=1_000_000)
+    #: event streams (api.md §12): how long events are kept for ``Last-Event-ID``; streams one identity may
+    #: hold open on one replica; seconds between heartbeat comments; bytes of events that may wait for a slow
+    #: reader before its stream is cut (with a last ``event: reset``)
+    event_retention: str = Field("1h", pattern=DURATION)
+    event_streams: int = Field(16, ge=1, le=10_000)
+    event_heartbeat: float = Field(15.0, gt=0, le=300)
+    event_stream_buffer: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     _split_gateway = field_validator("disabled_features", "trusted_proxies", mode="before")(comma_separated)
     _check_proxies = field_validator("trusted_proxies")(check_cidrs)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from services.gateway.edge.gates import Gates
     from services.gateway.edge.limits import MinuteQuota, RateLimiter
     from services.gateway.edge.routes import Route
+    from services.gateway.events.hub import EventHub
     from services.gateway.iam.authorizer import Authorizer
     from services.gateway.iam.policies_repository import PolicyRepository
     from services.gateway.iam.repository import IamRepository
@@ -65,6 +66,8 @@ class GatewayState:
     signer: TokenSigner
     revocations: Revocations
     authorizer: Authorizer
+    #: this replica's event streams and the store they read (services/gateway/events)
+    events: EventHub
     tenancy: Tenancy
     gates: Gates
     clients: ClientAddresses

@@ -36,6 +36,7 @@ SCRAM verifier, so neither server's logs see them. The launcher
 
     python -m services.provision --env-dir DIR [--take-over]  # writes DIR/<service>.env (0600) for other launchers
     python -m services.provision --compose deploy  # docker-compose's definitions and init script (dev passwords)
+    python -m services.provision --consumer NAME --events 'secret.*'  # an event consumer (consumers.py)
 """
 
 from services.provision.cli import main

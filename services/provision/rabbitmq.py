@@ -43,8 +43,9 @@ CALLS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: services that call other services' RPC
 CALLERS = tuple(CALLS)
-#: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may)
-CONSUMES = {"gateway": r"(policy|token|system)\..*", "webhooks": r".*"}
+#: event types each service binds its queues to, as topic patterns (beyond tenant.deleted, which all may): the
+#: gateway stores every event for its streams (api.md §12), the webhook dispatcher fans every one out
+CONSUMES = {"gateway": r".*", "webhooks": r".*"}
 #: the direct RPC exchange of earlier versions, which every service could bind to: removed on provisioning
 LEGACY_RPC_EXCHANGE = "coffer.rpc"
 
@@ -156,21 +157,28 @@ async def provision_rabbitmq(admin_url: URL, passwords: dict[str, str], prefix: 
     if not take_over and (conflicts := rabbitmq_conflicts(await rabbitmq_users(), names, installation)):
         raise SystemExit(refusal(installation, conflicts))
     await upgrade_exchanges(admin_url)
-    # on standard input, so nothing is written to disk (the CLI passes it to the node)
+    await import_definitions(definitions(vhost, passwords, prefix, installation_mark(installation)))
+    for service, password in passwords.items():  # the import is asynchronous: wait until each user logs in
+        await logs_in(admin_url.with_user(amqp_user(prefix, service)).with_password(password), f"for {service}")
+
+
+async def import_definitions(doc: dict[str, Any]) -> None:
+    """``rabbitmqctl import_definitions`` of ``doc``, on standard input, so nothing is written to disk and no
+    password hash is on a command line (the CLI passes it to the node)."""
     done = await asyncio.create_subprocess_exec("rabbitmqctl", "import_definitions", stdin=subprocess.PIPE,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    doc = definitions(vhost, passwords, prefix, installation_mark(installation))
     _, err = await done.communicate(json.dumps(doc).encode())
     if done.returncode != 0:
         raise SystemExit(f"provision: rabbitmqctl import_definitions failed: {err.decode().strip()[:300]}")
-    for service, password in passwords.items():  # the import is asynchronous: wait until each user logs in
-        url = admin_url.with_user(amqp_user(prefix, service)).with_password(password)
-        for attempt in range(100):
-            try:
-                conn = await aio_pika.connect(str(url), timeout=5)
-                await conn.close()
-                break
-            except Exception:  # noqa: BLE001 - not imported yet
-                if attempt == 99:
-                    raise SystemExit(f"provision: RabbitMQ user for {service} does not log in") from None
-                await asyncio.sleep(0.1)
+
+
+async def logs_in(url: URL, who: str) -> None:
+    """Wait until ``url``'s user logs in (an import is asynchronous); ``SystemExit`` after ten seconds."""
+    for _ in range(100):
+        try:
+            conn = await aio_pika.connect(str(url), timeout=5)
+            await conn.close()
+            return
+        except Exception:  # noqa: BLE001 - not imported yet
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"provision: RabbitMQ user {who} does not log in")

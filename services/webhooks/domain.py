@@ -11,8 +11,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from shared.bus import topic_matches
-from shared.globs import glob_matches
+from shared.event_filter import matches
 from shared.reach import COULD_NOT_CONNECT
 
 SECRET_PREFIX = "whsec_"
@@ -46,13 +45,9 @@ def signature_header(secrets_in_force: list[str], message_id: str, timestamp: in
 
 
 def subscription_matches(event_types: list[str], path_pattern: str | None, event: dict[str, Any]) -> bool:
-    """Event type globs (AMQP-style: ``secret.*``, ``#``) and an optional glob on ``data.path``."""
-    if not any(topic_matches(t, event["type"]) for t in event_types):
-        return False
-    if path_pattern is None:
-        return True
-    path = event.get("data", {}).get("path")
-    return isinstance(path, str) and glob_matches(path_pattern, path)
+    """Event type globs (AMQP-style: ``secret.*``, ``#``) and an optional glob on ``data.path``
+    (``shared.event_filter.matches``: event streams apply the same rule)."""
+    return matches(event_types, path_pattern, event["type"], event.get("data", {}))
 
 
 def next_delay(schedule: tuple[float, ...], attempt: int, retry_after: float | None,

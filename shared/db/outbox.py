@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 import asyncpg
 import structlog
 
 from shared.bus import Bus
+from shared.contracts import event_types
 from shared.contracts.events import Event
+from shared.db.listen import Listener
 
 log = structlog.get_logger("coffer.outbox")
 
@@ -31,7 +32,9 @@ def _channel(schema: str) -> str:
 
 
 async def add(conn: asyncpg.Connection, event: Event, *, schema: str) -> None:
-    """Record ``event`` in the current transaction (the caller owns the transaction)."""
+    """Record ``event`` in the current transaction (the caller owns the transaction); ``internal_error`` if its
+    ``data`` is not what its type's description says (``shared.contracts.event_types``)."""
+    event_types.check(event.type, event.data)
     # The notification is delivered at commit only; it wakes the relay without
     # waiting for its poll. Row and notification in one round trip.
     await conn.execute(
@@ -63,7 +66,7 @@ class OutboxRelay:
         self.keep_sent_hours = keep_sent_hours
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listener: Any = None
+        self._listener = Listener(pool, _channel(schema), self._wake.set)
         #: the last batch stopped at a row the bus would not take.
         self.stalled = False
 
@@ -75,7 +78,7 @@ class OutboxRelay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self._unlisten()
+        await self._listener.close()
 
     async def backlog(self) -> int:
         """Rows not yet confirmed by the broker."""
@@ -113,34 +116,12 @@ class OutboxRelay:
             self.stalled = len(sent) < len(rows)
             return len(sent)
 
-    async def _listen(self) -> None:
-        if self._listener is not None:
-            return
-        conn = await self.pool.acquire()
-        try:
-            await conn.add_listener(_channel(self.schema), self._on_notify)
-        except Exception:
-            await self.pool.release(conn)
-            raise
-        self._listener = conn
-
-    def _on_notify(self, *_: Any) -> None:
-        self._wake.set()
-
-    async def _unlisten(self) -> None:
-        conn, self._listener = self._listener, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.remove_listener(_channel(self.schema), self._on_notify)
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-
     async def _run(self) -> None:
         backoff = self.poll_interval
         since_cleanup = 0.0
         while True:
             try:
-                await self._listen()
+                await self._listener.ensure()
                 self._wake.clear()
                 done = await self.run_once()
                 if done == self.batch:
@@ -163,6 +144,6 @@ class OutboxRelay:
                 raise
             except Exception as exc:  # noqa: BLE001 - database down etc.: back off, go on
                 log.warning("outbox_relay_error", schema=self.schema, error=type(exc).__name__)
-                await self._unlisten()
+                await self._listener.close()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

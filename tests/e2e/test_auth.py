@@ -57,7 +57,8 @@ async def test_token_by_json_and_by_oauth_form(api: Api, admin: dict[str, Any]) 
     body = await token_for(api, admin)
     assert body["token_type"] == "Bearer" and body["tenant_id"] == admin["tenant_id"]
     assert body["expires_in"] == 3600
-    assert set(body["scope"].split()) == {"secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin"}
+    assert set(body["scope"].split()) == {"secrets:read", "secrets:write", "pki", "leases", "webhooks", "events",
+                                         "admin"}
     form = {"grant_type": "client_credentials", "client_id": admin["client_id"],
             "client_secret": admin["client_secret"], "scope": "pki secrets:read"}
     status, body, _ = await api.request("POST", "/v1/auth/token", token=None, data=form)

@@ -101,9 +101,15 @@ async def test_every_v1_route_answers_no_store(platform: Platform, api: Api) -> 
     routes = {(r.method, r.path) for r in platform.app[STATE].routes.values() if r.path.startswith("/v1/")}
     assert len(routes) > 40
     missing = []
+    streamed = {(r.method, r.path) for r in platform.app[STATE].routes.values() if r.media == "text/event-stream"}
     for method, path in sorted(routes):
         for bearer in ("default", None):
-            status, _, headers = await api.request(method, _concrete(path), token=bearer, json={})
+            if (method, path) in streamed and bearer:  # a stream has no end: its headers are what counts
+                async with api.session.request(method, api.url + path,
+                                               headers={"Authorization": f"Bearer {api.token}"}) as resp:
+                    status, headers = resp.status, resp.headers
+            else:
+                status, _, headers = await api.request(method, _concrete(path), token=bearer, json={})
             if headers.get("Cache-Control") != "no-store":
                 missing.append((method, path, status))
     status, _, headers = await api.request("GET", "/v1/no-such-route")

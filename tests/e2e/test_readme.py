@@ -111,7 +111,8 @@ async def test_first_steps_run_as_written_and_read_back_what_they_wrote(platform
     remember_secret(client_secret)
     # the token asked for is the one the rest of the README needs: every scope
     claims = claims_of(header.removeprefix("Authorization: Bearer "))
-    assert set(claims["scope"].split()) == {"secrets:read", "secrets:write", "admin", "pki", "leases", "webhooks"}
+    assert set(claims["scope"].split()) == {"secrets:read", "secrets:write", "admin", "pki", "leases", "webhooks",
+                                            "events"}
     assert files_in(home) == [".venv"], "the first steps wrote a file"
 
 

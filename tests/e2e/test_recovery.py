@@ -21,7 +21,7 @@ from tests.e2e.iam_helpers import allow, identity, name, token
 from tests.e2e.test_gateway_envelope import assert_envelope
 
 EVERYTHING = [allow(["**"], ["read", "list", "write", "delete", "manage"])]
-ALL = ["secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin"]
+ALL = ["secrets:read", "secrets:write", "pki", "leases", "webhooks", "events", "admin"]
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@
 """
 
 from coffer_client import errors
+from coffer_client._events import Event
 from coffer_client.client import AsyncClient, Client
 from coffer_client.errors import CofferError
 from coffer_client.models import Engine, Issued, Lease, LeaseCredentials, Secret, SecretMeta, Token
 
-__all__ = ["AsyncClient", "Client", "CofferError", "Engine", "Issued", "Lease", "LeaseCredentials", "Secret",
+__all__ = ["AsyncClient", "Client", "CofferError", "Engine", "Event", "Issued", "Lease", "LeaseCredentials", "Secret",
            "SecretMeta", "Token", "errors"]
 __version__ = "0.1.0"

@@ -22,6 +22,10 @@ class _AdminApi(_AccessApi):
     def openapi(self) -> dict[str, Any]:
         return self._call(_Call("GET", "/v1/openapi.json"))
 
+    def asyncapi(self) -> dict[str, Any]:
+        """The AsyncAPI 3.0 description of every event type (``GET /v1/asyncapi.json``)."""
+        return self._call(_Call("GET", "/v1/asyncapi.json"))
+
     def metrics(self) -> str:
         """Prometheus text (``GET /metrics``)."""
         return self._call(_Call("GET", "/metrics", text=True))

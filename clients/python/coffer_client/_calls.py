@@ -56,6 +56,7 @@ API_CALLS: dict[tuple[str, str], str] = {
     ("GET", "/v1/webhooks/{id}/deliveries/{did}"): "get_delivery",
     ("POST", "/v1/webhooks/{id}/deliveries/{did}:retry"): "retry_delivery",
     ("POST", "/v1/subscriptions"): "create_subscription", ("GET", "/v1/subscriptions"): "list_subscriptions",
+    ("GET", "/v1/events"): "events", ("GET", "/v1/asyncapi.json"): "asyncapi",
     ("GET", "/v1/subscriptions/{id}"): "get_subscription", ("DELETE", "/v1/subscriptions/{id}"): "delete_subscription",
     ("GET", "/v1/pki/cas/{id}/crl"): "ca_crl", ("POST", "/v1/pki/ocsp"): "ocsp",
     ("GET", "/v1/pki/ocsp/{request}"): "ocsp_get", ("POST", "/v1/pki/cas"): "create_ca",

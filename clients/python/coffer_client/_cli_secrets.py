@@ -20,6 +20,7 @@ from coffer_client._cli_common import (
     env_name,
     output_option,
 )
+from coffer_client._cli_events import parse_on_change, run_watching
 
 # -- secrets ------------------------------------------------------------------------------------------
 
@@ -165,31 +166,53 @@ def secrets_purge(path: str, yes: bool, output: str | None) -> None:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--prefix", "prefixes", multiple=True, required=True,
               help="secrets under this prefix become variables (repeatable; a later prefix wins)")
+@click.option("--watch", is_flag=True, help="restart COMMAND when a secret under a prefix changes")
+@click.option("--on-change", default="restart", show_default=True, metavar="restart|signal:NAME",
+              help="with --watch: restart, or send a signal instead (signal:HUP)")
+@click.option("--debounce", type=click.FloatRange(0, 60), default=0.5, show_default=True,
+              help="with --watch: seconds without further change before acting (a burst is one restart)")
+@click.option("--grace", type=click.FloatRange(0, 600), default=10.0, show_default=True,
+              help="with --watch: seconds between SIGTERM and SIGKILL on a restart")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(prefixes: tuple[str, ...], command: tuple[str, ...]) -> None:
+def run(prefixes: tuple[str, ...], watch: bool, on_change: str, debounce: float, grace: float,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND with the secrets under each PREFIX in its environment.
 
     \b
       coffer run --prefix app/prod/ -- ./server --port 8080
+      coffer run --watch --prefix app/prod/ -- ./server          (restarted when a secret changes)
+      coffer run --watch --on-change signal:HUP --prefix app/ -- nginx -g 'daemon off;'
     app/prod/db/password becomes DB_PASSWORD: the path below the prefix, upper-cased, every character
     but A-Z and 0-9 turned into _. COMMAND replaces coffer (exec): its exit status is coffer's and
-    signals reach it directly. Values are never printed; COFFER_TOKEN is not passed on.
+    signals reach it directly. With --watch coffer stays its parent, follows the event stream (scope
+    events), passes signals on, and exits with its status. Values are never printed; COFFER_TOKEN is not
+    passed on.
     """
     client = _ctx_state().client()
-    env = {k: v for k, v in os.environ.items() if k != "COFFER_TOKEN"}
-    loaded = 0
-    for prefix in prefixes:
-        base = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        for meta in client.list_secrets(base):
-            secret = client.get_secret(meta.path)
-            value = secret.value if isinstance(secret.value, str) else json.dumps(secret.value)
-            name = env_name(meta.path, base)
-            if name:
-                env[name] = value
-                loaded += 1
+    bases = [prefix.strip("/") + "/" if prefix.strip("/") else "" for prefix in prefixes]
+
+    def load() -> tuple[dict[str, str], int]:
+        env = {k: v for k, v in os.environ.items() if k != "COFFER_TOKEN"}
+        loaded = 0
+        for base in bases:
+            for meta in client.list_secrets(base):
+                secret = client.get_secret(meta.path)
+                value = secret.value if isinstance(secret.value, str) else json.dumps(secret.value)
+                name = env_name(meta.path, base)
+                if name:
+                    env[name] = value
+                    loaded += 1
+        return env, loaded
+
     argv = list(command[1:] if command and command[0] == "--" else command)
     if not argv:
         raise click.UsageError("give the command to run after --")
+    if not watch and (on_change != "restart" or debounce != 0.5 or grace != 10.0):
+        raise click.UsageError("--on-change, --debounce and --grace go with --watch")
+    if watch:
+        run_watching(client, bases, argv, load, parse_on_change(on_change), debounce, grace)
+        return
+    env, loaded = load()
     click.echo(f"coffer: running {argv[0]} with {loaded} secret(s) from {', '.join(prefixes)}", err=True)
     sys.stdout.flush()
     sys.stderr.flush()

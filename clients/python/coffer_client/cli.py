@@ -34,6 +34,7 @@ from coffer_client._cli_common import (
     exit_code,
     output_option,
 )
+from coffer_client._cli_events import events
 from coffer_client._cli_more import export, lease, pki
 from coffer_client._cli_oidc import browser_login, device_login
 from coffer_client._cli_secrets import run, secrets
@@ -65,6 +66,8 @@ def cli(ctx: click.Context, profile: str | None, addr: str | None, tenant: str |
       coffer secrets ls app/
       coffer run --prefix app/ -- ./server      (the secrets as environment variables)
       coffer access request prod-read --for 1h --reason "INC-1" --wait   (access for a while, approved)
+      coffer run --watch --prefix app/ -- ./server   (restarted when one of them changes)
+      coffer events tail --types 'secret.*'     (events as they happen)
 
     Configuration: flags, then COFFER_ADDR / COFFER_TOKEN / COFFER_TENANT / COFFER_PROFILE, then
     $XDG_CONFIG_HOME/coffer/config.toml (profiles) and credentials.toml (the token login stored).
@@ -181,7 +184,7 @@ def status(output: str | None) -> None:
         sys.exit(8)
 
 
-for command in (secrets, run, pki, lease, export, access):
+for command in (secrets, run, events, pki, lease, export, access):
     cli.add_command(command)
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import httpx
 
 from coffer_client._acme import API_CALLS, _AcmeApi
 from coffer_client._base import DEFAULT_ADDR, VERSION, _Base, _Call
+from coffer_client._events import IDLE_TIMEOUT, Event, async_events, sync_events
 
 __all__ = ["API_CALLS", "DEFAULT_ADDR", "VERSION", "AsyncClient", "Client"]
 
@@ -56,6 +57,13 @@ class Client(_Base, _AcmeApi):
                 return result
             time.sleep(wait)
             attempt += 1
+
+    def events(self, types: Iterable[str] | None = None, path_pattern: str | None = None, *,
+               last_event_id: str | None = None, idle_timeout: float = IDLE_TIMEOUT,
+               on_connect: Callable[[], None] | None = None) -> Iterator[Event]:
+        """The tenant's events as they happen (``GET /v1/events``), for ever: ``for event in coffer.events(
+        types=["secret.*"], path_pattern="app/**")``. Resumes by itself after a drop (coffer_client._events)."""
+        return sync_events(self, types, path_pattern, last_event_id, idle_timeout, on_connect)
 
     def _list(self, call: _Call, convert: Callable[[Any], Any]) -> Iterator[Any]:
         cursor = None
@@ -96,6 +104,12 @@ class AsyncClient(_Base, _AcmeApi):
                 return result
             await asyncio.sleep(wait)
             attempt += 1
+
+    def events(self, types: Iterable[str] | None = None, path_pattern: str | None = None, *,
+               last_event_id: str | None = None, idle_timeout: float = IDLE_TIMEOUT,
+               on_connect: Callable[[], None] | None = None) -> AsyncIterator[Event]:
+        """``Client.events`` for ``async for``."""
+        return async_events(self, types, path_pattern, last_event_id, idle_timeout, on_connect)
 
     async def _list(self, call: _Call, convert: Callable[[Any], Any]) -> AsyncIterator[Any]:  # type: ignore[override]
         cursor = None

@@ -21,6 +21,7 @@ from services.gateway.edge.routes import (
     AUDIT_FIELDS,
     AUDIT_NOTES,
     AUDIT_TARGET,
+    AUDITED,
     CONTEXT,
     PRINCIPAL,
     Handler,
@@ -91,11 +92,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         else:
             log.exception("request_crashed", method=request.method, route=_route_name(request))
             response = error_response(InternalError("unexpected error"), request_id)
-    response.headers["X-Request-ID"] = request_id
-    if request.path.startswith("/v1/"):
-        # any /v1 answer can carry a secret, a key or a token (and errors are not worth caching)
-        response.headers["Cache-Control"] = "no-store"
-    _rate_headers(request, response)
+    if not response.prepared:  # a stream's (events) were set before it started
+        stamp(request, response)
     error_code = None
     if response.status >= 400 and isinstance(response, web.Response) and response.body:
         error_code = _code_of(response)
@@ -106,6 +104,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     log.info("http_request", method=request.method, route=route, status=response.status, code=error_code,
              duration_ms=round(took * 1000, 2))
     return response
+
+
+def stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers every answer carries: its request id, ``no-store`` under /v1, the rate-limit state (a
+    streamed answer gets them from its handler, before it starts)."""
+    response.headers["X-Request-ID"] = context(request).request_id
+    if request.path.startswith("/v1/"):
+        # any /v1 answer can carry a secret, a key or a token (and errors are not worth caching)
+        response.headers["Cache-Control"] = "no-store"
+    _rate_headers(request, response)
 
 
 def _rate_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -184,12 +192,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         outcome, status = answer.code, answer.status
         raise
     finally:
-        resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
-        await record_audit(request, tenant_id=context(request).tenant_id or who.tenant_id,
-                           identity_id=who.identity_id, resource=str(resource), outcome=outcome, status=status,
-                           action=f"{request.method} {template(route.path)}"
-                           + (f" ({capability})" if capability else ""),
-                           sensitive=request.get(AUDIT_FIELDS), notes=request.get(AUDIT_NOTES))
+        await audit_request(request, outcome, status)
+
+
+async def audit_request(request: web.Request, outcome: str = "ok", status: int = 200) -> None:
+    """The request's audit entry (``record_audit``): what it did, to what, and how it ended. Written once:
+    a streamed answer writes it when its stream starts, not hours later when it ends."""
+    if request.get(AUDITED):
+        return
+    request[AUDITED] = True
+    route, who = state(request).routes[request.match_info.handler], request[PRINCIPAL]
+    resource, capability = request.get(AUDIT_TARGET, (route.path, ""))
+    await record_audit(request, tenant_id=context(request).tenant_id or who.tenant_id,
+                       identity_id=who.identity_id, resource=str(resource), outcome=outcome, status=status,
+                       action=f"{request.method} {template(route.path)}" + (f" ({capability})" if capability else ""),
+                       sensitive=request.get(AUDIT_FIELDS), notes=request.get(AUDIT_NOTES))
 
 
 async def _authorised(request: web.Request, handler: Handler, route: Route, who: Principal,

@@ -86,6 +86,8 @@ AUDIT_FIELDS = web.RequestKey("audit_fields", dict)
 AUDIT_NOTES = web.RequestKey("audit_notes", dict)
 #: (resource, capability) the request was authorised for: what the audit entry names
 AUDIT_TARGET = web.RequestKey("audit_target", tuple)
+#: the request's audit entry is written (a stream writes it as it starts)
+AUDITED = web.RequestKey("audited", bool)
 
 
 def context(request: web.Request) -> RequestContext:

@@ -76,6 +76,11 @@ class RuleCache:
         self._rules[identity_id] = (time.monotonic(), bound)
         return bound.at(time.time())
 
+    def cached(self, identity_id: str) -> tuple[Rule, ...] | None:
+        """The identity's rules if this replica has them fresh (no waiting: ``None`` otherwise)."""
+        cached = self._rules.get(identity_id)
+        return cached[1].at(time.time()) if cached and time.monotonic() - cached[0] < self.refresh else None
+
     def forget(self, identity_id: str | None = None) -> None:
         """A policy or a binding changed (here or on another replica): cached decisions are stale.
 
@@ -130,6 +135,18 @@ class Authorizer:
         return [item for item in items if _allows(rules, resource_of(item), capability, ip, now, who.mfa_at)]
 
 
+def may_see(scopes: frozenset[str], rules: tuple[Rule, ...], resource: str, capability: str = "list", *,
+             ip: IpAddress | None = None, mfa_at: datetime | None = None, now: datetime | None = None) -> bool:
+    """May a holder of ``scopes`` and ``rules`` learn of an event about ``resource``? The one rule of every
+    event delivery, decided when the event goes out: the scope that listing ``resource`` needs, and a policy
+    allowing ``capability`` (``list``) now. Webhook subscriptions ask it for their owner (``iam.may``: the
+    identity's allowed scopes, no client address, no MFA); event streams for the stream's token (its scopes,
+    the client's address, its ``mfa_at``)."""
+    if scope_to_list(resource) not in scopes:
+        return False
+    return _allows(rules, resource, capability, ip, now or datetime.now(UTC), mfa_at)
+
+
 def _allows(rules: tuple[Rule, ...], resource: str, capability: str, ip: IpAddress | None, now: datetime,
             mfa_at: datetime | None) -> bool:
     try:
@@ -157,13 +174,7 @@ class StandingPolicy:
 
     async def may(self, identity_id: str, resource: str, capability: str) -> bool:
         scopes, bound = await self._load(identity_id)
-        if scope_to_list(resource) not in scopes:
-            return False
-        try:
-            decide(bound.at(time.time()), resource, capability, ip=None, mfa_at=None)
-        except CofferError:
-            return False
-        return True
+        return may_see(scopes, bound.at(time.time()), resource, capability)
 
     async def _load(self, identity_id: str) -> tuple[frozenset[str], BoundRules]:
         cached = self._cache.get(identity_id)

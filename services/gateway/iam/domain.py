@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from shared.cpu import run_cpu
 from shared.errors import InsufficientScope
 
-ALL_SCOPES: tuple[str, ...] = ("secrets:read", "secrets:write", "pki", "leases", "webhooks", "admin")
+ALL_SCOPES: tuple[str, ...] = ("secrets:read", "secrets:write", "pki", "leases", "webhooks", "events", "admin")
 
 #: the scope that listing a resource needs, by the resource's first segment (others: ``admin``)
 _LIST_SCOPES = {"secrets": "secrets:read", "webhooks": "webhooks", "pki": "pki", "leases": "leases",
