@@ -178,6 +178,35 @@ async def test_a_write_only_caller_sees_no_more_than_it_sent(env: tuple[Api, str
     assert shown["data"]["custom_metadata"] == {"owner": "jdoe"}
 
 
+async def test_a_patch_needs_read_too_as_it_merges_into_what_is_there(env: tuple[Api, str]) -> None:
+    """Attack: a write-only caller (it may replace a value, never see one) PATCHed ``{"host": "evil"}`` into
+    ``{"host": "db", "password": …}``: the secret kept the password the caller can't read, and its consumer
+    sent that password to the caller's host."""
+    api, url = env
+    path, password = f"{unique('patch')}/db", value("pw")
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", json={
+        "value": {"host": "db.internal", "password": password}, "secret_type": "json"})
+    assert status == 201
+    writer = await identity(api, ["secrets:write"], [allow([f"secrets/{path}"], ["write"])])
+    unscoped = await identity(api, ["secrets:write"], [allow([f"secrets/{path}"], ["write", "read"])])
+    for caller in (writer, unscoped):  # no secrets:read scope
+        with pytest.raises(hvac.exceptions.Forbidden) as denied:
+            await off(vault(url, caller["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                      headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"host": "evil.example"}})
+        assert denied.value.json["error"]["code"] == "insufficient_scope"
+    scoped = await identity(api, ["secrets:read", "secrets:write"], [allow([f"secrets/{path}"], ["write"])])
+    with pytest.raises(hvac.exceptions.Forbidden) as denied:
+        await off(vault(url, scoped["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                  headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"host": "evil.example"}})
+    assert denied.value.json["error"]["code"] == "access_denied"
+    status, seen, _ = await api.request("GET", f"/v1/secrets/{path}")
+    assert (seen["version"], seen["value"]["host"]) == (1, "db.internal")  # nothing written
+    reader = await identity(api, ["secrets:read", "secrets:write"], [allow([f"secrets/{path}"], ["write", "read"])])
+    patched = await off(vault(url, reader["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                        headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"port": "5432"}})
+    assert patched["data"]["version"] == 2
+
+
 async def test_list_shows_only_what_the_policy_lets_the_caller_list(env: tuple[Api, str]) -> None:
     api, url = env
     base = unique("ls")

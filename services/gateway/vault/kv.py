@@ -3,12 +3,12 @@ answered by the secrets service through its typed client, as the main API's ``/v
 
 The path below the mount is a Coffer secret path, read from the raw URL exactly as the main API reads its own
 (``forward/secrets.secret_path``: no escape decoded, ``..`` and empty segments refused). Each route names the
-policy resource ``secrets/<path>`` and the capability Coffer's own route of that meaning needs: ``read``
-(data, metadata), ``write`` (write, patch), ``delete`` (soft-delete versions), ``restore`` (undelete),
-``purge`` (destroy versions, delete the metadata), and ``list`` per key a ``LIST`` shows. ``options.cas`` is
-Coffer's ``expected_version`` (``0``: create only). A write without ``cas`` still can't lose a concurrent
-change of the secret's type or custom metadata: it reads them, then writes expecting that version, and tries
-again (three times) if another write came first. ``PATCH`` (RFC 7396 merge of the KV map) likewise.
+policy resource ``secrets/<path>`` and the capability Coffer's own route of that meaning needs: ``read`` (data,
+metadata), ``write`` (write; a patch needs ``read`` too), ``delete`` (soft-delete versions), ``restore``
+(undelete), ``purge`` (destroy versions, delete the metadata), and ``list`` per key a ``LIST`` shows.
+``options.cas`` is Coffer's ``expected_version`` (``0``: create only). A write without ``cas`` still can't lose
+a concurrent change of the secret's type or custom metadata: it reads them, then writes expecting that version,
+and tries again (three times) if another write came first. ``PATCH`` (RFC 7396 merge of the KV map) likewise.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from shared.contracts.secrets import (
     VersionsChange,
     WriteResult,
 )
-from shared.errors import InvalidPath, SecretNotFound, VersionConflict, VersionNotFound
+from shared.errors import InsufficientScope, InvalidPath, SecretNotFound, VersionConflict, VersionNotFound
 
 WRITE_ATTEMPTS = 3
 LIST_PAGE = 1000
@@ -149,8 +149,18 @@ async def write(request: web.Request) -> web.Response:
 
 
 async def patch(request: web.Request) -> web.Response:
-    """RFC 7396 merge of ``data`` into the current version's KV map, written as a new version."""
+    """RFC 7396 merge of ``data`` into the current version's KV map, written as a new version.
+
+    The merge reads the value, so the caller needs ``read`` as well as ``write`` (the ``secrets:read`` scope
+    too): a write-only caller may replace a value, never make one out of what it can't see — patching
+    ``{"host": "mine"}`` into ``{"host": …, "password": …}`` would send the password it can't read to its host.
+    """
     path = kv_path(request, "data")
+    who = principal(request)
+    if "secrets:read" not in who.scopes:
+        raise InsufficientScope("a patch reads the secret too: it needs the 'secrets:read' scope",
+                                details={"required_scope": "secrets:read"})
+    await state(request).authorizer.authorize_also(request, who, f"secrets/{path}", "read")
     body = parse(KvWrite, await read_object(request))
 
     async def compose() -> tuple[dict[str, Any], SecretMeta | None]:
