@@ -14,7 +14,7 @@ and tries again (three times) if another write came first. ``PATCH`` (RFC 7396 m
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
@@ -64,10 +64,11 @@ class KvWrite(BaseModel):
 
 
 class KvVersions(BaseModel):
-    """``delete|undelete|destroy/<path>``'s body."""
+    """``delete|undelete|destroy/<path>``'s body (versions within the bus contract's range: a version out of it is
+    422 here, not a contract error on the way to the service)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-    versions: list[JsonInt] = Field(min_length=1, max_length=1000)
+    versions: list[Annotated[JsonInt, Field(ge=1, le=2**31 - 1)]] = Field(min_length=1, max_length=1000)
 
 
 class ReadQuery(Query):
