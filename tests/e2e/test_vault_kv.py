@@ -263,6 +263,36 @@ async def test_bodies_are_bounded_and_checked_as_on_the_main_api(env: tuple[Api,
     assert status == 404  # nothing stored
 
 
+def nested(depth: int) -> dict[str, Any]:
+    deep: dict[str, Any] = {"k": "v"}
+    for _ in range(depth - 1):
+        deep = {"k": deep}
+    return deep
+
+
+async def test_a_value_nested_too_deep_is_refused_through_either_listener(env: tuple[Api, str],
+                                                                          http: aiohttp.ClientSession) -> None:
+    """Attack: a JSON value 200 objects deep was stored and then unreadable by anyone (500 on every read: the
+    reply's parser stops at its own depth); 260 deep was a 500 on the write (the audit's serialiser), and a
+    Vault PATCH of one crashed in the merge. Any writer could so poison a secret it can't read."""
+    api, url = env
+    path, headers = unique("deep"), {"X-Vault-Token": str(api.token)}
+    written = await api.request("PUT", f"/v1/secrets/{path}/ok", json={"value": nested(64), "secret_type": "json"})
+    assert written[0] == 201 and (await api.request("GET", f"/v1/secrets/{path}/ok"))[0] == 200
+    for depth in (65, 200, 300):
+        status, body, _ = await api.request("PUT", f"/v1/secrets/{path}/x", json={
+            "value": nested(depth), "secret_type": "json"})
+        assert status == 422 and body["error"]["details"]["fields"][0]["field"] == "value", (depth, body)
+        for method, at in (("POST", "x"), ("PATCH", "ok")):
+            async with http.request(method, f"{url}/v1/secret/data/{path}/{at}", json={"data": nested(depth)},
+                                    headers=headers) as resp:
+                body = await resp.json()
+            assert resp.status == 422 and body["error"]["code"] == "validation_error", (method, depth, body)
+    assert (await api.request("GET", f"/v1/secrets/{path}/x"))[0] == 404
+    status, ok, _ = await api.request("GET", f"/v1/secrets/{path}/ok")
+    assert status == 200 and ok["version"] == 1
+
+
 async def test_kv_answers_have_vaults_documented_shapes(env: tuple[Api, str]) -> None:
     api, url = env
     client, path = vault(url, api.token), f"{unique('shape')}/app"

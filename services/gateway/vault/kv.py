@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.edge.routes import AUDIT_FIELDS, Route, context, principal, query, read_object
 from services.gateway.forward.secrets import secret_path
@@ -43,6 +43,7 @@ from shared.contracts.secrets import (
     SecretRef,
     VersionsChange,
     WriteResult,
+    not_too_deep,
 )
 from shared.errors import InsufficientScope, InvalidPath, SecretNotFound, VersionConflict, VersionNotFound
 
@@ -61,6 +62,8 @@ class KvWrite(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     data: dict[str, Any] = Field(repr=False)
     options: Options = Options()
+
+    _not_too_deep = field_validator("data")(not_too_deep)
 
 
 class KvVersions(BaseModel):
@@ -113,9 +116,9 @@ async def _put(request: web.Request, path: str, data: dict[str, Any], cas: int |
     secret_type, value = from_kv(data, current.secret_type if current is not None else None)
     request[AUDIT_FIELDS] = {"value": value if isinstance(value, str) else orjson.dumps(value).decode()}
     expected = cas if cas is not None else (current.version if current is not None else 0)
-    return await state(request).secrets.put(context(request), PutSecret(
-        path=path, value=value, secret_type=secret_type,
-        metadata=dict(current.metadata) if current is not None else {}, expected_version=expected))
+    return await state(request).secrets.put(context(request), parse(PutSecret, {  # a merge's breach is a 422 too
+        "path": path, "value": value, "secret_type": secret_type,
+        "metadata": dict(current.metadata) if current is not None else {}, "expected_version": expected}))
 
 
 async def _write(request: web.Request, path: str, cas: int | None,
