@@ -142,6 +142,40 @@ async def test_revoking_any_token_of_a_renewal_chain_revokes_every_renewal(api: 
     await revoked(url, child, stepped["access_token"])
 
 
+async def test_a_renewal_holds_only_while_the_login_would(api: Api, url: str, issuer: Issuer) -> None:
+    """Attack: renew-self is a login without credentials. A token of a jwt method kept renewing itself for
+    COFFER_VAULT_TOKEN_MAX_TTL after an admin deleted the method (the switch that cuts off a compromised
+    cluster: its tokens lived the role's 10 minutes on the main API); a user's password-only token kept renewing
+    after the user's TOTP became required at login."""
+    iss_name, iss_url = issuer.add()
+    method = name("k8s")
+    await make_method(api, iss_url, name=method)
+    await put_role(api, method, "app", bound_audiences=["coffer"], scopes=["secrets:read"], ttl="10m")
+    token = client_token(await off(vault(url).auth.jwt.jwt_login, role="app", jwt=issuer.mint(iss_name), path=method))
+    renewed = client_token(await off(vault(url, token).auth.token.renew_self))
+    assert (await api.request("DELETE", f"/v1/auth/methods/{method}"))[0] == 204
+    with pytest.raises(hvac.exceptions.Forbidden) as refused:
+        await off(vault(url, renewed).auth.token.renew_self)
+    assert refused.value.json["error"]["details"]["reason"] == "method_deleted"
+    password = remember_secret("correct horse battery " + name("staple"))
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": name("user"), "kind": "user", "allowed_scopes": ["secrets:read"], "password": password})
+    status, login, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                         json={"username": user["name"], "password": password})
+    password_only = remember_secret(login["access_token"])
+    status, enrol, _ = await api.request("POST", f"/v1/identities/{user['id']}/mfa/totp", token=password_only)
+    assert status == 201
+    client_token(await off(vault(url, password_only).auth.token.renew_self))  # no MFA required yet
+    status, stepped, _ = await api.request("POST", "/v1/auth/mfa", token=password_only,
+                                           json={"totp_code": totp_code(remember_secret(enrol["otpauth_uri"]))})
+    assert status == 200
+    assert (await api.request("PATCH", f"/v1/identities/{user['id']}", json={"require_mfa": True}))[0] == 200
+    with pytest.raises(hvac.exceptions.Forbidden) as refused:
+        await off(vault(url, password_only).auth.token.renew_self)
+    assert refused.value.json["error"]["details"]["reason"] == "mfa_required"
+    client_token(await off(vault(url, remember_secret(stepped["access_token"])).auth.token.renew_self))
+
+
 async def test_approle_login_is_a_service_identitys_client_credentials(api: Api, url: str) -> None:
     svc = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read"])])
     client = vault(url)
