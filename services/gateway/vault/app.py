@@ -39,7 +39,8 @@ async def namespace_tenant(request: web.Request, who: Principal | None = None) -
     Anything else — a name no tenant has, a name of a tenant outside the caller's reach, a nested ``a/b`` path
     (Coffer's tenants have none) — comes back as it was sent: no tenant has that id, so the tenant rules answer
     as for an unknown tenant (``tenant_not_found`` to a partner admin, ``tenant_access_denied`` to anyone
-    else), and a name tells no one whether another tenant is called so."""
+    else), and a name tells no one whether another tenant is called so — nor does the time it takes: the name
+    is looked up within the caller's subtree only (``id_in_reach``)."""
     raw = request.headers.get("X-Vault-Namespace")
     name = raw.strip().strip("/") if raw is not None else ""
     if not name or re.fullmatch(TENANT_ID.strip("^$"), name):
@@ -47,11 +48,8 @@ async def namespace_tenant(request: web.Request, who: Principal | None = None) -
     if not re.fullmatch(NAME.strip("^$"), name):
         return name[:64]
     tenants = state(request).tenants
-    found = await tenants.id_by_name(name)
-    if found is None or (who is not None and found != who.tenant_id
-                         and not await tenants.in_subtree(who.tenant_id, found)):
-        return name
-    return found
+    found = await tenants.id_by_name(name) if who is None else await tenants.id_in_reach(name, who.tenant_id)
+    return found or name
 
 
 VAULT = Listener("vault", token=vault_token, tenant=namespace_tenant)
