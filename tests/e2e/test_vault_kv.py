@@ -207,6 +207,24 @@ async def test_a_patch_needs_read_too_as_it_merges_into_what_is_there(env: tuple
     assert patched["data"]["version"] == 2
 
 
+async def test_response_wrapping_is_refused_not_ignored(env: tuple[Api, str]) -> None:
+    """Attack: a pipeline asks for a response-wrapped read (``X-Vault-Wrap-TTL``, ``vault kv get -wrap-ttl``)
+    so that only a single-use wrapping token passes through the hands in between; the listener ignored the
+    header and answered the secret itself (``wrap_info: null``) to whoever relayed it. Refused, as documented."""
+    api, url = env
+    path, secret = f"{unique('wrap')}/db", value()
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", json={"value": secret})
+    assert status == 201
+    client = vault(url, api.token)
+    for call in (lambda: client.adapter.get(f"/v1/secret/data/{path}", wrap_ttl="60s"),
+                 lambda: client.adapter.request("LIST", f"/v1/secret/metadata/{path.split('/')[0]}", wrap_ttl="5m"),
+                 lambda: client.adapter.post("/v1/auth/token/renew-self", wrap_ttl="60s")):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as refused:
+            await off(call)
+        assert refused.value.json["error"]["code"] == "invalid_request" and "wrapping" in refused.value.errors[0]
+        assert secret not in str(refused.value.json)
+
+
 async def test_list_shows_only_what_the_policy_lets_the_caller_list(env: tuple[Api, str]) -> None:
     api, url = env
     base = unique("ls")
