@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, StrictBool, StrictStr
+from pydantic import AwareDatetime, Field, StrictBool, StrictStr, field_validator
 
 from shared.context import RequestContext
 from shared.contracts import DURATION_SCHEMA, Contract, Empty, JsonInt, Method, Page, PageRequest, ServiceClient
@@ -59,6 +59,32 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+#: how deep a secret's JSON value may nest objects and arrays: much deeper, and the gateway's parser of the bus
+#: reply could not read the value back (a secret no one can read), and the audit's serialiser fails at 255
+MAX_VALUE_DEPTH = 64
+
+
+def within_depth(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
+    """Does ``value`` nest objects and arrays at most ``limit`` deep? (A loop, not recursion: hostile input.)"""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def not_too_deep(value: Any) -> Any:
+    """A field validator: ``value``, unless nested deeper than ``MAX_VALUE_DEPTH``."""
+    if not within_depth(value):
+        raise ValueError(f"nested more than {MAX_VALUE_DEPTH} objects or arrays deep")
+    return value
+
+
 class PutSecretBody(Contract):
     """The JSON body of ``PUT /v1/secrets/{path}``."""
 
@@ -70,6 +96,8 @@ class PutSecretBody(Contract):
     expires_at: AwareDatetime | None = None
     ttl: StrictStr | None = Field(None, json_schema_extra=DURATION_SCHEMA)
     expected_version: JsonInt | None = Field(None, ge=0)
+
+    _not_too_deep = field_validator("value")(not_too_deep)
 
 
 class PutSecret(PutSecretBody):

@@ -6,24 +6,30 @@ Each test works in a tenant of its own, so the log it reads is only its own writ
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
 
 from services.gateway.audit import routes as audit_routes
+from services.platform import Platform
+from shared.cursors import CursorCodec
+from shared.db import sealed_keys
 from tests.conftest import Api, remember_secret
 from tests.e2e.iam_helpers import allow, identity, name
 from tests.e2e.test_tenants import tenant
 
 
-def _resume(cursor: str | None) -> Any:
-    """Where a cursor resumes (its signed body is plain JSON), or ``None`` for no cursor."""
-    if cursor is None:
-        return None
-    body = cursor.split(".")[0]
-    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["a"]
+@pytest.fixture
+async def codec(platform: Platform) -> CursorCodec:
+    """The gateway's cursor codec: cursors are sealed, only it can say where one resumes."""
+    deps = platform.runtimes["gateway"].deps
+    assert deps is not None
+    return CursorCodec(await sealed_keys.ensure_key(deps.pool, deps.kms, deps.schema, "cursor"))
+
+
+def _resume(cursor: str | None, codec: CursorCodec) -> Any:
+    """Where a cursor resumes, or ``None`` for no cursor."""
+    return None if cursor is None else codec.resumes_at(cursor)
 
 
 async def _setup(api: Api) -> tuple[dict[str, Any], str, str]:
@@ -40,7 +46,8 @@ async def _setup(api: Api) -> tuple[dict[str, Any], str, str]:
     return auditor, hidden, visible
 
 
-async def _pages(api: Api, auditor: dict[str, Any], value: str, limit: int) -> list[tuple[list[Any], Any]]:
+async def _pages(api: Api, auditor: dict[str, Any], value: str, limit: int,
+                 codec: CursorCodec) -> list[tuple[list[Any], Any]]:
     """Every page of a match over the tenant's secrets, followed to the end: (resources of the items, where
     the cursor resumes). (``path_prefix`` leaves out the entries of the auditor's own ``:match`` calls, which
     hold the value too.)"""
@@ -50,7 +57,7 @@ async def _pages(api: Api, auditor: dict[str, Any], value: str, limit: int) -> l
         status, page, _ = await api.request("POST", url, json={"value": value}, token=auditor["token"])
         assert status == 200, page
         assert set(page) == {"items", "next_cursor"}
-        pages.append(([e["resource"] for e in page["items"]], _resume(page["next_cursor"])))
+        pages.append(([e["resource"] for e in page["items"]], _resume(page["next_cursor"], codec)))
         cursor = page["next_cursor"]
         if cursor is None:
             return pages
@@ -69,7 +76,7 @@ async def test_a_guess_at_a_value_the_caller_cant_read_answers_like_a_wrong_gues
             assert status == 200 and page == {"items": [], "next_cursor": None}, (limit, guess == hidden, page)
 
 
-async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(api: Api,
+async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(api: Api, codec: CursorCodec,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     auditor, hidden, visible = await _setup(api)
     monkeypatch.setattr(audit_routes, "MATCH_CHUNK", 1)  # matches fetched a page's worth at a time: several rounds
@@ -82,10 +89,11 @@ async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(ap
     status, page, _ = await api.request("POST", "/v1/audit/events:match?path_prefix=secrets/&limit=1",
                                         json={"value": hidden}, token=auditor["token"])
     assert status == 200 and [e["resource"] for e in page["items"]] == ["secrets/vis/f0"]
-    one = await _pages(api, auditor, visible, 1)
+    one = await _pages(api, auditor, visible, 1, codec)
     assert [items for items, _ in one] == [["secrets/vis/c"], ["secrets/vis/d"], ["secrets/vis/f1"]]
     assert [resume is None for _, resume in one] == [False, False, True]
-    assert await _pages(api, auditor, visible, 3) == [(["secrets/vis/c", "secrets/vis/d", "secrets/vis/f1"], None)]
+    assert await _pages(api, auditor, visible, 3, codec) == [
+        (["secrets/vis/c", "secrets/vis/d", "secrets/vis/f1"], None)]
     status, page, _ = await api.request("POST", "/v1/audit/events:match", json={"value": visible},
                                         token=auditor["token"])  # without a prefix: its own questions too
     resources = [e["resource"] for e in page["items"]]
@@ -94,15 +102,15 @@ async def test_readable_matches_are_found_behind_hidden_ones_and_across_pages(ap
 
 
 @pytest.mark.parametrize("scan", [2, 3])
-async def test_a_bounded_scan_pages_alike_for_a_right_and_a_wrong_guess(api: Api, scan: int,
+async def test_a_bounded_scan_pages_alike_for_a_right_and_a_wrong_guess(api: Api, scan: int, codec: CursorCodec,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With a window of ``scan`` entries per call, a page that isn't full ends where the window ends, whatever
     matched in it: the hidden value's pages and a wrong guess's hold no items and resume at the same entries
     (every ``scan``-th of the log), while the visible value is still found on the way through the log."""
     auditor, hidden, visible = await _setup(api)
     monkeypatch.setattr(audit_routes, "MATCH_SCAN", scan)
-    right = await _pages(api, auditor, hidden, 1)
-    wrong = await _pages(api, auditor, f"not-it-{name()}", 1)
+    right = await _pages(api, auditor, hidden, 1, codec)
+    wrong = await _pages(api, auditor, f"not-it-{name()}", 1, codec)
     status, log, _ = await api.request("GET", "/v1/audit/events?limit=1000", token=auditor["token"])
     assert status == 200
     every = [e["seq"] for e in log["items"]][scan - 1::scan]  # the log grows by each call: compare what both saw
@@ -111,5 +119,5 @@ async def test_a_bounded_scan_pages_alike_for_a_right_and_a_wrong_guess(api: Api
         assert [resume for _, resume in pages[:-1]] == every[:len(pages) - 1]
     shared = min(len(right), len(wrong)) - 1
     assert right[:shared] == wrong[:shared]
-    found = [resource for items, _ in await _pages(api, auditor, visible, 1) for resource in items]
+    found = [resource for items, _ in await _pages(api, auditor, visible, 1, codec) for resource in items]
     assert found == ["secrets/vis/c", "secrets/vis/d"]

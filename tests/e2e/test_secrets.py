@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 from datetime import datetime
 from typing import Any
@@ -308,6 +309,34 @@ async def test_valid_certificate_and_private_key_types(api: Api) -> None:
     assert (await put(api, f"{base}/key", pem_key, secret_type="private_key"))[0] == 201
     status, got, _ = await api.request("GET", f"/v1/secrets/{base}/key")
     assert got["value"] == pem_key
+
+
+def _cursor_text(cursor: str) -> str:
+    """Everything a holder can read in a cursor: each part base64url-decoded."""
+    return " ".join(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("latin-1")
+                    for part in cursor.split("."))
+
+
+async def test_a_list_cursor_names_no_secret_the_caller_cant_list(api: Api) -> None:
+    """Attack: a caller that may list only ``team/**`` pages through ``GET /v1/secrets?limit=1``: the hidden
+    secrets are left out of each page, but the cursor's body (signed, not sealed) named where it resumes — the
+    last row of the page, a hidden secret's path — so every path of the tenant could be read off the cursors."""
+    base = unique()
+    hidden = [f"{base}/hidden/customer-{n}-prod-db" for n in range(3)]
+    for path in (*hidden, f"{base}/team/app"):
+        assert (await put(api, path))[0] == 201
+    narrow = await identity(api, ["secrets:read"], [allow([f"secrets/{base}/team/**"], ["list", "read"])])
+    cursor, seen = None, []
+    for _ in range(10):
+        status, page, _ = await api.request("GET", f"/v1/secrets?prefix={base}/&limit=1" + (
+            f"&cursor={cursor}" if cursor else ""), token=narrow["token"])
+        assert status == 200
+        seen += [item["path"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert not any(path.split("/", 1)[1] in _cursor_text(cursor) for path in hidden), _cursor_text(cursor)
+    assert seen == [f"{base}/team/app"] and cursor is None
 
 
 async def test_cursor_tampered_foreign_or_expired_is_invalid_cursor(api: Api, platform: Platform) -> None:

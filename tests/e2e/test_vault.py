@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import hvac
+import jwt
 import pytest
 from cryptography import x509
 
@@ -21,7 +22,7 @@ from services.platform import Platform
 from shared.context import RequestContext
 from shared.contracts.events import Event
 from tests.conftest import Api, initialised, own_platform, remember_secret
-from tests.e2e.iam_helpers import allow, identity, name
+from tests.e2e.iam_helpers import allow, identity, name, totp_code
 from tests.e2e.method_helpers import Issuer, make_method, put_role, serve_issuer
 from tests.e2e.pki_helpers import csr_pem, make_ca, make_role
 from tests.e2e.test_secrets import unique
@@ -94,7 +95,85 @@ async def test_token_lookup_renew_and_revoke_self(api: Api, url: str) -> None:
     with pytest.raises(hvac.exceptions.Unauthorized) as revoked:
         await off(vault(url, fresh).auth.token.lookup_self)
     assert revoked.value.json["error"]["code"] == "token_revoked"
-    assert (await off(client.auth.token.lookup_self))["data"]["entity_id"] == svc["id"]  # the first one lives on
+    with pytest.raises(hvac.exceptions.Unauthorized):  # the login's token too: Vault's renewals are one token
+        await off(client.auth.token.lookup_self)
+
+
+async def revoked(url: str, *tokens: str) -> None:
+    for token in tokens:
+        with pytest.raises(hvac.exceptions.Unauthorized) as refused:
+            await off(vault(url, token).auth.token.renew_self)
+        assert refused.value.json["error"]["code"] == "token_revoked"
+
+
+async def test_revoking_any_token_of_a_renewal_chain_revokes_every_renewal(api: Api, url: str) -> None:
+    """Attack: whoever holds a stolen token renews it once; the owner revokes the stolen token, and the renewal
+    (which renews itself on and on) kept the access until COFFER_VAULT_TOKEN_MAX_TTL after the login."""
+    svc = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read"])])
+    stolen = svc["token"]
+    child = client_token(await off(vault(url, stolen).auth.token.renew_self))
+    grandchild = client_token(await off(vault(url, child).auth.token.renew_self))
+    assert (await api.request("POST", "/v1/auth/revoke", token=stolen, json={"token": stolen}))[0] == 204
+    await revoked(url, stolen, child, grandchild)
+    # an admin revoking the accessor lookup-self shows (the same for every renewal of a login)
+    svc = await identity(api, ["secrets:read"], [allow(["secrets/**"], ["read"])])
+    child = client_token(await off(vault(url, svc["token"]).auth.token.renew_self))
+    accessor = (await off(vault(url, child).auth.token.lookup_self))["data"]["accessor"]
+    assert accessor == (await off(vault(url, svc["token"]).auth.token.lookup_self))["data"]["accessor"]
+    assert (await api.request("POST", "/v1/auth/revoke", json={"jti": accessor}))[0] == 204
+    await revoked(url, svc["token"], child)
+    # a step-up (main API) of a renewal stays in the chain: revoked with it, and no new max-TTL clock
+    password = remember_secret("correct horse battery " + name("staple"))
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": name("user"), "kind": "user", "allowed_scopes": ["secrets:read"], "password": password})
+    assert status == 201
+    status, login, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                         json={"username": user["name"], "password": password})
+    first = remember_secret(login["access_token"])
+    status, enrol, _ = await api.request("POST", f"/v1/identities/{user['id']}/mfa/totp", token=first)
+    assert status == 201
+    child = client_token(await off(vault(url, first).auth.token.renew_self))
+    status, stepped, _ = await api.request("POST", "/v1/auth/mfa", token=child,
+                                           json={"totp_code": totp_code(remember_secret(enrol["otpauth_uri"]))})
+    assert status == 200
+    claims = jwt.decode(remember_secret(stepped["access_token"]), options={"verify_signature": False})
+    assert claims["auth_time"] == jwt.decode(first, options={"verify_signature": False})["iat"]
+    assert (await api.request("POST", "/v1/auth/revoke", token=first, json={"token": first}))[0] == 204
+    await revoked(url, child, stepped["access_token"])
+
+
+async def test_a_renewal_holds_only_while_the_login_would(api: Api, url: str, issuer: Issuer) -> None:
+    """Attack: renew-self is a login without credentials. A token of a jwt method kept renewing itself for
+    COFFER_VAULT_TOKEN_MAX_TTL after an admin deleted the method (the switch that cuts off a compromised
+    cluster: its tokens lived the role's 10 minutes on the main API); a user's password-only token kept renewing
+    after the user's TOTP became required at login."""
+    iss_name, iss_url = issuer.add()
+    method = name("k8s")
+    await make_method(api, iss_url, name=method)
+    await put_role(api, method, "app", bound_audiences=["coffer"], scopes=["secrets:read"], ttl="10m")
+    token = client_token(await off(vault(url).auth.jwt.jwt_login, role="app", jwt=issuer.mint(iss_name), path=method))
+    renewed = client_token(await off(vault(url, token).auth.token.renew_self))
+    assert (await api.request("DELETE", f"/v1/auth/methods/{method}"))[0] == 204
+    with pytest.raises(hvac.exceptions.Forbidden) as refused:
+        await off(vault(url, renewed).auth.token.renew_self)
+    assert refused.value.json["error"]["details"]["reason"] == "method_deleted"
+    password = remember_secret("correct horse battery " + name("staple"))
+    status, user, _ = await api.request("POST", "/v1/identities", json={
+        "name": name("user"), "kind": "user", "allowed_scopes": ["secrets:read"], "password": password})
+    status, login, _ = await api.request("POST", "/v1/auth/token", token=None,
+                                         json={"username": user["name"], "password": password})
+    password_only = remember_secret(login["access_token"])
+    status, enrol, _ = await api.request("POST", f"/v1/identities/{user['id']}/mfa/totp", token=password_only)
+    assert status == 201
+    client_token(await off(vault(url, password_only).auth.token.renew_self))  # no MFA required yet
+    status, stepped, _ = await api.request("POST", "/v1/auth/mfa", token=password_only,
+                                           json={"totp_code": totp_code(remember_secret(enrol["otpauth_uri"]))})
+    assert status == 200
+    assert (await api.request("PATCH", f"/v1/identities/{user['id']}", json={"require_mfa": True}))[0] == 200
+    with pytest.raises(hvac.exceptions.Forbidden) as refused:
+        await off(vault(url, password_only).auth.token.renew_self)
+    assert refused.value.json["error"]["details"]["reason"] == "mfa_required"
+    client_token(await off(vault(url, remember_secret(stepped["access_token"])).auth.token.renew_self))
 
 
 async def test_approle_login_is_a_service_identitys_client_credentials(api: Api, url: str) -> None:

@@ -178,6 +178,53 @@ async def test_a_write_only_caller_sees_no_more_than_it_sent(env: tuple[Api, str
     assert shown["data"]["custom_metadata"] == {"owner": "jdoe"}
 
 
+async def test_a_patch_needs_read_too_as_it_merges_into_what_is_there(env: tuple[Api, str]) -> None:
+    """Attack: a write-only caller (it may replace a value, never see one) PATCHed ``{"host": "evil"}`` into
+    ``{"host": "db", "password": …}``: the secret kept the password the caller can't read, and its consumer
+    sent that password to the caller's host."""
+    api, url = env
+    path, password = f"{unique('patch')}/db", value("pw")
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", json={
+        "value": {"host": "db.internal", "password": password}, "secret_type": "json"})
+    assert status == 201
+    writer = await identity(api, ["secrets:write"], [allow([f"secrets/{path}"], ["write"])])
+    unscoped = await identity(api, ["secrets:write"], [allow([f"secrets/{path}"], ["write", "read"])])
+    for caller in (writer, unscoped):  # no secrets:read scope
+        with pytest.raises(hvac.exceptions.Forbidden) as denied:
+            await off(vault(url, caller["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                      headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"host": "evil.example"}})
+        assert denied.value.json["error"]["code"] == "insufficient_scope"
+    scoped = await identity(api, ["secrets:read", "secrets:write"], [allow([f"secrets/{path}"], ["write"])])
+    with pytest.raises(hvac.exceptions.Forbidden) as denied:
+        await off(vault(url, scoped["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                  headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"host": "evil.example"}})
+    assert denied.value.json["error"]["code"] == "access_denied"
+    status, seen, _ = await api.request("GET", f"/v1/secrets/{path}")
+    assert (seen["version"], seen["value"]["host"]) == (1, "db.internal")  # nothing written
+    reader = await identity(api, ["secrets:read", "secrets:write"], [allow([f"secrets/{path}"], ["write", "read"])])
+    patched = await off(vault(url, reader["token"]).adapter.request, "PATCH", f"/v1/secret/data/{path}",
+                        headers={"Content-Type": "application/merge-patch+json"}, json={"data": {"port": "5432"}})
+    assert patched["data"]["version"] == 2
+
+
+async def test_response_wrapping_is_refused_not_ignored(env: tuple[Api, str]) -> None:
+    """Attack: a pipeline asks for a response-wrapped read (``X-Vault-Wrap-TTL``, ``vault kv get -wrap-ttl``)
+    so that only a single-use wrapping token passes through the hands in between; the listener ignored the
+    header and answered the secret itself (``wrap_info: null``) to whoever relayed it. Refused, as documented."""
+    api, url = env
+    path, secret = f"{unique('wrap')}/db", value()
+    status, _, _ = await api.request("PUT", f"/v1/secrets/{path}", json={"value": secret})
+    assert status == 201
+    client = vault(url, api.token)
+    for call in (lambda: client.adapter.get(f"/v1/secret/data/{path}", wrap_ttl="60s"),
+                 lambda: client.adapter.request("LIST", f"/v1/secret/metadata/{path.split('/')[0]}", wrap_ttl="5m"),
+                 lambda: client.adapter.post("/v1/auth/token/renew-self", wrap_ttl="60s")):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as refused:
+            await off(call)
+        assert refused.value.json["error"]["code"] == "invalid_request" and "wrapping" in refused.value.errors[0]
+        assert secret not in str(refused.value.json)
+
+
 async def test_list_shows_only_what_the_policy_lets_the_caller_list(env: tuple[Api, str]) -> None:
     api, url = env
     base = unique("ls")
@@ -224,10 +271,44 @@ async def test_bodies_are_bounded_and_checked_as_on_the_main_api(env: tuple[Api,
         async with http.post(f"{url}/v1/secret/data/{path}", json=wrong, headers=headers) as resp:
             body = await resp.json()
         assert resp.status == 422 and body["error"]["code"] == "validation_error", body
-    async with http.post(f"{url}/v1/secret/delete/{path}", json={"versions": "all"}, headers=headers) as resp:
-        assert resp.status == 422
+    for versions in ("all", [0], [-1], [2**31], [1, 2**40]):  # out of range: 422, not a 500 from the bus contract
+        for kind in ("delete", "undelete", "destroy"):
+            async with http.post(f"{url}/v1/secret/{kind}/{path}", json={"versions": versions},
+                                 headers=headers) as resp:
+                body = await resp.json()
+            assert resp.status == 422 and body["error"]["code"] == "validation_error", (kind, versions, body)
     status, _, _ = await api.request("GET", f"/v1/secrets/{path}")
     assert status == 404  # nothing stored
+
+
+def nested(depth: int) -> dict[str, Any]:
+    deep: dict[str, Any] = {"k": "v"}
+    for _ in range(depth - 1):
+        deep = {"k": deep}
+    return deep
+
+
+async def test_a_value_nested_too_deep_is_refused_through_either_listener(env: tuple[Api, str],
+                                                                          http: aiohttp.ClientSession) -> None:
+    """Attack: a JSON value 200 objects deep was stored and then unreadable by anyone (500 on every read: the
+    reply's parser stops at its own depth); 260 deep was a 500 on the write (the audit's serialiser), and a
+    Vault PATCH of one crashed in the merge. Any writer could so poison a secret it can't read."""
+    api, url = env
+    path, headers = unique("deep"), {"X-Vault-Token": str(api.token)}
+    written = await api.request("PUT", f"/v1/secrets/{path}/ok", json={"value": nested(64), "secret_type": "json"})
+    assert written[0] == 201 and (await api.request("GET", f"/v1/secrets/{path}/ok"))[0] == 200
+    for depth in (65, 200, 300):
+        status, body, _ = await api.request("PUT", f"/v1/secrets/{path}/x", json={
+            "value": nested(depth), "secret_type": "json"})
+        assert status == 422 and body["error"]["details"]["fields"][0]["field"] == "value", (depth, body)
+        for method, at in (("POST", "x"), ("PATCH", "ok")):
+            async with http.request(method, f"{url}/v1/secret/data/{path}/{at}", json={"data": nested(depth)},
+                                    headers=headers) as resp:
+                body = await resp.json()
+            assert resp.status == 422 and body["error"]["code"] == "validation_error", (method, depth, body)
+    assert (await api.request("GET", f"/v1/secrets/{path}/x"))[0] == 404
+    status, ok, _ = await api.request("GET", f"/v1/secrets/{path}/ok")
+    assert status == 200 and ok["version"] == 1
 
 
 async def test_kv_answers_have_vaults_documented_shapes(env: tuple[Api, str]) -> None:

@@ -132,6 +132,16 @@ class Principal:
     mfa_at: datetime | None = None
     #: the identity's token generation when the token was issued (older ones are void)
     generation: int = 0
+    #: the login this token comes from: the id of its first token, for a token made from another (a Vault
+    #: renewal, an MFA step-up; ``None`` for a login's own). Revoking one token of a login revokes them all.
+    session_id: str | None = None
+    #: when that login happened (epoch seconds; ``None``: at ``iat``, a login's own token)
+    auth_time: int | None = None
+
+    @property
+    def session(self) -> str:
+        """The id every token of this login shares (Vault's accessor): the login's first token's."""
+        return self.session_id or self.token_id
 
     def mfa_fresh(self, max_age: float, now: datetime | None = None) -> bool:
         """Did the caller step up with MFA within ``max_age`` seconds?"""
@@ -166,4 +176,6 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         token_id=str(claims["jti"]),
         mfa_at=datetime.fromtimestamp(int(mfa_at), UTC) if mfa_at else None,
         generation=int(claims.get("gen", 0)),
+        session_id=str(claims["sid"]) if claims.get("sid") else None,
+        auth_time=int(claims.get("auth_time") or claims["iat"]),
     )

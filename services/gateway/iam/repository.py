@@ -138,6 +138,15 @@ class IamRepository(SchemaRepository):
             " WHERE i.kind = 'user' AND i.name = $2"
             " AND i.tenant_id = coalesce($1, (SELECT id FROM tenants WHERE parent_id IS NULL))", tenant_id, username)
 
+    async def login_rules(self, identity_id: str) -> asyncpg.Record | None:
+        """What a token renewal re-checks of the login it continues: ``mfa_at_login`` (a password alone would
+        not do now) and ``method_live`` (an external identity's auth method still exists)."""
+        return await self.pool.fetchrow(
+            "SELECT i.mfa_kek_id IS NOT NULL AND (i.require_mfa OR t.require_mfa) AS mfa_at_login,"
+            " i.external_method IS NULL OR EXISTS (SELECT 1 FROM auth_methods m WHERE m.tenant_id = i.tenant_id"
+            " AND m.name = i.external_method) AS method_live"
+            " FROM identities i JOIN tenants t ON t.id = i.tenant_id WHERE i.id = $1", identity_id)
+
     async def login_locked(self, key: str) -> bool:
         return bool(await self.pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM login_failures WHERE key = $1 AND locked_until > now())", key))

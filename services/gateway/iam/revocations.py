@@ -26,6 +26,7 @@ class Revocations:
     def check(self, who: Principal) -> None:
         """``token_revoked`` unless ``who``'s token is still good."""
         if ((who.tenant_id, who.token_id) in self._tokens or who.identity_id in self._deleted
+                or (who.session_id is not None and (who.tenant_id, who.session_id) in self._tokens)
                 or who.generation < self._floors.get(who.identity_id, 0)):
             raise TokenRevoked("token has been revoked")
 

@@ -22,6 +22,12 @@ class TenantRepository(SchemaRepository):
         """The id of the tenant called ``name`` (names are unique across tenants), or ``None``."""
         return await self.pool.fetchval("SELECT id FROM tenants WHERE name = $1", name)
 
+    async def id_in_reach(self, name: str, root_id: str) -> str | None:
+        """The id of the tenant called ``name`` if it is ``root_id`` or below it, else ``None``: one query over
+        ``root_id``'s subtree, the same work whether some other tenant is called so or not."""
+        return await self.pool.fetchval(f"{_SUBTREE} SELECT t.id FROM sub JOIN tenants t USING (id) WHERE t.name = $2",
+                                        root_id, name)
+
     async def root_tenant_id(self) -> str | None:
         return await self.pool.fetchval("SELECT id FROM tenants WHERE parent_id IS NULL")
 

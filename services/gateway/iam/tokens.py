@@ -123,7 +123,8 @@ class TokenSigner:
             claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
             return claims
         return {"jti": principal.token_id, "sub": principal.identity_id, "tid": principal.tenant_id,
-                "exp": int(principal.expires_at.timestamp())}
+                "exp": int(principal.expires_at.timestamp()), "sid": principal.session_id,
+                "auth_time": principal.auth_time}
 
     async def reload(self) -> None:
         rows = await self.repo.signing_keys()
@@ -142,15 +143,19 @@ class TokenSigner:
 
     def issue(self, identity_id: str, tenant_id: str, scopes: tuple[str, ...],
               mfa_at: int | None = None, generation: int = 0, ttl: int | None = None,
-              auth_time: int | None = None) -> tuple[str, int]:
+              auth_time: int | None = None, session: str | None = None) -> tuple[str, int]:
         """A signed access token and its lifetime in seconds (``generation``: the identity's, now; ``ttl``:
-        shorter than the platform's, never longer; ``auth_time``: when the login it renews happened)."""
+        shorter than the platform's, never longer; ``auth_time`` and ``session``: when the login it is made
+        from happened and that login's first token's id, for a token made from another — revoking any token
+        of a login revokes every one made from it)."""
         assert self._signing is not None, "ensure_key() first"
         kid, key = self._signing
         lifetime = self.ttl if ttl is None else max(1, min(ttl, self.ttl))
         claims = token_claims(identity_id, tenant_id, scopes, int(time.time()), lifetime, mfa_at, generation)
         if auth_time is not None:
             claims["auth_time"] = auth_time
+        if session is not None:
+            claims["sid"] = session
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid}), lifetime
 
     async def verify(self, token: str) -> Principal:

@@ -62,11 +62,13 @@ async def vault_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 async def token_auth(request: web.Request, token: str, *, tenant_id: str, renewable: bool = True) -> dict[str, Any]:
     """A Coffer token as Vault's ``auth`` block: ``client_token``, its id as ``accessor``, the identity as
-    ``entity_id``, the policies bound to it, its tenant and scopes in ``metadata``."""
+    ``entity_id``, the policies bound to it, its tenant and scopes in ``metadata``. The accessor is the login's
+    (its first token's id, the same for every renewal): revoking it revokes them all."""
     claims = unverified_claims(token)
     policies = await state(request).policies.policy_names_for(str(claims["sub"]))
-    return {"client_token": token, "accessor": str(claims["jti"]), "policies": policies, "token_policies": policies,
-            "identity_policies": [], "metadata": {"tenant_id": tenant_id, "scope": str(claims.get("scope", ""))},
+    return {"client_token": token, "accessor": str(claims.get("sid") or claims["jti"]), "policies": policies,
+            "token_policies": policies, "identity_policies": [],
+            "metadata": {"tenant_id": tenant_id, "scope": str(claims.get("scope", ""))},
             "lease_duration": max(0, int(claims["exp"]) - int(claims["iat"])), "renewable": renewable,
             "entity_id": str(claims["sub"]), "token_type": "service", "orphan": True, "num_uses": 0}
 

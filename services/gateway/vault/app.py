@@ -6,8 +6,9 @@ scope, policy, rate limit, quota and audit are the same code), the authorizer an
 clients — and differs only in its door (``edge/listener``): the token is ``X-Vault-Token`` (or
 ``Authorization: Bearer``), the tenant is ``X-Vault-Namespace`` (a tenant id, or a tenant's name; the same
 partner rules as ``X-Tenant-ID``), its audit entries say ``listener: vault``, its routes speak Vault's paths
-and shapes (``system``, ``tokens``, ``kv``), and every failure gains Vault's ``errors`` list. Its server
-takes any method token, for Vault's ``LIST``.
+and shapes (``system``, ``tokens``, ``kv``), every failure gains Vault's ``errors`` list, and a request for
+response wrapping is refused (``no_response_wrapping``). Its server takes any method token, for Vault's
+``LIST``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from aiohttp import web
 
 from services.gateway.edge.listener import LISTENER, Listener, authorization_bearer
 from services.gateway.edge.middlewares import auth_middleware, edge_middleware, hide_server_version
-from services.gateway.edge.routes import Route
+from services.gateway.edge.routes import Handler, Route
 from services.gateway.iam.domain import Principal
 from services.gateway.iam.models import NAME
 from services.gateway.methods.routes import TENANT_ID
 from services.gateway.state import STATE, GatewayState, state
 from services.gateway.vault import kv, pki, system, tokens
 from services.gateway.vault.answers import vault_errors
+from shared.errors import InvalidRequest
 
 
 def vault_token(request: web.Request) -> str | None:
@@ -39,7 +41,8 @@ async def namespace_tenant(request: web.Request, who: Principal | None = None) -
     Anything else — a name no tenant has, a name of a tenant outside the caller's reach, a nested ``a/b`` path
     (Coffer's tenants have none) — comes back as it was sent: no tenant has that id, so the tenant rules answer
     as for an unknown tenant (``tenant_not_found`` to a partner admin, ``tenant_access_denied`` to anyone
-    else), and a name tells no one whether another tenant is called so."""
+    else), and a name tells no one whether another tenant is called so — nor does the time it takes: the name
+    is looked up within the caller's subtree only (``id_in_reach``)."""
     raw = request.headers.get("X-Vault-Namespace")
     name = raw.strip().strip("/") if raw is not None else ""
     if not name or re.fullmatch(TENANT_ID.strip("^$"), name):
@@ -47,14 +50,23 @@ async def namespace_tenant(request: web.Request, who: Principal | None = None) -
     if not re.fullmatch(NAME.strip("^$"), name):
         return name[:64]
     tenants = state(request).tenants
-    found = await tenants.id_by_name(name)
-    if found is None or (who is not None and found != who.tenant_id
-                         and not await tenants.in_subtree(who.tenant_id, found)):
-        return name
-    return found
+    found = await tenants.id_by_name(name) if who is None else await tenants.id_in_reach(name, who.tenant_id)
+    return found or name
 
 
 VAULT = Listener("vault", token=vault_token, tenant=namespace_tenant)
+WRAP_TTL = "X-Vault-Wrap-TTL"
+
+
+@web.middleware
+async def no_response_wrapping(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Vault's response wrapping is not served, so a request asking for it (``X-Vault-Wrap-TTL``) is 400
+    ``invalid_request`` before anything is read — never answered unwrapped: whoever relays the answer of a
+    wrapped read expects a single-use token, not the secret."""
+    if WRAP_TTL in request.headers:
+        raise InvalidRequest(f"response wrapping ({WRAP_TTL}) is not served here: ask without it",
+                             details={"header": WRAP_TTL})
+    return await handler(request)
 
 
 def routes(mount: str) -> tuple[Route, ...]:
@@ -63,7 +75,7 @@ def routes(mount: str) -> tuple[Route, ...]:
 
 def build_vault_app(st: GatewayState) -> web.Application:
     """The listener's application: Vault's routes behind the gateway's own middlewares and state."""
-    app = web.Application(middlewares=[vault_errors, edge_middleware, auth_middleware],
+    app = web.Application(middlewares=[vault_errors, edge_middleware, no_response_wrapping, auth_middleware],
                           client_max_size=st.settings.max_body_bytes)
     app[STATE] = st
     app[LISTENER] = VAULT

@@ -3,22 +3,22 @@ answered by the secrets service through its typed client, as the main API's ``/v
 
 The path below the mount is a Coffer secret path, read from the raw URL exactly as the main API reads its own
 (``forward/secrets.secret_path``: no escape decoded, ``..`` and empty segments refused). Each route names the
-policy resource ``secrets/<path>`` and the capability Coffer's own route of that meaning needs: ``read``
-(data, metadata), ``write`` (write, patch), ``delete`` (soft-delete versions), ``restore`` (undelete),
-``purge`` (destroy versions, delete the metadata), and ``list`` per key a ``LIST`` shows. ``options.cas`` is
-Coffer's ``expected_version`` (``0``: create only). A write without ``cas`` still can't lose a concurrent
-change of the secret's type or custom metadata: it reads them, then writes expecting that version, and tries
-again (three times) if another write came first. ``PATCH`` (RFC 7396 merge of the KV map) likewise.
+policy resource ``secrets/<path>`` and the capability Coffer's own route of that meaning needs: ``read`` (data,
+metadata), ``write`` (write; a patch needs ``read`` too), ``delete`` (soft-delete versions), ``restore``
+(undelete), ``purge`` (destroy versions, delete the metadata), and ``list`` per key a ``LIST`` shows.
+``options.cas`` is Coffer's ``expected_version`` (``0``: create only). A write without ``cas`` still can't lose
+a concurrent change of the secret's type or custom metadata: it reads them, then writes expecting that version,
+and tries again (three times) if another write came first. ``PATCH`` (RFC 7396 merge of the KV map) likewise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.gateway.edge.routes import AUDIT_FIELDS, Route, context, principal, query, read_object
 from services.gateway.forward.secrets import secret_path
@@ -43,8 +43,9 @@ from shared.contracts.secrets import (
     SecretRef,
     VersionsChange,
     WriteResult,
+    not_too_deep,
 )
-from shared.errors import InvalidPath, SecretNotFound, VersionConflict, VersionNotFound
+from shared.errors import InsufficientScope, InvalidPath, SecretNotFound, VersionConflict, VersionNotFound
 
 WRITE_ATTEMPTS = 3
 LIST_PAGE = 1000
@@ -62,12 +63,15 @@ class KvWrite(BaseModel):
     data: dict[str, Any] = Field(repr=False)
     options: Options = Options()
 
+    _not_too_deep = field_validator("data")(not_too_deep)
+
 
 class KvVersions(BaseModel):
-    """``delete|undelete|destroy/<path>``'s body."""
+    """``delete|undelete|destroy/<path>``'s body (versions within the bus contract's range: a version out of it is
+    422 here, not a contract error on the way to the service)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-    versions: list[JsonInt] = Field(min_length=1, max_length=1000)
+    versions: list[Annotated[JsonInt, Field(ge=1, le=2**31 - 1)]] = Field(min_length=1, max_length=1000)
 
 
 class ReadQuery(Query):
@@ -112,9 +116,9 @@ async def _put(request: web.Request, path: str, data: dict[str, Any], cas: int |
     secret_type, value = from_kv(data, current.secret_type if current is not None else None)
     request[AUDIT_FIELDS] = {"value": value if isinstance(value, str) else orjson.dumps(value).decode()}
     expected = cas if cas is not None else (current.version if current is not None else 0)
-    return await state(request).secrets.put(context(request), PutSecret(
-        path=path, value=value, secret_type=secret_type,
-        metadata=dict(current.metadata) if current is not None else {}, expected_version=expected))
+    return await state(request).secrets.put(context(request), parse(PutSecret, {  # a merge's breach is a 422 too
+        "path": path, "value": value, "secret_type": secret_type,
+        "metadata": dict(current.metadata) if current is not None else {}, "expected_version": expected}))
 
 
 async def _write(request: web.Request, path: str, cas: int | None,
@@ -149,8 +153,18 @@ async def write(request: web.Request) -> web.Response:
 
 
 async def patch(request: web.Request) -> web.Response:
-    """RFC 7396 merge of ``data`` into the current version's KV map, written as a new version."""
+    """RFC 7396 merge of ``data`` into the current version's KV map, written as a new version.
+
+    The merge reads the value, so the caller needs ``read`` as well as ``write`` (the ``secrets:read`` scope
+    too): a write-only caller may replace a value, never make one out of what it can't see — patching
+    ``{"host": "mine"}`` into ``{"host": …, "password": …}`` would send the password it can't read to its host.
+    """
     path = kv_path(request, "data")
+    who = principal(request)
+    if "secrets:read" not in who.scopes:
+        raise InsufficientScope("a patch reads the secret too: it needs the 'secrets:read' scope",
+                                details={"required_scope": "secrets:read"})
+    await state(request).authorizer.authorize_also(request, who, f"secrets/{path}", "read")
     body = parse(KvWrite, await read_object(request))
 
     async def compose() -> tuple[dict[str, Any], SecretMeta | None]:

@@ -6,7 +6,10 @@ own, answered in Vault's ``auth`` shape: approle's ``role_id``/``secret_id`` are
 client id and secret (``iam/login.client_login``), and ``auth/<method>/login`` is the §10 ``jwt`` method of
 that name (``methods/routes.login``: Vault's ``jwt`` and ``kubernetes`` auth take the same ``{role, jwt}``).
 Renewing gives a new token of the same identity, scopes and MFA moment — no longer-lived than the one
-renewed, and never later than ``COFFER_VAULT_TOKEN_MAX_TTL`` after the login it came from.
+renewed, and never later than ``COFFER_VAULT_TOKEN_MAX_TTL`` after the login it came from — and of the same
+login (its ``sid``): revoking any token of a login (revoke-self, the main API's revoke, an admin's revoke of
+the accessor) revokes every renewal, as Vault's renewals are one token. A renewal is refused when the login
+would not be let in now (``_login_still_holds``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import Field, StrictStr
 from services.gateway.edge.listener import bearer_of
 from services.gateway.edge.routes import Route, principal, read_model
 from services.gateway.iam import login as iam_login
+from services.gateway.iam.domain import Principal
 from services.gateway.iam.models import ClientCredentials
 from services.gateway.iam.routes.tokens import revoke_jti
 from services.gateway.methods import routes as methods
@@ -64,7 +68,7 @@ async def lookup_self(request: web.Request) -> web.Response:
     policies = await state(request).policies.policy_names_for(who.identity_id)
     issued = int(claims["iat"])
     return answer(request, data={
-        "accessor": who.token_id, "creation_time": issued, "creation_ttl": int(claims["exp"]) - issued,
+        "accessor": who.session, "creation_time": issued, "creation_ttl": int(claims["exp"]) - issued,
         "display_name": str(row["name"]), "entity_id": who.identity_id, "expire_time": moment(who.expires_at),
         "explicit_max_ttl": 0, "id": token, "identity_policies": [], "issue_time": moment(from_epoch(issued)),
         "meta": {"tenant_id": who.tenant_id, "scope": " ".join(sorted(who.scopes))}, "num_uses": 0,
@@ -81,22 +85,38 @@ async def renew_self(request: web.Request) -> web.Response:
     assert token is not None
     claims = unverified_claims(token)
     now = int(time.time())
-    logged_in = int(claims.get("auth_time", claims["iat"]))
+    logged_in = who.auth_time or int(claims["iat"])
     left = logged_in + st.settings.vault_token_max_ttl - now
     if left < 1:
         raise Forbidden("this login's tokens can't be renewed any more: log in again",
                         details={"max_ttl": st.settings.vault_token_max_ttl})
+    await _login_still_holds(request, who)
     lifetime = min(int(claims["exp"]) - int(claims["iat"]), left, _seconds(body.increment) or left)
     mfa_at = int(who.mfa_at.timestamp()) if who.mfa_at is not None else None
     renewed, _ = st.signer.issue(who.identity_id, who.tenant_id, tuple(sorted(who.scopes)), mfa_at=mfa_at,
-                                 generation=who.generation, ttl=lifetime, auth_time=logged_in)
+                                 generation=who.generation, ttl=lifetime, auth_time=logged_in,
+                                 session=who.session)
     return answer(request, auth=await token_auth(request, renewed, tenant_id=who.tenant_id))
 
 
+async def _login_still_holds(request: web.Request, who: Principal) -> None:
+    """A renewal is a login without credentials: 403 ``forbidden`` when the login it continues would not be let
+    in now — its auth method was deleted (Vault checks a jwt role still exists), or a password alone no longer
+    does (MFA required since, and this login never gave a code)."""
+    rules = await state(request).identities.login_rules(who.identity_id)
+    if rules is None or not rules["method_live"]:
+        raise Forbidden("the auth method this token's login came by is gone: log in again",
+                        details={"reason": "method_deleted"})
+    if rules["mfa_at_login"] and who.mfa_at is None:
+        raise Forbidden("this identity needs a TOTP code at login now: log in again with one",
+                        details={"reason": "mfa_required"})
+
+
 async def revoke_self(request: web.Request) -> web.Response:
-    """The caller's own token, revoked (204)."""
+    """The caller's own token, revoked (204), and with it every token renewed from the same login (Vault's
+    renewals keep one token)."""
     who = principal(request)
-    await revoke_jti(request, who.tenant_id, who.token_id, who.expires_at)
+    await revoke_jti(request, who.tenant_id, who.token_id, who.expires_at, session=who.session_id)
     return web.Response(status=204)
 
 

@@ -36,7 +36,8 @@ async def step_up(request: web.Request) -> web.Response:
     if verdict != "ok":
         raise MfaRequired("TOTP code is not valid (or was already used)", details={"reason": "invalid_code"})
     token, ttl = st.signer.issue(who.identity_id, who.tenant_id, tuple(sorted(who.scopes)),
-                                 mfa_at=int(time.time()), generation=who.generation)
+                                 mfa_at=int(time.time()), generation=who.generation, auth_time=who.auth_time,
+                                 session=who.session)
     return json_response({"access_token": token, "token_type": "Bearer", "expires_in": ttl,
                           "scope": " ".join(s for s in domain.ALL_SCOPES if s in who.scopes),
                           "tenant_id": who.tenant_id})
@@ -47,7 +48,8 @@ async def revoke(request: web.Request) -> web.Response:
 
     A ``jti`` revocation applies to tokens of the tenant the caller acts in (its
     own, or a child named with ``X-Tenant-ID``): naming another tenant's jti
-    has no effect on that token.
+    has no effect on that token. Revoking a token revokes every token made from
+    the same login (``revoke_jti``).
     """
     body = await read_model(request, RevokeRequest)
     if body.token is not None:
@@ -56,27 +58,36 @@ async def revoke(request: web.Request) -> web.Response:
     if body.token is not None:
         claims = await st.signer.decode_own(body.token)
         jti, owner, tenant = str(claims["jti"]), str(claims["sub"]), str(claims["tid"])
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        expires, session = datetime.fromtimestamp(int(claims["exp"]), UTC), claims.get("sid")
     else:
         assert body.jti is not None
         jti, owner, tenant = body.jti, "", tenant_of(request)
-        expires = datetime.now(UTC) + timedelta(seconds=st.signer.ttl)
+        expires, session = datetime.now(UTC), None
     if owner != who.identity_id:
         if "admin" not in who.scopes:
             raise InsufficientScope("revoking others' tokens needs the 'admin' scope")
         if tenant != tenant_of(request):
             raise TenantAccessDenied("that token belongs to another tenant")
         await authorize(request, "sys/tokens", "revoke")
-    await revoke_jti(request, tenant, jti, expires)
+    await revoke_jti(request, tenant, jti, expires, session=str(session) if session else None)
     return web.Response(status=204)
 
 
-async def revoke_jti(request: web.Request, tenant: str, jti: str, expires: datetime) -> None:
-    """Revoke the token ``jti`` of ``tenant`` (kept as revoked until ``expires``), here at once and on other
-    replicas through the ``token.revoked`` event."""
+async def revoke_jti(request: web.Request, tenant: str, jti: str, expires: datetime, *,
+                     session: str | None = None) -> None:
+    """Revoke the token ``jti`` of ``tenant`` and every token made from the same login, here at once and on
+    other replicas through the ``token.revoked`` event.
+
+    A token made from another (a Vault renewal, an MFA step-up) carries its login's first token's id as
+    ``sid``, so revoking that id (``session``, or ``jti`` when the token is a login's own) revokes them all: a
+    stolen token renewed before its owner revoked it must not outlive the revocation. Each id stays revoked
+    until every token made from it so far has expired: ``expires``, and at least one token lifetime from now
+    (no new one can be made from a revoked token)."""
     st = state(request)
-    await st.identities.revoke_token(tenant, jti, expires, context(request).request_id)
-    st.revocations.token_revoked(tenant, jti)
+    until = max(expires, datetime.now(UTC) + timedelta(seconds=st.signer.ttl))
+    for revoked in dict.fromkeys(each for each in (jti, session) if each):
+        await st.identities.revoke_token(tenant, revoked, until, context(request).request_id)
+        st.revocations.token_revoked(tenant, revoked)
 
 
 async def rotate_signing_key(request: web.Request) -> web.Response:
