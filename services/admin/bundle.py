@@ -59,7 +59,7 @@ def recipients_of(texts: Sequence[str]) -> list[Any]:
                 continue
         except pyrage.RecipientError:
             pass
-        raise BackupRefused(f"not an age recipient (age1…) or an ssh public key: {text[:16]}…")
+        raise BackupRefused(f"not an age recipient (age1…) or an ssh public key: {text[:12]}…")
     if not found:
         raise BackupRefused("no recipient: give --recipient age1… or --recipients-file FILE (as age -r / -R)")
     return found

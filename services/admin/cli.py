@@ -30,7 +30,8 @@ def say(line: str) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m services.admin", description="Backups of a Coffer installation, and their restore into an empty one.")
+    top = argparse.ArgumentParser(prog="python -m services.admin",
+                                  description="Backups of a Coffer installation, and their restore into an empty one.")
     top.add_argument("--log-level", default="warning", help="of the platform's own log lines, on standard error "
                      "(default warning: the steps are printed anyway)")
     sub = top.add_subparsers(dest="command", required=True)

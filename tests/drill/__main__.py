@@ -32,11 +32,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pyrage
 
+from services.provision.installation import amqp_user, default_prefix, pg_role
+from shared.registry import SERVICES
 from tests.chaos.infra import healthy
 from tests.conftest import AMQP_BASE, PG_ADMIN, ROOT, Api, free_port, rabbitmqctl
 from tests.drill.known import Known, check_known_set, forget_redis_admin, keep_writing, write_known_set
@@ -85,16 +88,19 @@ class Place:
         admin = await asyncpg.connect(PG_ADMIN)
         try:
             await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            for (role,) in await admin.fetch("SELECT rolname FROM pg_roles WHERE shobj_description(oid, "
-                                             "'pg_authid') LIKE '%' || $1 || '%'", self.database):
+            roles = [pg_role(default_prefix(self.database, self.vhost), s) for s in SERVICES]
+            for (role,) in await admin.fetch("SELECT rolname FROM pg_roles WHERE rolname = ANY($1::text[])", roles):
                 await admin.execute(f'DROP ROLE "{role}"')  # the provisioned roles: their database is gone
         finally:
             await admin.close()
-        users = rabbitmqctl("-q", "list_users").split()
-        for user in users:
-            if user.startswith("coffer-") and self.database.removeprefix("coffer_") in user.replace("-", "_"):
-                with contextlib.suppress(Exception):
-                    rabbitmqctl("delete_user", user)
+        prefix = default_prefix(self.database, self.vhost)  # the provisioned users' names (no schema prefix set)
+        for service in SERVICES:
+            with contextlib.suppress(Exception):
+                rabbitmqctl("delete_user", amqp_user(prefix, service))
+
+
+def _log_file(path: Path) -> Any:
+    return path.open("ab")
 
 
 @contextlib.asynccontextmanager
@@ -102,7 +108,7 @@ async def platform(place: Place, label: str) -> AsyncIterator[str]:
     """The platform of ``place`` as its own process(es) until the block ends; its URL."""
     port = free_port()
     command = ["-m", "services.embedded"] if place.mode == "embedded" else ["-m", "services.distributed"]
-    log = open(place.dir.parent / f"{label}.log", "ab")  # noqa: SIM115 - closed below
+    log = _log_file(place.dir.parent / f"{label}.log")
     proc = await asyncio.create_subprocess_exec(sys.executable, *command, stdout=log, stderr=log,
                                                 env={**place.env(), "COFFER_HTTP_PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
@@ -141,12 +147,12 @@ async def login(session: aiohttp.ClientSession, url: str, client: dict[str, str]
     return api
 
 
-async def back_up_under_writes(api: Api, known: Known, source: Place, out: Path, recipient: str) -> tuple[int, list[int]]:
+async def back_up_under_writes(api: Api, known: Known, source: Place, out: Path,
+                               recipient: str) -> tuple[int, list[int]]:
     """The backup, while a client writes; (writes acknowledged before it began, every acknowledged one)."""
-    stop, acked = asyncio.Event(), []
-    writer = asyncio.create_task(keep_writing(api, known.root, stop, acked))
-    while len(acked) < 20:  # writes are under way
-        await asyncio.sleep(0.05)
+    stop, under_way, acked = asyncio.Event(), asyncio.Event(), []
+    writer = asyncio.create_task(keep_writing(api, known.root, stop, acked, under_way))
+    await under_way.wait()
     before = len(acked)
     try:
         await admin(source, "backup", "backup", "--recipient", recipient, "--out", str(out))

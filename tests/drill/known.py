@@ -71,8 +71,8 @@ async def forget_redis_admin(known: Known) -> None:
 
 
 async def write_known_set(api: Api, root: str, *, lease: bool = True) -> Known:
-    """Two tenants (one to delete after the backup) with secrets of three versions; in the root tenant a
-    secret, a CA, a role and a certificate issued by it; a webhook subscription; a Redis lease engine and
+    """Two tenants (one to delete after the backup) with secrets of three versions; in the root tenant those,
+    a value of 60 KB, a CA, a role and a certificate issued by it; a webhook subscription; a Redis lease engine and
     role when Redis answers (the lease service's sealed admin password)."""
     kept = (await _ok(api, "POST", "/v1/tenants", 201, json={"name": f"kept-{secrets.token_hex(3)}"}))["id"]
     doomed = (await _ok(api, "POST", "/v1/tenants", 201, json={"name": f"doomed-{secrets.token_hex(3)}"}))["id"]
@@ -84,6 +84,9 @@ async def write_known_set(api: Api, root: str, *, lease: bool = True) -> Known:
                 await _ok(api, "PUT", f"/v1/secrets/{path}", 201 if version == 1 else 200, json={"value": value},
                           headers=_tenant(tenant))
             known.secrets[(tenant, path)] = values
+    big = remember_secret("drill-big-" + secrets.token_urlsafe(45_000))  # near the 64 KiB a value may have
+    await _ok(api, "PUT", "/v1/secrets/app/big", 201, json={"value": big}, headers=_tenant(root))
+    known.secrets[(root, "app/big")] = [big]
     known.ca = (await _ok(api, "POST", "/v1/pki/cas", 201, json={
         "name": f"drill-ca-{secrets.token_hex(3)}", "common_name": "Coffer Drill CA", "key_type": "ec-p256",
         "ttl": "8760h"}))["id"]
@@ -109,14 +112,18 @@ async def write_known_set(api: Api, root: str, *, lease: bool = True) -> Known:
     return known
 
 
-async def keep_writing(api: Api, tenant: str, stop: asyncio.Event, acked: list[int]) -> None:
-    """``load/<n>`` = ``load-<n>`` until ``stop``; each number whose write was answered 201 is appended."""
+async def keep_writing(api: Api, tenant: str, stop: asyncio.Event, acked: list[int],
+                       under_way: asyncio.Event | None = None) -> None:
+    """``load/<n>`` = ``load-<n>`` until ``stop``; each number whose write was answered 201 is appended
+    (``under_way`` is set after 20 of them)."""
     n = 0
     while not stop.is_set():
         status, _, _ = await api.request("PUT", f"/v1/secrets/load/{n}", json={"value": f"load-{n}"},
                                          headers=_tenant(tenant))
         if status == 201:
             acked.append(n)
+        if under_way is not None and len(acked) >= 20:
+            under_way.set()
         n += 1
 
 
