@@ -1,27 +1,34 @@
 """Loading a backup into an empty installation: all of it, or nothing.
 
-Everything the database gets — the schemas, the migrations the backup's schemas had, every table's rows
-(``COPY … FROM STDIN``, parents before children), the sequences — happens in ONE transaction, committed
-only after age has authenticated the whole stream: a wrong identity, a changed or a cut backup leaves
-the target exactly as it was. The keyring files are written after the commit (0600, never over a file);
-then the migrations this version has beyond the backup's run, as at any start.
+A restore reads the backup twice. ``scan`` reads it whole first — age authenticates every chunk, the
+manifest is checked against the target and this version, the keyring files are kept — and writes
+nothing. ``load`` then reads it again into the database. Everything the database gets — the schemas,
+the migrations the backup's schemas had, every table's rows (``COPY … FROM STDIN``, parents before
+children), the sequences — happens in ONE transaction, committed only after age has authenticated the
+whole stream (again): a wrong identity, a changed or a cut backup leaves the target exactly as it was.
+The migrations this version has beyond the backup's run in it too, as at any start. ``write_files`` then
+writes the keyring files (0600, never over a file), the KEKs of tenants deleted since the backup
+destroyed before they reach their place.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+import secrets
+import shutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pydantic
 
-from services.admin import catalog
+from services.admin import catalog, shredding
 from services.admin.backup import MAX_KEY_FILE, keyring_files, root_keyring
 from services.admin.bundle import BackupRefused, Reader
 from services.admin.manifest import Manifest
+from services.admin.unseal import RootKey
 from services.platform import spec_of
 from shared.config import Settings
 from shared.crypto import LocalKms
@@ -35,7 +42,6 @@ class Loaded:
     manifest: Manifest
     #: role ("root" or a service) → the file's bytes, checked against the manifest's digest
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
-    sequences: int = 0
 
 
 def _key_files(settings: Settings) -> list[Path]:
@@ -87,36 +93,64 @@ async def read_manifest(reader: Reader) -> Manifest:
                             "problems)") from None
 
 
-async def load(conn: Any, settings: Settings, reader: Reader, manifest: Manifest,
-               say: Callable[[str], None]) -> Loaded:
-    """The rest of the backup into the (empty) target database; nothing is committed unless all of it
-    authenticated."""
-    _check(manifest, settings)
-    loaded = Loaded(manifest)
-    async with conn.transaction():
-        for service in SERVICES:
-            if service in manifest.migrations:
-                await migrate(conn, settings.schema_for(service), spec_of(service).migrations,
-                              only=set(manifest.migrations[service]))
-        tables = {t.key: t for t in await catalog.tables(conn, settings)}
+async def scan(path: Path, identities: list[Any], settings: Settings) -> Loaded:
+    """The first pass: the whole backup read and authenticated (tables skipped), its manifest checked against
+    this target and this version, its keyring files kept. Nothing is written."""
+    reader = Reader(path, identities)
+    try:
+        manifest = await read_manifest(reader)
+        _check(manifest, settings)
+        loaded = Loaded(manifest)
         while (record := await reader.record())["kind"] != "end":
-            kind = record["kind"]
-            if kind == "file":
+            if record["kind"] == "file":
                 await _file(record, reader, loaded)
-            elif kind == "table":
-                await _table(conn, record, reader, tables, manifest, say)
-            elif kind == "sequences":
-                loaded.sequences = await _sequences(conn, record, settings)
-            else:
-                raise BackupRefused(f"the backup holds a record this version doesn't know ({kind[:40]!r})")
-        await reader.finish()  # the whole stream authenticated: only now may anything stay
-        missing = sorted(set(manifest.files) - set(loaded.files))
-        if missing:
-            raise BackupRefused(f"the backup lacks the keyring files its manifest names ({', '.join(missing)})")
-        for service in SERVICES:  # what this version has beyond the backup's migrations, as at any start
-            if service in manifest.migrations:
-                await migrate(conn, settings.schema_for(service), spec_of(service).migrations)
+            elif record["kind"] == "table" and record.get("table") in manifest.tables:
+                await reader.skip()
+            elif record["kind"] != "sequences":
+                raise BackupRefused(f"the backup holds a record this version doesn't know ({str(record)[:60]})")
+        await reader.finish()
+    finally:
+        reader.close()
+    missing = sorted(set(manifest.files) - set(loaded.files))
+    if missing:
+        raise BackupRefused(f"the backup lacks the keyring files its manifest names ({', '.join(missing)})")
     return loaded
+
+
+async def load(conn: Any, settings: Settings, path: Path, identities: list[Any], scanned: Loaded,
+               say: Callable[[str], None]) -> int:
+    """The second pass: the database loaded from the backup ``scan`` read, in one transaction committed only
+    once all of it authenticated again; how many sequences were set."""
+    reader = Reader(path, identities)
+    sequences = 0
+    try:
+        manifest = await read_manifest(reader)
+        if manifest != scanned.manifest:
+            raise BackupRefused(f"{path} changed while it was restored: nothing was restored")
+        async with conn.transaction():
+            for service in SERVICES:
+                if service in manifest.migrations:
+                    await migrate(conn, settings.schema_for(service), spec_of(service).migrations,
+                                  only=set(manifest.migrations[service]))
+            tables = {t.key: t for t in await catalog.tables(conn, settings)}
+            again = Loaded(manifest)
+            while (record := await reader.record())["kind"] != "end":
+                kind = record["kind"]
+                if kind == "file":
+                    await _file(record, reader, again)  # the same bytes as the first pass's (the digest)
+                elif kind == "table":
+                    await _table(conn, record, reader, tables, manifest, say)
+                elif kind == "sequences":
+                    sequences = await _sequences(conn, record, settings)
+                else:
+                    raise BackupRefused(f"the backup holds a record this version doesn't know ({kind[:40]!r})")
+            await reader.finish()  # the whole stream authenticated: only now may anything stay
+            for service in SERVICES:  # what this version has beyond the backup's migrations, as at any start
+                if service in manifest.migrations:
+                    await migrate(conn, settings.schema_for(service), spec_of(service).migrations)
+    finally:
+        reader.close()
+    return sequences
 
 
 async def _file(record: dict[str, Any], reader: Reader, loaded: Loaded) -> None:
@@ -166,21 +200,40 @@ async def _sequences(conn: Any, record: dict[str, Any], settings: Settings) -> i
     return done
 
 
-def write_files(settings: Settings, loaded: Loaded, salts: dict[str, bytes]) -> list[Path]:
-    """The keyring files at the target's paths (0600, atomically, never over one); the paths written."""
+def write_files(settings: Settings, loaded: Loaded, salts: dict[str, bytes], root: RootKey,
+                deleted: Iterable[str]) -> tuple[list[Path], int]:
+    """The keyring files at the target's paths (0600, never over one), with the KEKs of the ``deleted``
+    tenants destroyed before a service keyring reaches its place (they are made in a directory beside it
+    first); the paths written, and how many of those tenants held keys."""
     targets = {"root": root_keyring(settings), **keyring_files(settings, salts)}
     for role in loaded.files:
         if role not in targets:
             raise BackupRefused(f"the backup holds a keyring of the {role} service, whose schema has no salt")
         if role != "root" and loaded.manifest.files[role].name != targets[role].name:  # type: ignore[index]
             raise BackupRefused(f"the {role} keyring's name does not fit its restored salt: not a backup this wrote")
-    written = []
-    for role, data in loaded.files.items():
-        path = targets[role]
-        if path.exists():
-            raise BackupRefused(f"{path} appeared while restoring: the target is not empty any more")
-        LocalKms._write(path, data, replace=False)
-        if path.read_bytes() != data:
-            raise BackupRefused(f"{path} was made by someone else while restoring")
-        written.append(path)
-    return written
+    _place(targets["root"], loaded.files["root"])
+    kms = root.open(targets["root"])
+    directory = settings.keyrings(targets["root"])
+    staging = directory / f".restoring-{secrets.token_hex(4)}"
+    staging.mkdir(parents=True, mode=0o700)
+    try:
+        for role, data in loaded.files.items():
+            if role != "root":
+                _place(staging / targets[role].name, data)
+        had = shredding.shred(kms, staging, {s: salts[s] for s in loaded.files if s != "root"}, deleted)
+        written = [targets["root"]]
+        for role in loaded.files:
+            if role != "root":
+                _place(targets[role], (staging / targets[role].name).read_bytes())
+                written.append(targets[role])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written, had
+
+
+def _place(path: Path, data: bytes) -> None:
+    if path.exists():
+        raise BackupRefused(f"{path} appeared while restoring: the target is not empty any more")
+    LocalKms._write(path, data, replace=False)
+    if path.read_bytes() != data:
+        raise BackupRefused(f"{path} was made by someone else while restoring")

@@ -1,11 +1,11 @@
 """``python -m services.admin restore``: a backup into an EMPTY installation, then checked.
 
-In order: the target must be empty (no keyring file at its paths, no row in its schemas) or nothing
-happens; the manifest is read and every ``--deleted-since`` source asked (a bad source fails before the
-target is touched); the database is loaded in one transaction (services/admin/load.py); the keyring files
-are written; the seal is opened as an operator's tool opens it (the key file; the KMS or HSM; shamir shares
-on standard input); tenants deleted after the backup lose their keys (services/admin/shredding.py); then
-the checks of services/admin/verify.py.
+In order, nothing written until the fourth step: the target must be empty (no keyring file at its paths,
+no row in its schemas); the backup is read whole and authenticated (services/admin/load.py ``scan``); its
+root keyring is opened with the target's seal (services/admin/unseal.py: shamir shares on standard input,
+the KMS or HSM); every ``--deleted-since`` source is asked. Then the database is loaded in one
+transaction; the keyring files are written, the keys of tenants deleted since the backup destroyed first
+(services/admin/shredding.py); and the checks of services/admin/verify.py run.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 
 from services.admin import catalog, load, shredding, verify
-from services.admin.bundle import BackupRefused, Reader
+from services.admin.bundle import BackupRefused
+from services.admin.unseal import unseal
 from shared.config import Settings
-from shared.custody import open_for_tool
 
 
 async def restore(settings: Settings, dsn: str, path: Path, identities: list[Any], *,
@@ -29,39 +29,35 @@ async def restore(settings: Settings, dsn: str, path: Path, identities: list[Any
                   database_of: Callable[[Path], str] = shredding.embedded_dsn) -> verify.Verdict:
     """Restore ``path`` into the installation ``settings`` and ``dsn`` name; the verdict of the checks."""
     began = time.monotonic()
-    reader = Reader(path, identities)
+    conn = await asyncpg.connect(dsn)
     try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            refusals = await load.refusals(conn, settings)
-            if refusals:
-                raise BackupRefused("the target installation is not empty (" + "; ".join(refusals[:4])
-                                    + (f"; {len(refusals) - 4} more" if len(refusals) > 4 else "")
-                                    + "): restore needs a fresh database and an empty data directory — "
-                                    "nothing was changed")
-            manifest = await load.read_manifest(reader)
-            say(f"restore: backup of {manifest.snapshot_at} ({len(manifest.tenants)} tenants, {manifest.rows()} "
-                f"rows, {manifest.seal} seal), schema prefix '{manifest.schema_prefix}'")
-            deleted = await shredding.deleted_since(deleted_since, manifest, identities, database_of)
-            for tenant in forget:
-                deleted.setdefault(tenant, "--forget-tenant")
-            loaded = await load.load(conn, settings, reader, manifest, say)
-            say(f"restore: database loaded and committed ({manifest.rows()} rows, {loaded.sequences} sequences "
-                "set where the backup left them)")
-            salts = await catalog.salts(conn, settings)
-        finally:
-            await conn.close()
+        await _empty(conn, settings)
+        scanned = await load.scan(path, identities, settings)  # the whole backup authenticated, nothing written
+        manifest = scanned.manifest
+        say(f"restore: {path.name} opens and authenticates whole: a backup of {manifest.snapshot_at} "
+            f"({len(manifest.tenants)} tenants, {manifest.rows()} rows, {manifest.seal} seal, schema prefix "
+            f"'{manifest.schema_prefix}')")
+        root = await unseal(settings, scanned.files["root"], stdin)
+        say(f"restore: the {manifest.seal} seal opens the backup's root keyring")
+        deleted = await shredding.deleted_since(deleted_since, manifest, identities, database_of)
+        for tenant in forget:
+            deleted.setdefault(tenant, "--forget-tenant")
+        await _empty(conn, settings)  # still
+        sequences = await load.load(conn, settings, path, identities, scanned, say)
+        say(f"restore: database loaded and committed ({manifest.rows()} rows, {sequences} sequences set where "
+            "the backup left them)")
+        salts = await catalog.salts(conn, settings)
     finally:
-        reader.close()
-    written = load.write_files(settings, loaded, salts)
+        await conn.close()
+    written, had = load.write_files(settings, scanned, salts, root, deleted)
     say(f"restore: keyring files written: {', '.join(p.name for p in written)} (0600)")
-    kms = await open_for_tool(settings, stdin)
+    for tenant, why in sorted(deleted.items()):
+        known = "" if tenant in manifest.tenants else " (not a tenant of this backup)"
+        say(f"restore: tenant {tenant} was deleted after the backup ({why}): its keys destroyed{known}")
     if deleted:
-        had = shredding.shred(kms, settings, salts, deleted)
-        for tenant, why in sorted(deleted.items()):
-            known = "" if tenant in manifest.tenants else " (not a tenant of this backup)"
-            say(f"restore: tenant {tenant} was deleted after the backup ({why}): its keys destroyed{known}")
-        say(f"restore: {len(deleted)} tenants' keys destroyed in {len(salts)} service keyrings ({had} held some)")
+        say(f"restore: {len(deleted)} tenants' keys destroyed in {len(salts)} service keyrings ({had} held some) "
+            "before they were put in place")
+    kms = root.open(written[0])
     verdict = verify.Verdict()
     conn = await asyncpg.connect(dsn)
     try:
@@ -81,3 +77,11 @@ async def restore(settings: Settings, dsn: str, path: Path, identities: list[Any
     say(f"restore: {'done' if verdict.ok else 'done, but the checks found problems'} in "
         f"{time.monotonic() - began:.1f}s")
     return verdict
+
+
+async def _empty(conn: Any, settings: Settings) -> None:
+    refusals = await load.refusals(conn, settings)
+    if refusals:
+        raise BackupRefused("the target installation is not empty (" + "; ".join(refusals[:4])
+                            + (f"; {len(refusals) - 4} more" if len(refusals) > 4 else "")
+                            + "): restore needs a fresh database and an empty data directory — nothing was changed")

@@ -108,12 +108,13 @@ async def deleted_since(sources: Iterable[str], manifest: Manifest, identities: 
     return found
 
 
-def shred(kms: LocalKms, settings: Settings, salts: dict[str, bytes], tenants: Iterable[str]) -> int:
-    """Each tenant's KEKs destroyed in every restored service keyring (a tombstone each); how many had keys."""
+def shred(kms: LocalKms, directory: Path, salts: dict[str, bytes], tenants: Iterable[str]) -> int:
+    """Each tenant's KEKs destroyed in every service keyring in ``directory`` (a tombstone each, as a tenant's
+    deletion leaves); how many of the keyrings held some."""
     had = 0
     tenants = sorted(set(tenants))
     for service, salt in salts.items():
-        ring = ServiceKeyring.open(settings.keyrings(kms.path), service, root_share(kms, service), salt)
+        ring = ServiceKeyring.open(directory, service, root_share(kms, service), salt)
         for tenant in tenants:
             had += ring.shred(tenant)
     return had

@@ -1,7 +1,8 @@
-"""``make backup-drill`` as an operator runs it (a short form for ``make test-long``): the embedded mode with
-its own ``pgserver`` PostgreSQL, ``python -m services.admin backup`` joining that server from another process
-while a client writes, a tenant deleted, ``restore --deleted-since <the source's data directory>`` into a
-fresh embedded installation, and everything read back through a platform started on it."""
+"""``make backup-drill`` as an operator runs it, in ``make test-long``: the embedded mode with its own
+``pgserver`` PostgreSQL (``python -m services.admin backup`` joins that server from another process while a
+client writes; ``restore --deleted-since <the source's data directory>`` into a fresh embedded
+installation), and the distributed mode (five processes on a fresh database and vhost; the restored one
+provisioned as a new installation); everything read back through a platform started on the restore."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.long
 
 
-def test_the_backup_drill_passes_in_the_embedded_mode() -> None:
+@pytest.mark.parametrize("mode", ["embedded", "distributed"])
+def test_the_backup_drill_passes(mode: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_")}
-    done = subprocess.run([sys.executable, "-m", "tests.drill"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
+    done = subprocess.run([sys.executable, "-m", "tests.drill", "--mode", mode], cwd=ROOT,
+                          env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = done.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import secrets
 import shutil
@@ -23,12 +24,21 @@ import asyncpg
 import pyrage
 import pytest
 
-from services.admin import catalog
-from services.admin.bundle import identities_of
+from services.admin import catalog, load
+from services.admin.bundle import BackupRefused, identities_of
 from services.admin.cli import run
 from services.platform import Platform
 from shared.config import Settings
-from tests.conftest import PG_ADMIN, SECRET_VALUES, Api, own_platform, remember_secret, start_platform
+from shared.seal import ShamirSeal, initialise, open_local_kms
+from tests.conftest import (
+    PG_ADMIN,
+    SECRET_VALUES,
+    Api,
+    own_platform,
+    remember_secret,
+    setting_values,
+    start_platform,
+)
 from tests.drill.__main__ import check_load
 from tests.drill.known import Known, check_known_set, forget_redis_admin, keep_writing, write_known_set
 
@@ -160,6 +170,17 @@ async def test_a_backup_taken_under_writes_restores_whole_into_a_fresh_installat
     assert "verify and end at the manifest's heads" in out
     assert "sampled secrets read back through the restored secrets service" in out
     assert "PROBLEM" not in out
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())  # type: ignore[union-attr]
+    try:  # every bigserial goes on past the rows it numbered (the new writes below would collide otherwise)
+        for table in ("gateway.audit_log", "secrets.outbox"):
+            service, name = table.split(".")
+            sql = catalog.quote(settings.schema_for(service), name)
+            sequence = await conn.fetchval("SELECT pg_get_serial_sequence($1, 'seq')", sql)
+            last, highest = await conn.fetchval(f"SELECT last_value FROM {sequence}"), \
+                await conn.fetchval(f"SELECT max(seq) FROM {sql}")
+            assert highest and last >= highest, (table, last, highest)
+    finally:
+        await conn.close()
     async with restored(source, settings, http) as api:
         await check_load(api, source.known.root, source.before, source.acked)
         await check_known_set(api, source.known)  # the tenant deleted later is whole here: it wasn't yet
@@ -215,14 +236,26 @@ async def test_a_wrong_identity_a_changed_or_a_cut_backup_is_refused_and_restore
     middle[after_first_table(data, source)] ^= 0x01  # the load has begun when it is found
     changed.write_bytes(bytes(middle))
     cut.write_bytes(data[:len(data) - 1000])
-    for bad in (changed, cut):
+    for bad in (changed, cut):  # found by the first pass, which reads it whole before anything is written
         status, out = await admin(capsys, source, settings, "restore", str(bad), "-i", str(source.identity))
         assert status == 1, out
         assert "the backup does not authenticate: it was changed or cut" in out and "nothing was restored" in out
-        assert "database loaded" not in out
-        if bad is changed:  # a table had been copied when the change was found: all of it was rolled back
-            assert "restore: gateway.audit_log: " in out, out
-        await empty(settings)  # the transaction was rolled back: no schema, no table, no file
+        assert "restore: gateway." not in out
+        await empty(settings)
+
+    # a backup changed between the two passes: the load had begun when the change was found, and all of it
+    # (schemas, migrations, tables) is rolled back
+    identities = identities_of(source.identity)
+    scanned = await load.scan(source.backup, identities, settings)
+    said: list[str] = []
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())  # type: ignore[union-attr]
+    try:
+        with pytest.raises(BackupRefused, match="does not authenticate"):
+            await load.load(conn, settings, changed, identities, scanned, said.append)
+    finally:
+        await conn.close()
+    assert any(line.startswith("restore: gateway.audit_log: ") for line in said), said
+    await empty(settings)
 
 
 async def test_a_tenant_deleted_after_the_backup_stays_unreadable_in_its_restore(
@@ -267,3 +300,48 @@ async def test_a_later_backup_tells_a_restore_which_tenants_were_deleted(
     assert f"tenant {source.known.doomed} was deleted after the backup (the later backup later.age)" in out
     assert "PROBLEM" not in out
     shutil.rmtree(settings.data_dir)
+
+
+async def test_a_shamir_installation_restores_only_with_its_shares(
+        source: Source, capsys: pytest.CaptureFixture[str], http: aiohttp.ClientSession, pg_dsn: str) -> None:
+    """The backup holds ``keyring.sealed``, never what opens it: the restore asks for the shares (standard
+    input, as recover-admin does); too few, and nothing is restored."""
+    data_dir = source.tmp / "shamir"
+    values = setting_values(data_dir, None, pg_dsn, seal="shamir")
+    settings = Settings(**values)
+    root_key, shares = await initialise(settings.sealed_keyring_file, ShamirSeal(3, 2))
+    assert shares is not None
+    platform = Platform(values, pg_dsn, kms=open_local_kms(settings.sealed_keyring_file, root_key))
+    await platform.start()
+    try:
+        assert platform.url
+        api = Api(platform.url, http)
+        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
+        assert status == 201, init
+        api.token = remember_secret(init["token"])
+        remember_secret(init["client_secret"])
+        value = remember_secret(secrets.token_urlsafe(20))
+        assert (await api.request("PUT", "/v1/secrets/sealed/one", json={"value": value}))[0] == 201
+        backup = source.tmp / "shamir.age"
+        status, out = await admin(capsys, source, settings, "backup", "-r", source.recipient, "-o", str(backup))
+        assert status == 0 and "keyring.sealed (shamir seal)" in out, out
+    finally:
+        await platform.close()
+
+    fresh = await target(source, "shamir-target")
+    target_settings = Settings(**{**values, "data_dir": fresh.data_dir, "database_url": fresh.database_url})
+    capsys.readouterr()
+    status = await run(["restore", str(backup), "-i", str(source.identity)], settings=target_settings,
+                       stdin=io.StringIO(shares[0] + "\n"))
+    out, err = capsys.readouterr()
+    assert status == 1 and "the seal does not open the backup's keyring (not_enough_shares)" in out, out + err
+    assert not any(share in out + err for share in shares)
+    await empty(target_settings)
+
+    status = await run(["restore", str(backup), "-i", str(source.identity)], settings=target_settings,
+                       stdin=io.StringIO("\n".join(shares[1:]) + "\n"))
+    out, err = capsys.readouterr()
+    assert status == 0, out + err
+    assert "the shamir seal opens the backup's root keyring" in out and "1 sampled secrets read back" in out
+    assert target_settings.sealed_keyring_file.exists() and not target_settings.key_file.exists()
+    assert not any(share in out + err for share in shares) and value not in out
