@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import struct
@@ -33,8 +34,9 @@ import pyrage
 MAGIC = b"COFFER-BACKUP\n1\n"
 #: frames of data are gathered up to this many bytes before they go to the pipe
 FLUSH_BYTES = 1 << 20
-#: a header or a chunk larger than this is not one a backup writes: refused, not allocated
-MAX_HEADER = 1 << 24
+#: a header or a chunk larger than this is not one a backup writes: refused, not allocated (the manifest,
+#: with its counts per tenant and table, is the largest header: some 40 bytes per tenant and table)
+MAX_HEADER = 1 << 28
 MAX_CHUNK = 1 << 24
 _U32 = struct.Struct(">I")
 
@@ -98,10 +100,13 @@ class Writer:
         self._buffer = bytearray(MAGIC)
         self._error: BaseException | None = None
         self.size = 0
+        try:
+            fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise BackupRefused(f"{self._part} can't be made ({type(exc).__name__}: {exc.strerror})") from None
+        out = os.fdopen(fd, "wb")
         read_fd, write_fd = os.pipe()
         self._pipe = os.fdopen(write_fd, "wb", buffering=0)
-        fd = os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        out = os.fdopen(fd, "wb")
 
         def encrypt() -> None:
             try:
@@ -182,7 +187,7 @@ class Reader:
         except OSError as exc:
             raise BackupRefused(f"the backup {path} can't be read ({type(exc).__name__})") from None
         read_fd, write_fd = os.pipe()
-        self._pipe = os.fdopen(read_fd, "rb", buffering=1 << 20)
+        self._pipe = io.BufferedReader(io.FileIO(read_fd, "rb"), buffer_size=1 << 20)
         self._error: BaseException | None = None
         self._buffer = bytearray()
         self._done = False
@@ -223,7 +228,7 @@ class Reader:
             raise BackupRefused(f"{self.path} is not a Coffer backup (or of a format this version can't read)")
 
     async def _length(self, limit: int) -> int:
-        (size,) = _U32.unpack(await self._exactly(4))
+        size = int(_U32.unpack(await self._exactly(4))[0])
         if size > limit:
             raise BackupRefused("the backup holds a record too large for its kind: not a backup this wrote")
         return size

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from services.admin.backup import backup
 from services.admin.bundle import BackupRefused, identities_of, recipients_of
+from services.admin.embedded import embedded_dsn
 from services.admin.restore import restore
-from services.admin.shredding import embedded_dsn
 from shared.config import Settings
 from shared.custody import CustodyRefused
 from shared.errors import CofferError
@@ -95,6 +97,11 @@ async def run(argv: Sequence[str] | None = None, settings: Settings | None = Non
         say(f"{args.command}: the seal did not open: {exc.code}")
     except CofferError as exc:  # an EncryptionError of a key file, a refused keyring: its message, no key
         say(f"{args.command}: failed: {exc.message}")
+    except OSError as exc:  # the database can't be reached, a file can't be written: no DSN is in these
+        say(f"{args.command}: failed: {type(exc).__name__}: {exc}")
+    except asyncpg.PostgresError as exc:  # its message may quote a row: the kind only
+        say(f"{args.command}: failed: the database refused ({type(exc).__name__}, SQLSTATE {exc.sqlstate}); "
+            "nothing was committed")
     return 1
 
 

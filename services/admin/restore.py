@@ -19,6 +19,7 @@ import asyncpg
 
 from services.admin import catalog, load, shredding, verify
 from services.admin.bundle import BackupRefused
+from services.admin.embedded import embedded_dsn
 from services.admin.unseal import unseal
 from shared.config import Settings
 
@@ -26,7 +27,7 @@ from shared.config import Settings
 async def restore(settings: Settings, dsn: str, path: Path, identities: list[Any], *,
                   deleted_since: Iterable[str] = (), forget: Iterable[str] = (), sample: int = 20,
                   stdin: Any = None, say: Callable[[str], None] = print,
-                  database_of: Callable[[Path], str] = shredding.embedded_dsn) -> verify.Verdict:
+                  database_of: Callable[[Path], str] = embedded_dsn) -> verify.Verdict:
     """Restore ``path`` into the installation ``settings`` and ``dsn`` name; the verdict of the checks."""
     began = time.monotonic()
     conn = await asyncpg.connect(dsn)

@@ -20,7 +20,6 @@ alive when it was taken, as it opens every other write made before it. docs/oper
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -118,21 +117,3 @@ def shred(kms: LocalKms, directory: Path, salts: dict[str, bytes], tenants: Iter
         for tenant in tenants:
             had += ring.shred(tenant)
     return had
-
-
-def embedded_dsn(data_dir: Path, *, create: bool = False) -> str:
-    """The embedded PostgreSQL of the installation in ``data_dir``: started, or joined if it runs (pgserver
-    shares one server between processes); ``create`` makes a new one where there is none (a restore)."""
-    pgdata = (Path(data_dir) / "pg").resolve()
-    if not create and not (pgdata / "PG_VERSION").exists():
-        raise BackupRefused(f"{data_dir} holds no embedded PostgreSQL ({pgdata}): with COFFER_DATABASE_URL, "
-                            "name its database (postgresql://…) instead")
-    try:
-        import pgserver
-    except ImportError:  # pragma: no cover - the Makefile installs it
-        raise BackupRefused("no COFFER_DATABASE_URL and the 'pgserver' package is missing: "
-                            "pip install -e '.[embedded]'") from None
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # platformdirs' word on XDG_RUNTIME_DIR says nothing to an operator
-        warnings.simplefilter("ignore")
-        return str(pgserver.get_server(pgdata, cleanup_mode="stop").get_uri())

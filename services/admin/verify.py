@@ -103,7 +103,7 @@ async def secrets_sample(dsn: str, settings: Settings, kms: LocalKms, size: int,
         say("verify: no live secret to read back")
         return
     values = {name: getattr(settings, name) for name in type(settings).model_fields}
-    values.update(amqp_url=None, http_port=0, lifecycle_interval=3600.0, export_poll_interval=3600.0)
+    values.update(amqp_url=None, bus_users={}, http_port=0, lifecycle_interval=3600.0, export_poll_interval=3600.0)
     platform = Platform(values, dsn, services=("secrets",), kms=kms, name="coffer-restore-check")
     try:
         await platform.start()

@@ -150,7 +150,7 @@ async def login(session: aiohttp.ClientSession, url: str, client: dict[str, str]
 async def back_up_under_writes(api: Api, known: Known, source: Place, out: Path,
                                recipient: str) -> tuple[int, list[int]]:
     """The backup, while a client writes; (writes acknowledged before it began, every acknowledged one)."""
-    stop, under_way, acked = asyncio.Event(), asyncio.Event(), []
+    stop, under_way, acked = asyncio.Event(), asyncio.Event(), list[int]()
     writer = asyncio.create_task(keep_writing(api, known.root, stop, acked, under_way))
     await under_way.wait()
     before = len(acked)

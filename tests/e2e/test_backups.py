@@ -27,6 +27,7 @@ import pytest
 from services.admin import catalog, load
 from services.admin.bundle import BackupRefused, identities_of
 from services.admin.cli import run
+from services.admin.embedded import embedded_dsn
 from services.platform import Platform
 from shared.config import Settings
 from shared.seal import ShamirSeal, initialise, open_local_kms
@@ -34,6 +35,7 @@ from tests.conftest import (
     PG_ADMIN,
     SECRET_VALUES,
     Api,
+    initialised,
     own_platform,
     remember_secret,
     setting_values,
@@ -314,12 +316,7 @@ async def test_a_shamir_installation_restores_only_with_its_shares(
     platform = Platform(values, pg_dsn, kms=open_local_kms(settings.sealed_keyring_file, root_key))
     await platform.start()
     try:
-        assert platform.url
-        api = Api(platform.url, http)
-        status, init, _ = await api.request("POST", "/v1/sys/init", token=None)
-        assert status == 201, init
-        api.token = remember_secret(init["token"])
-        remember_secret(init["client_secret"])
+        api = await initialised(platform, http)
         value = remember_secret(secrets.token_urlsafe(20))
         assert (await api.request("PUT", "/v1/secrets/sealed/one", json={"value": value}))[0] == 201
         backup = source.tmp / "shamir.age"
@@ -345,3 +342,30 @@ async def test_a_shamir_installation_restores_only_with_its_shares(
     assert "the shamir seal opens the backup's root keyring" in out and "1 sampled secrets read back" in out
     assert target_settings.sealed_keyring_file.exists() and not target_settings.key_file.exists()
     assert not any(share in out + err for share in shares) and value not in out
+
+
+async def test_a_backup_of_one_postgresql_major_restores_into_another(
+        source: Source, capsys: pytest.CaptureFixture[str]) -> None:
+    """The test server (Debian's PostgreSQL, 15 here) into the embedded mode's own (pgserver's, 16): COPY's text
+    format and Coffer's migrations, no client binary of either major (why not pg_dump: docs/operations.md)."""
+    assert source.backup is not None
+    settings = Settings(**{**source.platform.values, "database_url": None, "data_dir": source.tmp / "embedded"})
+    status, out = await admin(capsys, source, settings, "restore", str(source.backup), "-i", str(source.identity))
+    try:
+        assert status == 0, out
+        assert f"admin: embedded PostgreSQL in {settings.data_dir / 'pg'}" in out and "PROBLEM" not in out
+        conn = await asyncpg.connect(embedded_dsn(settings.data_dir))
+        try:
+            majors = {await conn.fetchval("SHOW server_version_num")}
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(source.settings.database_url.get_secret_value())  # type: ignore[union-attr]
+        try:
+            majors.add(await conn.fetchval("SHOW server_version_num"))
+        finally:
+            await conn.close()
+        assert len({int(m) // 10000 for m in majors}) == 2, majors  # two majors, or this proves nothing
+    finally:
+        import pgserver  # imported already, by the restore
+
+        pgserver.get_server(settings.data_dir / "pg").cleanup()  # this process's handle: the server stops
