@@ -369,3 +369,24 @@ async def test_a_backup_of_one_postgresql_major_restores_into_another(
         import pgserver  # imported already, by the restore
 
         pgserver.get_server(settings.data_dir / "pg").cleanup()  # this process's handle: the server stops
+
+
+async def test_what_does_not_fit_is_refused_before_anything_is_written(
+        source: Source, capsys: pytest.CaptureFixture[str]) -> None:
+    assert source.backup is not None
+    settings = await target(source, "misfit")
+    cases = [
+        (Settings(**{**dict(settings), "schema_prefix": "other_"}),
+         f"set COFFER_SCHEMA_PREFIX={source.settings.schema_prefix}"),
+        (Settings(**{**dict(settings), "seal": "shamir"}), "set COFFER_SEAL=file"),
+    ]
+    for misfit, says in cases:
+        status, out = await admin(capsys, source, misfit, "restore", str(source.backup), "-i", str(source.identity))
+        assert status == 1 and says in out, out
+    await empty(settings)
+    for argv, says in ((["backup", "-r", "age1nope"], "not an age recipient"),
+                       (["backup"], "no recipient"),
+                       (["restore", str(source.backup), "-i", str(source.tmp / "absent.key")], "can't be read"),
+                       (["backup", "-r", source.recipient, "-o", str(source.backup)], "exists already")):
+        status, out = await admin(capsys, source, settings, *argv)
+        assert status == 1 and f"{argv[0]}: refused: " in out and says in out, out
