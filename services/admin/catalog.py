@@ -60,15 +60,15 @@ async def existing_schemas(conn: Any, settings: Settings) -> dict[str, str]:
 async def tables(conn: Any, settings: Settings) -> list[Table]:
     """Every table of the installation's schemas (but the migrations' record), parents before children."""
     by_schema = {schema: service for service, schema in (await existing_schemas(conn, settings)).items()}
-    rows = await conn.fetch(
+    listed = await conn.fetch(
         "SELECT c.oid, n.nspname, c.relname,"
         " array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
         "       AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum) AS columns"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
-        " AND c.relname <> $2", list(by_schema), MIGRATIONS_TABLE)
+        " WHERE n.nspname = ANY($1::text[]) AND c.relkind = 'r' AND c.relname <> $2",
+        list(by_schema), MIGRATIONS_TABLE)
     found = {r["oid"]: Table(by_schema[r["nspname"]], r["nspname"], r["relname"], tuple(r["columns"]),
-                             "tenant_id" in r["columns"]) for r in rows}
+                             "tenant_id" in r["columns"]) for r in listed}
     parents: dict[int, set[int]] = {oid: set() for oid in found}
     for fk in await conn.fetch("SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f'"
                                " AND conrelid = ANY($1::oid[])", list(found)):

@@ -132,7 +132,10 @@ async def load(conn: Any, settings: Settings, path: Path, identities: list[Any],
                 if service in manifest.migrations:
                     await migrate(conn, settings.schema_for(service), spec_of(service).migrations,
                                   only=set(manifest.migrations[service]))
-            tables = {t.key: t for t in await catalog.tables(conn, settings)}
+            ordered = await catalog.tables(conn, settings)
+            for table in reversed(ordered):  # rows a migration seeded (a counter's first row): the backup's instead
+                await conn.execute(f"DELETE FROM {table.sql}")
+            tables = {t.key: t for t in ordered}
             again = Loaded(manifest)
             while (record := await reader.record())["kind"] != "end":
                 kind = record["kind"]
