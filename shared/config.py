@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     #: the sealed keyring (any seal but ``file``); default ``<data_dir>/keyring.sealed``
     seal_file: Path | None = None
     #: the services' keyring files (shared/keyring.py); default ``keyrings/`` beside the root keyring.
-    #: Back it up apart from the database, with a short retention: that is what makes a deleted tenant's
-    #: values unreadable in older database copies.
+    #: ``python -m services.admin backup`` takes it with the database (a restore tombstones the tenants deleted
+    #: since); copies made otherwise go apart from the database's, with a short retention.
     keyring_dir: Path | None = None
     #: BYOK tenants (shared/byok.py): how often each process asks the KMS about their keys, and how long an
     #: answer holds when the KMS can't be reached (a key disabled stops the tenant's reads at the next check)

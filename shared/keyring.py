@@ -16,9 +16,9 @@ shamir seal, holds every U_s but no other service's salt.
 Why tenant KEKs live in a file and not in the database: deleting a tenant replaces its entry by a
 tombstone in every service's keyring file (``shred``) before any of its rows is removed, so a copy of the
 database taken before the deletion — restored anywhere, with the same seal — can't open that tenant's
-values, while every other tenant's still open. The keyring directory is backed up apart from the
-database, with a short retention (docs/operations.md): a tenant is gone from a backup set once no keyring
-copy older than its deletion is kept.
+values, while every other tenant's still open. A backup (services/admin) holds both, so its restore is
+told which tenants were deleted since and tombstones them in the restored keyrings (docs/operations.md,
+"Backups"); keyring copies made otherwise go apart from the database's, with a short retention.
 
 Every process of one service shares its keyring file: changes are made under ``flock`` after a re-read,
 written atomically, and seen by the other processes at their next use (one ``stat``). Tenant KEKs are

@@ -8,6 +8,7 @@ in its own transaction and is recorded in ``<schema>.schema_migrations``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import asyncpg
@@ -25,9 +26,18 @@ def _files(directory: Path | None, namespace: str) -> list[tuple[str, Path]]:
     return [(f"{namespace}/{p.name}", p) for p in sorted(directory.glob("*.sql"))]
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, service_dir: Path | None) -> list[str]:
-    """Bring ``schema`` up to date; returns the migrations applied now."""
+def versions(service_dir: Path | None) -> list[str]:
+    """Every migration a schema of this service gets, in the order they apply."""
+    return [version for version, _ in _files(SHARED_MIGRATIONS, "shared") + _files(service_dir, "service")]
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, service_dir: Path | None, *,
+                  only: Collection[str] | None = None) -> list[str]:
+    """Bring ``schema`` up to date (or, with ``only``, apply those of its migrations alone: a restore first
+    makes the tables its backup had); returns the migrations applied now."""
     files = _files(SHARED_MIGRATIONS, "shared") + _files(service_dir, "service")
+    if only is not None:
+        files = [(version, path) for version, path in files if version in only]
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
