@@ -89,7 +89,8 @@ async def main() -> None:
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
-    print(json.dumps({"arrivals": arrivals, "received": sum(counts), "per_stream": counts}), flush=True)
+    print(json.dumps({"arrivals": arrivals, "received": sum(counts), "per_stream": counts,
+                      "cpu_s": time.process_time()}), flush=True)
 
 
 if __name__ == "__main__":

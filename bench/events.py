@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from bench.settle import settle
 from bench.stack import embedded_stack
@@ -84,9 +85,19 @@ async def write(session: aiohttp.ClientSession, url: str, auth: dict[str, str], 
     return len(paths) / (time.perf_counter() - started), answered, took
 
 
+def platform_cpu() -> float:
+    """CPU seconds of the platform's process so far (``PLATFORM_PID``, set once its stack is up)."""
+    times = psutil.Process(PLATFORM_PID[0]).cpu_times()
+    return times.user + times.system
+
+
+PLATFORM_PID = [0]
+
+
 async def with_streams(session: aiohttp.ClientSession, url: str, auth: dict[str, str], token: str, base: str,
                        paths: list[str], streams: int, clients: int) -> dict[str, Any]:
-    """The writes while ``streams`` streams of ``base/**`` are open in the reader process."""
+    """The writes while ``streams`` streams of ``base/**`` are open in the reader process (``cpu``: the
+    platform's CPU seconds over the writes, ``readers_cpu``: the reader process's, from its start)."""
     reader = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.event_readers", "--url", url, "--streams", str(streams),
         "--expect", str(len(paths)), "--pattern", f"{base}/**", cwd=ROOT, stdin=asyncio.subprocess.PIPE,
@@ -96,7 +107,9 @@ async def with_streams(session: aiohttp.ClientSession, url: str, auth: dict[str,
         ready = await asyncio.wait_for(reader.stdout.readline(), 90)
         if ready.strip() != b"ready":
             raise SystemExit("bench: events: the readers did not open their streams")
+        before = platform_cpu()
         rate, answered, took = await write(session, url, auth, paths, clients)
+        cpu = platform_cpu() - before
         reader.stdin.write(b"done\n")
         await reader.stdin.drain()
         reader.stdin.close()
@@ -109,7 +122,7 @@ async def with_streams(session: aiohttp.ClientSession, url: str, auth: dict[str,
     delays = [max(0.0, arrived - answered[path]) * 1000 for path, times in got["arrivals"].items()
               if path in answered for arrived in times]
     return {"rate": rate, "took": took, "delays": delays, "received": got["received"],
-            "expected": streams * len(paths)}
+            "expected": streams * len(paths), "cpu": cpu, "readers_cpu": got.get("cpu_s")}
 
 
 async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> list[dict[str, Any]]:
@@ -129,6 +142,8 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> l
         async with session.post(f"{stack.url}/v1/sys/init") as resp:
             init = await resp.json()
         token = init["token"]  # every scope, events included
+        assert stack.proc is not None
+        PLATFORM_PID[0] = stack.proc.pid
         auth = {"Authorization": f"Bearer {token}"}
         for rnd in range(rounds):
             for kind in (("without", "with") if rnd % 2 == 0 else ("with", "without")):
@@ -137,8 +152,9 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> l
                 paths = [f"{base}/s{i}" for i in range(writes)]
                 print(f"bench: events: round {rnd + 1}/{rounds}: {writes} writes {kind} streams ...", flush=True)
                 if kind == "without":
+                    before = platform_cpu()
                     rate, _, took = await write(session, stack.url, auth, paths, clients)
-                    without.append({"rate": rate, "took": took})
+                    without.append({"rate": rate, "took": took, "cpu": platform_cpu() - before})
                 else:
                     within.append(await with_streams(session, stack.url, auth, token, base, paths, streams, clients))
     base_rate = statistics.fmean(r["rate"] for r in without)
@@ -150,13 +166,18 @@ async def measure(args: argparse.Namespace, session: aiohttp.ClientSession) -> l
         {"run": "without streams", "writes_per_s": round(base_rate, 1), "ratio": 1.0,
          "write_p50_ms": round(percentile([t for r in without for t in r["took"]], 0.5) * 1000, 2),
          "write_p99_ms": round(percentile([t for r in without for t in r["took"]], 0.99) * 1000, 2),
-         "delay_p50_ms": None, "delay_p99_ms": None, "received": None, "expected": None, **common},
+         "delay_p50_ms": None, "delay_p99_ms": None, "received": None, "expected": None,
+         "platform_cpu_ms_per_write": round(statistics.fmean(r["cpu"] for r in without) / writes * 1000, 3),
+         "readers_cpu_s": None, **common},
         {"run": f"{streams} streams open", "writes_per_s": round(rate, 1),
          "ratio": round(rate / base_rate, 3) if base_rate else None,
          "write_p50_ms": round(percentile([t for r in within for t in r["took"]], 0.5) * 1000, 2),
          "write_p99_ms": round(percentile([t for r in within for t in r["took"]], 0.99) * 1000, 2),
          "delay_p50_ms": round(percentile(delays, 0.5), 1), "delay_p99_ms": round(percentile(delays, 0.99), 1),
-         "received": sum(r["received"] for r in within), "expected": sum(r["expected"] for r in within), **common},
+         "received": sum(r["received"] for r in within), "expected": sum(r["expected"] for r in within),
+         "platform_cpu_ms_per_write": round(statistics.fmean(r["cpu"] for r in within) / writes * 1000, 3),
+         # the harness's readers share the 2 cores with the platform: their CPU is what the writes lose to them
+         "readers_cpu_s": round(statistics.fmean(r["readers_cpu"] or 0 for r in within), 2), **common},
     ]
 
 
@@ -169,14 +190,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           f"at a reader minus its write's answer, over every stream and event; load average "
           f"{r0['loadavg_before'][0]:.2f} before, {r0['loadavg_after'][0]:.2f} after, {os.cpu_count()} cores\n")
     print("| run | writes/s | × without streams | write p50 ms | write p99 ms | event delay p50 ms | "
-          "event delay p99 ms | events received |")
-    print("|---|---|---|---|---|---|---|---|")
+          "event delay p99 ms | events received | platform CPU ms/write | readers' CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         got = "-" if r["expected"] is None else f"{r['received']}/{r['expected']}"
         p50 = "-" if r["delay_p50_ms"] is None else r["delay_p50_ms"]
         p99 = "-" if r["delay_p99_ms"] is None else r["delay_p99_ms"]
+        readers = "-" if r["readers_cpu_s"] is None else r["readers_cpu_s"]
         print(f"| {r['run']} | {r['writes_per_s']} | {r['ratio']} | {r['write_p50_ms']} | {r['write_p99_ms']} | "
-              f"{p50} | {p99} | {got} |")
+              f"{p50} | {p99} | {got} | {r['platform_cpu_ms_per_write']} | {readers} |")
     streamed = rows[1]
     verdicts = [
         f"event delay p99 {streamed['delay_p99_ms']} ms: "

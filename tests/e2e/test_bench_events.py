@@ -26,7 +26,7 @@ def test_the_short_event_stream_bench_has_both_rows_and_every_event() -> None:
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| run |"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
         "run", "writes/s", "× without streams", "write p50 ms", "write p99 ms", "event delay p50 ms",
-        "event delay p99 ms", "events received"], header
+        "event delay p99 ms", "events received", "platform CPU ms/write", "readers' CPU s"], header
     rows = {cells[0]: cells for line in proc.stdout.splitlines() if line.startswith("| ") and not
             line.startswith(("| run", "|---")) for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]}
     assert sorted(rows) == ["20 streams open", "without streams"], proc.stdout
@@ -34,6 +34,7 @@ def test_the_short_event_stream_bench_has_both_rows_and_every_event() -> None:
     streamed = rows["20 streams open"]
     assert float(streamed[1]) > 0 and float(streamed[2]) > 0 and float(streamed[6]) >= float(streamed[5]) >= 0
     assert streamed[7] == "1000/1000", streamed  # 20 streams x 50 writes, none lost
+    assert float(rows["without streams"][8]) > 0 and float(streamed[8]) > 0 and float(streamed[9]) > 0, streamed
     assert "targets: event delay p99 " in proc.stdout and "one round: a smoke run" in proc.stdout
     written = set((ROOT / "bench" / "results").glob("events-*.json")) - before
     assert len(written) == 1, written
