@@ -304,8 +304,11 @@ class AwsBackend:
 
     async def _do(self, timeout: float, operation: str, *, check: bool = False, **kwargs: Any) -> Any:
         try:
+            # the client is made before the clock starts: loading botocore's service model is this process's
+            # work (over a second, cold, on a busy machine), not the backend's answer the timeout is about
+            client = await self._sm(timeout)
             async with asyncio.timeout(timeout):
-                return await getattr(await self._sm(timeout), operation)(**kwargs)
+                return await getattr(client, operation)(**kwargs)
         except (TimeoutError, ConnectTimeoutError, ReadTimeoutError) as exc:
             raise unreachable(self.name, exc, self.reach, timeout=timeout) from None
         except ClientError as exc:
