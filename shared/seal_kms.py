@@ -10,30 +10,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.crypto import NONCE_BYTES
-from shared.seal import (  # noqa: F401
-    CHECK_LABEL,
-    FORMAT_VERSION,
+from shared.seal import (
     HSM_AAD,
     KMS_CONTEXT,
-    MAX_SHARES,
     ROOT_KEY_BYTES,
-    SEAL_TYPES,
-    AutoSeal,
-    Seal,
-    SealedKeyring,
-    SealedStore,
     SealError,
     SealFailure,
     SealUnavailable,
-    ShamirSeal,
-    Unsealer,
-    _aad,
     _b64d,
     _b64e,
-    _encode,
     new_root_key,
-    open_local_kms,
-    root_check,
 )
 
 

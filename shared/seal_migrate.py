@@ -17,32 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from shared.crypto import CLEAR_KEY_FILE, LocalKms
-from shared.seal import (  # noqa: F401
-    CHECK_LABEL,
-    FORMAT_VERSION,
-    HSM_AAD,
-    KMS_CONTEXT,
-    MAX_SHARES,
+from shared.seal import (
     ROOT_KEY_BYTES,
-    SEAL_TYPES,
     AutoSeal,
     Seal,
     SealedKeyring,
-    SealedStore,
     SealError,
-    SealFailure,
     SealUnavailable,
     ShamirSeal,
     Unsealer,
-    _aad,
-    _b64d,
-    _b64e,
-    _encode,
-    new_root_key,
     open_local_kms,
-    root_check,
 )
-from shared.seal_kms import AwsKmsSeal, Pkcs11Seal  # noqa: F401
+from shared.seal_kms import AwsKmsSeal, Pkcs11Seal
 
 # --- what the later wiring and the CLI call ---------------------------------------------------------------
 
