@@ -206,7 +206,7 @@ class ServiceRuntime:
         try:
             backlog = await self.relay.backlog()
             gauges = {}
-            if self.spec.gauges:
+            if self.spec.gauges and payload.get("gauges") is True:
                 assert self.pool is not None
                 async with self.pool.acquire() as conn:
                     gauges = {name: float(await conn.fetchval(sql) or 0) for name, sql in self.spec.gauges.items()}

@@ -12,6 +12,13 @@ from shared.contracts import Contract, Empty, Method, ServiceClient
 from shared.registry import rpc_name
 
 
+class PingRequest(Contract):
+    """``<service>.ping``: ``gauges`` asks for the service's counts too (``/metrics`` only: a health check,
+    which a balancer may send every second, costs the service no query beyond its outbox's)."""
+
+    gauges: bool = False
+
+
 class PingResult(Contract):
     """Reply of ``<service>.ping``: the service is up and its storage answers."""
 
@@ -67,8 +74,8 @@ def shred_method(service: str) -> Method[ShredRequest, ShredResult]:
     return Method(rpc_name(service), "shred", ShredRequest, ShredResult)
 
 
-def ping_method(service: str) -> Method[Empty, PingResult]:
-    return Method(rpc_name(service), "ping", Empty, PingResult)
+def ping_method(service: str) -> Method[PingRequest, PingResult]:
+    return Method(rpc_name(service), "ping", PingRequest, PingResult)
 
 
 def rewrap_method(service: str) -> Method[Empty, RewrapResult]:
@@ -78,8 +85,9 @@ def rewrap_method(service: str) -> Method[Empty, RewrapResult]:
 class SystemClient(ServiceClient):
     """The methods every service answers, by service name."""
 
-    async def ping(self, ctx: RequestContext, service: str, *, timeout: float | None = None) -> PingResult:
-        return await self._call(ping_method(service), ctx, Empty(), timeout=timeout)
+    async def ping(self, ctx: RequestContext, service: str, *, timeout: float | None = None,
+                   gauges: bool = False) -> PingResult:
+        return await self._call(ping_method(service), ctx, PingRequest(gauges=gauges), timeout=timeout)
 
     async def rewrap(self, ctx: RequestContext, service: str, *, timeout: float | None = None) -> RewrapResult:
         return await self._call(rewrap_method(service), ctx, Empty(), timeout=timeout)

@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 
 from services.gateway.state import STATE
 from services.platform import Platform
+from shared.context import RequestContext
 from shared.errors import REGISTRY
 from tests import fuzz
 from tests.conftest import ROOT, Api, free_port, initialised, remember_secret, start_platform
@@ -284,7 +285,7 @@ def gauge(text: str, name: str, service: str) -> float:
     return float(found.group(1))
 
 
-async def test_metrics_tell_the_alert_rules_what_services_count(api: Api) -> None:
+async def test_metrics_tell_the_alert_rules_what_services_count(api: Api, platform: Platform) -> None:
     """deploy/prometheus's rules read these: every service answering, and what each counts (issue #35); a
     certificate issued for a day shows as expiring within 7 days at the next scrape."""
     async def scrape() -> str:
@@ -298,6 +299,11 @@ async def test_metrics_tell_the_alert_rules_what_services_count(api: Api) -> Non
     assert gauge(text, "coffer_webhook_deliveries_failed", "webhooks") >= 0
     assert gauge(text, "coffer_webhook_deliveries_pending", "webhooks") >= 0
     assert gauge(text, "coffer_lease_revocations_retrying", "lease") == 0
+    # only a scrape asks for the counts: a health check (a balancer's, every second) costs no query for them
+    ctx = RequestContext()
+    assert (await platform.runtimes["webhooks"]._ping({}, ctx))["gauges"] == {}
+    counted = (await platform.runtimes["webhooks"]._ping({"gauges": True}, ctx))["gauges"]
+    assert set(counted) == {"coffer_webhook_deliveries_failed", "coffer_webhook_deliveries_pending"}
     before = gauge(text, "coffer_certificates_expiring", "pki")
     ca = await make_ca(api)
     await issue(api, await make_role(api, ca["id"]), ttl="24h")

@@ -56,13 +56,14 @@ class MaintenanceBody(Contract):
     message: StrictStr | None = Field(None, max_length=500)
 
 
-async def service_states(request: web.Request) -> dict[str, str]:
-    """Ping every service (the gateway's own storage too) over the bus; record their outbox backlogs."""
+async def service_states(request: web.Request, *, gauges: bool = False) -> dict[str, str]:
+    """Ping every service (the gateway's own storage too) over the bus; record their outbox backlogs (and, for
+    ``gauges``, what each counts for the alert rules)."""
     st, ctx = state(request), context(request)
 
     async def ping(service: str) -> str:
         try:
-            result = await st.services.ping(ctx, service, timeout=st.settings.health_timeout)
+            result = await st.services.ping(ctx, service, timeout=st.settings.health_timeout, gauges=gauges)
         except CofferError:
             SERVICE_UP.labels(service).set(0)
             return "unavailable"
@@ -92,7 +93,7 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text: requests, latencies, RPC latency, outbox backlogs (no tenant data)."""
-    await service_states(request)
+    await service_states(request, gauges=True)
     return web.Response(body=render_metrics(), content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": "no-store"})
 
