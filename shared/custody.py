@@ -193,7 +193,7 @@ class Custody:
 
     async def _auto_once(self) -> None:
         began = self._clock()
-        seal = auto_seal_of(self.settings)
+        seal = _start().auto_seal_of(self.settings)
         if not self.path.exists():
             try:
                 await initialise(self.path, seal)
@@ -278,7 +278,7 @@ class Custody:
                 seal: Seal = ShamirSeal(shares or int(record["secret_shares"]),
                                         threshold or int(record["secret_threshold"]))
             else:
-                seal = auto_seal_of(self.settings)
+                seal = _start().auto_seal_of(self.settings)
             new_key, record, made = await seal.init()
             with exclusive(self.path):  # the lock root shares are added under
                 self.kms.reseal(SealedStore(new_key, record))
@@ -336,12 +336,23 @@ def install(custody: Custody | None) -> None:
     _INSTALLED = custody
 
 
+def _start() -> Any:
+    """shared.custody_start, imported when first needed (it imports this module)."""
+    import importlib
+    return importlib.import_module("shared.custody_start")
+
+
 def installed() -> Custody | None:
     return _INSTALLED
 
 
-# what happens before a seal opens: beside this module, importable from here too
-from shared.custody_start import auto_seal_of as auto_seal_of  # noqa: E402
-from shared.custody_start import check as check  # noqa: E402
-from shared.custody_start import open_file as open_file  # noqa: E402
-from shared.custody_start import open_for_tool as open_for_tool  # noqa: E402
+# what happens before a seal opens: in shared.custody_start, importable from here too — looked up when asked
+# (PEP 562), never at import: custody_start imports this module, so importing it here made a cycle
+_START = ("auto_seal_of", "check", "open_file", "open_for_tool")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _START:
+        raise AttributeError(f"module 'shared.custody' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module("shared.custody_start"), name)

@@ -384,15 +384,17 @@ if __name__ == "__main__":  # python -m shared.seal: the command line of shared.
     import importlib
     importlib.import_module("shared.seal")
     raise SystemExit(importlib.import_module("shared.seal_migrate").main())
-from shared.seal_kms import AwsKmsSeal, Pkcs11Seal, _aws_error  # noqa: E402, F401
-from shared.seal_migrate import (  # noqa: E402, F401
-    Migration,
-    auto_unseal,
-    initialise,
-    main,
-    migrate_to_file,
-    migrate_to_sealed,
-    root_key_from_shares,
-    rotate_root,
-    share_lines,
-)
+# Names that moved to shared.seal_kms and shared.seal_migrate, still importable from here. Looked up when asked
+# (PEP 562), never at import: those modules import this one, so importing them here made a cycle that failed
+# whenever one of them was imported first.
+_MOVED = {**dict.fromkeys(("AwsKmsSeal", "Pkcs11Seal", "_aws_error"), "shared.seal_kms"),
+          **dict.fromkeys(("Migration", "auto_unseal", "initialise", "main", "migrate_to_file", "migrate_to_sealed",
+                           "root_key_from_shares", "rotate_root", "share_lines"), "shared.seal_migrate")}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shared.seal' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)
