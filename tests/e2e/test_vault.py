@@ -71,6 +71,11 @@ async def test_health_before_init_is_501_then_200_and_the_seal_status(url: str, 
     assert (await off(client.sys.read_health_status, method="HEAD")).status_code == 200
     custom = await off(client.sys.read_health_status, method="GET", active_code=299)
     assert custom.status_code == 299
+    assert (await off(client.sys.read_health_status, method="GET", active_code=204)).status_code == 204
+    async with aiohttp.ClientSession() as http:  # an informational status is no answer: refused, anonymously
+        for code in ("100", "101", "199"):
+            async with http.get(f"{url}/v1/sys/health", params={"activecode": code}) as resp:
+                assert resp.status == 422 and (await resp.json())["error"]["code"] == "validation_error"
     seal = await off(client.sys.read_seal_status)
     assert seal["sealed"] is False and seal["initialized"] is True
     assert_shape(seal, documented("sys_seal_status"))

@@ -30,11 +30,13 @@ CLUSTER = "coffer"
 
 
 class HealthQuery(Query):
-    """Vault's health parameters: the status code of each state (a standby never answers here)."""
+    """Vault's health parameters: the status code of each state (a standby never answers here). A final status
+    only: an anonymous ``?activecode=101`` would otherwise answer "switching protocols", which a proxy in front
+    may take as the connection no longer being HTTP."""
 
-    activecode: int = Field(200, ge=100, le=599)
-    uninitcode: int = Field(501, ge=100, le=599)
-    sealedcode: int = Field(503, ge=100, le=599)
+    activecode: int = Field(200, ge=200, le=599)
+    uninitcode: int = Field(501, ge=200, le=599)
+    sealedcode: int = Field(503, ge=200, le=599)
     standbyok: bool = False
     perfstandbyok: bool = False
 
@@ -54,7 +56,7 @@ async def health(request: web.Request) -> web.Response:
         error = ServiceUnavailable("some services are unavailable", details={"unavailable": down})
         body["error"] = {**error.to_wire(), "request_id": context(request).request_id}
         status = asked.sealedcode
-    if request.method == "HEAD":
+    if request.method == "HEAD" or status in (204, 304):  # statuses that carry no body
         return web.Response(status=status)
     return json_response(body, status=status)
 
