@@ -45,6 +45,10 @@ def _query_digest(tenant_id: str, query: dict[str, Any]) -> str:
     return _b64(hashlib.sha256(canonical.encode()).digest()[:16])
 
 
+#: ``visible_page``: rows read per query, and at most per page (a page of hidden rows ends early, with a cursor)
+VISIBLE_CHUNK = 500
+VISIBLE_WINDOW = 5000
+
 class CursorCodec:
     """Signs and checks cursors with one key."""
 
@@ -86,6 +90,42 @@ class CursorCodec:
         rows = list(await fetch(after, limit + 1))
         next_cursor = self.encode(tenant_id, query, resume_after(rows[limit - 1])) if len(rows) > limit else None
         return rows[:limit], next_cursor
+
+    async def visible_page(
+        self,
+        tenant_id: str,
+        query: dict[str, Any],
+        cursor: str | None,
+        limit: int,
+        fetch: Callable[[Any, int], Awaitable[Sequence[Row]]],
+        resume_after: Callable[[Row], Any],
+        keep: Callable[[Sequence[Row]], Awaitable[Sequence[Row]]],
+        *,
+        chunk: int = VISIBLE_CHUNK,
+        window: int = VISIBLE_WINDOW,
+    ) -> tuple[list[Row], str | None]:
+        """``page`` for a list filtered after the query (by what the caller may see): the rows are kept
+        *before* the page is cut, so neither the items nor ``next_cursor`` tell a hidden row from none.
+
+        Rows are read ``limit + 1`` first, then ``chunk`` at a time, through a window of ``window`` rows.
+        ``next_cursor`` resumes after the page's last item when more than ``limit`` kept rows were found, after
+        the window when it is used up and rows go on, else it is null: a function of the kept rows and of the
+        list's length alone."""
+        position = self.decode(cursor, tenant_id, query) if cursor else None
+        found: list[Row] = []
+        scanned, size = 0, limit + 1  # a page of rows the caller may all see costs what ``page`` does
+        while True:
+            rows = list(await fetch(position, size))
+            scanned += len(rows)
+            found += await keep(rows)
+            if len(found) > limit:
+                return found[:limit], self.encode(tenant_id, query, resume_after(found[limit - 1]))
+            if len(rows) < size:
+                return found, None
+            size = max(size, chunk)
+            position = resume_after(rows[-1])
+            if scanned >= window:
+                return found, self.encode(tenant_id, query, position)
 
     def decode(self, cursor: str, tenant_id: str, query: dict[str, Any]) -> Any:
         """Where to resume; ``invalid_cursor`` unless signed by us for this tenant + query and fresh."""

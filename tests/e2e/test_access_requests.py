@@ -336,6 +336,23 @@ async def test_a_helpdesk_that_approves_one_policy_can_do_nothing_more(api: Api,
     await acted(api, prod["requester"]["token"], theirs["id"], "cancel")
 
 
+async def test_a_filtered_list_tells_nothing_of_requests_the_caller_cant_see(api: Api, prod: dict[str, Any]) -> None:
+    """Who asked for which policy is not the caller's to learn: a filter over hidden requests answers an empty
+    page with no cursor, exactly as a filter over none (the cursor was cut before the rows were judged)."""
+    hidden = [await asked(api, prod["requester"]["token"], await requestable(api, [f"secrets/{unique('h')}/**"]))
+              for _ in range(3)]
+    stranger = await identity(api, ["secrets:read"])
+    for filters in (f"requester={prod['requester']['id']}", "status=pending", f"requester={stranger['id']}"):
+        status, page, _ = await api.request("GET", f"/v1/access-requests?{filters}&limit=1", token=stranger["token"])
+        assert status == 200 and page == {"items": [], "next_cursor": None}, (filters, page)
+    # the requester pages through its own: a cursor while more of them follow
+    status, page, _ = await api.request("GET", f"/v1/access-requests?requester={prod['requester']['id']}&limit=1",
+                                        token=prod["requester"]["token"])
+    assert status == 200 and len(page["items"]) == 1 and page["next_cursor"] is not None
+    for each in hidden:
+        await acted(api, prod["requester"]["token"], each["id"], "cancel")
+
+
 async def test_approvers_named_by_id_or_by_policy(api: Api, prod: dict[str, Any]) -> None:
     oncall = unique("oncall-")
     assert (await api.request("POST", "/v1/policies", json={"name": oncall, "rules": [

@@ -350,3 +350,16 @@ async def test_policy_events_are_published(api: Api, platform: Platform) -> None
     await wait_until(lambda: len([e for e in got if e.data.get("name") == pol]) >= 3)
     assert [e.type for e in got if e.data.get("name") == pol] == ["policy.created", "policy.updated",
                                                                    "policy.deleted"]
+
+
+async def test_a_list_page_says_nothing_of_what_the_caller_cant_list(api: Api) -> None:
+    """A narrow identity lists policies with ``limit=1``: the one it may list, and no cursor, although the
+    tenant has many more (the cursor is cut after the rows are judged, not before)."""
+    mine = name("mine")
+    status, _, _ = await api.request("POST", "/v1/policies", json={"name": mine, "rules": [allow(["x/**"], ["read"])]})
+    assert status == 201
+    narrow = await identity(api, ["admin"], [allow([f"policies/{mine}"], ["list", "read"])])
+    status, page, _ = await api.request("GET", "/v1/policies?limit=1", token=narrow["token"])
+    assert status == 200 and [p["name"] for p in page["items"]] == [mine] and page["next_cursor"] is None, page
+    status, page, _ = await api.request("GET", "/v1/policies?limit=1")  # the admin sees them all, a page at a time
+    assert status == 200 and len(page["items"]) == 1 and page["next_cursor"] is not None

@@ -125,9 +125,14 @@ async def list_requests(request: web.Request) -> web.Response:
     async def fetch(after: str | None, limit: int) -> Any:
         return await st.access.list_requests(tenant, params.status, params.requester, params.policy, after, limit)
 
-    rows, cursor = await st.cursors.page(tenant, shape, params.cursor, params.limit, fetch, lambda r: r["id"])
+    async def visible(rows: Any) -> list[Any]:
+        return [row for row in rows if await _visible(request, row, "list")]
+
+    # kept before the page is cut: a filter (requester, policy, status) over requests the caller can't see
+    # answers an empty page either way, never a cursor that says some exist
+    seen, cursor = await st.cursors.visible_page(tenant, shape, params.cursor, params.limit, fetch,
+                                                 lambda r: r["id"], visible, chunk=250, window=1000)
     request[AUDIT_TARGET] = ("access-requests", "list")
-    seen = [row for row in rows if await _visible(request, row, "list")]
     return json_response({"items": [access_view(r) for r in seen], "next_cursor": cursor})
 
 

@@ -27,9 +27,13 @@ async def caller_is_partner_admin(request: web.Request) -> bool:
 async def listed(request: web.Request, kind: str, fetch: Callable[[str | None, int], Any],
                  key: Callable[[Any], str], view: Callable[[Any], dict[str, Any]],
                  resource_of: Callable[[Any], str]) -> web.Response:
-    """A page of a list, keeping only what the caller may ``list`` (``resource_of(row)``)."""
-    st, page = state(request), query(request, PageQuery)
-    rows, next_cursor = await st.cursors.page(
-        tenant_of(request), {"kind": kind, "limit": page.limit}, page.cursor, page.limit, fetch, key)
-    rows = await st.authorizer.listable(request, principal(request), rows, resource_of)
+    """A page of a list, keeping only what the caller may ``list`` (``resource_of(row)``): kept before the page
+    is cut, so ``next_cursor`` says nothing of rows the caller can't list (``CursorCodec.visible_page``)."""
+    st, page, who = state(request), query(request, PageQuery), principal(request)
+
+    async def keep(rows: Any) -> list[Any]:
+        return await st.authorizer.listable(request, who, rows, resource_of)
+
+    rows, next_cursor = await st.cursors.visible_page(
+        tenant_of(request), {"kind": kind, "limit": page.limit}, page.cursor, page.limit, fetch, key, keep)
     return json_response({"items": [view(r) for r in rows], "next_cursor": next_cursor})
