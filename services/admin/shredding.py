@@ -84,7 +84,8 @@ def kind_of(source: str) -> str:
         return "directory"
     if os.path.isfile(source):
         return "backup"
-    raise BackupRefused(f"--deleted-since {source!r}: not a postgresql:// URL, a data directory or a backup")
+    # never the source itself: a URL of another scheme (postgresql+asyncpg://user:password@…) holds a password
+    raise BackupRefused("--deleted-since: a source is not a postgresql:// URL, a data directory or a backup")
 
 
 async def deleted_since(sources: Iterable[str], manifest: Manifest, identities: list[Any],

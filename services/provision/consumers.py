@@ -120,11 +120,13 @@ async def _bindings(vhost: str, name: str) -> list[str]:
     done = await asyncio.create_subprocess_exec(
         "rabbitmqctl", "-q", "list_bindings", "-p", vhost, "source_name", "destination_name", "routing_key",
         "--formatter", "json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, _ = await done.communicate()
+    out, err = await done.communicate()
     try:
+        if done.returncode != 0:
+            raise ValueError(err.decode(errors="replace").strip()[:300])
         rows = json.loads(out or b"[]")
-    except ValueError:
-        return []
+    except ValueError as exc:  # bindings unknown: re-provisioning must not leave old ones while saying it's done
+        raise SystemExit(f"provision: rabbitmqctl list_bindings failed: {exc}") from None
     return [r["routing_key"] for r in rows
             if r.get("source_name") == EVENTS_EXCHANGE and r.get("destination_name") == queue_of(name)]
 

@@ -231,8 +231,9 @@ async def list_keys(request: web.Request) -> web.Response:
         if cursor is None:
             break
         if seen >= st.settings.vault_list_max:
-            warnings.append(f"only the first {seen} secrets under this folder were looked at "
-                            "(COFFER_VAULT_LIST_MAX): the list may be incomplete")
+            # no count: the secrets looked at include those the caller may not list
+            warnings.append("only the first COFFER_VAULT_LIST_MAX secrets under this folder were looked at: "
+                            "the list may be incomplete")
             break
     keys = folder_keys(prefix, paths)
     if not keys:
